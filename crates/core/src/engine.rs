@@ -1,0 +1,249 @@
+//! The sync engine: source → bounded channel → transforms → sink, committing at every
+//! checkpoint (data first, then state) and never past a failure.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{SinkChange, SourceMessage};
+use crate::metrics::Metrics;
+use crate::sink::{CommitReport, Sink, TableCommitStats};
+use crate::source::{DynSource, Emitter, ReadContext};
+use crate::state::{STATE_VERSION, State};
+use crate::transform::{Plan, SyncSettings};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How to run one sync.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Per-table settings and the hashing salt.
+    pub settings: SyncSettings,
+    /// Tables to re-import from scratch this run (besides those flagged in the state).
+    pub force_resync: BTreeSet<String>,
+    /// Capacity of the source→engine channel, in messages (backpressure bound).
+    pub channel_capacity: usize,
+    /// Fires on Ctrl-C.
+    pub cancel: CancellationToken,
+    /// Live counters.
+    pub metrics: Metrics,
+    /// The sync's start in epoch ms; `None` = now. Fixed values make tests reproducible.
+    pub started_at_ms: Option<i64>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            settings: SyncSettings::default(),
+            force_resync: BTreeSet::new(),
+            channel_capacity: 64,
+            cancel: CancellationToken::new(),
+            metrics: Metrics::new(),
+            started_at_ms: None,
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    /// Per-table totals over all commits.
+    pub tables: BTreeMap<String, TableCommitStats>,
+    /// Number of commits.
+    pub commits: u64,
+    /// Rows received from the source per table.
+    pub rows_received: BTreeMap<String, u64>,
+    /// HTTP requests the source made.
+    pub requests: u64,
+    /// 429 answers the source got (and waited out).
+    pub throttled: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl SyncReport {
+    fn absorb(&mut self, commit: CommitReport) {
+        self.commits += 1;
+        for (table, stats) in commit.tables {
+            self.tables.entry(table).or_default().add(&stats);
+        }
+    }
+}
+
+/// The current time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs one sync of `source` (named `source_name`, configured by `config`) into `sink`.
+///
+/// Guarantees: the sink's state advances only through [`Sink::commit`], which the engine
+/// calls at each source checkpoint and at the end; on any error or cancellation the engine
+/// calls [`Sink::abort`] and the previously committed state and data stay as they were.
+pub async fn run_sync(
+    source_name: &str,
+    source: &dyn DynSource,
+    config: &serde_json::Value,
+    sink: &mut dyn Sink,
+    options: SyncOptions,
+) -> Result<SyncReport> {
+    let started = Instant::now();
+    source.validate_config(config)?;
+    let catalog = source.catalog();
+    let mut plan = Plan::new(&catalog, &options.settings)?;
+    let started_at_ms = options.started_at_ms.unwrap_or_else(now_ms);
+    let synced_at_us = started_at_ms * 1_000;
+
+    let previous = sink.open(&plan.dest_specs()).await?;
+    let result = drive(
+        source_name,
+        source,
+        config,
+        &mut *sink,
+        &mut plan,
+        previous,
+        started_at_ms,
+        synced_at_us,
+        &options,
+    )
+    .await;
+    match result {
+        Ok(mut report) => {
+            sink.close().await?;
+            report.requests = options.metrics.total_requests();
+            report.throttled = options.metrics.total_throttled();
+            report.rows_received = options
+                .metrics
+                .tables()
+                .into_iter()
+                .map(|(t, c)| (t, c.rows))
+                .collect();
+            report.elapsed = started.elapsed();
+            Ok(report)
+        }
+        Err(e) => {
+            if let Err(abort) = sink.abort().await {
+                tracing::warn!(error = %abort, "releasing the destination after a failure also failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    source_name: &str,
+    source: &dyn DynSource,
+    config: &serde_json::Value,
+    sink: &mut dyn Sink,
+    plan: &mut Plan,
+    previous: Option<State>,
+    started_at_ms: i64,
+    synced_at_us: i64,
+    options: &SyncOptions,
+) -> Result<SyncReport> {
+    let state = match previous {
+        Some(s) if s.source != source_name => {
+            return Err(Error::config(format!(
+                "the destination holds data of source `{}`, not `{source_name}`: use another destination",
+                s.source
+            )));
+        }
+        Some(s) => s,
+        None => State::new(source_name),
+    };
+    let ctx = ReadContext {
+        state: state.clone(),
+        tables: plan
+            .tables()
+            .iter()
+            .map(|(n, t)| (n.clone(), t.source.clone()))
+            .collect(),
+        force_resync: options.force_resync.clone(),
+        started_at_ms,
+        cancel: options.cancel.clone(),
+        metrics: options.metrics.clone(),
+    };
+    let (tx, mut rx) = mpsc::channel::<SourceMessage>(options.channel_capacity.max(1));
+    let emitter = Emitter::new(tx);
+    let cancel = options.cancel.clone();
+    let metrics = options.metrics.clone();
+
+    let read = source.read(config, ctx, emitter);
+    let consume = async {
+        let mut report = SyncReport::default();
+        let mut last_state = state;
+        let mut pending = false;
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Error::cancelled()),
+                m = rx.recv() => m,
+            };
+            let Some(message) = message else { break };
+            match message {
+                SourceMessage::Schema(spec) => {
+                    if plan.table(&spec.name).is_none() {
+                        continue;
+                    }
+                    let dest = plan.update(spec)?.clone();
+                    sink.update_table(&dest).await?;
+                }
+                SourceMessage::Change(change) => {
+                    let table = change.table().to_owned();
+                    let rows = change.rows() as u64;
+                    let is_upsert = matches!(change, crate::Change::Upsert { .. });
+                    let Some(change) = plan.apply(change, synced_at_us)? else {
+                        continue;
+                    };
+                    if is_upsert {
+                        metrics.rows(&table, rows);
+                    } else {
+                        metrics.deletes(&table, rows);
+                    }
+                    sink.write(SinkChange {
+                        change,
+                        synced_at_us,
+                    })
+                    .await?;
+                    pending = true;
+                }
+                SourceMessage::Checkpoint(mut state) => {
+                    state.version = STATE_VERSION;
+                    state.source = source_name.to_owned();
+                    state.committed_at_ms = now_ms();
+                    report.absorb(sink.commit(&state).await?);
+                    tracing::debug!(commits = report.commits, "checkpoint committed");
+                    last_state = state;
+                    pending = false;
+                }
+            }
+        }
+        Ok::<_, Error>((report, last_state, pending))
+    };
+    let (read_result, consume_result) = tokio::join!(read, consume);
+    // A consumer failure is the root cause; the source then only saw a closed channel.
+    let (mut report, last_state, pending) = match (consume_result, read_result) {
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(e)) if e.kind() == ErrorKind::Cancelled && options.cancel.is_cancelled() => {
+            return Err(e);
+        }
+        (Ok(_), Err(e)) => return Err(e),
+        (Ok(done), Ok(())) => done,
+    };
+    if options.cancel.is_cancelled() {
+        return Err(Error::cancelled());
+    }
+    if pending {
+        tracing::warn!(
+            "the source ended without a final checkpoint; committing with its last state"
+        );
+        let mut state = last_state;
+        state.committed_at_ms = now_ms();
+        report.absorb(sink.commit(&state).await?);
+    }
+    Ok(report)
+}

@@ -1,0 +1,645 @@
+//! Applying changes to a table's stored rows: upserts by key, soft and hard deletes, and
+//! history-mode versions. Shared by every sink, so all destinations agree on the semantics.
+//!
+//! The rows of a table are a list of Arrow batches with the table's destination schema
+//! ([`TableSpec::arrow_schema`]). [`merge`] returns the new rows; it never duplicates a
+//! storage key.
+
+use crate::error::{Error, Result};
+use crate::message::{Change, Scope, SinkChange};
+use crate::sink::TableCommitStats;
+use crate::spec::{ACTIVE, DELETED, END, END_OF_TIME_US, START, SYNCED, TableSpec};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    new_null_array,
+};
+use arrow::compute::interleave;
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::row::{RowConverter, Rows, SortField};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Aligns `batch` to `schema` by column name: missing columns become NULL, extra columns are
+/// an error, and a type change is an error (never a silent conversion).
+pub fn align(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        match batch.column_by_name(field.name()) {
+            Some(c) if c.data_type() == field.data_type() => columns.push(c.clone()),
+            Some(c) => {
+                return Err(Error::destination(format!(
+                    "table `{table}` column `{}`: stored type {} is incompatible with declared type {}",
+                    field.name(),
+                    c.data_type(),
+                    field.data_type()
+                )));
+            }
+            None => columns.push(new_null_array(field.data_type(), batch.num_rows())),
+        }
+    }
+    for f in batch.schema().fields() {
+        if schema.field_with_name(f.name()).is_err() {
+            return Err(Error::internal(format!(
+                "table `{table}`: column `{}` is not declared",
+                f.name()
+            )));
+        }
+    }
+    let options =
+        arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    batch: usize,
+    row: usize,
+    synced: i64,
+    deleted: bool,
+    start: i64,
+    end: i64,
+    active: bool,
+    live: bool,
+}
+
+/// The string values of `column` in `batches` for rows in `scope` (including soft-deleted
+/// rows). Used by sinks to resolve [`Scope::Via`] against a parent table.
+pub fn select_values(batches: &[RecordBatch], scope: &Scope, column: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let Some(values) = b.column_by_name(column) else {
+            continue;
+        };
+        let matcher = ScopeMatcher::new(scope, b)?;
+        let f = ArrayFormatter::try_new(values.as_ref(), &FormatOptions::default())?;
+        for row in 0..b.num_rows() {
+            if values.is_valid(row) && matcher.matches(row) {
+                out.push(f.value(row).to_string());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+struct ScopeMatcher<'a> {
+    all: bool,
+    values: Option<(ArrayRef, HashSet<&'a str>)>,
+}
+
+impl<'a> ScopeMatcher<'a> {
+    fn new(scope: &'a Scope, batch: &RecordBatch) -> Result<Self> {
+        match scope {
+            Scope::All => Ok(ScopeMatcher {
+                all: true,
+                values: None,
+            }),
+            Scope::Where { column, values } => {
+                let col = batch.column_by_name(column).ok_or_else(|| {
+                    Error::internal(format!("delete scope names unknown column `{column}`"))
+                })?;
+                let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)?;
+                Ok(ScopeMatcher {
+                    all: false,
+                    values: Some((col, values.iter().map(String::as_str).collect())),
+                })
+            }
+            Scope::Via { .. } => Err(Error::internal(
+                "a Via scope must be resolved by the sink before merging",
+            )),
+        }
+    }
+    fn matches(&self, row: usize) -> bool {
+        if self.all {
+            return true;
+        }
+        let (col, set) = self.values.as_ref().expect("where scope");
+        let s = col.as_string::<i32>();
+        s.is_valid(row) && set.contains(s.value(row))
+    }
+}
+
+/// Applies `changes` (in order) to the stored rows `existing` of the table declared by `spec`
+/// (its destination declaration). Returns the new rows as one batch and what changed.
+///
+/// Semantics: an upsert replaces the row with the same key (un-deleting it); a delete sets
+/// `_fivetran_deleted` where the table has it, else removes the row; in history mode an
+/// upsert with new values closes the active version (`_fivetran_end` = new start − 1 ms,
+/// `_fivetran_active` = false) and adds a new one, and a delete closes the active version.
+pub fn merge(
+    spec: &TableSpec,
+    existing: &[RecordBatch],
+    changes: &[SinkChange],
+) -> Result<(RecordBatch, TableCommitStats)> {
+    let schema = spec.arrow_schema();
+    let key_idx: Vec<usize> = spec
+        .primary_key
+        .iter()
+        .map(|k| schema.index_of(k))
+        .collect::<std::result::Result<_, _>>()?;
+    let value_idx: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !crate::spec::SYSTEM_COLUMNS.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let sort_fields = |idx: &[usize]| -> Vec<SortField> {
+        idx.iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect()
+    };
+    let key_conv = RowConverter::new(sort_fields(&key_idx))?;
+    let value_conv = RowConverter::new(sort_fields(&value_idx))?;
+
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let mut values: Vec<Rows> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut stats = TableCommitStats::default();
+    let has_deleted = spec.capture_deletes;
+    let history = spec.history;
+
+    // Load the stored rows.
+    for b in existing {
+        let b = align(b, &schema, &spec.name)?;
+        let keys = key_conv.convert_columns(&pick(&b, &key_idx))?;
+        let vals = value_conv.convert_columns(&pick(&b, &value_idx))?;
+        let synced = ts_col(&b, SYNCED);
+        let deleted = bool_col(&b, DELETED);
+        let start = ts_col(&b, START);
+        let end = ts_col(&b, END);
+        let active = bool_col(&b, ACTIVE);
+        let bi = batches.len();
+        for row in 0..b.num_rows() {
+            let slot = Slot {
+                batch: bi,
+                row,
+                synced: synced.as_ref().map_or(0, |a| a.value(row)),
+                deleted: deleted
+                    .as_ref()
+                    .is_some_and(|a| a.is_valid(row) && a.value(row)),
+                start: start.as_ref().map_or(0, |a| a.value(row)),
+                end: end.as_ref().map_or(END_OF_TIME_US, |a| a.value(row)),
+                active: active
+                    .as_ref()
+                    .is_none_or(|a| a.is_valid(row) && a.value(row)),
+                live: true,
+            };
+            let si = slots.len();
+            slots.push(slot);
+            if !history || slot.active {
+                index.insert(keys.row(row).as_ref().to_vec(), si);
+            }
+        }
+        batches.push(b);
+        values.push(vals);
+    }
+
+    for SinkChange {
+        change,
+        synced_at_us,
+    } in changes
+    {
+        let at = *synced_at_us;
+        match change {
+            Change::Upsert { batch, .. } => {
+                let b = align(batch, &schema, &spec.name)?;
+                let keys = key_conv.convert_columns(&pick(&b, &key_idx))?;
+                let vals = value_conv.convert_columns(&pick(&b, &value_idx))?;
+                let synced = ts_col(&b, SYNCED);
+                let bi = batches.len();
+                for row in 0..b.num_rows() {
+                    let row_synced = synced
+                        .as_ref()
+                        .filter(|a| a.is_valid(row))
+                        .map_or(at, |a| a.value(row));
+                    let key = keys.row(row).as_ref().to_vec();
+                    let fresh = Slot {
+                        batch: bi,
+                        row,
+                        synced: row_synced,
+                        deleted: false,
+                        start: row_synced,
+                        end: END_OF_TIME_US,
+                        active: true,
+                        live: true,
+                    };
+                    match index.get(&key).copied() {
+                        None => {
+                            stats.inserted += 1;
+                            index.insert(key, slots.len());
+                            slots.push(fresh);
+                        }
+                        Some(si) => {
+                            let old = slots[si];
+                            let same = values[old.batch].row(old.row) == vals.row(row);
+                            if same && !old.deleted {
+                                stats.unchanged += 1;
+                                if history {
+                                    slots[si].synced = row_synced;
+                                } else {
+                                    slots[si] = Slot {
+                                        start: old.start,
+                                        ..fresh
+                                    };
+                                }
+                                continue;
+                            }
+                            stats.updated += 1;
+                            if history && old.start != row_synced {
+                                slots[si].active = false;
+                                slots[si].end = row_synced - 1_000;
+                                index.insert(key, slots.len());
+                                slots.push(fresh);
+                            } else {
+                                slots[si] = Slot {
+                                    start: old.start,
+                                    ..fresh
+                                };
+                            }
+                        }
+                    }
+                }
+                batches.push(b);
+                values.push(vals);
+            }
+            Change::Delete { keys, .. } => {
+                let cols = spec
+                    .primary_key
+                    .iter()
+                    .map(|k| {
+                        keys.column_by_name(k).cloned().ok_or_else(|| {
+                            Error::internal(format!(
+                                "delete on `{}` lacks key column `{k}`",
+                                spec.name
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let rows = key_conv.convert_columns(&cols)?;
+                for row in 0..keys.num_rows() {
+                    let key = rows.row(row).as_ref().to_vec();
+                    if let Some(si) = index.get(&key).copied() {
+                        if delete_slot(&mut slots[si], at, has_deleted, history) {
+                            stats.deleted += 1;
+                        }
+                        if !slots[si].live || history {
+                            index.remove(&key);
+                        }
+                    }
+                }
+            }
+            Change::DeleteMissing { scope, keep, .. } => {
+                let cols = spec
+                    .primary_key
+                    .iter()
+                    .map(|k| {
+                        keep.column_by_name(k).cloned().ok_or_else(|| {
+                            Error::internal(format!(
+                                "delete-missing on `{}` lacks key column `{k}`",
+                                spec.name
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let keep_rows = key_conv.convert_columns(&cols)?;
+                let keep: HashSet<&[u8]> = (0..keep.num_rows())
+                    .map(|r| keep_rows.row(r).data())
+                    .collect();
+                let matchers = batches
+                    .iter()
+                    .map(|b| ScopeMatcher::new(scope, b))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut gone = Vec::new();
+                for (key, &si) in &index {
+                    let s = slots[si];
+                    if !keep.contains(key.as_slice()) && matchers[s.batch].matches(s.row) {
+                        gone.push(key.clone());
+                    }
+                }
+                for key in gone {
+                    let si = index[&key];
+                    if delete_slot(&mut slots[si], at, has_deleted, history) {
+                        stats.deleted += 1;
+                    }
+                    if !slots[si].live || history {
+                        index.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    // Materialize.
+    let live: Vec<&Slot> = slots.iter().filter(|s| s.live).collect();
+    let picks: Vec<(usize, usize)> = live.iter().map(|s| (s.batch, s.row)).collect();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let name = field.name().as_str();
+        let col: ArrayRef = match name {
+            SYNCED => Arc::new(ts(live.iter().map(|s| s.synced))),
+            DELETED => Arc::new(BooleanArray::from_iter(
+                live.iter().map(|s| Some(s.deleted)),
+            )),
+            START => Arc::new(ts(live.iter().map(|s| s.start))),
+            END => Arc::new(ts(live.iter().map(|s| s.end))),
+            ACTIVE => Arc::new(BooleanArray::from_iter(live.iter().map(|s| Some(s.active)))),
+            _ => {
+                let arrays: Vec<&dyn Array> =
+                    batches.iter().map(|b| b.column(i).as_ref()).collect();
+                if picks.is_empty() {
+                    new_null_array(field.data_type(), 0)
+                } else {
+                    interleave(&arrays, &picks)?
+                }
+            }
+        };
+        columns.push(col);
+    }
+    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(live.len()));
+    let out = RecordBatch::try_new_with_options(schema, columns, &options)?;
+    Ok((out, stats))
+}
+
+/// Deletes one slot; returns whether anything changed.
+fn delete_slot(s: &mut Slot, at: i64, has_deleted: bool, history: bool) -> bool {
+    if history {
+        if !s.active {
+            return false;
+        }
+        s.active = false;
+        s.end = at;
+        if has_deleted {
+            s.deleted = true;
+        }
+        return true;
+    }
+    if has_deleted {
+        if s.deleted {
+            return false;
+        }
+        s.deleted = true;
+        s.synced = at;
+        true
+    } else {
+        s.live = false;
+        true
+    }
+}
+
+fn pick(b: &RecordBatch, idx: &[usize]) -> Vec<ArrayRef> {
+    idx.iter().map(|&i| b.column(i).clone()).collect()
+}
+
+fn ts_col(b: &RecordBatch, name: &str) -> Option<TimestampMicrosecondArray> {
+    b.column_by_name(name)
+        .filter(|c| c.null_count() < c.len())
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
+}
+
+fn bool_col(b: &RecordBatch, name: &str) -> Option<BooleanArray> {
+    b.column_by_name(name)
+        .filter(|c| c.null_count() < c.len())
+        .map(|c| c.as_boolean().clone())
+}
+
+fn ts(values: impl Iterator<Item = i64>) -> TimestampMicrosecondArray {
+    TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC")
+}
+
+/// The string value of `column` at `row` of `batch` (for tests and diagnostics).
+pub fn string_at(batch: &RecordBatch, column: &str, row: usize) -> Option<String> {
+    let c = batch.column_by_name(column)?;
+    if c.is_null(row) {
+        return None;
+    }
+    if let Some(s) = c.as_any().downcast_ref::<StringArray>() {
+        return Some(s.value(row).to_owned());
+    }
+    ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())
+        .ok()
+        .map(|f| f.value(row).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ColumnSpec, ColumnType, SyncKind};
+    use arrow::array::Int64Array;
+
+    fn spec(capture_deletes: bool, history: bool) -> TableSpec {
+        let mut t = TableSpec::new(
+            "note",
+            SyncKind::Child {
+                parent: "opportunity".into(),
+                parent_column: "opportunity_id".into(),
+            },
+        )
+        .column(ColumnSpec::new("id", ColumnType::String))
+        .column(ColumnSpec::new("opportunity_id", ColumnType::String))
+        .column(ColumnSpec::new("score", ColumnType::Int64))
+        .key(["id"]);
+        t.capture_deletes = capture_deletes;
+        t.history = history;
+        t
+    }
+
+    fn rows(t: &TableSpec, data: &[(&str, &str, i64)], synced: i64) -> RecordBatch {
+        let mut fields: Vec<_> = t
+            .source_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(arrow::datatypes::Field::new(
+            SYNCED,
+            ColumnType::Timestamp.arrow_type(),
+            false,
+        ));
+        RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            vec![
+                Arc::new(StringArray::from_iter_values(data.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(data.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(data.iter().map(|r| r.2))),
+                Arc::new(ts(data.iter().map(|_| synced))),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn up(t: &TableSpec, data: &[(&str, &str, i64)], at: i64) -> SinkChange {
+        SinkChange {
+            change: Change::Upsert {
+                table: t.name.clone(),
+                batch: rows(t, data, at),
+            },
+            synced_at_us: at,
+        }
+    }
+
+    fn keys(ids: &[&str]) -> RecordBatch {
+        RecordBatch::try_from_iter(vec![(
+            "id",
+            Arc::new(StringArray::from_iter_values(ids.iter().copied())) as ArrayRef,
+        )])
+        .unwrap()
+    }
+
+    fn col<'a>(b: &'a RecordBatch, name: &str) -> Vec<String> {
+        (0..b.num_rows())
+            .map(|r| string_at(b, name, r).unwrap_or_else(|| "∅".into()))
+            .collect()
+    }
+
+    #[test]
+    fn upserts_replace_by_key() {
+        let t = spec(false, false);
+        let (out, stats) =
+            merge(&t, &[], &[up(&t, &[("a", "o1", 1), ("b", "o1", 2)], 10)]).unwrap();
+        assert_eq!(stats.inserted, 2);
+        let (out, stats) =
+            merge(&t, &[out], &[up(&t, &[("a", "o1", 5), ("c", "o2", 3)], 20)]).unwrap();
+        assert_eq!((stats.inserted, stats.updated), (1, 1));
+        assert_eq!(col(&out, "id"), ["a", "b", "c"]);
+        assert_eq!(col(&out, "score"), ["5", "2", "3"]);
+        let (_, stats) = merge(&t, &[out], &[up(&t, &[("a", "o1", 5)], 30)]).unwrap();
+        assert_eq!(stats.unchanged, 1);
+    }
+
+    #[test]
+    fn soft_and_hard_deletes() {
+        let soft = spec(true, false);
+        let (out, _) = merge(
+            &soft,
+            &[],
+            &[up(&soft, &[("a", "o1", 1), ("b", "o1", 2)], 10)],
+        )
+        .unwrap();
+        let del = SinkChange {
+            change: Change::Delete {
+                table: "note".into(),
+                keys: keys(&["a", "zz"]),
+            },
+            synced_at_us: 20,
+        };
+        let (out, stats) = merge(&soft, &[out], &[del.clone()]).unwrap();
+        assert_eq!(stats.deleted, 1);
+        assert_eq!(col(&out, DELETED), ["true", "false"]);
+        // An upsert brings it back.
+        let (out, stats) = merge(&soft, &[out], &[up(&soft, &[("a", "o1", 1)], 30)]).unwrap();
+        assert_eq!(stats.updated, 1);
+        assert_eq!(col(&out, DELETED), ["false", "false"]);
+
+        let hard = spec(false, false);
+        let (out, _) = merge(
+            &hard,
+            &[],
+            &[up(&hard, &[("a", "o1", 1), ("b", "o1", 2)], 10)],
+        )
+        .unwrap();
+        let (out, _) = merge(&hard, &[out], &[del]).unwrap();
+        assert_eq!(col(&out, "id"), ["b"]);
+    }
+
+    #[test]
+    fn delete_missing_is_scoped() {
+        let t = spec(true, false);
+        let (out, _) = merge(
+            &t,
+            &[],
+            &[up(
+                &t,
+                &[("a", "o1", 1), ("b", "o1", 2), ("c", "o2", 3)],
+                10,
+            )],
+        )
+        .unwrap();
+        let dm = SinkChange {
+            change: Change::DeleteMissing {
+                table: "note".into(),
+                scope: Scope::Where {
+                    column: "opportunity_id".into(),
+                    values: vec!["o1".into()],
+                },
+                keep: keys(&["b"]),
+            },
+            synced_at_us: 20,
+        };
+        let (out, stats) = merge(&t, &[out], &[dm]).unwrap();
+        assert_eq!(stats.deleted, 1);
+        assert_eq!(col(&out, DELETED), ["true", "false", "false"]);
+        let all = SinkChange {
+            change: Change::DeleteMissing {
+                table: "note".into(),
+                scope: Scope::All,
+                keep: keys(&[]),
+            },
+            synced_at_us: 30,
+        };
+        let (out, stats) = merge(&t, &[out], &[all]).unwrap();
+        assert_eq!(stats.deleted, 2);
+        assert_eq!(col(&out, DELETED), ["true", "true", "true"]);
+        assert_eq!(
+            select_values(
+                &[out],
+                &Scope::Where {
+                    column: "opportunity_id".into(),
+                    values: vec!["o1".into()]
+                },
+                "id"
+            )
+            .unwrap(),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn history_keeps_versions() {
+        let t = spec(false, true);
+        let (out, _) = merge(&t, &[], &[up(&t, &[("a", "o1", 1)], 1_000_000)]).unwrap();
+        let (out, s) = merge(&t, &[out], &[up(&t, &[("a", "o1", 1)], 2_000_000)]).unwrap();
+        assert_eq!((s.unchanged, out.num_rows()), (1, 1));
+        let (out, s) = merge(&t, &[out], &[up(&t, &[("a", "o1", 2)], 3_000_000)]).unwrap();
+        assert_eq!((s.updated, out.num_rows()), (1, 2));
+        assert_eq!(col(&out, ACTIVE), ["false", "true"]);
+        let end = out
+            .column_by_name(END)
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(end.value(0), 2_999_000);
+        assert_eq!(end.value(1), END_OF_TIME_US);
+        let del = SinkChange {
+            change: Change::Delete {
+                table: "note".into(),
+                keys: keys(&["a"]),
+            },
+            synced_at_us: 4_000_000,
+        };
+        let (out, s) = merge(&t, &[out], &[del]).unwrap();
+        assert_eq!(s.deleted, 1);
+        assert_eq!(col(&out, ACTIVE), ["false", "false"]);
+        // Re-created later: a third version.
+        let (out, _) = merge(&t, &[out], &[up(&t, &[("a", "o1", 2)], 5_000_000)]).unwrap();
+        assert_eq!(col(&out, ACTIVE), ["false", "false", "true"]);
+    }
+
+    #[test]
+    fn type_changes_are_errors() {
+        let t = spec(false, false);
+        let bad = RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+            ("score", Arc::new(StringArray::from(vec!["x"])) as ArrayRef),
+        ])
+        .unwrap();
+        let e = merge(&t, &[bad], &[]).unwrap_err();
+        assert!(e.to_string().contains("incompatible"), "{e}");
+    }
+}

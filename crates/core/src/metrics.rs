@@ -1,0 +1,98 @@
+//! Live counters of a running sync, shared by the source, the engine and the progress display.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Counters of one table during a sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableCounters {
+    /// Rows received from the source (upserts).
+    pub rows: u64,
+    /// Keys deleted or checked for deletion.
+    pub deletes: u64,
+    /// Requests made for this table's endpoint.
+    pub requests: u64,
+    /// Expected total rows or requests when knowable (drives the ETA), else 0.
+    pub expected: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    retries: AtomicU64,
+    tables: Mutex<BTreeMap<String, TableCounters>>,
+    phase: Mutex<String>,
+}
+
+/// Shared, cheap-to-clone sync counters.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(Arc<Inner>);
+
+impl Metrics {
+    /// New zeroed counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Counts one HTTP request made on behalf of `table`.
+    pub fn request(&self, table: &str) {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
+        self.with_table(table, |t| t.requests += 1);
+    }
+    /// Counts one 429 answer.
+    pub fn throttled(&self) {
+        self.0.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts one retried request.
+    pub fn retry(&self) {
+        self.0.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds upserted rows of `table`.
+    pub fn rows(&self, table: &str, n: u64) {
+        self.with_table(table, |t| t.rows += n);
+    }
+    /// Adds deleted or delete-checked keys of `table`.
+    pub fn deletes(&self, table: &str, n: u64) {
+        self.with_table(table, |t| t.deletes += n);
+    }
+    /// Sets the expected total for `table` (for an ETA).
+    pub fn expect(&self, table: &str, n: u64) {
+        self.with_table(table, |t| t.expected = n);
+    }
+    /// Names the current phase (shown by the progress display).
+    pub fn set_phase(&self, phase: impl Into<String>) {
+        *self.0.phase.lock().expect("metrics lock") = phase.into();
+    }
+    /// The current phase.
+    pub fn phase(&self) -> String {
+        self.0.phase.lock().expect("metrics lock").clone()
+    }
+    /// Total requests.
+    pub fn total_requests(&self) -> u64 {
+        self.0.requests.load(Ordering::Relaxed)
+    }
+    /// Total 429 answers.
+    pub fn total_throttled(&self) -> u64 {
+        self.0.throttled.load(Ordering::Relaxed)
+    }
+    /// Total retries.
+    pub fn total_retries(&self) -> u64 {
+        self.0.retries.load(Ordering::Relaxed)
+    }
+    /// A copy of the per-table counters.
+    pub fn tables(&self) -> BTreeMap<String, TableCounters> {
+        self.0.tables.lock().expect("metrics lock").clone()
+    }
+    fn with_table(&self, table: &str, f: impl FnOnce(&mut TableCounters)) {
+        let mut tables = self.0.tables.lock().expect("metrics lock");
+        if let Some(t) = tables.get_mut(table) {
+            f(t);
+        } else {
+            let mut t = TableCounters::default();
+            f(&mut t);
+            tables.insert(table.to_owned(), t);
+        }
+    }
+}
