@@ -82,6 +82,16 @@ pub trait Sink: Send {
 
     /// Releases the lease.
     async fn close(&mut self) -> Result<()>;
+
+    /// Reads the committed rows of `table` (destination schema). An optional capability used
+    /// by the conformance suites and by verification tools; sinks that cannot read back keep
+    /// the default, which fails.
+    async fn scan(&self, table: &TableSpec) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+        Err(crate::Error::internal(format!(
+            "this sink cannot read back table `{}`",
+            table.name
+        )))
+    }
 }
 
 /// Builds a sink from its typed config (the `[sink]` section, with `dest` set from `--dest`).
