@@ -59,7 +59,7 @@ pub struct CommitReport {
 /// either the previous commit or this one, and the committed state never covers data that is
 /// not durable.
 #[async_trait]
-pub trait Sink: Send {
+pub trait Sink: Send + Sync {
     /// Reads the committed state without taking the lease (for `sluice state show`).
     async fn read_state(&self) -> Result<Option<State>>;
 

@@ -1,0 +1,258 @@
+use serde_json::json;
+use sluice_core::{ErrorKind, Secret, SyncOptions, SyncSettings, TableSettings};
+use sluice_testkit::{
+    FailPoint, MemoryDestination, TestSource, sink_conformance, source_conformance, sync_with,
+};
+use std::collections::BTreeMap;
+
+const SOURCE: &str = "test";
+const STARTED: i64 = 1_750_000_000_000;
+
+fn options(at: i64) -> SyncOptions {
+    SyncOptions {
+        started_at_ms: Some(at),
+        ..Default::default()
+    }
+}
+
+fn config(version: i64, lookup: &[&str]) -> serde_json::Value {
+    json!({"parents": 7, "children_per_parent": 2, "version": version, "lookup": lookup, "checkpoint_every": 3})
+}
+
+#[tokio::test]
+async fn test_source_runs_end_to_end_into_memory_sink() {
+    let dest = MemoryDestination::new(SOURCE);
+    let report = sync_with(
+        &TestSource,
+        &config(1, &["a", "b"]),
+        &dest,
+        options(STARTED),
+    )
+    .await
+    .unwrap();
+    // 3 parent pages + lookup/final checkpoint.
+    assert_eq!(report.commits, 4);
+    assert_eq!(report.tables["parent"].inserted, 7);
+    assert_eq!(report.tables["child"].inserted, 14);
+    assert_eq!(dest.committed_rows("parent").len(), 7);
+    let row = &dest.committed_rows("parent")[0];
+    assert_eq!(row["_fivetran_synced"], STARTED * 1000);
+    assert_eq!(row["name"], "parent p0000 v1");
+    // An incremental sync with nothing new touches only the re-imported lookup.
+    let report = sync_with(&TestSource, &config(1, &["a"]), &dest, options(STARTED + 1))
+        .await
+        .unwrap();
+    assert!(!report.tables.contains_key("parent"));
+    let lookup = dest.committed_rows("lookup");
+    assert_eq!(
+        lookup
+            .iter()
+            .filter(|r| r["_fivetran_deleted"] == true)
+            .count(),
+        1
+    );
+}
+
+/// A sink failing at each step leaves the state unadvanced, and a rerun produces exactly the
+/// output of a run that never failed.
+#[tokio::test]
+async fn failures_at_every_commit_step_leave_state_unadvanced_and_rerun_converges() {
+    let clean = MemoryDestination::new(SOURCE);
+    sync_with(
+        &TestSource,
+        &config(1, &["a", "b"]),
+        &clean,
+        options(STARTED),
+    )
+    .await
+    .unwrap();
+    sync_with(
+        &TestSource,
+        &config(2, &["b"]),
+        &clean,
+        options(STARTED + 10),
+    )
+    .await
+    .unwrap();
+    let expected = clean.snapshot();
+
+    let points = [
+        FailPoint::Open,
+        FailPoint::Write(0),
+        FailPoint::Write(3),
+        FailPoint::Write(8),
+        FailPoint::BeforeData,
+        FailPoint::BeforeState,
+    ];
+    for point in points {
+        let dest = MemoryDestination::new(SOURCE);
+        sync_with(
+            &TestSource,
+            &config(1, &["a", "b"]),
+            &dest,
+            options(STARTED),
+        )
+        .await
+        .unwrap();
+        let before = dest.state();
+        dest.fail_at(point);
+        let err = sync_with(
+            &TestSource,
+            &config(2, &["b"]),
+            &dest,
+            options(STARTED + 10),
+        )
+        .await
+        .expect_err("injected failure must fail the sync");
+        assert_eq!(err.kind(), ErrorKind::Destination, "{point:?}: {err}");
+        let after = dest.state().unwrap();
+        // Checkpoints before the failure may have committed, but the cursor that covers the
+        // whole sync must not have advanced.
+        assert_eq!(
+            after.table("parent").cursor,
+            before.as_ref().unwrap().table("parent").cursor,
+            "{point:?}: state advanced past a failure"
+        );
+        sync_with(
+            &TestSource,
+            &config(2, &["b"]),
+            &dest,
+            options(STARTED + 10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(dest.snapshot(), expected, "{point:?}: rerun output differs");
+        assert_eq!(
+            dest.state().unwrap().tables,
+            clean.state().unwrap().tables,
+            "{point:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_source_commits_nothing_past_its_last_checkpoint() {
+    let dest = MemoryDestination::new(SOURCE);
+    let mut cfg = config(1, &["a"]);
+    cfg["fail_after_messages"] = json!(5);
+    let err = sync_with(&TestSource, &cfg, &dest, options(STARTED))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Upstream);
+    // 4 messages per page: one page committed, the second page's upsert was not.
+    assert_eq!(dest.commits(), 1);
+    assert_eq!(dest.committed_rows("parent").len(), 3);
+    assert!(dest.state().unwrap().table("parent").cursor.is_none());
+    sync_with(&TestSource, &config(1, &["a"]), &dest, options(STARTED))
+        .await
+        .unwrap();
+    assert_eq!(dest.committed_rows("parent").len(), 7);
+}
+
+#[tokio::test]
+async fn blocking_and_hashing_apply_end_to_end() {
+    let dest = MemoryDestination::new(SOURCE);
+    let settings = SyncSettings {
+        tables: BTreeMap::from([
+            (
+                "child".to_owned(),
+                TableSettings {
+                    enabled: false,
+                    ..Default::default()
+                },
+            ),
+            (
+                "parent".to_owned(),
+                TableSettings {
+                    blocked_columns: vec!["score".into()],
+                    hashed_columns: vec!["name".into()],
+                    ..Default::default()
+                },
+            ),
+        ]),
+        hash_salt: Some(Secret::new("pepper")),
+    };
+    sync_with(
+        &TestSource,
+        &config(1, &[]),
+        &dest,
+        SyncOptions {
+            settings,
+            ..options(STARTED)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        !dest.table_names().contains(&"child".to_owned()),
+        "blocked table written"
+    );
+    let row = &dest.committed_rows("parent")[0];
+    assert!(!row.contains_key("score"), "blocked column written");
+    let expected = sluice_core::transform::hash_value(&Secret::new("pepper"), b"parent p0000 v1");
+    assert_eq!(row["name"], expected.as_str());
+}
+
+#[tokio::test]
+async fn config_errors_fail_before_touching_the_destination() {
+    let dest = MemoryDestination::new(SOURCE);
+    let settings = SyncSettings {
+        tables: BTreeMap::from([(
+            "parent".to_owned(),
+            TableSettings {
+                blocked_columns: vec!["id".into()],
+                ..Default::default()
+            },
+        )]),
+        hash_salt: None,
+    };
+    let err = sync_with(
+        &TestSource,
+        &config(1, &[]),
+        &dest,
+        SyncOptions {
+            settings,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert_eq!(err.exit_code(), 2);
+    let err = sync_with(
+        &TestSource,
+        &json!({"bogus": 1}),
+        &dest,
+        SyncOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("bogus"), "{err}");
+    assert!(dest.state().is_none());
+}
+
+#[tokio::test]
+async fn resync_forces_a_full_reread() {
+    let dest = MemoryDestination::new(SOURCE);
+    sync_with(&TestSource, &config(1, &["a"]), &dest, options(STARTED))
+        .await
+        .unwrap();
+    let mut opts = options(STARTED + 5);
+    opts.force_resync.insert("parent".into());
+    let report = sync_with(&TestSource, &config(1, &["a"]), &dest, opts)
+        .await
+        .unwrap();
+    assert_eq!(report.tables["parent"].unchanged, 7);
+}
+
+#[tokio::test]
+async fn memory_sink_passes_the_sink_conformance_suite() {
+    let dest = MemoryDestination::new("conformance");
+    sink_conformance::run(|| Box::new(dest.sink())).await;
+}
+
+#[tokio::test]
+async fn test_source_passes_the_source_conformance_suite() {
+    source_conformance::run(SOURCE, &TestSource, &config(1, &["a", "b"])).await;
+}
