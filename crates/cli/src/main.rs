@@ -1,1 +1,122 @@
-fn main(){}
+//! `sluice`: ELT from SaaS APIs into Parquet data lakes.
+//!
+//! Exit codes: 0 ok, 2 config or usage, 3 auth, 4 upstream API, 5 destination, 1 internal,
+//! 130 interrupted.
+
+mod commands;
+mod config;
+mod logging;
+mod progress;
+mod summary;
+mod tables_doc;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Moves data from SaaS APIs into Parquet on local disk or S3, incrementally.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    /// Log line format on stderr (filter with RUST_LOG, default `info`).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: logging::LogFormat,
+    /// Never draw progress bars (they are already hidden when stderr is not a terminal).
+    #[arg(long, global = true)]
+    no_progress: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Dest {
+    /// Destination: a path, file://…, or s3://bucket/prefix (overrides `sink.dest`).
+    #[arg(long)]
+    dest: Option<String>,
+    /// Configuration file (default: ./sluice.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sync a source into a sink.
+    Run {
+        /// Source plugin (see `sluice plugins`).
+        source: String,
+        /// Sink plugin.
+        #[arg(long)]
+        sink: String,
+        #[command(flatten)]
+        dest: Dest,
+    },
+    /// Verify credentials and reachability of a source with one request.
+    Check {
+        /// Source plugin.
+        source: String,
+        /// Configuration file (default: ./sluice.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List a source's tables and columns.
+    Tables {
+        /// Source plugin.
+        source: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: tables_doc::Format,
+    },
+    /// List the registered plugins.
+    Plugins,
+    /// Inspect the sync state stored in a destination.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Make the next run re-import a table (or every table) from scratch.
+    Resync {
+        /// Source plugin.
+        source: String,
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Sink plugin holding the destination.
+        #[arg(long, default_value = "parquet")]
+        sink: String,
+        #[command(flatten)]
+        dest: Dest,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Print the committed state (secrets redacted).
+    Show {
+        /// Sink plugin holding the destination.
+        #[arg(long, default_value = "parquet")]
+        sink: String,
+        #[command(flatten)]
+        dest: Dest,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let bars = progress::bars(!cli.no_progress);
+    logging::init(cli.log_format, &bars);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("internal error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(cli.command, bars));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `sluice.toml`: loading, environment overrides and validation, with one-line errors that
+//! name the offending key.
+
+use serde::Deserialize;
+use sluice_core::{Error, Result, Secret, SyncSettings, TableSettings};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Environment variable holding the hashing salt.
+pub(crate) const SALT_ENV: &str = "SLUICE_HASH_SALT";
+
+/// The whole configuration file. Every section is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    /// Settings of the source plugin (`[source]`), passed to it as they are.
+    #[serde(default)]
+    pub(crate) source: Option<toml::Table>,
+    /// Settings of the sink plugin (`[sink]`), passed to it as they are; `--dest` overrides
+    /// `sink.dest`.
+    #[serde(default)]
+    pub(crate) sink: Option<toml::Table>,
+    /// Salt for column hashing. Prefer the `SLUICE_HASH_SALT` environment variable.
+    #[serde(default)]
+    pub(crate) hash_salt: Option<Secret>,
+    /// Per-table settings (`[tables.<name>]`).
+    #[serde(default)]
+    pub(crate) tables: BTreeMap<String, TableSettings>,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`; a missing explicit file is an error.
+    pub(crate) fn load(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses configuration text; `origin` names it in errors.
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<ConfigFile> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let message = inner.message().trim().replace('\n', " ");
+            let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+            let key = if path.is_empty() || path == "." {
+                String::new()
+            } else {
+                format!(" {path}:")
+            };
+            Error::config(format!("{origin}{at}:{key} {message}"))
+        })
+    }
+
+    /// The source section as JSON (an empty object when absent).
+    pub(crate) fn source_json(&self) -> serde_json::Value {
+        table_json(self.source.as_ref())
+    }
+
+    /// The sink section as JSON with `dest` overridden.
+    pub(crate) fn sink_json(&self, dest: Option<&str>) -> serde_json::Value {
+        let mut v = table_json(self.sink.as_ref());
+        if let Some(dest) = dest {
+            v["dest"] = serde_json::Value::String(dest.to_owned());
+        }
+        v
+    }
+
+    /// Per-table settings and the salt (from `SLUICE_HASH_SALT`, else the file).
+    pub(crate) fn sync_settings(&self) -> SyncSettings {
+        let salt = std::env::var(SALT_ENV)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .or_else(|| self.hash_salt.clone());
+        SyncSettings {
+            tables: self.tables.clone(),
+            hash_salt: salt,
+        }
+    }
+}
+
+fn table_json(t: Option<&toml::Table>) -> serde_json::Value {
+    match t {
+        Some(t) => serde_json::to_value(t).unwrap_or_default(),
+        None => serde_json::Value::Object(Default::default()),
+    }
+}
+
+/// Loads `--config`, else `./sluice.toml` when present, else defaults.
+pub(crate) fn load(explicit: Option<&Path>) -> Result<ConfigFile> {
+    match explicit {
+        Some(p) => ConfigFile::load(p),
+        None => {
+            let default = Path::new("sluice.toml");
+            if default.exists() {
+                ConfigFile::load(default)
+            } else {
+                Ok(ConfigFile::default())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let c = ConfigFile::parse(
+            r#"
+hash_salt = "s"
+[source]
+api_key_env = "MY_KEY"
+[sink]
+dest = "s3://bucket/lake"
+[tables.users]
+blocked_columns = ["photo"]
+hashed_columns = ["email"]
+[tables.requisition]
+enabled = false
+[tables.opportunity_stage_history]
+history = true
+"#,
+            "sluice.toml",
+        )
+        .unwrap();
+        assert_eq!(c.source_json()["api_key_env"], "MY_KEY");
+        assert_eq!(c.sink_json(Some("/tmp/x"))["dest"], "/tmp/x");
+        assert_eq!(c.sink_json(None)["dest"], "s3://bucket/lake");
+        assert!(!c.tables["requisition"].enabled);
+        assert_eq!(c.tables["opportunity_stage_history"].history, Some(true));
+        assert!(!format!("{c:?}").contains("\"s\""), "salt leaked in Debug");
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_key() {
+        let cases = [
+            ("[tables.users]\nenabeld = false\n", "tables.users.enabeld: unknown field `enabeld`, expected one of `enabled`"),
+            ("[tables.users]\nenabled = \"yes\"\n", "tables.users.enabled: invalid type: string \"yes\", expected a boolean"),
+            ("bogus = 1\n", "unknown field `bogus`"),
+            ("[tables.users]\nhashed_columns = \"email\"\n", "tables.users.hashed_columns: invalid type"),
+            ("[source\n", "sluice.toml:1"),
+        ];
+        for (text, expected) in cases {
+            let e = ConfigFile::parse(text, "sluice.toml").unwrap_err();
+            let line = e.to_string();
+            assert!(line.contains(expected), "{line:?} lacks {expected:?}");
+            assert!(!line.contains('\n'), "multi-line error: {line:?}");
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+}

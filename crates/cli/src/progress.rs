@@ -1,0 +1,74 @@
+//! Live progress: one bar for the current phase (requests, requests/s, 429s) and one per table
+//! (rows, ETA when the source knows a total). Hidden when stderr is not a terminal.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_core::Metrics;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Creates the bar container: drawn on stderr only when it is a terminal (indicatif hides
+/// itself otherwise) and `enabled`.
+pub(crate) fn bars(enabled: bool) -> MultiProgress {
+    if enabled {
+        MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5))
+    } else {
+        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+    }
+}
+
+/// Refreshes the bars from `metrics` until `stop` fires, then clears them.
+pub(crate) async fn drive(bars: MultiProgress, metrics: Metrics, stop: CancellationToken) {
+    let started = Instant::now();
+    let phase = bars.add(ProgressBar::new_spinner());
+    phase.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"),
+    );
+    let table_style = ProgressStyle::with_template(
+        "  {prefix:<30} {human_pos:>10} rows {bar:20} {msg}",
+    )
+    .expect("valid template");
+    let mut tables: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let requests = metrics.total_requests();
+        phase.set_message(format!(
+            "{} | {requests} requests ({:.1}/s) | {} throttled (429) | {} retries",
+            metrics.phase(),
+            requests as f64 / secs,
+            metrics.total_throttled(),
+            metrics.total_retries(),
+        ));
+        phase.tick();
+        for (name, counters) in metrics.tables() {
+            if counters.rows == 0 && counters.requests == 0 {
+                continue;
+            }
+            let bar = tables.entry(name.clone()).or_insert_with(|| {
+                let b = bars.add(ProgressBar::new(0));
+                b.set_style(table_style.clone());
+                b.set_prefix(name.clone());
+                b
+            });
+            bar.set_length(counters.expected.max(counters.rows));
+            bar.set_position(counters.rows);
+            let eta = if counters.expected > counters.rows && counters.rows > 0 {
+                let rate = counters.rows as f64 / secs;
+                format!("ETA {:.0}s", (counters.expected - counters.rows) as f64 / rate)
+            } else {
+                String::new()
+            };
+            bar.set_message(format!("{} requests {eta}", counters.requests));
+        }
+    }
+    for bar in tables.values() {
+        bar.finish_and_clear();
+    }
+    phase.finish_and_clear();
+    let _ = bars.clear();
+}
