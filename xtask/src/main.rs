@@ -1,1 +1,138 @@
-fn main(){}
+//! Developer tasks: `cargo xtask run|ci|docs|bench`.
+//!
+//! * `run <source> --sink <sink> [args]`: builds and runs the `sluice` CLI (`sluice run …`).
+//! * `ci`: format check, clippy with warnings denied, the test suite (nextest + doctests) and
+//!   the freshness check of the generated docs. This is what `.ci/run` calls.
+//! * `docs [--check]`: regenerates `docs/tables/<source>.md` from the table specs.
+//! * `bench`: release-build benchmarks (see `docs/benchmarks.md`).
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "sluice developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build and run `sluice run <source> …` (debug build; `--release` for a release build).
+    Run {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `sluice run`, e.g. `lever --sink parquet --dest ./lake`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Format check, clippy -D warnings, tests, doctests and docs freshness.
+    Ci,
+    /// Regenerate the table reference from the table specs.
+    Docs {
+        /// Fail if the checked-in reference is stale instead of rewriting it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the benchmarks (release build) and write JSON under target/bench/.
+    Bench {
+        /// Arguments for the bench runner (see `docs/benchmarks.md`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn status(mut c: Command, what: &str) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let s = c.status().with_context(|| format!("starting {what}"))?;
+    if !s.success() {
+        bail!("{what} failed ({s})");
+    }
+    Ok(())
+}
+
+/// Sources whose table reference is generated.
+const DOC_SOURCES: [&str; 1] = ["lever"];
+
+fn docs(check: bool) -> Result<()> {
+    for source in DOC_SOURCES {
+        let out = cargo()
+            .args(["run", "--quiet", "-p", "sluice", "--", "tables", source, "--format", "markdown"])
+            .output()
+            .context("running sluice tables")?;
+        if !out.status.success() {
+            bail!("sluice tables {source} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let path = root().join("docs").join("tables").join(format!("{source}.md"));
+        let current = std::fs::read(&path).unwrap_or_default();
+        if current == out.stdout {
+            eprintln!("xtask: {} is up to date", path.display());
+            continue;
+        }
+        if check {
+            bail!(
+                "{} is stale: run `cargo xtask docs` and commit the result",
+                path.display()
+            );
+        }
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        std::fs::write(&path, &out.stdout)?;
+        eprintln!("xtask: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Task::Run { release, args } => {
+            let mut c = cargo();
+            c.args(["run", "--quiet", "-p", "sluice"]);
+            if release {
+                c.arg("--release");
+            }
+            c.args(["--", "run"]).args(&args);
+            let s = c.status().context("starting cargo run")?;
+            std::process::exit(s.code().unwrap_or(1));
+        }
+        Task::Ci => {
+            let mut fmt = cargo();
+            fmt.args(["fmt", "--all", "--", "--check"]);
+            status(fmt, "cargo fmt --check")?;
+            let mut clippy = cargo();
+            clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+            status(clippy, "cargo clippy -D warnings")?;
+            let mut test = cargo();
+            test.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+            status(test, "cargo nextest run --workspace")?;
+            let mut doc = cargo();
+            doc.args(["test", "--doc", "--workspace"]);
+            status(doc, "cargo test --doc")?;
+            docs(true)?;
+            eprintln!("xtask: ci passed");
+            Ok(())
+        }
+        Task::Docs { check } => docs(check),
+        Task::Bench { args } => {
+            let mut c = cargo();
+            c.args(["run", "--quiet", "--release", "-p", "sluice-bench", "--"]).args(&args);
+            status(c, "benchmarks")
+        }
+    }
+}
