@@ -73,13 +73,21 @@ const DOC_SOURCES: [&str; 1] = ["lever"];
 fn docs(check: bool) -> Result<()> {
     for source in DOC_SOURCES {
         let out = cargo()
-            .args(["run", "--quiet", "-p", "sluice", "--", "tables", source, "--format", "markdown"])
+            .args([
+                "run", "--quiet", "-p", "sluice", "--", "tables", source, "--format", "markdown",
+            ])
             .output()
             .context("running sluice tables")?;
         if !out.status.success() {
-            bail!("sluice tables {source} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "sluice tables {source} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let path = root().join("docs").join("tables").join(format!("{source}.md"));
+        let path = root()
+            .join("docs")
+            .join("tables")
+            .join(format!("{source}.md"));
         let current = std::fs::read(&path).unwrap_or_default();
         if current == out.stdout {
             eprintln!("xtask: {} is up to date", path.display());
@@ -116,7 +124,14 @@ fn main() -> Result<()> {
             fmt.args(["fmt", "--all", "--", "--check"]);
             status(fmt, "cargo fmt --check")?;
             let mut clippy = cargo();
-            clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+            clippy.args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]);
             status(clippy, "cargo clippy -D warnings")?;
             let mut test = cargo();
             test.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
@@ -131,7 +146,8 @@ fn main() -> Result<()> {
         Task::Docs { check } => docs(check),
         Task::Bench { args } => {
             let mut c = cargo();
-            c.args(["run", "--quiet", "--release", "-p", "sluice-bench", "--"]).args(&args);
+            c.args(["run", "--quiet", "--release", "-p", "sluice-bench", "--"])
+                .args(&args);
             status(c, "benchmarks")
         }
     }

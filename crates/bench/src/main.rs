@@ -1,0 +1,376 @@
+//! `sluice-bench` (run through `cargo xtask bench`): end-to-end benchmarks of the Lever source
+//! and the Parquet sink against the Lever emulator, printed as one table and written as JSON
+//! under `target/bench/`.
+//!
+//! The emulator runs in a child process (this binary in `emulator` mode) so that the CPU time
+//! and peak memory measured in this process are sluice's alone.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice-bench", about = "sluice end-to-end benchmarks")]
+struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Which scenarios to run.
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Opportunities in the rate-limited scenario.
+    #[arg(long, default_value_t = 2_000)]
+    rate_opportunities: usize,
+    /// Emulator latency per request in the rate-limited scenario, ms.
+    #[arg(long, default_value_t = 150)]
+    latency_ms: u64,
+    /// Requests per second (steady) and burst of the rate-limited scenario.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Burst of the rate-limited scenario.
+    #[arg(long, default_value_t = 20)]
+    burst: u32,
+    /// Opportunities in the throughput and incremental scenarios.
+    #[arg(long, default_value_t = 100_000)]
+    throughput_opportunities: usize,
+    /// Share of opportunities changed before the incremental sync.
+    #[arg(long, default_value_t = 0.01)]
+    change_fraction: f64,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    All,
+    Rate,
+    Throughput,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Internal: serve the emulator and print `LISTENING <base_url> <api_key>`.
+    Emulator {
+        #[arg(long)]
+        opportunities: usize,
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20)]
+        burst: u32,
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
+}
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command name: state is index 0; utime is 11, stime is 12.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set size of this process in MiB (VmHWM).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct EmulatorProcess {
+    child: tokio::process::Child,
+    base_url: String,
+    api_key: String,
+}
+
+impl EmulatorProcess {
+    async fn spawn(opportunities: usize, rate: f64, burst: u32, latency_ms: u64) -> Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["emulator", "--opportunities", &opportunities.to_string()])
+            .args(["--rate", &rate.to_string(), "--burst", &burst.to_string()])
+            .args(["--latency-ms", &latency_ms.to_string()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning the emulator process")?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+            .await
+            .context("emulator start timed out")??
+            .context("emulator exited before listening")?;
+        let mut parts = line.split_whitespace();
+        if parts.next() != Some("LISTENING") {
+            bail!("unexpected emulator output: {line}");
+        }
+        let base_url = parts.next().context("no base url")?.to_owned();
+        let api_key = parts.next().context("no api key")?.to_owned();
+        Ok(EmulatorProcess {
+            child,
+            base_url,
+            api_key,
+        })
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("{}/admin{path}", self.base_url.trim_end_matches("/v1"))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SyncFigures {
+    requests: u64,
+    throttled: u64,
+    rows: u64,
+    wall_s: f64,
+    cpu_s: f64,
+    bytes_written: u64,
+    bytes_rewritten: u64,
+}
+
+async fn sync(emu: &EmulatorProcess, dest: &str, limiter: (f64, u32)) -> Result<SyncFigures> {
+    let registry = sluice_plugins::registry()?;
+    let source = (registry.source("lever")?.build)();
+    let mut sink = (registry.sink("parquet")?.build)(&json!({ "dest": dest }))?;
+    let config = json!({
+        "base_url": emu.base_url,
+        "api_key": emu.api_key,
+        "rate_limit_per_second": limiter.0,
+        "rate_limit_burst": limiter.1,
+    });
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let report = sluice_core::run_sync(
+        "lever",
+        source.as_ref(),
+        &config,
+        sink.as_mut(),
+        sluice_core::SyncOptions::default(),
+    )
+    .await?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds() - cpu0;
+    let mut written = 0;
+    let mut rewritten = 0;
+    for s in report.tables.values() {
+        written += s.bytes_written;
+        rewritten += s.bytes_rewritten;
+    }
+    Ok(SyncFigures {
+        requests: report.requests,
+        throttled: report.throttled,
+        rows: report.rows_received.values().sum(),
+        wall_s,
+        cpu_s,
+        bytes_written: written,
+        bytes_rewritten: rewritten,
+    })
+}
+
+async fn serve_emulator(
+    opportunities: usize,
+    rate: f64,
+    burst: u32,
+    latency_ms: u64,
+) -> Result<()> {
+    use sluice_lever_emulator::{Emulator, EmulatorConfig, RateLimit};
+    let emu = Emulator::new(EmulatorConfig {
+        opportunities,
+        rate_limit: (rate > 0.0).then_some(RateLimit {
+            per_second: rate,
+            burst,
+        }),
+        latency: Duration::from_millis(latency_ms),
+        ..EmulatorConfig::default()
+    });
+    let handle = emu.start().await?;
+    println!("LISTENING {} {}", handle.base_url(), emu.api_key());
+    // Serve until the parent kills us.
+    std::future::pending::<()>().await;
+    drop(handle);
+    Ok(())
+}
+
+fn row(out: &mut String, name: &str, value: String, target: &str) {
+    out.push_str(&format!("| {name:<48} | {value:>18} | {target:<16} |\n"));
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(Mode::Emulator {
+        opportunities,
+        rate,
+        burst,
+        latency_ms,
+    }) = args.mode
+    {
+        return serve_emulator(opportunities, rate, burst, latency_ms).await;
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let mut table = String::from("| figure | value | target |\n| --- | ---: | --- |\n");
+    let mut results = serde_json::Map::new();
+
+    if matches!(args.scenario, Scenario::All | Scenario::Rate) {
+        eprintln!(
+            "bench 1: rate-limited full sync, {} opportunities, {} ms latency, {}/s burst {}",
+            args.rate_opportunities, args.latency_ms, args.rate, args.burst
+        );
+        let emu = EmulatorProcess::spawn(
+            args.rate_opportunities,
+            args.rate,
+            args.burst,
+            args.latency_ms,
+        )
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let f = sync(
+            &emu,
+            dir.path().to_str().context("utf-8 path")?,
+            (args.rate, args.burst),
+        )
+        .await?;
+        emu.stop().await;
+        let floor = f.requests as f64 / args.rate;
+        let ratio = f.wall_s / floor;
+        row(
+            &mut table,
+            "1. requests (rate-limited full sync)",
+            f.requests.to_string(),
+            "",
+        );
+        row(
+            &mut table,
+            "1. wall time, s",
+            format!("{:.1}", f.wall_s),
+            "",
+        );
+        row(
+            &mut table,
+            "1. floor = requests / rate, s",
+            format!("{floor:.1}"),
+            "",
+        );
+        row(
+            &mut table,
+            "1. wall / floor",
+            format!("{ratio:.3}"),
+            "<= 1.10",
+        );
+        row(&mut table, "1. 429 answers", f.throttled.to_string(), "");
+        results.insert("rate_limited".into(), json!({"opportunities": args.rate_opportunities, "latency_ms": args.latency_ms, "rate": args.rate, "burst": args.burst, "figures": f, "floor_s": floor, "wall_over_floor": ratio}));
+    }
+
+    if matches!(args.scenario, Scenario::All | Scenario::Throughput) {
+        eprintln!(
+            "bench 2: throughput, {} opportunities, no rate limit, no latency",
+            args.throughput_opportunities
+        );
+        let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
+        let dir = tempfile::tempdir()?;
+        let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
+        let unlimited = (1_000_000.0, 1_000_000);
+        let full = sync(&emu, &dest, unlimited).await?;
+        let per_cpu = full.rows as f64 / full.cpu_s.max(0.001);
+        row(&mut table, "2. rows (full sync)", full.rows.to_string(), "");
+        row(&mut table, "2. requests", full.requests.to_string(), "");
+        row(
+            &mut table,
+            "2. wall time, s",
+            format!("{:.1}", full.wall_s),
+            "",
+        );
+        row(
+            &mut table,
+            "2. sluice CPU time, s",
+            format!("{:.1}", full.cpu_s),
+            "",
+        );
+        row(
+            &mut table,
+            "2. rows per CPU-second",
+            format!("{per_cpu:.0}"),
+            ">= 200000",
+        );
+        let rss = peak_rss_mib();
+        row(&mut table, "2. peak RSS, MiB", format!("{rss:.0}"), "< 300");
+
+        eprintln!(
+            "bench 3: incremental after {}% of opportunities change",
+            args.change_fraction * 100.0
+        );
+        let client = reqwest::Client::new();
+        let summary: serde_json::Value = client
+            .post(emu.admin("/mutate"))
+            .json(&json!({"fraction": args.change_fraction, "seed": 7}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let changed = ["updated", "created", "deleted"]
+            .iter()
+            .map(|k| summary[k].as_array().map_or(0, Vec::len))
+            .sum::<usize>();
+        let inc = sync(&emu, &dest, unlimited).await?;
+        emu.stop().await;
+        row(
+            &mut table,
+            "3. opportunities changed",
+            changed.to_string(),
+            "",
+        );
+        row(
+            &mut table,
+            "3. requests: incremental / full",
+            format!("{} / {}", inc.requests, full.requests),
+            "~ change share",
+        );
+        row(
+            &mut table,
+            "3. bytes written: incremental / full",
+            format!("{} / {}", inc.bytes_written, full.bytes_written),
+            "~ change share",
+        );
+        row(
+            &mut table,
+            "3. bytes rewritten (incremental)",
+            inc.bytes_rewritten.to_string(),
+            "",
+        );
+        results.insert("throughput".into(), json!({"opportunities": args.throughput_opportunities, "figures": full, "rows_per_cpu_second": per_cpu, "peak_rss_mib": rss}));
+        results.insert("incremental".into(), json!({"change_fraction": args.change_fraction, "opportunities_changed": changed, "figures": inc, "full_requests": full.requests, "full_bytes_written": full.bytes_written}));
+    }
+
+    println!("{table}");
+    let path = args.out.join("results.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&serde_json::Value::Object(results))?,
+    )?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
