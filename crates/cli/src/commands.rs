@@ -22,7 +22,10 @@ pub(crate) async fn dispatch(command: Command, bars: MultiProgress) -> Result<()
         }
         Command::Tables { source, format } => {
             let plugin = registry.source(&source)?;
-            print!("{}", tables_doc::render(plugin, &(plugin.build)().catalog(), format));
+            print!(
+                "{}",
+                tables_doc::render(plugin, &(plugin.build)().catalog(), format)
+            );
             Ok(())
         }
         Command::Plugins => {

@@ -142,10 +142,19 @@ history = true
     #[test]
     fn errors_are_one_line_and_name_the_key() {
         let cases = [
-            ("[tables.users]\nenabeld = false\n", "tables.users.enabeld: unknown field `enabeld`, expected one of `enabled`"),
-            ("[tables.users]\nenabled = \"yes\"\n", "tables.users.enabled: invalid type: string \"yes\", expected a boolean"),
+            (
+                "[tables.users]\nenabeld = false\n",
+                "tables.users.enabeld: unknown field `enabeld`, expected one of `enabled`",
+            ),
+            (
+                "[tables.users]\nenabled = \"yes\"\n",
+                "tables.users.enabled: invalid type: string \"yes\", expected a boolean",
+            ),
             ("bogus = 1\n", "unknown field `bogus`"),
-            ("[tables.users]\nhashed_columns = \"email\"\n", "tables.users.hashed_columns: invalid type"),
+            (
+                "[tables.users]\nhashed_columns = \"email\"\n",
+                "tables.users.hashed_columns: invalid type",
+            ),
             ("[source\n", "sluice.toml:1"),
         ];
         for (text, expected) in cases {

@@ -104,7 +104,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let bars = progress::bars(!cli.no_progress);
     logging::init(cli.log_format, &bars);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("internal error: cannot start the async runtime: {e}");

@@ -24,10 +24,9 @@ pub(crate) async fn drive(bars: MultiProgress, metrics: Metrics, stop: Cancellat
     phase.set_style(
         ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"),
     );
-    let table_style = ProgressStyle::with_template(
-        "  {prefix:<30} {human_pos:>10} rows {bar:20} {msg}",
-    )
-    .expect("valid template");
+    let table_style =
+        ProgressStyle::with_template("  {prefix:<30} {human_pos:>10} rows {bar:20} {msg}")
+            .expect("valid template");
     let mut tables: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -59,7 +58,10 @@ pub(crate) async fn drive(bars: MultiProgress, metrics: Metrics, stop: Cancellat
             bar.set_position(counters.rows);
             let eta = if counters.expected > counters.rows && counters.rows > 0 {
                 let rate = counters.rows as f64 / secs;
-                format!("ETA {:.0}s", (counters.expected - counters.rows) as f64 / rate)
+                format!(
+                    "ETA {:.0}s",
+                    (counters.expected - counters.rows) as f64 / rate
+                )
             } else {
                 String::new()
             };

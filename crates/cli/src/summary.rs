@@ -5,7 +5,11 @@ use std::fmt::Write;
 
 /// Renders `report` as an aligned text table, one line per table plus a total.
 pub(crate) fn render(report: &SyncReport) -> String {
-    let mut names: Vec<&String> = report.tables.keys().chain(report.rows_received.keys()).collect();
+    let mut names: Vec<&String> = report
+        .tables
+        .keys()
+        .chain(report.rows_received.keys())
+        .collect();
     names.sort();
     names.dedup();
     let mut out = String::new();
@@ -46,7 +50,11 @@ pub(crate) fn render(report: &SyncReport) -> String {
         out,
         "{} requests ({:.1}/s), {} answered 429, {} commits, {:.1}s",
         report.requests,
-        if secs > 0.0 { report.requests as f64 / secs } else { 0.0 },
+        if secs > 0.0 {
+            report.requests as f64 / secs
+        } else {
+            0.0
+        },
         report.throttled,
         report.commits,
         secs

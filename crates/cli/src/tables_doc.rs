@@ -42,7 +42,11 @@ pub(crate) fn render(plugin: &SourcePlugin, catalog: &[TableSpec], format: Forma
                     t.name,
                     t.primary_key.join(", "),
                     sync_text(t),
-                    if t.capture_deletes { " — captures deletes" } else { "" },
+                    if t.capture_deletes {
+                        " — captures deletes"
+                    } else {
+                        ""
+                    },
                     if t.history { " — history mode" } else { "" },
                 );
                 for c in t.columns.iter().chain(t.system_columns().iter()) {
@@ -73,8 +77,18 @@ pub(crate) fn render(plugin: &SourcePlugin, catalog: &[TableSpec], format: Forma
                     t.name,
                     t.primary_key.join(", "),
                     sync_text(t),
-                    if t.capture_deletes { "soft (`_fivetran_deleted`)" } else { "—" },
-                    if t.history { "on" } else if t.history_default { "available" } else { "off" },
+                    if t.capture_deletes {
+                        "soft (`_fivetran_deleted`)"
+                    } else {
+                        "—"
+                    },
+                    if t.history {
+                        "on"
+                    } else if t.history_default {
+                        "available"
+                    } else {
+                        "off"
+                    },
                 );
             }
             for t in catalog {

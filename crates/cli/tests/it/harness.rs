@@ -1,0 +1,132 @@
+//! Shared helpers: run the binary, read the Parquet destination, compare it with the emulator's
+//! ground truth.
+
+use sluice_core::TableSpec;
+use sluice_lever_emulator::expected::{self, ExpectedOptions};
+use sluice_lever_emulator::{Emulator, EmulatorConfig, ServerHandle};
+use sluice_testkit::{Row, batch_rows};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+pub(crate) const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// An emulator serving on 127.0.0.1:0 for one test.
+pub(crate) struct Lever {
+    pub(crate) emu: Emulator,
+    pub(crate) server: ServerHandle,
+}
+
+impl Lever {
+    pub(crate) async fn start(opportunities: usize) -> Lever {
+        let emu = Emulator::new(EmulatorConfig {
+            opportunities,
+            rate_limit: None,
+            ..EmulatorConfig::default()
+        });
+        let server = emu.start().await.expect("emulator starts");
+        Lever { emu, server }
+    }
+
+    /// A `sluice` command with the Lever environment pointing at this emulator.
+    pub(crate) fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = base_command(args);
+        c.env("LEVER_BASE_URL", self.server.base_url());
+        c.env("LEVER_API_KEY", self.emu.api_key());
+        c
+    }
+}
+
+/// A `sluice` command with a clean environment (no Lever or AWS settings inherited).
+pub(crate) fn base_command(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(SLUICE);
+    c.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LEVER_")
+            || k.starts_with("AWS_")
+            || k.starts_with("SLUICE_")
+            || k == "RUST_LOG"
+        {
+            c.env_remove(k);
+        }
+    }
+    c.kill_on_drop(true);
+    c
+}
+
+pub(crate) async fn output(mut c: tokio::process::Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(180), c.output())
+        .await
+        .expect("sluice finished within 180 s")
+        .expect("sluice runs")
+}
+
+pub(crate) fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The Lever catalog as the plugins registry knows it.
+pub(crate) fn catalog() -> Vec<TableSpec> {
+    let registry = sluice_plugins::registry().expect("registry");
+    (registry.source("lever").expect("lever").build)().catalog()
+}
+
+/// The committed rows of every table in a Parquet destination.
+pub(crate) async fn read_dest(dest: &Path) -> BTreeMap<String, Vec<Row>> {
+    let registry = sluice_plugins::registry().expect("registry");
+    let sink = (registry.sink("parquet").expect("parquet").build)(
+        &serde_json::json!({ "dest": dest.to_str().expect("utf-8") }),
+    )
+    .expect("sink builds");
+    let mut out = BTreeMap::new();
+    for spec in catalog() {
+        let batches = sink.scan(&spec).await.expect("scan");
+        out.insert(
+            spec.name.clone(),
+            batches.iter().flat_map(batch_rows).collect(),
+        );
+    }
+    out
+}
+
+/// Asserts that the destination's live rows equal the emulator's expected tables, table by
+/// table and row by row, and that no storage key appears twice.
+pub(crate) async fn assert_matches_truth(dest: &Path, emu: &Emulator) {
+    let expected = expected::tables(&emu.truth(), &ExpectedOptions { confidential: true });
+    let actual = read_dest(dest).await;
+    let specs: BTreeMap<String, TableSpec> =
+        catalog().into_iter().map(|s| (s.name.clone(), s)).collect();
+    for (table, want) in &expected {
+        let spec = specs
+            .get(table)
+            .unwrap_or_else(|| panic!("no spec for {table}"));
+        let got = actual.get(table).cloned().unwrap_or_default();
+        let key = spec.storage_key();
+        let key: Vec<&str> = key.iter().map(String::as_str).collect();
+        sluice_testkit::rows_by_key(&got, &key); // no key twice
+        let live: Vec<Row> = got
+            .into_iter()
+            .filter(|r| r.get("_fivetran_deleted") != Some(&serde_json::Value::Bool(true)))
+            .filter(|r| r.get("_fivetran_active") != Some(&serde_json::Value::Bool(false)))
+            .map(|r| {
+                r.into_iter()
+                    .filter(|(c, _)| !c.starts_with("_fivetran") || c == "_fivetran_id")
+                    .collect()
+            })
+            .collect();
+        let pk: Vec<&str> = spec.primary_key.iter().map(String::as_str).collect();
+        let got = sluice_testkit::rows_by_key(&live, &pk);
+        let want = sluice_testkit::rows_by_key(want, &pk);
+        assert_eq!(got.len(), want.len(), "table {table}: row count");
+        for (k, w) in &want {
+            let g = got
+                .get(k)
+                .unwrap_or_else(|| panic!("table {table}: row {k} missing"));
+            assert_eq!(g, w, "table {table}: row {k} differs");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! SIGKILL at 20 points spread over a sync (reading, writing files, committing), each followed
+//! by a recovery run: the output must equal the truth, with no key twice and no file in a table
+//! folder that the manifest does not list.
+
+use crate::harness::{Lever, assert_matches_truth, output};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Rows found by globbing every Parquet file of every table folder, as a reader like DuckDB
+/// would; they must equal the committed (manifest) rows, so no orphan file is visible.
+fn glob_rows(dest: &Path) -> std::collections::BTreeMap<String, usize> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dest).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !p.is_dir() || name.starts_with('_') {
+            continue;
+        }
+        let mut rows = 0;
+        for f in walk(&p) {
+            if f.extension().is_some_and(|x| x == "parquet") {
+                let r = SerializedFileReader::new(std::fs::File::open(&f).unwrap()).unwrap();
+                rows += r.metadata().file_metadata().num_rows() as usize;
+            }
+        }
+        out.insert(name, rows);
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
+    let lever = Lever::start(40).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    // Small pages: many checkpoints, so kills land in every phase.
+    std::fs::write(&cfg, "[source]\npage_size = 5\n").unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+
+    // A clean run measures the duration to spread the kill points over.
+    let clean = dir.path().join("clean");
+    let t = Instant::now();
+    let o = output(lever.command(&[
+        "--no-progress",
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        clean.to_str().unwrap(),
+        "--config",
+        &cfg,
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let duration = t.elapsed();
+    assert_matches_truth(&clean, &lever.emu).await;
+
+    let points = 20u32;
+    for i in 1..=points {
+        let dest = dir.path().join(format!("k{i}"));
+        let d = dest.to_str().unwrap().to_owned();
+        let at = duration.mul_f64(f64::from(i) / f64::from(points + 1));
+        let mut child = lever
+            .command(&[
+                "--no-progress",
+                "run",
+                "lever",
+                "--sink",
+                "parquet",
+                "--dest",
+                &d,
+                "--config",
+                &cfg,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(at).await;
+        // SIGKILL (tokio's kill sends SIGKILL on Unix).
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+
+        let o = output(lever.command(&[
+            "--no-progress",
+            "run",
+            "lever",
+            "--sink",
+            "parquet",
+            "--dest",
+            &d,
+            "--config",
+            &cfg,
+        ]))
+        .await;
+        assert!(
+            o.status.success(),
+            "recovery run after kill {i} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_matches_truth(&dest, &lever.emu).await;
+        let committed = crate::harness::read_dest(&dest).await;
+        for (table, n) in glob_rows(&dest) {
+            let want = committed.get(&table).map_or(0, Vec::len);
+            assert_eq!(
+                n, want,
+                "kill {i}: table {table} has files outside the manifest"
+            );
+        }
+    }
+}
