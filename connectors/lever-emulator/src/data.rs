@@ -1305,9 +1305,12 @@ pub(crate) fn gen_children(seed: u64, lk: &Lookups, rec: &OppRec, contact: &Cont
             let iid = uuid(seed, K_INTERVIEW, u64::from(i), k * 4 + j);
             let tpl = r.index(3);
             let tpl_id = lk.feedback_tpls[tpl].id.clone();
-            let interviewers: Vec<Value> = (0..1 + r.below(2))
-                .map(|_| {
-                    let u = &lk.users[Lookups::active_user(&mut r)].value;
+            let first = Lookups::active_user(&mut r);
+            let step = 1 + r.index(FIRST_DEACTIVATED - 1);
+            let interviewers: Vec<Value> = (0..1 + r.below(2) as usize)
+                .map(|k| {
+                    // distinct interviewers
+                    let u = &lk.users[(first + k * step) % FIRST_DEACTIVATED].value;
                     json!({"id": u["id"], "name": u["name"], "email": u["email"], "feedbackTemplate": tpl_id})
                 })
                 .collect();
@@ -1420,6 +1423,8 @@ pub(crate) fn gen_children(seed: u64, lk: &Lookups, rec: &OppRec, contact: &Cont
             "sent-manually",
             "opened",
             "denied",
+            "signed",
+            "signed",
             "signed",
         ]);
         let sent = matches!(status, "sent" | "opened" | "signed");
