@@ -1,0 +1,111 @@
+#![allow(missing_docs)] // criterion macros generate undocumented items
+//! Criterion benchmark of the shared merge: a 100k-row table receiving a 1% upsert, and a
+//! full re-import of the same size.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sluice_core::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use sluice_core::arrow::datatypes::{Field, Schema};
+use sluice_core::{Change, ColumnSpec, ColumnType, SinkChange, SyncKind, TableSpec, merge};
+use std::hint::black_box;
+use std::sync::Arc;
+
+fn spec() -> TableSpec {
+    let mut t = TableSpec::new("note", SyncKind::Reimport)
+        .column(ColumnSpec::new("id", ColumnType::String))
+        .column(ColumnSpec::new("opportunity_id", ColumnType::String))
+        .column(ColumnSpec::new("text", ColumnType::String))
+        .column(ColumnSpec::new("score", ColumnType::Int64))
+        .key(["id"]);
+    t.capture_deletes = true;
+    t
+}
+
+fn batch(spec: &TableSpec, from: usize, n: usize, version: i64) -> RecordBatch {
+    let mut fields: Vec<Field> = spec
+        .source_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(
+        "_fivetran_synced",
+        ColumnType::Timestamp.arrow_type(),
+        false,
+    ));
+    let ids: Vec<String> = (from..from + n).map(|i| format!("note-{i:08}")).collect();
+    let opps: Vec<String> = (from..from + n)
+        .map(|i| format!("opp-{:08}", i / 10))
+        .collect();
+    let texts: Vec<String> = (from..from + n)
+        .map(|i| format!("a note about candidate {i}, version {version}"))
+        .collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(ids)),
+        Arc::new(StringArray::from_iter_values(opps)),
+        Arc::new(StringArray::from_iter_values(texts)),
+        Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| i % 4))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values((0..n).map(|_| version))
+                .with_timezone("UTC"),
+        ),
+    ];
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let t = spec();
+    let (existing, _) = merge(
+        &t,
+        &[],
+        &[SinkChange {
+            change: Change::Upsert {
+                table: "note".into(),
+                batch: batch(&t, 0, 100_000, 1),
+            },
+            synced_at_us: 1,
+        }],
+    )
+    .unwrap();
+    let small = SinkChange {
+        change: Change::Upsert {
+            table: "note".into(),
+            batch: batch(&t, 50_000, 1_000, 2),
+        },
+        synced_at_us: 2,
+    };
+    let full = SinkChange {
+        change: Change::Upsert {
+            table: "note".into(),
+            batch: batch(&t, 0, 100_000, 2),
+        },
+        synced_at_us: 2,
+    };
+    let mut g = c.benchmark_group("merge_100k");
+    g.sample_size(10);
+    g.bench_function("upsert_1pct", |b| {
+        b.iter(|| {
+            merge(
+                &t,
+                black_box(std::slice::from_ref(&existing)),
+                std::slice::from_ref(&small),
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function("upsert_all", |b| {
+        b.iter(|| {
+            merge(
+                &t,
+                black_box(std::slice::from_ref(&existing)),
+                std::slice::from_ref(&full),
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
