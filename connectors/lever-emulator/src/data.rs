@@ -332,7 +332,7 @@ impl Template {
             instructions: "Fill in after the interview. Merci !",
             fields: defs,
             created_at: T0 - (700 - n as i64) * DAY,
-            group: if n % 2 == 0 {
+            group: if n.is_multiple_of(2) {
                 json!({"id": uuid(seed, K_GROUP, n, 0), "name": "Default group"})
             } else {
                 Value::Null

@@ -54,11 +54,13 @@ impl FaultConfig {
         let mut r = Rng::new(&[self.seed, 0xFA17, seq]);
         let u = r.unit();
         if u < self.error_rate {
-            Some(Fault::Status(if hash(&[self.seed, seq]) % 2 == 0 {
-                500
-            } else {
-                503
-            }))
+            Some(Fault::Status(
+                if hash(&[self.seed, seq]).is_multiple_of(2) {
+                    500
+                } else {
+                    503
+                },
+            ))
         } else if u < self.error_rate + self.drop_rate {
             Some(Fault::Drop)
         } else {

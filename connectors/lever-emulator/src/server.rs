@@ -54,20 +54,42 @@ pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Resp
     json_response(status, &json!({"code": code, "message": message.into()}))
 }
 
-pub(crate) fn not_found_body(what: &str) -> Response {
-    error(404, "ResourceNotFound", format!("{what} not found"))
+/// A rejected request: Lever's error body with a status. Small, so `Result`s stay cheap.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: u16,
+    code: &'static str,
+    message: String,
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
-    error(400, "BadRequestError", message)
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Self {
+        error(e.status, e.code, e.message)
+    }
 }
 
-fn forbidden_confidential() -> Response {
-    error(
-        403,
-        "ForbiddenError",
-        "This API key does not have access to confidential data",
-    )
+pub(crate) fn not_found_body(what: &str) -> ApiError {
+    ApiError {
+        status: 404,
+        code: "ResourceNotFound",
+        message: format!("{what} not found"),
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: 400,
+        code: "BadRequestError",
+        message: message.into(),
+    }
+}
+
+fn forbidden_confidential() -> ApiError {
+    ApiError {
+        status: 403,
+        code: "ForbiddenError",
+        message: "This API key does not have access to confidential data".into(),
+    }
 }
 
 /// All routes.
@@ -267,7 +289,7 @@ impl Params {
             .join("&");
         hash(&[hash_str(route), hash_str(&text)])
     }
-    fn limit(&self) -> Result<usize, Response> {
+    fn limit(&self) -> Result<usize, ApiError> {
         match self.get("limit") {
             None => Ok(100),
             Some(s) => match s.parse::<usize>() {
@@ -278,7 +300,7 @@ impl Params {
             },
         }
     }
-    fn ts(&self, k: &str) -> Result<Option<i64>, Response> {
+    fn ts(&self, k: &str) -> Result<Option<i64>, ApiError> {
         match self.get(k) {
             None => Ok(None),
             Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
@@ -288,13 +310,13 @@ impl Params {
             }),
         }
     }
-    fn window(&self, prefix: &str) -> Result<(Option<i64>, Option<i64>), Response> {
+    fn window(&self, prefix: &str) -> Result<(Option<i64>, Option<i64>), ApiError> {
         Ok((
             self.ts(&format!("{prefix}_start"))?,
             self.ts(&format!("{prefix}_end"))?,
         ))
     }
-    fn bool(&self, k: &str) -> Result<Option<bool>, Response> {
+    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
         match self.get(k) {
             None => Ok(None),
             Some("true") => Ok(Some(true)),
@@ -304,7 +326,7 @@ impl Params {
             ))),
         }
     }
-    fn conf(&self, cred: &Credential) -> Result<Conf, Response> {
+    fn conf(&self, cred: &Credential) -> Result<Conf, ApiError> {
         let c = match self.get("confidentiality") {
             None | Some("non-confidential") => Conf::NonConfidential,
             Some("confidential") => Conf::Confidential,
@@ -332,7 +354,7 @@ fn in_window(v: Option<i64>, w: (Option<i64>, Option<i64>)) -> bool {
     }
 }
 
-const TOKEN_MAGIC: u64 = 0x0FF5_E7;
+const TOKEN_MAGIC: u64 = 0x000F_F5E7;
 
 fn encode_token(inner: &Inner, fingerprint: u64, pos: usize) -> String {
     let epoch = inner.token_epoch.load(Ordering::SeqCst);
@@ -342,7 +364,7 @@ fn encode_token(inner: &Inner, fingerprint: u64, pos: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{payload}.{mac:x}"))
 }
 
-fn decode_token(inner: &Inner, token: &str, fingerprint: u64) -> Result<usize, Response> {
+fn decode_token(inner: &Inner, token: &str, fingerprint: u64) -> Result<usize, ApiError> {
     let invalid = || bad_request("Invalid offset token");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
@@ -374,7 +396,7 @@ fn decode_token(inner: &Inner, token: &str, fingerprint: u64) -> Result<usize, R
     Ok(pos)
 }
 
-fn start_pos(inner: &Inner, p: &Params, fp: u64) -> Result<usize, Response> {
+fn start_pos(inner: &Inner, p: &Params, fp: u64) -> Result<usize, ApiError> {
     match p.get("offset") {
         None | Some("") => Ok(0),
         Some(t) => decode_token(inner, t, fp),
@@ -394,7 +416,7 @@ fn page_list(inner: &Inner, p: &Params, route: &str, items: Vec<Value>) -> Respo
     let fp = p.fingerprint(route);
     let (limit, pos) = match (p.limit(), start_pos(inner, p, fp)) {
         (Ok(l), Ok(s)) => (l, s),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(e), _) | (_, Err(e)) => return e.into(),
     };
     let end = (pos + limit).min(items.len());
     let page = items.get(pos.min(items.len())..end).unwrap_or(&[]).to_vec();
@@ -405,7 +427,7 @@ macro_rules! tri {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(resp) => return resp,
+            Err(e) => return Response::from(e),
         }
     };
 }
@@ -508,7 +530,7 @@ pub(crate) fn deleted_rows(st: &Data) -> Vec<Value> {
         .collect()
 }
 
-fn visible_opp<'a>(st: &'a Data, id: &str, cred: &Credential) -> Result<&'a OppRec, Response> {
+fn visible_opp<'a>(st: &'a Data, id: &str, cred: &Credential) -> Result<&'a OppRec, ApiError> {
     let rec = st.opp(id).ok_or_else(|| not_found_body("Opportunity"))?;
     if rec.confidential() && !cred.confidential {
         return Err(forbidden_confidential());
@@ -595,7 +617,7 @@ async fn list_postings(State(inner): S, Extension(cred): C, RawQuery(q): Q) -> R
     page_list(&inner, &p, "postings", items)
 }
 
-fn find_posting(st: &Data, id: &str, cred: &Credential) -> Result<usize, Response> {
+fn find_posting(st: &Data, id: &str, cred: &Credential) -> Result<usize, ApiError> {
     let i = st
         .lk
         .postings
@@ -636,7 +658,7 @@ async fn get_user(State(inner): S, Extension(_cred): C, Path(id): Path<String>) 
     let st = read(&inner);
     match live(&st.lk.users).find(|u| u["id"] == id.as_str()) {
         Some(u) => json_response(200, &json!({"data": u})),
-        None => not_found_body("User"),
+        None => not_found_body("User").into(),
     }
 }
 

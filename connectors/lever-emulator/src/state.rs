@@ -275,7 +275,7 @@ impl State {
             "dataProtection": c.data_protection,
             "isAnonymized": c.anonymized,
         });
-        if rec.index % 3 != 0 {
+        if !rec.index.is_multiple_of(3) {
             v["opportunityLocation"] = match rec.posting {
                 Some(p) => lk.postings[p as usize].value["categories"]["location"].clone(),
                 None => json!("unspecified"),
