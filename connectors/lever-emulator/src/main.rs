@@ -54,46 +54,100 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn bench(args: &Args) {
+fn stats(times: &mut [Duration]) -> String {
+    times.sort();
+    let n = times.len().max(1);
+    let total: Duration = times.iter().sum();
+    format!(
+        "mean {:?}, p50 {:?}, p99 {:?}, max {:?}",
+        total / n as u32,
+        times[times.len() / 2],
+        times[times.len() * 99 / 100],
+        times[times.len() - 1]
+    )
+}
+
+/// One keep-alive HTTP/1.1 connection: GET `path`, return the body.
+async fn http_get(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>, path: &str, auth: &str) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\r\n");
+    stream.get_mut().write_all(req.as_bytes()).await?;
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn bench(args: &Args) -> std::io::Result<()> {
+    use base64::Engine as _;
     let t = Instant::now();
-    let emu = Emulator::new(EmulatorConfig {
-        seed: args.seed,
-        opportunities: args.opportunities,
-        rate_limit: None,
-        ..EmulatorConfig::default()
-    });
-    println!(
-        "generated {} opportunities in {:?}; RSS {:.1} MB",
-        args.opportunities,
-        t.elapsed(),
-        rss_mb()
-    );
+    let emu = Emulator::new(EmulatorConfig { seed: args.seed, opportunities: args.opportunities, rate_limit: None, ..EmulatorConfig::default() });
+    println!("generated {} opportunities in {:?}; RSS {:.1} MB", args.opportunities, t.elapsed(), rss_mb());
     let pages = args.opportunities.div_ceil(100);
     let mut times = Vec::with_capacity(pages);
     let mut items = 0;
+    let mut bytes = 0;
     for p in 0..pages {
         let t = Instant::now();
-        items += emu.render_page(p * 100, 100);
+        let (n, b) = emu.render_page(p * 100, 100);
         times.push(t.elapsed());
+        items += n;
+        bytes += b;
     }
-    times.sort();
-    let total: Duration = times.iter().sum();
     println!(
-        "rendered {pages} pages ({items} opportunities, expand=applications, serialized): mean {:?}, p50 {:?}, p99 {:?}, max {:?}; RSS {:.1} MB",
-        total / pages.max(1) as u32,
-        times[times.len() / 2],
-        times[times.len() * 99 / 100],
-        times[times.len() - 1],
+        "in-process: {pages} pages of 100 ({items} opportunities, expand=applications, {:.1} KB/page serialized): {}; RSS {:.1} MB",
+        bytes as f64 / pages.max(1) as f64 / 1024.0,
+        stats(&mut times),
         rss_mb()
     );
+    // the same walk over HTTP on one keep-alive connection, following `next`
+    let server = emu.start().await?;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:", emu.api_key()));
+    let mut stream = tokio::io::BufReader::new(tokio::net::TcpStream::connect(server.addr).await?);
+    stream.get_ref().set_nodelay(true)?;
+    let mut times = Vec::new();
+    let mut offset: Option<String> = None;
+    let mut seen = 0;
+    loop {
+        let mut path = "/v1/opportunities?limit=100&expand=applications&confidentiality=all".to_string();
+        if let Some(o) = &offset {
+            path.push_str("&offset=");
+            path.push_str(o);
+        }
+        let t = Instant::now();
+        let body = http_get(&mut stream, &path, &auth).await?;
+        times.push(t.elapsed());
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(std::io::Error::other)?;
+        seen += v["data"].as_array().map_or(0, Vec::len);
+        match v["next"].as_str() {
+            Some(n) if v["hasNext"] == true => offset = Some(n.to_string()),
+            _ => break,
+        }
+    }
+    println!("HTTP walk: {} pages, {seen} opportunities: {}; RSS {:.1} MB", times.len(), stats(&mut times), rss_mb());
+    let t = Instant::now();
     let summary = emu.mutate_fraction(0.02, 1);
     println!(
-        "mutate_fraction(0.02): {} updated, {} created, {} deleted; RSS {:.1} MB",
+        "mutate_fraction(0.02) in {:?}: {} updated, {} created, {} deleted; RSS {:.1} MB",
+        t.elapsed(),
         summary.updated.len(),
         summary.created.len(),
         summary.deleted.len(),
         rss_mb()
     );
+    server.shutdown().await;
+    Ok(())
 }
 
 #[tokio::main]
@@ -103,8 +157,7 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args = Args::parse();
     if args.bench {
-        bench(&args);
-        return Ok(());
+        return bench(&args).await;
     }
     let emu = Emulator::new(EmulatorConfig {
         seed: args.seed,
