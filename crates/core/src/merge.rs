@@ -493,7 +493,7 @@ mod tests {
         .unwrap()
     }
 
-    fn col<'a>(b: &'a RecordBatch, name: &str) -> Vec<String> {
+    fn col(b: &RecordBatch, name: &str) -> Vec<String> {
         (0..b.num_rows())
             .map(|r| string_at(b, name, r).unwrap_or_else(|| "∅".into()))
             .collect()
@@ -530,7 +530,7 @@ mod tests {
             },
             synced_at_us: 20,
         };
-        let (out, stats) = merge(&soft, &[out], &[del.clone()]).unwrap();
+        let (out, stats) = merge(&soft, &[out], std::slice::from_ref(&del)).unwrap();
         assert_eq!(stats.deleted, 1);
         assert_eq!(col(&out, DELETED), ["true", "false"]);
         // An upsert brings it back.

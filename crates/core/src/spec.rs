@@ -329,10 +329,10 @@ impl TableSpec {
             }
             _ => {}
         }
-        if let Some(b) = &self.bucket_column {
-            if self.find(b).is_none() {
-                return bad(format!("bucket column `{b}` is not declared"));
-            }
+        if let Some(b) = &self.bucket_column
+            && self.find(b).is_none()
+        {
+            return bad(format!("bucket column `{b}` is not declared"));
         }
         Ok(())
     }

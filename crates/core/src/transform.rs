@@ -299,12 +299,12 @@ fn plan_table(spec: &TableSpec, s: &TableSettings) -> Result<PlannedTable> {
     {
         dest.bucket_column = None;
     }
-    if let crate::spec::SyncKind::Child { parent_column, .. } = &dest.sync {
-        if blocked.contains(parent_column) {
-            return Err(Error::config(format!(
-                "tables.{name}.blocked_columns: `{parent_column}` links the table to its parent and cannot be blocked"
-            )));
-        }
+    if let crate::spec::SyncKind::Child { parent_column, .. } = &dest.sync
+        && blocked.contains(parent_column)
+    {
+        return Err(Error::config(format!(
+            "tables.{name}.blocked_columns: `{parent_column}` links the table to its parent and cannot be blocked"
+        )));
     }
     Ok(PlannedTable {
         source,
