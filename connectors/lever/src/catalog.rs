@@ -1,0 +1,239 @@
+//! The 46 destination tables, declared once.
+//!
+//! The declarations are generated at startup from `destination_schema.json` (vendored from
+//! `shared/lever/destination_schema.json`, the contract with Fivetran's dbt package): names,
+//! columns, types and keys come from there verbatim; legacy-origin columns and `_fivetran_*`
+//! system columns are left out (the engine and sinks add the system columns), except
+//! `contact_link._fivetran_id`, which is a data column this source computes. What the JSON does
+//! not say — how each table is read (its [`SyncKind`]), its parent column and its file bucket —
+//! is fixed by [`read_plan`] below.
+
+use serde::Deserialize;
+use sluice_core::{ColumnSpec, ColumnType, SyncKind, TableSpec};
+use std::sync::OnceLock;
+
+/// The vendored contract (a copy of `shared/lever/destination_schema.json`).
+pub const DESTINATION_SCHEMA_JSON: &str = include_str!("destination_schema.json");
+
+/// The table every incremental read starts from.
+pub const OPPORTUNITY: &str = "opportunity";
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SchemaFile {
+    pub(crate) tables: Vec<SchemaTable>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SchemaTable {
+    pub(crate) name: String,
+    pub(crate) api: String,
+    pub(crate) sync: String,
+    pub(crate) capture_deletes: bool,
+    pub(crate) history_mode: bool,
+    pub(crate) primary_key: Vec<String>,
+    pub(crate) note: Option<String>,
+    pub(crate) columns: Vec<SchemaColumn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SchemaColumn {
+    pub(crate) name: String,
+    #[serde(rename = "type")]
+    pub(crate) ty: String,
+    pub(crate) origin: String,
+    pub(crate) api: String,
+    #[serde(default)]
+    pub(crate) note: Option<String>,
+}
+
+impl SchemaColumn {
+    /// Whether this source writes the column (not legacy, not a system column).
+    pub(crate) fn written(&self) -> bool {
+        self.origin != "legacy" && (self.origin != "system" || self.name == "_fivetran_id")
+    }
+}
+
+/// The parsed vendored schema.
+pub(crate) fn schema_file() -> &'static SchemaFile {
+    static FILE: OnceLock<SchemaFile> = OnceLock::new();
+    FILE.get_or_init(|| {
+        serde_json::from_str(DESTINATION_SCHEMA_JSON).expect("vendored destination_schema.json")
+    })
+}
+
+/// The API path (`api` of the schema) of `table.column`, used by the decoders.
+pub(crate) fn column_api(table: &str, column: &str) -> Option<&'static str> {
+    schema_file()
+        .tables
+        .iter()
+        .find(|t| t.name == table)?
+        .columns
+        .iter()
+        .find(|c| c.name == column)
+        .map(|c| c.api.as_str())
+}
+
+/// Maps a schema type name to a column type.
+pub(crate) fn column_type(ty: &str) -> ColumnType {
+    match ty {
+        "STRING" => ColumnType::String,
+        "BOOLEAN" => ColumnType::Boolean,
+        "INT" => ColumnType::Int64,
+        "DOUBLE" => ColumnType::Float64,
+        "TIMESTAMP" => ColumnType::Timestamp,
+        "JSON" => ColumnType::Json,
+        other => panic!("destination_schema.json: unknown column type {other}"),
+    }
+}
+
+/// How a table is read: sync kind and bucket column.
+fn read_plan(table: &str) -> (SyncKind, Option<&'static str>) {
+    let child = |parent: &str, col: &'static str| {
+        (
+            SyncKind::Child {
+                parent: parent.to_owned(),
+                parent_column: col.to_owned(),
+            },
+            Some(col),
+        )
+    };
+    match table {
+        OPPORTUNITY => (
+            SyncKind::Incremental {
+                cursor: "updated_at".into(),
+            },
+            None,
+        ),
+        // Inline children of an opportunity and children of its endpoints.
+        "opportunity_stage_history" | "opportunity_tag" | "opportunity_source" | "application"
+        | "feedback_form" | "file" | "interview" | "panel" | "note" | "offer" | "resume"
+        | "posting_form" | "profile_form" | "referral_form" => child(OPPORTUNITY, "opportunity_id"),
+        // The contact is the person behind an opportunity: its `id` is `opportunity.contact`.
+        "contact" => (
+            SyncKind::Child {
+                parent: OPPORTUNITY.into(),
+                parent_column: "id".into(),
+            },
+            None,
+        ),
+        "contact_email" | "contact_phone" | "contact_link" => child("contact", "contact_id"),
+        "feedback_form_field" => child("feedback_form", "feedback_form_id"),
+        "interview_feedback" | "interview_user" | "posting_interview" => {
+            child("interview", "interview_id")
+        }
+        "panel_application" | "panel_interview" => child("panel", "panel_id"),
+        "note_field" => child("note", "note_id"),
+        "offer_field" => child("offer", "offer_id"),
+        "opportunity_position" | "opportunity_school" => child("resume", "resume_id"),
+        "posting_form_field" => child("posting_form", "posting_form_id"),
+        "profile_form_field" => child("profile_form", "profile_form_id"),
+        "referral_form_field" => child("referral_form", "referral_form_id"),
+        // Template definitions are keyed by template id (`baseTemplateId` of the forms): shared
+        // by many opportunities, upserted from every re-read form, never deleted by scope.
+        "template_field" | "score_card_sub_field" => (
+            SyncKind::Child {
+                parent: "feedback_form".into(),
+                parent_column: "id".into(),
+            },
+            None,
+        ),
+        "posting_content_list" | "posting_tag" | "posting_distribution_channel" => {
+            (SyncKind::Reimport, Some("posting_id"))
+        }
+        "requisition_offer" | "requisition_posting" => (SyncKind::Reimport, Some("requisition_id")),
+        // candidate_stage_history: deprecated /candidates endpoint; declared, never requested.
+        "candidate_stage_history" => (SyncKind::Reimport, Some("candidate_id")),
+        _ => (SyncKind::Reimport, None),
+    }
+}
+
+fn build_catalog() -> Vec<TableSpec> {
+    let mut out = Vec::new();
+    for t in &schema_file().tables {
+        let (sync, bucket) = read_plan(&t.name);
+        let mut spec = TableSpec::new(t.name.clone(), sync);
+        spec.description = match &t.note {
+            Some(note) => format!("{} — {}. {note}", t.api, t.sync),
+            None => format!("{} — {}", t.api, t.sync),
+        };
+        if t.name == "candidate_stage_history" {
+            spec.description = format!(
+                "{}. Declared for completeness; the deprecated /candidates endpoint is never \
+                 requested, so this table stays empty.",
+                spec.description
+            );
+        }
+        spec.origin = t.api.clone();
+        for c in t.columns.iter().filter(|c| c.written()) {
+            let mut col = ColumnSpec::new(c.name.clone(), column_type(&c.ty)).describe(match &c
+                .note
+            {
+                Some(n) => format!("{} ({n})", c.api),
+                None => c.api.clone(),
+            });
+            if is_sensitive(&t.name, &c.name) {
+                col = col.sensitive();
+            }
+            spec = spec.column(col);
+        }
+        spec = spec.key(t.primary_key.iter().cloned());
+        spec.capture_deletes = t.capture_deletes || t.name == OPPORTUNITY;
+        // History mode is offered (history_default) but off by default, as the schema says.
+        spec.history_default = t.history_mode;
+        // The legacy candidate_stage_history (never produced) keeps history on, as declared.
+        spec.history = t.name == "candidate_stage_history";
+        spec.bucket_column = bucket.map(str::to_owned);
+        out.push(spec);
+    }
+    out
+}
+
+fn is_sensitive(table: &str, column: &str) -> bool {
+    matches!(
+        (table, column),
+        ("opportunity" | "contact", "name" | "headline" | "location")
+            | ("contact_email", "email")
+            | ("contact_phone", "value")
+            | ("contact_link", "link")
+            | ("users", "email" | "name")
+    )
+}
+
+/// Every table this source produces (46), in the contract's order.
+pub fn catalog() -> &'static [TableSpec] {
+    static CATALOG: OnceLock<Vec<TableSpec>> = OnceLock::new();
+    CATALOG.get_or_init(build_catalog)
+}
+
+/// The declaration of `name`.
+pub fn spec(name: &str) -> &'static TableSpec {
+    catalog()
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no table `{name}` in the catalog"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn catalog_is_valid_and_complete() {
+        let c = catalog();
+        assert_eq!(c.len(), 46);
+        let names: BTreeSet<_> = c.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names.len(), 46);
+        for t in c {
+            t.validate().unwrap();
+        }
+        assert!(spec("opportunity").capture_deletes);
+        assert!(!spec("opportunity_stage_history").history);
+        assert!(spec("opportunity_stage_history").history_default);
+        assert!(spec("candidate_stage_history").history_default);
+        assert_eq!(spec("feedback_form_field").bucket_column(), "feedback_form_id");
+        assert_eq!(spec("note").bucket_column(), "opportunity_id");
+        assert!(spec("contact_link").find("_fivetran_id").is_some());
+        assert!(spec("opportunity_tag").find("tag").is_none());
+    }
+}

@@ -1,0 +1,195 @@
+//! `[source]` settings of the Lever plugin.
+
+use serde::Deserialize;
+use sluice_core::{Error, Result, Secret};
+use std::time::Duration;
+
+/// Production Data API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.lever.co/v1";
+/// Environment variable holding the API key, unless `api_key_env` names another.
+pub const DEFAULT_API_KEY_ENV: &str = "LEVER_API_KEY";
+/// Environment variable overriding the base URL.
+pub const BASE_URL_ENV: &str = "LEVER_BASE_URL";
+
+/// Settings of the Lever source. Every field is optional; with no credentials at all the
+/// source syncs demo data from the built-in emulator.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeverConfig {
+    /// Lever API key (HTTP Basic user). Prefer the environment variable named by `api_key_env`.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Name of the environment variable read for the API key (default `LEVER_API_KEY`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Data API base URL (default `https://api.lever.co/v1`; env `LEVER_BASE_URL` wins).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// OAuth 2.0 settings for partner apps (instead of an API key).
+    #[serde(default)]
+    pub oauth: Option<OAuthConfig>,
+    /// Client-side rate limit shared by all requests of this account (default 10/s).
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
+    /// Burst allowed by the rate limiter (default 20).
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+    /// Maximum number of requests in flight (default 32).
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// Timeout of one request, in seconds (default 60).
+    #[serde(default)]
+    pub request_timeout_secs: Option<u64>,
+    /// How many times a failed request is retried before the sync fails (default 8; 429
+    /// answers get this many retries more).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Overlap of incremental opportunity reads, in seconds (default 3600).
+    #[serde(default)]
+    pub lookback_secs: Option<u64>,
+    /// Minimum time between full re-imports of the lookup tables, in hours (default 24).
+    #[serde(default)]
+    pub reimport_interval_hours: Option<f64>,
+    /// Also sync confidential opportunities, postings and requisitions (default true; needs a
+    /// key with confidential access).
+    #[serde(default)]
+    pub confidential: Option<bool>,
+    /// Page size of list requests, 1–100 (default 100).
+    #[serde(default)]
+    pub page_size: Option<u32>,
+}
+
+/// OAuth 2.0 refresh-token settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// The app's client id.
+    pub client_id: String,
+    /// The app's client secret.
+    pub client_secret: Secret,
+    /// The refresh token from the authorization; a rotated token saved in the state wins.
+    pub refresh_token: Secret,
+    /// Token endpoint (default `https://auth.lever.co/oauth/token`).
+    #[serde(default)]
+    pub token_url: Option<String>,
+}
+
+/// Default OAuth token endpoint.
+pub const DEFAULT_TOKEN_URL: &str = "https://auth.lever.co/oauth/token";
+
+/// How the source authenticates, resolved from config and environment.
+#[derive(Debug, Clone)]
+pub(crate) enum Credentials {
+    /// HTTP Basic with the API key.
+    ApiKey(Secret),
+    /// OAuth refresh-token flow.
+    OAuth(OAuthConfig),
+    /// Nothing configured: demo mode with the built-in emulator.
+    None,
+}
+
+/// Effective settings with defaults applied.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) credentials: Credentials,
+    pub(crate) base_url: Option<String>,
+    pub(crate) rate_per_second: u32,
+    pub(crate) burst: u32,
+    pub(crate) max_concurrency: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) lookback_ms: i64,
+    pub(crate) reimport_interval_ms: i64,
+    pub(crate) confidential: bool,
+    pub(crate) page_size: u32,
+}
+
+impl LeverConfig {
+    /// Applies defaults and the environment; validates ranges.
+    pub(crate) fn settings(&self) -> Result<Settings> {
+        let env_name = self
+            .api_key_env
+            .clone()
+            .unwrap_or_else(|| DEFAULT_API_KEY_ENV.to_owned());
+        let env_key = std::env::var(&env_name)
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        let credentials = match (&self.api_key, env_key, &self.oauth) {
+            (Some(_), _, Some(_)) => {
+                return Err(Error::config(
+                    "[source]: set either `api_key` or `oauth`, not both",
+                ));
+            }
+            (Some(k), _, None) if !k.is_empty() => Credentials::ApiKey(k.clone()),
+            (_, _, Some(o)) => Credentials::OAuth(o.clone()),
+            (_, Some(k), None) => Credentials::ApiKey(Secret::new(k.trim())),
+            _ => Credentials::None,
+        };
+        let base_url = std::env::var(BASE_URL_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.base_url.clone());
+        let positive = |name: &str, v: Option<u32>, default: u32| -> Result<u32> {
+            match v {
+                Some(0) => Err(Error::config(format!("[source].{name}: must be at least 1"))),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        };
+        let page_size = positive("page_size", self.page_size, 100)?;
+        if page_size > 100 {
+            return Err(Error::config("[source].page_size: Lever allows at most 100"));
+        }
+        let interval_h = self.reimport_interval_hours.unwrap_or(24.0);
+        if !(interval_h >= 0.0 && interval_h.is_finite()) {
+            return Err(Error::config(
+                "[source].reimport_interval_hours: must be a non-negative number",
+            ));
+        }
+        Ok(Settings {
+            credentials,
+            base_url,
+            rate_per_second: positive("rate_limit_per_second", self.rate_limit_per_second, 10)?,
+            burst: positive("rate_limit_burst", self.rate_limit_burst, 20)?,
+            max_concurrency: self.max_concurrency.unwrap_or(32).clamp(1, 256),
+            request_timeout: Duration::from_secs(self.request_timeout_secs.unwrap_or(60).max(1)),
+            max_retries: self.max_retries.unwrap_or(8),
+            lookback_ms: self.lookback_secs.unwrap_or(3600) as i64 * 1_000,
+            reimport_interval_ms: (interval_h * 3_600_000.0) as i64,
+            confidential: self.confidential.unwrap_or(true),
+            page_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = serde_json::from_value::<LeverConfig>(serde_json::json!({"apikey": "x"}))
+            .unwrap_err();
+        assert!(e.to_string().contains("apikey"), "{e}");
+    }
+
+    #[test]
+    fn defaults_and_debug_redaction() {
+        let c: LeverConfig = serde_json::from_value(serde_json::json!({
+            "api_key": "super-secret-key", "api_key_env": "SLUICE_TEST_NO_SUCH_ENV"
+        }))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("super-secret-key"));
+        let s = c.settings().unwrap();
+        assert!(!format!("{s:?}").contains("super-secret-key"));
+        assert_eq!(s.rate_per_second, 10);
+        assert_eq!(s.burst, 20);
+        assert_eq!(s.page_size, 100);
+        assert!(s.confidential);
+        assert_eq!(s.lookback_ms, 3_600_000);
+        assert!(matches!(s.credentials, Credentials::ApiKey(_)));
+        let bad: LeverConfig =
+            serde_json::from_value(serde_json::json!({"page_size": 500})).unwrap();
+        assert!(bad.settings().is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! Re-imported lists: users, stages, archive reasons, postings, requisitions and requisition
+//! fields, with their child tables.
+
+use super::{Cell, Tables, get_arr, get_str};
+use serde_json::Value;
+
+/// Writes one object of a flat lookup list (users, stage, archive_reason, requisition_fields).
+pub(crate) fn write_flat(t: &mut Tables, table: &str, item: &Value) {
+    if let Some(w) = t.get(table) {
+        w.push(item, &[]);
+    }
+}
+
+/// Writes a posting and its tags, content lists and distribution channels.
+pub(crate) fn write_posting(t: &mut Tables, p: &Value) {
+    let Some(id) = get_str(p, "id") else { return };
+    if let Some(w) = t.get("posting") {
+        w.push(p, &[]);
+    }
+    let me = [Cell::S(id)];
+    if let Some(w) = t.get("posting_tag") {
+        for x in get_arr(p, "tags") {
+            w.push(x, &me);
+        }
+    }
+    if let Some(w) = t.get("posting_distribution_channel") {
+        for x in get_arr(p, "distributionChannels") {
+            w.push(x, &me);
+        }
+    }
+    if let Some(w) = t.get("posting_content_list") {
+        let content = p.get("content").unwrap_or(&Value::Null);
+        for (i, x) in get_arr(content, "lists").iter().enumerate() {
+            w.push(x, &[Cell::S(id), Cell::I(i as i64)]);
+        }
+    }
+}
+
+/// `requisition.headcount_infinite`: `headcountInfinite` when Lever sends it (older
+/// payloads), else whether `headcountTotal` is the string `unlimited` (`"false"` otherwise,
+/// also when `headcountTotal` is absent).
+pub(crate) fn headcount_infinite(r: &Value) -> Option<&'static str> {
+    match r.get("headcountInfinite") {
+        Some(Value::Bool(true)) => return Some("true"),
+        Some(Value::Bool(false)) => return Some("false"),
+        Some(Value::String(s)) if s == "true" => return Some("true"),
+        Some(Value::String(s)) if s == "false" => return Some("false"),
+        _ => {}
+    }
+    match r.get("headcountTotal") {
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("unlimited") => Some("true"),
+        _ => Some("false"),
+    }
+}
+
+/// Writes a requisition (custom-field columns come from the writer's extractors) and its
+/// posting and offer links.
+pub(crate) fn write_requisition(t: &mut Tables, r: &Value) {
+    let Some(id) = get_str(r, "id") else { return };
+    if let Some(w) = t.get("requisition") {
+        let hi = Cell::from(headcount_infinite(r));
+        w.push(r, &[Cell::Null, Cell::Null, Cell::Null, hi]);
+    }
+    let me = [Cell::S(id)];
+    if let Some(w) = t.get("requisition_posting") {
+        for x in get_arr(r, "postings") {
+            w.push(x, &me);
+        }
+    }
+    if let Some(w) = t.get("requisition_offer") {
+        for x in get_arr(r, "offerIds") {
+            w.push(x, &me);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::catalog;
+    use arrow::array::{Array, AsArray};
+    use serde_json::json;
+
+    #[test]
+    fn requisition_strings_and_links() {
+        let mut t = Tables::new(
+            catalog().iter(),
+            &["requisition", "requisition_posting", "requisition_offer"],
+        );
+        let r = json!({
+            "id": "r1", "headcountTotal": "unlimited", "headcountHired": 2,
+            "compensationBand": {"currency": "USD", "min": 85000, "max": 120000.5},
+            "approval": {"id": "a1", "startedAt": 1000, "steps": []},
+            "postings": ["p1", "p2"], "offerIds": ["o1"], "creator": {"id": "u1"}
+        });
+        write_requisition(&mut t, &r);
+        let out = t.finish_all().unwrap();
+        let b = &out.iter().find(|(n, _)| n == "requisition").unwrap().1;
+        let s = |c: &str| {
+            let a = b.column(b.schema().index_of(c).unwrap());
+            if a.is_null(0) {
+                None
+            } else {
+                Some(a.as_string::<i32>().value(0).to_owned())
+            }
+        };
+        assert_eq!(s("headcount_total").as_deref(), Some("unlimited"));
+        assert_eq!(s("headcount_hired").as_deref(), Some("2"));
+        assert_eq!(s("headcount_infinite").as_deref(), Some("true"));
+        assert_eq!(s("compensation_band_min").as_deref(), Some("85000"));
+        assert_eq!(s("compensation_band_max").as_deref(), Some("120000.5"));
+        assert_eq!(s("creator_id").as_deref(), Some("u1"));
+        assert_eq!(s("approval_id").as_deref(), Some("a1"));
+        let rp = &out.iter().find(|(n, _)| n == "requisition_posting").unwrap().1;
+        assert_eq!(rp.num_rows(), 2);
+    }
+
+    #[test]
+    fn posting_children() {
+        let mut t = Tables::new(
+            catalog().iter(),
+            &["posting", "posting_tag", "posting_content_list", "posting_distribution_channel"],
+        );
+        write_posting(
+            &mut t,
+            &json!({"id": "p1", "tags": ["a"], "distributionChannels": ["public", "internal"],
+                "categories": {"team": "Eng"}, "content": {"description": "d", "lists": [{"text": "h", "content": "<li>"}]},
+                "reqCode": "R-1"}),
+        );
+        let out = t.finish_all().unwrap();
+        let n = |x: &str| out.iter().find(|(y, _)| y == x).unwrap().1.num_rows();
+        assert_eq!(n("posting"), 1);
+        assert_eq!(n("posting_tag"), 1);
+        assert_eq!(n("posting_distribution_channel"), 2);
+        assert_eq!(n("posting_content_list"), 1);
+    }
+}

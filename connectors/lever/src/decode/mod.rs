@@ -1,0 +1,572 @@
+//! JSON → Arrow decoding, driven by the table declarations.
+//!
+//! Each table gets a [`Writer`]: one Arrow builder per declared column, and for each column an
+//! [`Ex`]tractor derived from the schema's `api` path (`archived.archivedAt` → the nested
+//! field; `stageChanges[].toStageId` → a field of the array element; `tags[]` → the element
+//! itself; `(parent opportunity id)` → the parent id the caller passes), with hand-written
+//! overrides for computed columns. Values are converted leniently into the column's type:
+//! numbers and timestamps may arrive as numeric strings, epoch milliseconds become
+//! `Timestamp(µs, UTC)`, absent or null fields become NULL.
+
+pub(crate) mod forms;
+pub(crate) mod lookups;
+pub(crate) mod opportunity;
+
+use crate::catalog;
+use arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::record_batch::RecordBatch;
+use serde_json::Value;
+use sluice_core::{ColumnType, Result, TableSpec};
+use std::sync::Arc;
+
+/// A cell value before conversion into the column type.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cell<'a> {
+    /// NULL.
+    Null,
+    /// A JSON value (converted leniently).
+    J(&'a Value),
+    /// Text.
+    S(&'a str),
+    /// An integer.
+    I(i64),
+    /// A float.
+    F(f64),
+    /// A boolean.
+    B(bool),
+}
+
+impl<'a> From<Option<&'a Value>> for Cell<'a> {
+    fn from(v: Option<&'a Value>) -> Self {
+        match v {
+            None | Some(Value::Null) => Cell::Null,
+            Some(v) => Cell::J(v),
+        }
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Cell<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        v.map_or(Cell::Null, Cell::S)
+    }
+}
+
+/// Where a column's value comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Ex {
+    /// A (nested) field of the current object.
+    Path(Vec<String>),
+    /// The current element itself (arrays of scalars).
+    Elem,
+    /// Caller-provided value `n` (parent ids, positions, computed values).
+    Slot(usize),
+}
+
+/// Extractors that cannot be derived from the schema's `api` text.
+fn overrides(table: &str) -> Vec<(&'static str, Ex)> {
+    use forms::*;
+    let form_field = |parent: &'static str| {
+        vec![
+            (parent, Ex::Slot(SLOT_PARENT)),
+            ("code_language", Ex::Slot(S_CODE_LANGUAGE)),
+            ("currency", Ex::Slot(S_CURRENCY)),
+            ("value_date", Ex::Slot(S_DATE)),
+            ("value_decimal", Ex::Slot(S_DECIMAL)),
+            ("value_file_id", Ex::Slot(S_FILE)),
+            ("value_number", Ex::Slot(S_NUMBER)),
+            ("value_text", Ex::Slot(S_TEXT)),
+            ("value_index", Ex::Slot(S_VALUE_INDEX)),
+        ]
+    };
+    match table {
+        "contact_link" => vec![("_fivetran_id", Ex::Slot(SLOT_EXTRA))],
+        "application" => vec![("opportunity_id", Ex::Slot(SLOT_PARENT))],
+        "feedback_form" => vec![("score_system_value", Ex::Slot(SLOT_EXTRA))],
+        "requisition" => vec![("headcount_infinite", Ex::Slot(SLOT_EXTRA))],
+        "posting_form" => vec![("application_id", Ex::Slot(SLOT_EXTRA))],
+        "template_field" => vec![("id", Ex::Slot(SLOT_PARENT))],
+        "score_card_sub_field" => vec![
+            ("id", Ex::Slot(SLOT_PARENT)),
+            ("field_index", Ex::Slot(SLOT_EXTRA)),
+            ("sub_field_index", Ex::Slot(SLOT_INDEX)),
+        ],
+        "feedback_form_field" => form_field("feedback_form_id"),
+        "posting_form_field" => form_field("posting_form_id"),
+        "profile_form_field" => form_field("profile_form_id"),
+        "referral_form_field" => form_field("referral_form_id"),
+        _ => Vec::new(),
+    }
+}
+
+/// Writers of the enabled tables among a set (one decode unit: a page, a list).
+pub(crate) struct Tables {
+    writers: Vec<Writer>,
+}
+
+impl Tables {
+    /// Writers for those of `names` that are declared in `enabled`.
+    pub(crate) fn new<'a>(enabled: impl IntoIterator<Item = &'a TableSpec>, names: &[&str]) -> Tables {
+        let writers = enabled
+            .into_iter()
+            .filter(|t| names.contains(&t.name.as_str()))
+            .map(|t| Writer::new(t, &[]))
+            .collect();
+        Tables { writers }
+    }
+
+    /// Adds a writer built by the caller (tables with run-time columns).
+    pub(crate) fn insert(&mut self, w: Writer) {
+        self.writers.retain(|x| x.table() != w.table());
+        self.writers.push(w);
+    }
+
+    /// The writer of `table`, when enabled.
+    #[inline]
+    pub(crate) fn get(&mut self, table: &str) -> Option<&mut Writer> {
+        self.writers.iter_mut().find(|w| w.table() == table)
+    }
+
+    /// Whether `table` is enabled here.
+    pub(crate) fn has(&self, table: &str) -> bool {
+        self.writers.iter().any(|w| w.table() == table)
+    }
+
+    /// Takes every table's rows (including empty ones, which callers need for deletes).
+    pub(crate) fn finish_all(&mut self) -> Result<Vec<(String, RecordBatch)>> {
+        self.writers
+            .iter_mut()
+            .map(|w| Ok((w.table().to_owned(), w.finish()?)))
+            .collect()
+    }
+}
+
+/// Slot conventions used by the derived extractors.
+pub(crate) const SLOT_PARENT: usize = 0;
+/// The position in the parent's array.
+pub(crate) const SLOT_INDEX: usize = 1;
+/// The contact id of the parent opportunity.
+pub(crate) const SLOT_CONTACT: usize = 2;
+/// First slot free for table-specific computed values.
+pub(crate) const SLOT_EXTRA: usize = 3;
+
+/// Derives the extractor of `table.column` from the schema's `api` text.
+pub(crate) fn derive_ex(table: &str, column: &str, ty: ColumnType) -> Option<Ex> {
+    let api = catalog::column_api(table, column)?;
+    if api.starts_with("(parent") {
+        return Some(Ex::Slot(SLOT_PARENT));
+    }
+    if api.starts_with("(position") {
+        return Some(Ex::Slot(SLOT_INDEX));
+    }
+    if api.starts_with("(opportunity.contact)") {
+        return Some(Ex::Slot(SLOT_CONTACT));
+    }
+    if api.starts_with('(') {
+        return None;
+    }
+    let token = api.split_whitespace().next()?;
+    if !token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '[' || c == ']')
+    {
+        return None;
+    }
+    if let Some(arr) = token.strip_suffix("[]") {
+        if arr.contains("[]") {
+            return Some(Ex::Elem);
+        }
+        if ty == ColumnType::Json {
+            return Some(Ex::Path(split_path(arr)));
+        }
+        return Some(Ex::Elem);
+    }
+    let rel = token.rsplit("[].").next().unwrap_or(token);
+    Some(Ex::Path(split_path(rel)))
+}
+
+fn split_path(p: &str) -> Vec<String> {
+    p.split('.').map(str::to_owned).collect()
+}
+
+/// Looks `path` up in `v`.
+#[inline]
+pub(crate) fn get<'a, S: AsRef<str>>(v: &'a Value, path: &[S]) -> Option<&'a Value> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.as_object()?.get(k.as_ref())?;
+    }
+    if cur.is_null() { None } else { Some(cur) }
+}
+
+/// A string field.
+#[inline]
+pub(crate) fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// An array field (empty when absent or not an array).
+#[inline]
+pub(crate) fn get_arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// An id that may arrive as a string or as an expanded object with `id`.
+pub(crate) fn id_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Object(o) => o.get("id").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+enum Builder {
+    Str(StringBuilder),
+    Json(StringBuilder),
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    F64(Float64Builder),
+    Ts(TimestampMicrosecondBuilder),
+}
+
+/// Rows of one table being built: one Arrow builder per declared column.
+pub(crate) struct Writer {
+    spec: Arc<TableSpec>,
+    ex: Vec<Option<Ex>>,
+    builders: Vec<Builder>,
+    rows: usize,
+    scratch: String,
+}
+
+impl Writer {
+    /// A writer for `spec`, with extractors derived from the schema and the table's
+    /// [`overrides`] plus `extra`.
+    pub(crate) fn new(spec: &TableSpec, extra: &[(String, Ex)]) -> Writer {
+        let mut overrides: Vec<(String, Ex)> = overrides(&spec.name)
+            .into_iter()
+            .map(|(n, e)| (n.to_owned(), e))
+            .collect();
+        overrides.extend(extra.iter().cloned());
+        let ex = spec
+            .columns
+            .iter()
+            .map(|c| {
+                overrides
+                    .iter()
+                    .find(|(n, _)| *n == c.name)
+                    .map(|(_, e)| e.clone())
+                    .or_else(|| derive_ex(&spec.name, &c.name, c.ty))
+            })
+            .collect();
+        let builders = spec
+            .columns
+            .iter()
+            .map(|c| match c.ty {
+                ColumnType::String => Builder::Str(StringBuilder::new()),
+                ColumnType::Json => Builder::Json(StringBuilder::new()),
+                ColumnType::Boolean => Builder::Bool(BooleanBuilder::new()),
+                ColumnType::Int64 => Builder::Int(Int64Builder::new()),
+                ColumnType::Float64 => Builder::F64(Float64Builder::new()),
+                ColumnType::Timestamp => {
+                    Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                }
+            })
+            .collect();
+        Writer {
+            spec: Arc::new(spec.clone()),
+            ex,
+            builders,
+            rows: 0,
+            scratch: String::new(),
+        }
+    }
+
+    /// Columns of the table without an extractor (must be empty for a complete mapping).
+    pub(crate) fn unmapped(&self) -> Vec<&str> {
+        self.spec
+            .columns
+            .iter()
+            .zip(&self.ex)
+            .filter(|(_, e)| e.is_none())
+            .map(|(c, _)| c.name.as_str())
+            .collect()
+    }
+
+    /// The table name.
+    pub(crate) fn table(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The declaration this writer builds.
+    pub(crate) fn spec(&self) -> &TableSpec {
+        &self.spec
+    }
+
+    /// Rows appended so far.
+    pub(crate) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends one row: each column from `obj` (or the element `elem`) via its extractor, or
+    /// from `slots`.
+    pub(crate) fn push(&mut self, obj: &Value, slots: &[Cell<'_>]) {
+        for i in 0..self.builders.len() {
+            let cell = match &self.ex[i] {
+                Some(Ex::Path(p)) => Cell::from(get(obj, p)),
+                Some(Ex::Elem) => Cell::from(Some(obj)),
+                Some(Ex::Slot(n)) => slots.get(*n).copied().unwrap_or(Cell::Null),
+                None => Cell::Null,
+            };
+            append(&mut self.builders[i], cell, &mut self.scratch);
+        }
+        self.rows += 1;
+    }
+
+    /// Appends one row whose every column comes from `cell_of(column index)`.
+    pub(crate) fn push_with<'a>(&mut self, mut cell_of: impl FnMut(usize, &str) -> Cell<'a>) {
+        for i in 0..self.builders.len() {
+            let cell = cell_of(i, &self.spec.columns[i].name);
+            append(&mut self.builders[i], cell, &mut self.scratch);
+        }
+        self.rows += 1;
+    }
+
+    /// Takes the rows built so far as a batch with the table's source schema.
+    pub(crate) fn finish(&mut self) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| -> ArrayRef {
+                match b {
+                    Builder::Str(b) | Builder::Json(b) => Arc::new(b.finish()),
+                    Builder::Bool(b) => Arc::new(b.finish()),
+                    Builder::Int(b) => Arc::new(b.finish()),
+                    Builder::F64(b) => Arc::new(b.finish()),
+                    Builder::Ts(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        self.rows = 0;
+        let mut columns = columns;
+        // Rows without a full primary key cannot be stored: drop them.
+        let key_idx: Vec<usize> = self
+            .spec
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| self.spec.is_key(&c.name))
+            .map(|(i, _)| i)
+            .collect();
+        if key_idx.iter().any(|&i| columns[i].null_count() > 0) {
+            let n = columns[0].len();
+            let mask: arrow::array::BooleanArray = (0..n)
+                .map(|r| Some(key_idx.iter().all(|&i| columns[i].is_valid(r))))
+                .collect();
+            tracing::debug!(
+                table = %self.spec.name,
+                dropped = mask.false_count(),
+                "rows without a primary key value dropped"
+            );
+            columns = columns
+                .iter()
+                .map(|c| arrow::compute::filter(c, &mask))
+                .collect::<std::result::Result<_, _>>()?;
+        }
+        let options =
+            arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(columns[0].len()));
+        Ok(RecordBatch::try_new_with_options(
+            self.spec.source_schema(),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) {
+    match b {
+        Builder::Str(b) => match cell {
+            Cell::Null => b.append_null(),
+            Cell::S(s) => b.append_value(s),
+            Cell::J(v) => match v {
+                Value::String(s) => b.append_value(s),
+                Value::Object(_) if id_of(v).is_some() => b.append_value(id_of(v).unwrap_or("")),
+                Value::Number(n) => {
+                    scratch.clear();
+                    use std::fmt::Write;
+                    let _ = write!(scratch, "{n}");
+                    b.append_value(&*scratch)
+                }
+                Value::Bool(x) => b.append_value(if *x { "true" } else { "false" }),
+                other => b.append_value(other.to_string()),
+            },
+            Cell::I(i) => b.append_value(i.to_string()),
+            Cell::F(f) => b.append_value(f.to_string()),
+            Cell::B(x) => b.append_value(if x { "true" } else { "false" }),
+        },
+        Builder::Json(b) => match cell {
+            Cell::Null => b.append_null(),
+            Cell::J(v) => b.append_value(v.to_string()),
+            Cell::S(s) => b.append_value(Value::String(s.to_owned()).to_string()),
+            Cell::I(i) => b.append_value(i.to_string()),
+            Cell::F(f) => b.append_value(f.to_string()),
+            Cell::B(x) => b.append_value(x.to_string()),
+        },
+        Builder::Bool(b) => b.append_option(to_bool(cell)),
+        Builder::Int(b) => b.append_option(to_i64(cell)),
+        Builder::F64(b) => b.append_option(to_f64(cell)),
+        Builder::Ts(b) => b.append_option(to_ts_us(cell)),
+    }
+}
+
+/// The text of a string cell.
+fn text<'a>(cell: Cell<'a>) -> Option<&'a str> {
+    match cell {
+        Cell::J(Value::String(s)) => Some(s.as_str()),
+        Cell::S(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Lenient boolean: JSON booleans and the strings `true`/`false`.
+pub(crate) fn to_bool(cell: Cell<'_>) -> Option<bool> {
+    if let Some(s) = text(cell) {
+        return match s.trim() {
+            "true" | "TRUE" | "True" => Some(true),
+            "false" | "FALSE" | "False" => Some(false),
+            _ => None,
+        };
+    }
+    match cell {
+        Cell::B(b) => Some(b),
+        Cell::J(Value::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+/// Lenient integer: integers, integral floats and numeric strings.
+pub(crate) fn to_i64(cell: Cell<'_>) -> Option<i64> {
+    if let Some(s) = text(cell) {
+        let s = s.trim();
+        return s
+            .parse::<i64>()
+            .ok()
+            .or_else(|| s.parse::<f64>().ok().and_then(float_to_i64));
+    }
+    match cell {
+        Cell::I(i) => Some(i),
+        Cell::F(f) => float_to_i64(f),
+        Cell::J(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().and_then(float_to_i64)),
+        _ => None,
+    }
+}
+
+fn float_to_i64(f: f64) -> Option<i64> {
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e18).then_some(f as i64)
+}
+
+/// Lenient float: numbers and numeric strings.
+pub(crate) fn to_f64(cell: Cell<'_>) -> Option<f64> {
+    if let Some(s) = text(cell) {
+        return s.trim().parse::<f64>().ok();
+    }
+    match cell {
+        Cell::I(i) => Some(i as f64),
+        Cell::F(f) => Some(f),
+        Cell::J(Value::Number(n)) => n.as_f64(),
+        _ => None,
+    }
+}
+
+/// Epoch milliseconds (number or numeric string) → microseconds.
+pub(crate) fn to_ts_us(cell: Cell<'_>) -> Option<i64> {
+    let ms = if let Some(s) = text(cell) {
+        let s = s.trim();
+        s.parse::<i64>()
+            .ok()
+            .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+    } else {
+        match cell {
+            Cell::I(i) => Some(i),
+            Cell::F(f) => f.is_finite().then_some(f as i64),
+            Cell::J(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            _ => None,
+        }
+    }?;
+    ms.checked_mul(1_000)
+}
+
+/// Epoch milliseconds of a JSON value (lenient), for cursors.
+pub(crate) fn ms_of(v: Option<&Value>) -> Option<i64> {
+    to_ts_us(Cell::from(v)).map(|us| us / 1_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{catalog, spec};
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+    use serde_json::json;
+
+    #[test]
+    fn lenient_conversions() {
+        assert_eq!(to_i64(Cell::J(&json!("1000"))), Some(1000));
+        assert_eq!(to_i64(Cell::J(&json!(12.0))), Some(12));
+        assert_eq!(to_i64(Cell::J(&json!(12.5))), None);
+        assert_eq!(to_i64(Cell::J(&json!("unlimited"))), None);
+        assert_eq!(
+            to_ts_us(Cell::J(&json!("1468953420000"))),
+            Some(1_468_953_420_000_000)
+        );
+        assert_eq!(to_ts_us(Cell::J(&json!(1))), Some(1000));
+        assert_eq!(to_f64(Cell::J(&json!("2.5"))), Some(2.5));
+        assert_eq!(to_bool(Cell::J(&json!("true"))), Some(true));
+        assert_eq!(to_bool(Cell::J(&json!(1))), None);
+    }
+
+    #[test]
+    fn every_column_has_an_extractor_or_override() {
+        // Columns whose values are computed by the decoders (not derivable from `api`).
+        let computed = [
+            ("contact_link", "_fivetran_id"),
+            ("feedback_form", "score_system_value"),
+            ("requisition", "headcount_infinite"),
+        ];
+        for t in catalog() {
+            let w = Writer::new(t, &[]);
+            for c in w.unmapped() {
+                assert!(
+                    computed.contains(&(t.name.as_str(), c)),
+                    "{}.{c} has no extractor",
+                    t.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn writer_builds_typed_columns() {
+        let mut w = Writer::new(spec("opportunity_stage_history"), &[]);
+        let change = json!({"toStageId": "s1", "toStageIndex": "2", "userId": "u", "updatedAt": 1500});
+        w.push(&change, &[Cell::S("opp1")]);
+        w.push(&json!({"updatedAt": 2000}), &[Cell::S("opp2")]);
+        // A row without its key (updated_at) is dropped.
+        w.push(&json!({}), &[Cell::S("opp3")]);
+        let b = w.finish().unwrap();
+        assert_eq!(b.num_rows(), 2);
+        let idx = b.schema().index_of("to_stage_index").unwrap();
+        assert_eq!(b.column(idx).as_primitive::<Int64Type>().value(0), 2);
+        let ts = b.schema().index_of("updated_at").unwrap();
+        assert_eq!(
+            b.column(ts).as_primitive::<TimestampMicrosecondType>().value(0),
+            1_500_000
+        );
+        let stage = b.schema().index_of("stage_id").unwrap();
+        assert!(b.column(stage).is_null(1));
+        assert_eq!(b.column(0).as_string::<i32>().value(1), "opp2");
+    }
+}

@@ -1,0 +1,656 @@
+//! One sync: re-imports of the lookup lists, the opportunity walk with its child endpoints,
+//! deleted opportunities, checkpoints.
+
+use crate::catalog::OPPORTUNITY;
+use crate::custom_fields::{self, CustomColumn};
+use crate::decode::lookups::{write_flat, write_posting, write_requisition};
+use crate::decode::opportunity::{
+    Endpoint, INLINE_TABLES, contact_of, write_children, write_opportunity,
+};
+use crate::decode::{Tables, Writer, get_str, ms_of};
+use crate::http::auth::REFRESH_TOKEN_STATE_KEY;
+use crate::http::{Client, Page, PageError};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{Schema, SchemaRef};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, SyncKind, TableSpec};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Source-specific state kept in `State::extra`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Extra {
+    /// Requisition custom-field columns seen so far (names and types are permanent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) custom_fields: Vec<CustomColumn>,
+    /// Highest `deletedAt` seen on `/opportunities/deleted` (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deleted_cursor_ms: Option<i64>,
+    /// Opportunities near the cursor already synced, id → `updatedAt` (epoch ms): skipped
+    /// when the look-back window returns them unchanged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) boundary: BTreeMap<String, i64>,
+    /// An opportunity walk in progress (resume point of a killed run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) walk: Option<Walk>,
+}
+
+/// Position of an opportunity walk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Walk {
+    /// `updated_at_start` of the walk (None: unfiltered full read).
+    pub(crate) updated_start: Option<i64>,
+    /// Offset token of the next page (None: from the start).
+    pub(crate) offset: Option<String>,
+    /// Highest `updatedAt` read so far.
+    pub(crate) max_updated: Option<i64>,
+    /// Pages committed.
+    pub(crate) pages: u64,
+    /// Whether the walk re-reads everything (first sync or re-sync).
+    pub(crate) full: bool,
+}
+
+/// Most opportunities remembered at the cursor boundary.
+const MAX_BOUNDARY: usize = 5_000;
+
+/// A lookup list re-imported in full at most once per interval.
+struct Group {
+    label: &'static str,
+    path: &'static str,
+    confidential_param: bool,
+    extra_query: &'static [(&'static str, &'static str)],
+    tables: &'static [&'static str],
+}
+
+const GROUPS: &[Group] = &[
+    Group {
+        label: "users",
+        path: "/users",
+        confidential_param: false,
+        extra_query: &[("includeDeactivated", "true")],
+        tables: &["users"],
+    },
+    Group {
+        label: "stages",
+        path: "/stages",
+        confidential_param: false,
+        extra_query: &[],
+        tables: &["stage"],
+    },
+    Group {
+        label: "archive_reasons",
+        path: "/archive_reasons",
+        confidential_param: false,
+        extra_query: &[],
+        tables: &["archive_reason"],
+    },
+    Group {
+        label: "postings",
+        path: "/postings",
+        confidential_param: true,
+        extra_query: &[],
+        tables: &[
+            "posting",
+            "posting_tag",
+            "posting_content_list",
+            "posting_distribution_channel",
+        ],
+    },
+    Group {
+        label: "requisition_fields",
+        path: "/requisition_fields",
+        confidential_param: false,
+        extra_query: &[],
+        tables: &["requisition_fields"],
+    },
+    Group {
+        label: "requisitions",
+        path: "/requisitions",
+        confidential_param: true,
+        extra_query: &[],
+        tables: &["requisition", "requisition_posting", "requisition_offer"],
+    },
+];
+
+/// Tables whose data comes from the opportunity walk.
+fn walk_tables() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = INLINE_TABLES.to_vec();
+    for e in Endpoint::ALL {
+        v.extend(e.tables().iter().copied());
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Inputs of a sync.
+pub(crate) struct Sync<'a> {
+    pub(crate) client: Client,
+    pub(crate) ctx: &'a ReadContext,
+    pub(crate) out: &'a Emitter,
+    pub(crate) confidential: bool,
+    pub(crate) lookback_ms: i64,
+    pub(crate) reimport_interval_ms: i64,
+    pub(crate) max_concurrency: usize,
+    pub(crate) state: State,
+    pub(crate) extra: Extra,
+}
+
+impl Sync<'_> {
+    /// Runs the whole sync and sends the final checkpoint.
+    pub(crate) async fn run(mut self) -> Result<()> {
+        self.checkpoint().await?;
+        self.reimports().await?;
+        self.opportunities().await?;
+        self.deleted_opportunities().await?;
+        self.ctx.metrics.set_phase("done");
+        self.checkpoint().await
+    }
+
+    fn cancelled(&self) -> Result<()> {
+        if self.ctx.cancel.is_cancelled() {
+            Err(Error::cancelled())
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<()> {
+        if let Some(t) = self.client.auth().refresh_token().await {
+            self.state
+                .secrets
+                .insert(REFRESH_TOKEN_STATE_KEY.to_owned(), t);
+        }
+        self.state.extra = serde_json::to_value(&self.extra)
+            .map_err(|e| Error::internal("serializing the Lever state").with_source(e))?;
+        self.out.checkpoint(self.state.clone()).await
+    }
+
+    fn spec(&self, table: &str) -> Option<&TableSpec> {
+        self.ctx.tables.get(table)
+    }
+
+    fn conf_query(&self) -> (&'static str, String) {
+        let v = if self.confidential {
+            "all"
+        } else {
+            "non-confidential"
+        };
+        ("confidentiality", v.to_owned())
+    }
+
+    async fn upsert(&self, table: &str, batch: &RecordBatch) -> Result<()> {
+        self.out.upsert(table, batch.clone()).await
+    }
+
+    async fn delete_missing(&self, table: &str, scope: Scope, batch: &RecordBatch) -> Result<()> {
+        let Some(spec) = self.spec(table) else {
+            return Ok(());
+        };
+        let keep = key_projection(spec, batch)?;
+        self.out.delete_missing(table, scope, keep).await
+    }
+
+    // ---- re-imports -----------------------------------------------------------------------
+
+    async fn reimports(&mut self) -> Result<()> {
+        self.ctx.metrics.set_phase("re-import");
+        let now = self.ctx.started_at_ms;
+        for g in GROUPS {
+            self.cancelled()?;
+            let enabled: Vec<&str> = g
+                .tables
+                .iter()
+                .copied()
+                .filter(|t| self.ctx.is_enabled(t))
+                .collect();
+            if enabled.is_empty() {
+                continue;
+            }
+            let due = enabled.iter().any(|t| {
+                let ts = self.state.table(t);
+                self.ctx.resync_requested(t)
+                    || ts
+                        .last_reimport_ms
+                        .is_none_or(|last| now - last >= self.reimport_interval_ms)
+            });
+            if !due {
+                tracing::debug!(list = g.label, "re-import not due yet");
+                continue;
+            }
+            let mut query: Vec<(&str, String)> = g
+                .extra_query
+                .iter()
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .collect();
+            if g.confidential_param {
+                query.push(self.conf_query());
+            }
+            let items = self
+                .client
+                .list_all(g.label, g.path, &query)
+                .await?
+                .ok_or_else(|| Error::upstream(format!("GET {} answered 404", g.path)))?;
+            let mut t = Tables::new(self.ctx.tables.values(), g.tables);
+            if g.label == "requisitions" && self.ctx.is_enabled("requisition") {
+                custom_fields::discover(&mut self.extra.custom_fields, &items);
+                if !self.extra.custom_fields.is_empty() {
+                    let base = self.spec("requisition").expect("enabled").clone();
+                    let spec = custom_fields::requisition_spec(&base, &self.extra.custom_fields);
+                    self.out.schema(spec.clone()).await?;
+                    t.insert(Writer::new(
+                        &spec,
+                        &custom_fields::extractors(&self.extra.custom_fields),
+                    ));
+                }
+            }
+            for item in &items {
+                match g.label {
+                    "users" => write_flat(&mut t, "users", item),
+                    "stages" => write_flat(&mut t, "stage", item),
+                    "archive_reasons" => write_flat(&mut t, "archive_reason", item),
+                    "requisition_fields" => write_flat(&mut t, "requisition_fields", item),
+                    "postings" => write_posting(&mut t, item),
+                    _ => write_requisition(&mut t, item),
+                }
+            }
+            let batches = t.finish_all()?;
+            for (table, batch) in &batches {
+                self.upsert(table, batch).await?;
+            }
+            for (table, batch) in &batches {
+                self.delete_missing(table, Scope::All, batch).await?;
+            }
+            for table in enabled {
+                let ts = self.state.table_mut(table);
+                ts.last_reimport_ms = Some(now);
+                ts.resync_requested = false;
+            }
+            tracing::debug!(list = g.label, items = items.len(), "re-imported");
+        }
+        self.checkpoint().await
+    }
+
+    // ---- opportunities ----------------------------------------------------------------------
+
+    async fn opportunities(&mut self) -> Result<()> {
+        let family = walk_tables();
+        if !self.ctx.any_enabled(family.iter().copied()) {
+            return Ok(());
+        }
+        self.ctx.metrics.set_phase("opportunities");
+        let endpoints: Vec<Endpoint> = Endpoint::ALL
+            .into_iter()
+            .filter(|e| self.ctx.any_enabled(e.tables().iter().copied()))
+            .collect();
+        let resync = family.iter().any(|t| self.ctx.resync_requested(t));
+        let cursor = match self.state.table(OPPORTUNITY).cursor {
+            Some(Cursor::TimestampMs(ms)) => Some(ms),
+            _ => None,
+        };
+        let fresh = Walk {
+            updated_start: if resync {
+                None
+            } else {
+                cursor.map(|c| c - self.lookback_ms)
+            },
+            full: resync || cursor.is_none(),
+            ..Walk::default()
+        };
+        let mut walk = match self.extra.walk.take() {
+            // Resume a killed run's walk unless a re-sync was asked for meanwhile.
+            Some(w) if !(resync && !w.full) => w,
+            _ => fresh,
+        };
+        let mut query = vec![self.conf_query(), ("expand", "applications".to_owned())];
+        if let Some(s) = walk.updated_start {
+            query.push(("updated_at_start", s.to_string()));
+        }
+        let mut done: HashMap<String, Option<i64>> = HashMap::new();
+        let mut new_boundary: BTreeMap<String, i64> = BTreeMap::new();
+        let mut restarts = 0;
+        let mut prefetched: Option<std::result::Result<Option<Page>, PageError>> = None;
+        loop {
+            self.cancelled()?;
+            let result = match prefetched.take() {
+                Some(r) => r,
+                None => {
+                    self.client
+                        .page("opportunities", "/opportunities", &query, walk.offset.as_deref())
+                        .await
+                }
+            };
+            let page = match result {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(Error::upstream("GET /opportunities answered 404")),
+                Err(PageError::InvalidOffset) if restarts < 5 => {
+                    restarts += 1;
+                    tracing::warn!("Lever rejected the opportunity offset token; restarting the walk from its start");
+                    walk.offset = None;
+                    continue;
+                }
+                Err(PageError::InvalidOffset) => {
+                    return Err(Error::upstream(
+                        "GET /opportunities: Lever keeps rejecting its own offset tokens",
+                    ));
+                }
+                Err(PageError::Other(e)) => return Err(e),
+            };
+            let Page { data, next } = page;
+            let mut opps = Vec::with_capacity(data.len());
+            for o in data {
+                let Some(id) = get_str(&o, "id") else { continue };
+                let updated = ms_of(o.get("updatedAt"));
+                if let Some(u) = updated {
+                    walk.max_updated = Some(walk.max_updated.map_or(u, |m| m.max(u)));
+                }
+                if !walk.full && updated.is_some() && self.extra.boundary.get(id) == updated.as_ref() {
+                    continue; // already synced at the previous cursor boundary
+                }
+                if done.get(id) == Some(&updated) {
+                    continue; // already processed in this run (walk restarted)
+                }
+                done.insert(id.to_owned(), updated);
+                if let Some(u) = updated {
+                    new_boundary.insert(id.to_owned(), u);
+                }
+                opps.push(o);
+            }
+            // Fetch the next list page while this page's children are read.
+            let next_fut = {
+                let client = self.client.clone();
+                let query = query.clone();
+                let next = next.clone();
+                async move {
+                    match next {
+                        Some(n) => Some(
+                            client
+                                .page("opportunities", "/opportunities", &query, Some(&n))
+                                .await,
+                        ),
+                        None => None,
+                    }
+                }
+            };
+            let (r, n) = tokio::join!(self.process_page(&opps, &endpoints), next_fut);
+            r?;
+            prefetched = n;
+            walk.pages += 1;
+            walk.offset = next;
+            if let Some(m) = walk.max_updated {
+                new_boundary.retain(|_, u| *u >= m - self.lookback_ms);
+            }
+            if walk.offset.is_none() {
+                break;
+            }
+            self.extra.walk = Some(walk.clone());
+            self.checkpoint().await?;
+        }
+        // The walk is complete: advance the cursor and remember the boundary.
+        let new_cursor = match (cursor, walk.max_updated) {
+            (Some(c), Some(m)) if !walk.full => Some(c.max(m)),
+            (_, Some(m)) => Some(m),
+            (c, None) => c,
+        };
+        if let Some(c) = new_cursor {
+            self.state.table_mut(OPPORTUNITY).cursor = Some(Cursor::TimestampMs(c));
+            let keep_from = c - self.lookback_ms;
+            let mut boundary: BTreeMap<String, i64> = if walk.full {
+                BTreeMap::new()
+            } else {
+                std::mem::take(&mut self.extra.boundary)
+            };
+            boundary.extend(new_boundary);
+            boundary.retain(|_, u| *u >= keep_from);
+            if boundary.len() > MAX_BOUNDARY {
+                boundary.clear();
+            }
+            self.extra.boundary = boundary;
+        }
+        self.extra.walk = None;
+        for t in &family {
+            if self.state.tables.contains_key(*t) || self.ctx.resync_requested(t) {
+                self.state.table_mut(t).resync_requested = false;
+            }
+        }
+        self.checkpoint().await
+    }
+
+    /// Reads the children of one page of opportunities and emits everything of the page.
+    async fn process_page(&self, opps: &[Value], endpoints: &[Endpoint]) -> Result<()> {
+        if opps.is_empty() {
+            return Ok(());
+        }
+        let family = walk_tables();
+        let mut t = Tables::new(self.ctx.tables.values(), &family);
+        let opp_ids: Vec<String> = opps
+            .iter()
+            .filter_map(|o| get_str(o, "id").map(str::to_owned))
+            .collect();
+        let mut contacts: Vec<String> = Vec::new();
+        let mut seen_contacts = HashSet::new();
+        let mut posting_form_ids = Vec::new();
+        for o in opps {
+            let contact = contact_of(o);
+            let new_contact = contact.is_some_and(|c| seen_contacts.insert(c.to_owned()));
+            if new_contact {
+                contacts.push(contact.unwrap_or_default().to_owned());
+            }
+            write_opportunity(&mut t, o, new_contact);
+            for app in crate::decode::get_arr(o, "applications") {
+                for q in crate::decode::get_arr(app, "customQuestions") {
+                    if let Some(id) = get_str(q, "id") {
+                        posting_form_ids.push(id.to_owned());
+                    }
+                }
+            }
+        }
+        // Child endpoints, concurrently; the shared rate limiter paces them.
+        let jobs: Vec<(usize, Endpoint)> = (0..opps.len())
+            .flat_map(|i| endpoints.iter().map(move |e| (i, *e)))
+            .collect();
+        let client = &self.client;
+        let results: Vec<(usize, Endpoint, Result<Option<Vec<Value>>>)> =
+            futures::stream::iter(jobs)
+                .map(|(i, e)| {
+                    let id = opp_ids.get(i).cloned().unwrap_or_default();
+                    async move {
+                        let path = format!("/opportunities/{id}/{}", e.segment());
+                        (i, e, client.list_all(e.label(), &path, &[]).await)
+                    }
+                })
+                .buffer_unordered(self.max_concurrency)
+                .collect()
+                .await;
+        let mut ok_ids: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
+        let mut item_ids: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
+        let mut ordered: Vec<(usize, Endpoint, Vec<Value>)> = Vec::with_capacity(results.len());
+        for (i, e, r) in results {
+            match r? {
+                Some(items) => ordered.push((i, e, items)),
+                None => {
+                    tracing::debug!(opportunity = %opp_ids[i], endpoint = e.label(), "opportunity vanished (404) while reading its children");
+                }
+            }
+        }
+        ordered.sort_by_key(|(i, e, _)| (*i, *e));
+        for (i, e, items) in &ordered {
+            let o = &opps[*i];
+            let id = &opp_ids[*i];
+            write_children(&mut t, *e, id, contact_of(o), items);
+            ok_ids.entry(*e).or_default().push(id.clone());
+            item_ids
+                .entry(*e)
+                .or_default()
+                .extend(items.iter().filter_map(|x| get_str(x, "id").map(str::to_owned)));
+        }
+        let batches: BTreeMap<String, RecordBatch> = t.finish_all()?.into_iter().collect();
+        for (table, batch) in &batches {
+            self.upsert(table, batch).await?;
+        }
+        // Deletes: grand-children first (their scope resolves through the parent rows), then
+        // children, scoped to the parents re-read in this page.
+        let opp_scope = |values: &[String]| Scope::Where {
+            column: "opportunity_id".into(),
+            values: values.to_vec(),
+        };
+        let mut deletes: Vec<(u8, String, Scope)> = Vec::new();
+        for (table, _) in &batches {
+            let Some(spec) = self.spec(table) else { continue };
+            let SyncKind::Child {
+                parent,
+                parent_column,
+            } = &spec.sync
+            else {
+                continue;
+            };
+            let endpoint = Endpoint::ALL
+                .into_iter()
+                .find(|e| e.tables().contains(&table.as_str()));
+            let scope_ids: &[String] = match endpoint {
+                _ if INLINE_TABLES.contains(&table.as_str()) => &opp_ids,
+                Some(e) => ok_ids.get(&e).map_or(&[], Vec::as_slice),
+                None => &[],
+            };
+            let (order, scope) = match (table.as_str(), parent.as_str()) {
+                ("template_field" | "score_card_sub_field" | "contact", _) => continue,
+                (_, "opportunity") => (1, opp_scope(scope_ids)),
+                (_, "contact") => (
+                    1,
+                    Scope::Where {
+                        column: parent_column.clone(),
+                        values: contacts.clone(),
+                    },
+                ),
+                (_, parent_table) => {
+                    if self.ctx.is_enabled(parent_table) {
+                        (
+                            0,
+                            Scope::Via {
+                                column: parent_column.clone(),
+                                parent_table: parent_table.to_owned(),
+                                parent_column: "id".into(),
+                                parent_scope: Box::new(opp_scope(scope_ids)),
+                            },
+                        )
+                    } else {
+                        // The parent table is blocked: scope by the parents read now (rows of
+                        // parents that vanished entirely cannot be found without it).
+                        let values = if parent_table == "posting_form" {
+                            posting_form_ids.clone()
+                        } else {
+                            endpoint
+                                .and_then(|e| item_ids.get(&e).cloned())
+                                .unwrap_or_default()
+                        };
+                        (
+                            0,
+                            Scope::Where {
+                                column: parent_column.clone(),
+                                values,
+                            },
+                        )
+                    }
+                }
+            };
+            let empty_scope = matches!(&scope, Scope::Where { values, .. } if values.is_empty());
+            if !empty_scope {
+                deletes.push((order, table.clone(), scope));
+            }
+        }
+        deletes.sort_by_key(|(o, _, _)| *o);
+        for (_, table, scope) in deletes {
+            self.delete_missing(&table, scope, &batches[&table]).await?;
+        }
+        Ok(())
+    }
+
+    // ---- deleted opportunities --------------------------------------------------------------
+
+    async fn deleted_opportunities(&mut self) -> Result<()> {
+        const SOFT: [&str; 3] = ["note", "feedback_form", "profile_form"];
+        if !self.ctx.is_enabled(OPPORTUNITY) && !self.ctx.any_enabled(SOFT) {
+            return Ok(());
+        }
+        self.ctx.metrics.set_phase("deleted opportunities");
+        let mut query = Vec::new();
+        if let Some(c) = self.extra.deleted_cursor_ms {
+            query.push(("deleted_at_start", (c - self.lookback_ms).to_string()));
+        }
+        let items = self
+            .client
+            .list_all("opportunities/deleted", "/opportunities/deleted", &query)
+            .await?
+            .unwrap_or_default();
+        let mut ids = Vec::new();
+        for it in &items {
+            if let Some(id) = get_str(it, "id") {
+                ids.push(id.to_owned());
+            }
+            if let Some(d) = ms_of(it.get("deletedAt")) {
+                self.extra.deleted_cursor_ms =
+                    Some(self.extra.deleted_cursor_ms.map_or(d, |c| c.max(d)));
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if self.ctx.is_enabled(OPPORTUNITY) {
+            let schema = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+                "id",
+                arrow::datatypes::DataType::Utf8,
+                false,
+            )]));
+            let keys = RecordBatch::try_new(
+                schema,
+                vec![Arc::new(StringArray::from(ids.clone())) as ArrayRef],
+            )?;
+            self.out.delete(OPPORTUNITY, keys).await?;
+        }
+        for table in SOFT {
+            if let Some(spec) = self.spec(table) {
+                let keep = RecordBatch::new_empty(key_schema(spec));
+                self.out
+                    .delete_missing(
+                        table,
+                        Scope::Where {
+                            column: "opportunity_id".into(),
+                            values: ids.clone(),
+                        },
+                        keep,
+                    )
+                    .await?;
+            }
+        }
+        tracing::debug!(deleted = ids.len(), "deleted opportunities applied");
+        Ok(())
+    }
+}
+
+/// The primary-key schema of `spec`.
+pub(crate) fn key_schema(spec: &TableSpec) -> SchemaRef {
+    let full = spec.source_schema();
+    let idx: Vec<usize> = spec
+        .primary_key
+        .iter()
+        .filter_map(|k| full.index_of(k).ok())
+        .collect();
+    Arc::new(full.project(&idx).expect("key columns are declared"))
+}
+
+/// The primary-key columns of `batch`.
+pub(crate) fn key_projection(spec: &TableSpec, batch: &RecordBatch) -> Result<RecordBatch> {
+    let idx: Vec<usize> = spec
+        .primary_key
+        .iter()
+        .map(|k| {
+            batch
+                .schema()
+                .index_of(k)
+                .map_err(|_| Error::internal(format!("table `{}` lacks key `{k}`", spec.name)))
+        })
+        .collect::<Result<_>>()?;
+    Ok(batch.project(&idx)?)
+}

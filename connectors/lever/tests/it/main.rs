@@ -1,0 +1,1 @@
+//! Integration tests of the Lever source against the in-process emulator.
