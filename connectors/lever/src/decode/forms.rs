@@ -137,6 +137,9 @@ pub(crate) fn write_template(t: &mut Tables, form: &Value) {
     let Some(template) = get_str(form, "baseTemplateId") else {
         return;
     };
+    if !t.templates.insert(template.to_owned()) {
+        return; // the first form seen for a template wins
+    }
     let fields = get_arr(form, "fields");
     if let Some(w) = t.get("template_field") {
         for (i, field) in fields.iter().enumerate() {

@@ -104,6 +104,8 @@ fn overrides(table: &str) -> Vec<(&'static str, Ex)> {
 /// Writers of the enabled tables among a set (one decode unit: a page, a list).
 pub(crate) struct Tables {
     writers: Vec<Writer>,
+    /// Template ids whose field definitions were written already.
+    pub(crate) templates: std::collections::HashSet<String>,
 }
 
 impl Tables {
@@ -114,7 +116,10 @@ impl Tables {
             .filter(|t| names.contains(&t.name.as_str()))
             .map(|t| Writer::new(t, &[]))
             .collect();
-        Tables { writers }
+        Tables {
+            writers,
+            templates: Default::default(),
+        }
     }
 
     /// Adds a writer built by the caller (tables with run-time columns).
@@ -375,6 +380,26 @@ impl Writer {
                 .iter()
                 .map(|c| arrow::compute::filter(c, &mask))
                 .collect::<std::result::Result<_, _>>()?;
+        }
+        // One row per key within a batch: the first occurrence wins (a template's fields are
+        // repeated by every form that uses it; Lever may repeat a tag).
+        if columns[0].len() > 1 {
+            let fields = key_idx
+                .iter()
+                .map(|&i| arrow::row::SortField::new(columns[i].data_type().clone()))
+                .collect();
+            let conv = arrow::row::RowConverter::new(fields)?;
+            let keys: Vec<ArrayRef> = key_idx.iter().map(|&i| columns[i].clone()).collect();
+            let rows = conv.convert_columns(&keys)?;
+            let mut seen = std::collections::HashSet::with_capacity(rows.num_rows());
+            let mask: arrow::array::BooleanArray =
+                rows.iter().map(|r| Some(seen.insert(r))).collect();
+            if mask.false_count() > 0 {
+                columns = columns
+                    .iter()
+                    .map(|c| arrow::compute::filter(c, &mask))
+                    .collect::<std::result::Result<_, _>>()?;
+            }
         }
         let options =
             arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(columns[0].len()));

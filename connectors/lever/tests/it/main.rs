@@ -1,1 +1,8 @@
-//! Integration tests of the Lever source against the in-process emulator.
+//! Integration tests of the Lever source against the in-process emulator (127.0.0.1 only).
+
+mod common;
+mod full;
+mod incremental;
+mod resilience;
+mod security;
+mod shape;
