@@ -1,1 +1,52 @@
-//! placeholder
+//! # sluice-sink-parquet
+//!
+//! The `parquet` sink: a Fivetran-compatible lake of Parquet files on local disk or S3, through
+//! one object_store code path.
+//!
+//! ## Layout
+//!
+//! ```text
+//! <dest>/<table>/part-b00003-<uuid>.parquet     data files; together they hold the table
+//! <dest>/_sluice/manifest/<version:020>.json    manifest versions; the highest is live
+//! <dest>/_sluice/lease.json                     the lease of the run writing now
+//! ```
+//!
+//! A table folder holds one row per primary key (history tables: one row per version);
+//! soft-deleted rows stay with `_fivetran_deleted = true`. Rows are spread over a fixed number
+//! of buckets by xxHash64 of [`TableSpec::bucket_column`](sluice_core::TableSpec::bucket_column),
+//! so an incremental commit rewrites only the buckets it touches (copy-on-write).
+//!
+//! ## Commit protocol
+//!
+//! 1. Each touched bucket is read, merged with [`sluice_core::merge::merge`] and written as
+//!    new files under new unique names (uuid); local files are fsynced. Nothing refers to them
+//!    yet, so readers of the manifest and of the previous files see no change.
+//! 2. The lease is renewed (failing if another run took it), then manifest version `N+1`
+//!    (holding the state passed to `commit` and every table's live files with bucket, size and
+//!    row count) is created with put-if-not-exists (`PutMode::Create`: a hard link on local
+//!    disk, `If-None-Match: *` on S3). This single atomic step is the commit: state never
+//!    runs ahead of data, and of two racing runs exactly one creates version `N+1`.
+//! 3. Only then are the superseded files and old manifest versions deleted.
+//!
+//! A run killed at any instant leaves version `N` valid; the next `open` deletes data files
+//! that no manifest lists (orphans of steps 1 and 3) and continues. See `docs/parquet-sink.md`.
+
+mod config;
+mod error;
+mod io;
+mod layout;
+mod lease;
+mod manifest;
+mod sink;
+
+pub use config::{DEFAULT_DEST, Destination, ParquetSinkConfig};
+pub use error::ParquetSinkError;
+pub use sink::{ParquetSink, ParquetSinkFactory};
+
+sluice_core::inventory::submit! {
+    sluice_core::SinkPlugin::new(
+        "parquet",
+        "Parquet files on local disk or S3 (object_store URL)",
+        sluice_core::build_sink::<ParquetSinkFactory>,
+    )
+}

@@ -1,0 +1,334 @@
+//! The `[sink]` settings and how they become an object store.
+
+use crate::error::{ParquetSinkError, Result};
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use serde::Deserialize;
+use sluice_core::Secret;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The destination used when `dest` is not set.
+pub const DEFAULT_DEST: &str = "./lake";
+
+/// Settings of the `parquet` sink (the `[sink]` section; `dest` may come from `--dest`).
+///
+/// S3 options default from the standard AWS environment variables. `Debug` never shows the
+/// secret key or session token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// Where the tables go: a plain path, `file:///abs/path` or `s3://bucket/prefix`.
+    /// Default `./lake`.
+    #[serde(default)]
+    pub dest: Option<String>,
+    /// S3 region (default `AWS_REGION`, `AWS_DEFAULT_REGION`, then `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3 endpoint for S3-compatible servers (default `AWS_ENDPOINT_URL`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Allow plain HTTP to the endpoint (default: true for `http://127.0.0.1…` and
+    /// `http://localhost…`, else false).
+    #[serde(default)]
+    pub allow_http: Option<bool>,
+    /// S3 access key id (default `AWS_ACCESS_KEY_ID`).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// S3 secret access key (default `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// S3 session token (default `AWS_SESSION_TOKEN`).
+    #[serde(default)]
+    pub session_token: Option<Secret>,
+    /// Maximum rows per Parquet row group (default 131072).
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// Maximum rows per data file; a bucket larger than this is split over several files
+    /// (default 1000000).
+    #[serde(default = "default_max_rows_per_file")]
+    pub max_rows_per_file: usize,
+    /// Number of buckets of a new incremental or child table (default 16). Re-imported
+    /// tables are rewritten whole at every re-import and use one bucket. Fixed when the table
+    /// is created; recorded in the manifest.
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    /// Per-table bucket counts for new tables, overriding `buckets`.
+    #[serde(default)]
+    pub table_buckets: BTreeMap<String, u32>,
+    /// Lease time-to-live in seconds (default 600). A run renews its lease at each commit and
+    /// while it writes; a lease not renewed for this long may be taken over.
+    #[serde(default = "default_lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
+    /// How many manifest versions to keep (default 10; at least 1).
+    #[serde(default = "default_keep_manifests")]
+    pub keep_manifests: usize,
+}
+
+fn default_row_group_rows() -> usize {
+    128 * 1024
+}
+fn default_max_rows_per_file() -> usize {
+    1_000_000
+}
+fn default_buckets() -> u32 {
+    16
+}
+fn default_lease_ttl_secs() -> u64 {
+    600
+}
+fn default_keep_manifests() -> usize {
+    10
+}
+
+impl Default for ParquetSinkConfig {
+    fn default() -> Self {
+        ParquetSinkConfig {
+            dest: None,
+            region: None,
+            endpoint: None,
+            allow_http: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            row_group_rows: default_row_group_rows(),
+            max_rows_per_file: default_max_rows_per_file(),
+            buckets: default_buckets(),
+            table_buckets: BTreeMap::new(),
+            lease_ttl_secs: default_lease_ttl_secs(),
+            keep_manifests: default_keep_manifests(),
+        }
+    }
+}
+
+impl ParquetSinkConfig {
+    /// A config for `dest` with every other setting at its default.
+    pub fn new(dest: impl Into<String>) -> Self {
+        ParquetSinkConfig {
+            dest: Some(dest.into()),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(ParquetSinkError::Config(m.to_owned()));
+        if self.row_group_rows == 0 {
+            return bad("sink.row_group_rows must be at least 1");
+        }
+        if self.max_rows_per_file == 0 {
+            return bad("sink.max_rows_per_file must be at least 1");
+        }
+        if self.buckets == 0 || self.table_buckets.values().any(|&b| b == 0) {
+            return bad("sink.buckets must be at least 1");
+        }
+        if self.lease_ttl_secs == 0 {
+            return bad("sink.lease_ttl_secs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A resolved destination: one object store and the root path of the lake inside it.
+#[derive(Clone)]
+pub struct Destination {
+    /// The store (local file system rooted at `/`, or one S3 bucket).
+    pub store: Arc<dyn ObjectStore>,
+    /// The lake's root inside the store.
+    pub root: Path,
+    /// The destination as the user should see it (no credentials).
+    pub url: String,
+    /// For local destinations: the file-system path of the store's root (`/`), used to fsync.
+    pub(crate) local: bool,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination")
+            .field("url", &self.url)
+            .field("store", &self.store.to_string())
+            .finish()
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn dest_error(dest: &str, why: impl std::fmt::Display) -> ParquetSinkError {
+    ParquetSinkError::Config(format!("sink.dest `{dest}`: {why}"))
+}
+
+impl Destination {
+    /// Resolves `config.dest` (no I/O).
+    pub fn from_config(config: &ParquetSinkConfig) -> Result<Destination> {
+        let dest = config.dest.as_deref().unwrap_or(DEFAULT_DEST);
+        if dest.trim().is_empty() {
+            return Err(dest_error(dest, "is empty"));
+        }
+        if let Some((scheme, _)) = dest.split_once("://") {
+            let url = url::Url::parse(dest).map_err(|e| dest_error(dest, e))?;
+            match scheme {
+                "file" => {
+                    let path = url
+                        .to_file_path()
+                        .map_err(|()| dest_error(dest, "not an absolute local path"))?;
+                    Self::local(path)
+                }
+                "s3" => Self::s3(config, dest, &url),
+                other => Err(dest_error(
+                    dest,
+                    format!("unsupported scheme `{other}` (use a path, file:// or s3://)"),
+                )),
+            }
+        } else {
+            let path = PathBuf::from(dest);
+            let path = if path.is_absolute() {
+                path
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| dest_error(dest, e))?
+                    .join(path)
+            };
+            Self::local(path)
+        }
+    }
+
+    fn local(path: PathBuf) -> Result<Destination> {
+        let display = path.display().to_string();
+        let root = Path::from_absolute_path(&path)
+            .map_err(|e| dest_error(&display, format!("not a valid path: {e}")))?;
+        Ok(Destination {
+            store: Arc::new(LocalFileSystem::new()),
+            root,
+            url: display,
+            local: true,
+        })
+    }
+
+    fn s3(config: &ParquetSinkConfig, dest: &str, url: &url::Url) -> Result<Destination> {
+        let bucket = url
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| dest_error(dest, "missing bucket (s3://bucket/prefix)"))?;
+        let prefix = url.path().trim_matches('/');
+        let root = Path::parse(prefix).map_err(|e| dest_error(dest, e))?;
+        let region = config
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let endpoint = config.endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL"));
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(region);
+        if let Some(endpoint) = &endpoint {
+            let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| endpoint.starts_with(p));
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(config.allow_http.unwrap_or(local))
+                .with_virtual_hosted_style_request(false);
+        } else if let Some(allow) = config.allow_http {
+            builder = builder.with_allow_http(allow);
+        }
+        if let Some(key) = config
+            .access_key_id
+            .clone()
+            .or_else(|| env("AWS_ACCESS_KEY_ID"))
+        {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = config
+            .secret_access_key
+            .clone()
+            .or_else(|| env("AWS_SECRET_ACCESS_KEY").map(Secret::new))
+        {
+            builder = builder.with_secret_access_key(secret.expose());
+        }
+        if let Some(token) = config
+            .session_token
+            .clone()
+            .or_else(|| env("AWS_SESSION_TOKEN").map(Secret::new))
+        {
+            builder = builder.with_token(token.expose());
+        }
+        // Conditional PUT (If-None-Match / If-Match) is object_store's default for S3
+        // (`S3ConditionalPut::ETagMatch`); set it explicitly since the commit protocol needs it.
+        builder = builder.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+        // object_store's errors name the bucket and key only; strip secrets from ours too.
+        let store = builder
+            .build()
+            .map_err(|e| dest_error(dest, redact(&e.to_string(), config)))?;
+        Ok(Destination {
+            store: Arc::new(store),
+            root,
+            url: dest.to_owned(),
+            local: false,
+        })
+    }
+
+    /// The file-system path of an object of a local destination.
+    pub(crate) fn fs_path(&self, path: &Path) -> Option<PathBuf> {
+        self.local.then(|| PathBuf::from(format!("/{path}")))
+    }
+}
+
+fn redact(message: &str, config: &ParquetSinkConfig) -> String {
+    let mut m = message.to_owned();
+    for s in [&config.secret_access_key, &config.session_token]
+        .into_iter()
+        .flatten()
+    {
+        if !s.is_empty() {
+            m = m.replace(s.expose(), "***");
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_destinations() {
+        let d = Destination::from_config(&ParquetSinkConfig::new("/tmp/lake")).unwrap();
+        assert_eq!(d.root.as_ref(), "tmp/lake");
+        assert!(d.local);
+        let d = Destination::from_config(&ParquetSinkConfig::new("file:///tmp/x/y")).unwrap();
+        assert_eq!(d.root.as_ref(), "tmp/x/y");
+        let mut c = ParquetSinkConfig::new("s3://bucket/some/prefix/");
+        c.endpoint = Some("http://127.0.0.1:9".into());
+        c.access_key_id = Some("k".into());
+        c.secret_access_key = Some(Secret::new("supersecret"));
+        let d = Destination::from_config(&c).unwrap();
+        assert_eq!(d.root.as_ref(), "some/prefix");
+        assert!(!d.local);
+        assert!(!format!("{d:?}").contains("supersecret"));
+        assert!(!format!("{c:?}").contains("supersecret"));
+        let d = Destination::from_config(&ParquetSinkConfig::default()).unwrap();
+        assert!(d.root.as_ref().ends_with("lake"));
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        for bad in ["gs://x/y", "s3:///nobucket", "http://example.com/x", ""] {
+            let e = Destination::from_config(&ParquetSinkConfig::new(bad)).unwrap_err();
+            let e: sluice_core::Error = e.into();
+            assert_eq!(e.kind(), sluice_core::ErrorKind::Config, "{bad}: {e}");
+            assert!(e.to_string().contains("sink.dest"), "{e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let v = serde_json::json!({"dest": "/tmp/x", "bogus": 1});
+        assert!(serde_json::from_value::<ParquetSinkConfig>(v).is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! The manifest: one JSON object per committed version, holding the sync state and the live
+//! data files of every table. The highest version under `_sluice/manifest/` is the
+//! destination's content; versions are created with put-if-not-exists, so two runs can never
+//! both commit the same version.
+
+use crate::error::{ParquetSinkError, Result};
+use crate::layout;
+use arrow::datatypes::DataType;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use sluice_core::{ColumnType, State, TableSpec};
+use std::collections::BTreeMap;
+
+/// The manifest format this build writes and the newest it reads.
+pub(crate) const MANIFEST_FORMAT: u32 = 1;
+
+/// One committed version of the destination.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    /// Format version; see [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// This manifest's version (its object name).
+    pub version: u64,
+    /// A unique id of the commit that wrote it (to recognise our own write after a retry).
+    pub commit_id: String,
+    /// When it was committed (epoch ms).
+    pub committed_at_ms: i64,
+    /// The sync state covered by the data below (`State::to_json`, secrets included).
+    #[serde(default)]
+    pub state: Option<serde_json::Value>,
+    /// Tables by name.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableEntry>,
+}
+
+// The state may hold secrets (a rotated OAuth token): never print it.
+impl std::fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manifest")
+            .field("version", &self.version)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One table of a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TableEntry {
+    /// Number of buckets (fixed at creation).
+    pub buckets: u32,
+    /// The column files are bucketed by (fixed at creation).
+    pub bucket_column: String,
+    /// Every column ever stored, with its type (declared columns plus system columns).
+    pub columns: Vec<StoredColumn>,
+    /// The live data files.
+    pub files: Vec<FileEntry>,
+}
+
+/// A stored column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredColumn {
+    /// Column name.
+    pub name: String,
+    /// Logical type.
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+}
+
+/// A live data file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FileEntry {
+    /// File name inside the table folder.
+    pub name: String,
+    /// Bucket.
+    pub bucket: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Rows.
+    pub rows: u64,
+}
+
+/// The declared columns of `spec`, system columns included.
+pub(crate) fn declared_columns(spec: &TableSpec) -> Vec<StoredColumn> {
+    spec.columns
+        .iter()
+        .chain(spec.system_columns().iter())
+        .map(|c| StoredColumn {
+            name: c.name.clone(),
+            ty: c.ty,
+        })
+        .collect()
+}
+
+fn type_name(t: &DataType, ty: ColumnType) -> String {
+    format!("{} ({t})", ty.name())
+}
+
+impl TableEntry {
+    /// A new table entry for `spec`.
+    pub(crate) fn new(spec: &TableSpec, buckets: u32) -> TableEntry {
+        TableEntry {
+            buckets,
+            bucket_column: spec.bucket_column().to_owned(),
+            columns: declared_columns(spec),
+            files: Vec::new(),
+        }
+    }
+
+    /// Checks that every declared column has the stored physical type (new columns are fine).
+    pub(crate) fn check(&self, spec: &TableSpec) -> Result<()> {
+        for declared in declared_columns(spec) {
+            if let Some(stored) = self.columns.iter().find(|c| c.name == declared.name) {
+                let (s, d) = (stored.ty.arrow_type(), declared.ty.arrow_type());
+                if s != d {
+                    return Err(ParquetSinkError::TypeChange {
+                        table: spec.name.clone(),
+                        column: declared.name,
+                        stored: type_name(&s, stored.ty),
+                        declared: type_name(&d, declared.ty),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the declared columns not stored yet (after [`TableEntry::check`]).
+    pub(crate) fn absorb(&mut self, spec: &TableSpec) {
+        for declared in declared_columns(spec) {
+            match self.columns.iter_mut().find(|c| c.name == declared.name) {
+                Some(stored) => stored.ty = declared.ty,
+                None => self.columns.push(declared),
+            }
+        }
+    }
+}
+
+impl Manifest {
+    /// The state stored with this manifest.
+    pub(crate) fn state(&self) -> sluice_core::Result<Option<State>> {
+        match &self.state {
+            None => Ok(None),
+            Some(v) => {
+                let bytes = serde_json::to_vec(v).map_err(|e| {
+                    sluice_core::Error::internal(format!("state does not serialize: {e}"))
+                })?;
+                State::from_json(&bytes).map(Some)
+            }
+        }
+    }
+
+    /// Serializes the manifest.
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    fn from_json(bytes: &[u8], path: &Path) -> Result<Manifest> {
+        let bad = |detail: String| ParquetSinkError::Manifest {
+            path: path.to_string(),
+            detail,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let format = v.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+        if format > u64::from(MANIFEST_FORMAT) {
+            return Err(bad(format!(
+                "format {format} was written by a newer sluice (this build reads up to \
+                 {MANIFEST_FORMAT}); upgrade sluice"
+            )));
+        }
+        serde_json::from_value(v).map_err(|e| bad(format!("unexpected content: {e}")))
+    }
+}
+
+/// Lists the manifest versions present, ascending.
+pub(crate) async fn versions(store: &dyn ObjectStore, root: &Path) -> Result<Vec<u64>> {
+    let dir = layout::manifest_dir(root);
+    let metas: Vec<_> = match store.list(Some(&dir)).try_collect().await {
+        Ok(m) => m,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(ParquetSinkError::store("listing", &dir, e)),
+    };
+    let mut versions: Vec<u64> = metas
+        .iter()
+        .filter_map(|m| m.location.filename().and_then(layout::manifest_version))
+        .collect();
+    versions.sort_unstable();
+    Ok(versions)
+}
+
+/// Reads manifest `version`.
+pub(crate) async fn read(store: &dyn ObjectStore, root: &Path, version: u64) -> Result<Manifest> {
+    let path = layout::manifest_path(root, version);
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(|e| ParquetSinkError::store("reading", &path, e))?
+        .bytes()
+        .await
+        .map_err(|e| ParquetSinkError::store("reading", &path, e))?;
+    Manifest::from_json(&bytes, &path)
+}
+
+/// Reads the live (highest) manifest; `None` for a destination never committed to.
+pub(crate) async fn latest(store: &dyn ObjectStore, root: &Path) -> Result<Option<Manifest>> {
+    match versions(store, root).await?.last() {
+        None => Ok(None),
+        Some(&v) => read(store, root, v).await.map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::{ColumnSpec, SyncKind};
+
+    #[test]
+    fn type_changes_are_detected() {
+        let spec = TableSpec::new("t", SyncKind::Reimport)
+            .column(ColumnSpec::new("id", ColumnType::String))
+            .column(ColumnSpec::new("n", ColumnType::Int64))
+            .key(["id"]);
+        let mut entry = TableEntry::new(&spec, 4);
+        let mut wider = spec.clone();
+        wider
+            .columns
+            .push(ColumnSpec::new("extra", ColumnType::Json));
+        entry.check(&wider).unwrap();
+        entry.absorb(&wider);
+        assert_eq!(entry.columns.len(), 4);
+        let mut json = spec.clone();
+        json.columns[0].ty = ColumnType::Json; // same physical type
+        entry.check(&json).unwrap();
+        let mut bad = spec.clone();
+        bad.columns[1].ty = ColumnType::String;
+        let e = entry.check(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("`t`") && e.contains("`n`") && e.contains("int64") && e.contains("string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn newer_formats_are_rejected() {
+        let e = Manifest::from_json(br#"{"format": 99}"#, &Path::from("m")).unwrap_err();
+        assert!(e.to_string().contains("upgrade sluice"), "{e}");
+        let m = Manifest {
+            format: MANIFEST_FORMAT,
+            version: 3,
+            ..Default::default()
+        };
+        let back = Manifest::from_json(&m.to_json(), &Path::from("m")).unwrap();
+        assert_eq!(back.version, 3);
+    }
+}

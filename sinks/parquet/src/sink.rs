@@ -1,0 +1,753 @@
+//! [`ParquetSink`]: the [`Sink`] implementation (open, stage, commit, scan).
+
+use crate::config::{Destination, ParquetSinkConfig};
+use crate::error::{ParquetSinkError, Result};
+use crate::io;
+use crate::layout::{self, buckets_of};
+use crate::lease::Lease;
+use crate::manifest::{self, FileEntry, MANIFEST_FORMAT, Manifest, TableEntry};
+use arrow::array::{Array, BooleanArray, UInt32Array};
+use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sluice_core::merge::{align, merge, select_values};
+use sluice_core::{
+    Change, CommitReport, Scope, Sink, SinkChange, SinkFactory, State, SyncKind, TableCommitStats,
+    TableSpec, async_trait,
+};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+/// Builds [`ParquetSink`]s from the `[sink]` section (registered as `parquet`).
+pub struct ParquetSinkFactory;
+
+impl SinkFactory for ParquetSinkFactory {
+    type Config = ParquetSinkConfig;
+    fn build(config: ParquetSinkConfig) -> sluice_core::Result<Box<dyn Sink>> {
+        Ok(Box::new(ParquetSink::new(config)?))
+    }
+}
+
+/// A Parquet lake on local disk or S3. See the crate docs for the layout and commit protocol.
+pub struct ParquetSink {
+    dest: Destination,
+    config: ParquetSinkConfig,
+    session: String,
+    lease: Option<Lease>,
+    manifest: Option<Manifest>,
+    specs: BTreeMap<String, TableSpec>,
+    pending: Vec<SinkChange>,
+}
+
+impl std::fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSink")
+            .field("dest", &self.dest)
+            .field("config", &self.config)
+            .field("session", &self.session)
+            .field("open", &self.lease.is_some())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+fn internal(m: impl Into<String>) -> ParquetSinkError {
+    ParquetSinkError::Core(sluice_core::Error::internal(m))
+}
+
+/// The joined text of the `columns` of every row (to compare keys across batches).
+fn key_strings(batch: &RecordBatch, columns: &[String]) -> Result<Vec<String>> {
+    let mut arrays = Vec::with_capacity(columns.len());
+    for c in columns {
+        let a = batch
+            .column_by_name(c)
+            .ok_or_else(|| internal(format!("key column `{c}` missing")))?;
+        arrays.push(a.clone());
+    }
+    let mut formatters = Vec::with_capacity(columns.len());
+    for a in &arrays {
+        formatters.push(
+            ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())
+                .map_err(sluice_core::Error::from)?,
+        );
+    }
+    Ok((0..batch.num_rows())
+        .map(|r| {
+            formatters
+                .iter()
+                .zip(&arrays)
+                .map(|(f, a)| {
+                    if a.is_valid(r) {
+                        f.value(r).to_string()
+                    } else {
+                        "\u{0}".to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\u{1f}")
+        })
+        .collect())
+}
+
+impl ParquetSink {
+    /// A sink for `config` (no I/O until `open`, `read_state` or `scan`).
+    pub fn new(config: ParquetSinkConfig) -> Result<ParquetSink> {
+        config.validate()?;
+        let dest = Destination::from_config(&config)?;
+        Ok(Self::with_destination(dest, config))
+    }
+
+    /// A sink on an already resolved destination (for example a store wrapped to count or
+    /// inject failures in tests). `config.dest` is ignored.
+    pub fn with_destination(dest: Destination, config: ParquetSinkConfig) -> ParquetSink {
+        ParquetSink {
+            dest,
+            config,
+            session: uuid::Uuid::new_v4().to_string(),
+            lease: None,
+            manifest: None,
+            specs: BTreeMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The resolved destination.
+    pub fn destination(&self) -> &Destination {
+        &self.dest
+    }
+
+    /// The live data files of `table` according to the committed manifest, as object paths
+    /// (for verification tools and tests; readers may use them for a consistent snapshot).
+    pub async fn live_files(&self, table: &str) -> sluice_core::Result<Vec<String>> {
+        let m = manifest::latest(self.dest.store.as_ref(), &self.dest.root).await?;
+        Ok(m.and_then(|m| m.tables.get(table).cloned())
+            .map(|e| {
+                e.files
+                    .iter()
+                    .map(|f| self.file_path(table, &f.name).to_string())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn lease_path(&self) -> Path {
+        layout::lease_path(&self.dest.root)
+    }
+
+    fn file_path(&self, table: &str, name: &str) -> Path {
+        layout::table_dir(&self.dest.root, table).join(name)
+    }
+
+    fn buckets_for(&self, spec: &TableSpec) -> u32 {
+        if let Some(&n) = self.config.table_buckets.get(&spec.name) {
+            return n;
+        }
+        match spec.sync {
+            SyncKind::Reimport => 1,
+            _ => self.config.buckets,
+        }
+    }
+
+    async fn release(&mut self) -> Result<()> {
+        if let Some(lease) = self.lease.take() {
+            lease
+                .release(self.dest.store.as_ref(), &self.lease_path(), &self.dest.url)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn open_inner(&mut self, tables: &[TableSpec]) -> Result<Option<State>> {
+        let manifest = manifest::latest(self.dest.store.as_ref(), &self.dest.root).await?;
+        if let Some(m) = &manifest {
+            for spec in tables {
+                if let Some(entry) = m.tables.get(&spec.name) {
+                    entry.check(spec)?;
+                }
+            }
+        }
+        self.specs = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
+        let state = match &manifest {
+            Some(m) => m.state()?,
+            None => None,
+        };
+        self.manifest = manifest;
+        self.remove_orphans().await;
+        self.prune_manifests().await;
+        Ok(state)
+    }
+
+    /// Deletes data files in table folders that the live manifest does not list (left by an
+    /// interrupted run). Best effort: failures are logged and retried at the next open.
+    async fn remove_orphans(&self) {
+        let empty = BTreeMap::new();
+        let tables = self.manifest.as_ref().map_or(&empty, |m| &m.tables);
+        let names: BTreeSet<&String> = tables.keys().chain(self.specs.keys()).collect();
+        for table in names {
+            let live: HashSet<&str> = tables
+                .get(table)
+                .map(|e| e.files.iter().map(|f| f.name.as_str()).collect())
+                .unwrap_or_default();
+            let dir = layout::table_dir(&self.dest.root, table);
+            let listed: Vec<_> = {
+                use futures::TryStreamExt;
+                match self
+                    .dest
+                    .store
+                    .list(Some(&dir))
+                    .try_collect::<Vec<_>>()
+                    .await
+                {
+                    Ok(l) => l,
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, dir = %dir, "cannot list a table folder for orphan files");
+                        continue;
+                    }
+                }
+            };
+            for meta in listed {
+                let Some(name) = meta.location.filename() else {
+                    continue;
+                };
+                if layout::is_data_file(name) && !live.contains(name) {
+                    tracing::info!(file = %meta.location, "removing a data file of an interrupted commit");
+                    if let Err(e) = self.dest.store.delete(&meta.location).await {
+                        tracing::warn!(error = %e, file = %meta.location, "cannot remove an orphan file");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes manifest versions older than the `keep_manifests` newest.
+    async fn prune_manifests(&self) {
+        let versions = match manifest::versions(self.dest.store.as_ref(), &self.dest.root).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list manifest versions");
+                return;
+            }
+        };
+        let keep = self.config.keep_manifests.max(1);
+        if versions.len() <= keep {
+            return;
+        }
+        for v in &versions[..versions.len() - keep] {
+            let path = layout::manifest_path(&self.dest.root, *v);
+            if let Err(e) = self.dest.store.delete(&path).await {
+                tracing::warn!(error = %e, manifest = %path, "cannot remove an old manifest");
+            }
+        }
+    }
+
+    /// Reads the given files of `table` (only declared columns when `keep` is set).
+    async fn read_files(
+        &self,
+        table: &str,
+        files: Vec<FileEntry>,
+        columns: Option<&[String]>,
+        keep: Option<&arrow::datatypes::SchemaRef>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for f in files {
+            let path = self.file_path(table, &f.name);
+            out.extend(io::read_file(&self.dest.store, &path, f.size, columns, keep).await?);
+        }
+        Ok(out)
+    }
+
+    /// Turns a `Scope::Via` into a `Scope::Where` using the parent's committed rows.
+    fn resolve<'a>(&'a self, scope: &'a Scope) -> BoxFuture<'a, Result<Scope>> {
+        async move {
+            let Scope::Via {
+                column,
+                parent_table,
+                parent_column,
+                parent_scope,
+            } = scope
+            else {
+                return Ok(scope.clone());
+            };
+            let parent_scope = self.resolve(parent_scope).await?;
+            let entry = self
+                .manifest
+                .as_ref()
+                .and_then(|m| m.tables.get(parent_table));
+            let values = match entry {
+                None => Vec::new(),
+                Some(entry) => {
+                    let buckets: Option<BTreeSet<u32>> = match &parent_scope {
+                        Scope::Where { column, values } if *column == entry.bucket_column => Some(
+                            values
+                                .iter()
+                                .map(|v| layout::bucket_of(v, entry.buckets))
+                                .collect(),
+                        ),
+                        _ => None,
+                    };
+                    let files: Vec<FileEntry> = entry
+                        .files
+                        .iter()
+                        .filter(|f| buckets.as_ref().is_none_or(|b| b.contains(&f.bucket)))
+                        .cloned()
+                        .collect();
+                    let batches = self.read_files(parent_table, files, None, None).await?;
+                    select_values(&batches, &parent_scope, parent_column)?
+                }
+            };
+            Ok(Scope::Where {
+                column: column.clone(),
+                values,
+            })
+        }
+        .boxed()
+    }
+
+    /// Merges `changes` into the touched buckets of one table and writes the new files.
+    /// Returns the new entry, stats and the superseded files.
+    async fn commit_table(
+        &self,
+        spec: &TableSpec,
+        base: Option<&TableEntry>,
+        changes: &[SinkChange],
+        new_files: &mut Vec<Path>,
+    ) -> Result<(TableEntry, TableCommitStats, Vec<Path>)> {
+        let mut entry = base
+            .cloned()
+            .unwrap_or_else(|| TableEntry::new(spec, self.buckets_for(spec)));
+        entry.check(spec)?;
+        entry.absorb(spec);
+        let schema = spec.arrow_schema();
+        let n = entry.buckets;
+        let bcol = entry.bucket_column.clone();
+        if schema.field_with_name(&bcol).is_err() {
+            return Err(ParquetSinkError::Core(sluice_core::Error::destination(
+                format!(
+                    "table `{}`: its files are bucketed by column `{bcol}`, which is no longer \
+                 declared; re-sync the table into a new destination",
+                    spec.name
+                ),
+            )));
+        }
+        let key_in_bucket = spec.primary_key.contains(&bcol);
+
+        // 1. Which buckets does this commit touch?
+        let mut touched = BTreeSet::new();
+        let mut all = false;
+        let mut lookup: HashSet<String> = HashSet::new();
+        for c in changes {
+            match &c.change {
+                Change::Upsert { batch, .. } => {
+                    match batch.column_by_name(&bcol) {
+                        Some(col) => touched.extend(buckets_of(col.as_ref(), n)?),
+                        None => all = true,
+                    }
+                    if !key_in_bucket {
+                        lookup.extend(key_strings(batch, &spec.primary_key)?);
+                    }
+                }
+                Change::Delete { keys, .. } => match keys.column_by_name(&bcol) {
+                    Some(col) => touched.extend(buckets_of(col.as_ref(), n)?),
+                    None => lookup.extend(key_strings(keys, &spec.primary_key)?),
+                },
+                Change::DeleteMissing { scope, .. } => match scope {
+                    Scope::Where { column, values } if *column == bcol => {
+                        touched.extend(values.iter().map(|v| layout::bucket_of(v, n)))
+                    }
+                    _ => all = true,
+                },
+            }
+        }
+        if all {
+            touched = (0..n).collect();
+        } else if !lookup.is_empty() {
+            // Keys may have moved to another bucket (the bucket column is not part of the
+            // key): find the buckets that hold them now, reading only the key columns.
+            let mut others: BTreeMap<u32, Vec<FileEntry>> = BTreeMap::new();
+            for f in &entry.files {
+                if !touched.contains(&f.bucket) {
+                    others.entry(f.bucket).or_default().push(f.clone());
+                }
+            }
+            for (bucket, files) in others {
+                let batches = self
+                    .read_files(&spec.name, files, Some(&spec.primary_key), None)
+                    .await?;
+                let mut hit = false;
+                for b in &batches {
+                    if key_strings(b, &spec.primary_key)?
+                        .iter()
+                        .any(|k| lookup.contains(k))
+                    {
+                        hit = true;
+                        break;
+                    }
+                }
+                if hit {
+                    touched.insert(bucket);
+                }
+            }
+        }
+
+        // 2. Merge group by group: each bucket alone when a key cannot change bucket, else
+        //    all touched buckets together.
+        let groups: Vec<BTreeSet<u32>> = if key_in_bucket && n > 1 {
+            touched.iter().map(|&b| BTreeSet::from([b])).collect()
+        } else {
+            vec![touched.clone()]
+        };
+        let props = io::writer_properties(self.config.row_group_rows);
+        let mut stats = TableCommitStats::default();
+        let mut written: Vec<FileEntry> = Vec::new();
+        for group in groups {
+            let existing = self
+                .read_files(
+                    &spec.name,
+                    entry
+                        .files
+                        .iter()
+                        .filter(|f| group.contains(&f.bucket))
+                        .cloned()
+                        .collect(),
+                    None,
+                    Some(&schema),
+                )
+                .await?;
+            let group_changes: Vec<SinkChange> = if key_in_bucket && n > 1 {
+                changes
+                    .iter()
+                    .map(|c| restrict(c, &bcol, n, &group))
+                    .collect::<Result<_>>()?
+            } else {
+                changes.to_vec()
+            };
+            let (out, s) = merge(spec, &existing, &group_changes)?;
+            stats.add(&s);
+            let rows_bucket = match out.column_by_name(&bcol) {
+                Some(col) => buckets_of(col.as_ref(), n)?,
+                None => vec![0; out.num_rows()],
+            };
+            let mut by_bucket: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+            for (row, b) in rows_bucket.into_iter().enumerate() {
+                if !group.contains(&b) {
+                    return Err(internal(format!(
+                        "table `{}`: merged row falls in untouched bucket {b}",
+                        spec.name
+                    )));
+                }
+                by_bucket.entry(b).or_default().push(row as u32);
+            }
+            for (bucket, rows) in by_bucket {
+                for chunk in rows.chunks(self.config.max_rows_per_file) {
+                    let batch = take_record_batch(&out, &UInt32Array::from(chunk.to_vec()))
+                        .map_err(sluice_core::Error::from)?;
+                    let name = layout::new_file_name(bucket);
+                    let path = self.file_path(&spec.name, &name);
+                    new_files.push(path.clone());
+                    let size =
+                        io::write_file(&self.dest.store, &path, &batch, props.clone()).await?;
+                    if let Some(fs) = self.dest.fs_path(&path) {
+                        io::fsync(fs).await?;
+                    }
+                    stats.bytes_written += size;
+                    stats.files_written += 1;
+                    written.push(FileEntry {
+                        name,
+                        bucket,
+                        size,
+                        rows: chunk.len() as u64,
+                    });
+                }
+            }
+        }
+
+        // 3. The new file list: untouched buckets keep their files.
+        let mut superseded = Vec::new();
+        let mut files = Vec::new();
+        for f in entry.files.drain(..) {
+            if touched.contains(&f.bucket) {
+                stats.bytes_rewritten += f.size;
+                superseded.push(self.file_path(&spec.name, &f.name));
+            } else {
+                files.push(f);
+            }
+        }
+        files.extend(written);
+        files.sort_by(|a, b| (a.bucket, &a.name).cmp(&(b.bucket, &b.name)));
+        entry.files = files;
+        Ok((entry, stats, superseded))
+    }
+
+    async fn delete_quietly(&self, paths: &[Path], why: &str) {
+        for p in paths {
+            match self.dest.store.delete(p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %p, "cannot delete {why}; the next run removes it")
+                }
+            }
+        }
+    }
+
+    async fn commit_inner(&mut self, state: &State) -> Result<CommitReport> {
+        if self.lease.is_none() {
+            return Err(internal("commit on a sink that is not open"));
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let base = self.manifest.clone();
+        let mut by_table: BTreeMap<String, Vec<SinkChange>> = BTreeMap::new();
+        for mut c in pending {
+            if let Change::DeleteMissing { scope, .. } = &mut c.change
+                && matches!(scope, Scope::Via { .. })
+            {
+                *scope = self.resolve(scope).await?;
+            }
+            by_table
+                .entry(c.change.table().to_owned())
+                .or_default()
+                .push(c);
+        }
+
+        // (1) New data files, under new unique names.
+        let mut next = base.clone().unwrap_or_default();
+        let mut report = CommitReport::default();
+        let mut new_files = Vec::new();
+        let mut superseded = Vec::new();
+        for (table, changes) in &by_table {
+            let spec = self
+                .specs
+                .get(table)
+                .ok_or_else(|| internal(format!("write to undeclared table `{table}`")))?;
+            let old = base.as_ref().and_then(|m| m.tables.get(table));
+            match self.commit_table(spec, old, changes, &mut new_files).await {
+                Ok((entry, stats, gone)) => {
+                    next.tables.insert(table.clone(), entry);
+                    report.tables.insert(table.clone(), stats);
+                    superseded.extend(gone);
+                }
+                Err(e) => {
+                    self.delete_quietly(&new_files, "a data file of a failed commit")
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        for (name, spec) in &self.specs {
+            if let Some(entry) = next.tables.get_mut(name) {
+                entry.absorb(spec);
+            }
+        }
+        next.format = MANIFEST_FORMAT;
+        next.version = base.as_ref().map_or(1, |m| m.version + 1);
+        next.commit_id = uuid::Uuid::new_v4().to_string();
+        next.committed_at_ms = sluice_core::now_ms();
+        next.state = Some(
+            serde_json::from_slice(&state.to_json())
+                .map_err(|e| internal(format!("state does not round-trip: {e}")))?,
+        );
+
+        // The lease must still be ours before the manifest is written.
+        let lease_path = self.lease_path();
+        let renewed = match self.lease.as_mut() {
+            Some(lease) => {
+                lease
+                    .renew(self.dest.store.as_ref(), &lease_path, &self.dest.url)
+                    .await
+            }
+            None => Err(internal("commit on a sink that is not open")),
+        };
+        if let Err(e) = renewed {
+            self.delete_quietly(&new_files, "a data file of a failed commit")
+                .await;
+            return Err(e);
+        }
+
+        // (2) One manifest version, created only if it does not exist yet.
+        let path = layout::manifest_path(&self.dest.root, next.version);
+        let put = self
+            .dest
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from(next.to_json()),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // Ours after a retried request, or another run's?
+                let theirs =
+                    manifest::read(self.dest.store.as_ref(), &self.dest.root, next.version).await;
+                if !matches!(&theirs, Ok(m) if m.commit_id == next.commit_id) {
+                    self.delete_quietly(&new_files, "a data file of a lost commit")
+                        .await;
+                    return Err(ParquetSinkError::Conflict {
+                        dest: self.dest.url.clone(),
+                        version: next.version,
+                    });
+                }
+            }
+            Err(e) => {
+                // The outcome is unknown (the request may have succeeded): keep the new files;
+                // the next open removes them if the manifest did not land.
+                return Err(ParquetSinkError::store("writing", &path, e));
+            }
+        }
+        if let Some(fs) = self.dest.fs_path(&path) {
+            io::fsync(fs).await?;
+        }
+        self.manifest = Some(next);
+
+        // (3) Only now delete what the new manifest no longer lists.
+        self.delete_quietly(&superseded, "a superseded data file")
+            .await;
+        self.prune_manifests().await;
+        Ok(report)
+    }
+}
+
+/// `change` restricted to the rows of bucket set `group` (for per-bucket merges; only used
+/// when the bucket column is part of the key).
+fn restrict(change: &SinkChange, bcol: &str, n: u32, group: &BTreeSet<u32>) -> Result<SinkChange> {
+    let filter = |batch: &RecordBatch| -> Result<RecordBatch> {
+        let Some(col) = batch.column_by_name(bcol) else {
+            return Ok(batch.clone());
+        };
+        let mask: BooleanArray = buckets_of(col.as_ref(), n)?
+            .into_iter()
+            .map(|b| Some(group.contains(&b)))
+            .collect();
+        Ok(filter_record_batch(batch, &mask).map_err(sluice_core::Error::from)?)
+    };
+    let restricted = match &change.change {
+        Change::Upsert { table, batch } => Change::Upsert {
+            table: table.clone(),
+            batch: filter(batch)?,
+        },
+        Change::Delete { table, keys } => Change::Delete {
+            table: table.clone(),
+            keys: filter(keys)?,
+        },
+        other => other.clone(),
+    };
+    Ok(SinkChange {
+        change: restricted,
+        synced_at_us: change.synced_at_us,
+    })
+}
+
+#[async_trait]
+impl Sink for ParquetSink {
+    async fn read_state(&self) -> sluice_core::Result<Option<State>> {
+        match manifest::latest(self.dest.store.as_ref(), &self.dest.root).await? {
+            Some(m) => m.state(),
+            None => Ok(None),
+        }
+    }
+
+    async fn open(&mut self, tables: &[TableSpec]) -> sluice_core::Result<Option<State>> {
+        if self.lease.is_some() {
+            return Err(sluice_core::Error::internal(
+                "the parquet sink is already open",
+            ));
+        }
+        let ttl = Duration::from_secs(self.config.lease_ttl_secs);
+        let lease = Lease::acquire(
+            self.dest.store.as_ref(),
+            &self.lease_path(),
+            &self.dest.url,
+            &self.session,
+            ttl,
+        )
+        .await?;
+        self.lease = Some(lease);
+        self.pending.clear();
+        match self.open_inner(tables).await {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                if let Err(release) = self.release().await {
+                    tracing::warn!(error = %release, "cannot release the lease after a failed open");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn update_table(&mut self, spec: &TableSpec) -> sluice_core::Result<()> {
+        if let Some(entry) = self
+            .manifest
+            .as_ref()
+            .and_then(|m| m.tables.get(&spec.name))
+        {
+            entry.check(spec)?;
+        }
+        self.specs.insert(spec.name.clone(), spec.clone());
+        Ok(())
+    }
+
+    async fn write(&mut self, change: SinkChange) -> sluice_core::Result<()> {
+        let lease_path = self.lease_path();
+        let Some(lease) = self.lease.as_mut() else {
+            return Err(sluice_core::Error::internal(
+                "write on a parquet sink that is not open",
+            ));
+        };
+        if !self.specs.contains_key(change.change.table()) {
+            return Err(sluice_core::Error::internal(format!(
+                "write to undeclared table `{}`",
+                change.change.table()
+            )));
+        }
+        if lease.due() {
+            lease
+                .renew(self.dest.store.as_ref(), &lease_path, &self.dest.url)
+                .await?;
+        }
+        self.pending.push(change);
+        Ok(())
+    }
+
+    async fn commit(&mut self, state: &State) -> sluice_core::Result<CommitReport> {
+        Ok(self.commit_inner(state).await?)
+    }
+
+    async fn abort(&mut self) -> sluice_core::Result<()> {
+        self.pending.clear();
+        Ok(self.release().await?)
+    }
+
+    async fn close(&mut self) -> sluice_core::Result<()> {
+        let dropped = std::mem::take(&mut self.pending).len();
+        self.release().await?;
+        if dropped > 0 {
+            return Err(sluice_core::Error::internal(format!(
+                "close with {dropped} uncommitted changes (they were dropped)"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn scan(&self, table: &TableSpec) -> sluice_core::Result<Vec<RecordBatch>> {
+        let Some(m) = manifest::latest(self.dest.store.as_ref(), &self.dest.root).await? else {
+            return Ok(Vec::new());
+        };
+        let Some(entry) = m.tables.get(&table.name) else {
+            return Ok(Vec::new());
+        };
+        entry.check(table)?;
+        let schema = table.arrow_schema();
+        let batches = self
+            .read_files(&table.name, entry.files.clone(), None, Some(&schema))
+            .await?;
+        batches
+            .iter()
+            .map(|b| align(b, &schema, &table.name))
+            .collect()
+    }
+}

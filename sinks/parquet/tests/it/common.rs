@@ -1,0 +1,239 @@
+//! Fixtures: table specs, change builders, and a lake on local disk or on moto.
+
+use crate::moto::Moto;
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use sluice_core::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use sluice_core::{
+    Change, ColumnSpec, ColumnType, Cursor, Plan, Sink, SinkChange, State, SyncKind, SyncSettings,
+    TableSpec,
+};
+use sluice_sink_parquet::{Destination, ParquetSink, ParquetSinkConfig};
+use sluice_testkit::{Row, batch_rows, rows_by_key};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub const T1: i64 = 1_700_000_000_000_000;
+pub const T2: i64 = T1 + 60_000_000;
+pub const T3: i64 = T2 + 60_000_000;
+pub const T4: i64 = T3 + 60_000_000;
+
+/// An incremental table that captures deletes.
+pub fn opp() -> TableSpec {
+    let mut t = TableSpec::new(
+        "opp",
+        SyncKind::Incremental {
+            cursor: "updated_at".into(),
+        },
+    )
+    .column(ColumnSpec::new("id", ColumnType::String))
+    .column(ColumnSpec::new("name", ColumnType::String))
+    .column(ColumnSpec::new("score", ColumnType::Int64))
+    .column(ColumnSpec::new("updated_at", ColumnType::Timestamp))
+    .key(["id"]);
+    t.capture_deletes = true;
+    t
+}
+
+/// A child of `opp`, bucketed by its parent column, with hard deletes.
+pub fn note() -> TableSpec {
+    let mut t = TableSpec::new(
+        "note",
+        SyncKind::Child {
+            parent: "opp".into(),
+            parent_column: "opp_id".into(),
+        },
+    )
+    .column(ColumnSpec::new("id", ColumnType::String))
+    .column(ColumnSpec::new("opp_id", ColumnType::String))
+    .column(ColumnSpec::new("body", ColumnType::String))
+    .key(["id"]);
+    t.bucket_column = Some("opp_id".into());
+    t
+}
+
+/// `opp` in history mode.
+pub fn hist() -> TableSpec {
+    let mut t = opp();
+    t.name = "hist".into();
+    t.capture_deletes = false;
+    t.history = true;
+    t
+}
+
+pub fn specs() -> Vec<TableSpec> {
+    vec![opp(), note(), hist()]
+}
+
+fn s(v: Vec<String>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+/// Upserts `(id, name, score)` rows into `table` (an `opp`-shaped table).
+pub fn opp_rows(table: &str, rows: &[(&str, &str, i64)]) -> Change {
+    let spec = if table == "hist" { hist() } else { opp() };
+    opp_rows_spec(&spec, rows, None)
+}
+
+/// Upserts into an `opp`-shaped `spec`, with an optional trailing Int64 column.
+pub fn opp_rows_spec(
+    spec: &TableSpec,
+    rows: &[(&str, &str, i64)],
+    extra: Option<Vec<Option<i64>>>,
+) -> Change {
+    let mut cols = vec![
+        s(rows.iter().map(|r| r.0.to_owned()).collect()),
+        s(rows.iter().map(|r| r.1.to_owned()).collect()),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))) as ArrayRef,
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.2 * 1000))
+                .with_timezone("UTC"),
+        ),
+    ];
+    if let Some(extra) = extra {
+        cols.push(Arc::new(Int64Array::from(extra)));
+    }
+    Change::Upsert {
+        table: spec.name.clone(),
+        batch: RecordBatch::try_new(spec.source_schema(), cols).expect("valid batch"),
+    }
+}
+
+/// Upserts `(id, opp_id, body)` rows into `note`.
+pub fn note_rows(rows: &[(&str, &str, &str)]) -> Change {
+    Change::Upsert {
+        table: "note".into(),
+        batch: RecordBatch::try_new(
+            note().source_schema(),
+            vec![
+                s(rows.iter().map(|r| r.0.to_owned()).collect()),
+                s(rows.iter().map(|r| r.1.to_owned()).collect()),
+                s(rows.iter().map(|r| r.2.to_owned()).collect()),
+            ],
+        )
+        .expect("valid batch"),
+    }
+}
+
+pub fn keys(ids: &[&str]) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![(
+        "id",
+        s(ids.iter().map(|i| (*i).to_owned()).collect()),
+    )])
+    .expect("keys")
+}
+
+/// Stamps a change as the engine does (adds `_fivetran_synced`).
+pub fn stamp_with(tables: &[TableSpec], change: Change, at: i64) -> SinkChange {
+    let plan = Plan::new(tables, &SyncSettings::default()).expect("plan");
+    SinkChange {
+        change: plan.apply(change, at).expect("transform").expect("enabled"),
+        synced_at_us: at,
+    }
+}
+
+pub fn stamp(change: Change, at: i64) -> SinkChange {
+    stamp_with(&specs(), change, at)
+}
+
+pub fn state(n: i64) -> State {
+    let mut s = State::new("test");
+    s.table_mut("opp").cursor = Some(Cursor::Int(n));
+    s
+}
+
+/// The committed rows of `spec` by storage key (panics on a duplicate key).
+pub async fn scan(sink: &dyn Sink, spec: &TableSpec) -> BTreeMap<String, Row> {
+    let batches = sink.scan(spec).await.expect("scan");
+    let rows: Vec<Row> = batches.iter().flat_map(batch_rows).collect();
+    let key = spec.storage_key();
+    let key: Vec<&str> = key.iter().map(String::as_str).collect();
+    rows_by_key(&rows, &key)
+}
+
+/// A destination for one test.
+pub struct Lake {
+    pub config: ParquetSinkConfig,
+    pub kind: &'static str,
+    pub tmp: Option<tempfile::TempDir>,
+    _moto: Option<Moto>,
+}
+
+impl Lake {
+    pub fn local() -> Lake {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = ParquetSinkConfig::new(tmp.path().join("lake").display().to_string());
+        Lake {
+            config,
+            kind: "local",
+            tmp: Some(tmp),
+            _moto: None,
+        }
+    }
+
+    /// A lake in a fresh moto server, or `None` when S3 tests are skipped.
+    pub fn s3() -> Option<Lake> {
+        let moto = Moto::start()?;
+        moto.create_bucket("lake");
+        let mut config = ParquetSinkConfig::new("s3://lake/some/prefix");
+        config.endpoint = Some(moto.endpoint());
+        config.region = Some("us-east-1".into());
+        config.access_key_id = Some("testing".into());
+        config.secret_access_key = Some(sluice_core::Secret::new("TOP-SECRET-KEY"));
+        Some(Lake {
+            config,
+            kind: "s3",
+            tmp: None,
+            _moto: Some(moto),
+        })
+    }
+
+    pub fn sink(&self) -> ParquetSink {
+        ParquetSink::new(self.config.clone()).expect("valid config")
+    }
+
+    pub fn dest(&self) -> Destination {
+        self.sink().destination().clone()
+    }
+
+    /// A sink whose store is `wrap(real store)`.
+    pub fn sink_on(
+        &self,
+        wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) -> ParquetSink {
+        let mut dest = self.dest();
+        dest.store = wrap(Arc::clone(&dest.store));
+        ParquetSink::with_destination(dest, self.config.clone())
+    }
+
+    /// Every object under `<root>/<under>`, as full object paths, sorted.
+    pub async fn objects(&self, under: &str) -> Vec<String> {
+        let dest = self.dest();
+        let prefix = dest.root.clone().join(under);
+        let mut names: Vec<String> =
+            match dest.store.list(Some(&prefix)).try_collect::<Vec<_>>().await {
+                Ok(m) => m.into_iter().map(|m| m.location.to_string()).collect(),
+                Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                Err(e) => panic!("list {prefix}: {e}"),
+            };
+        names.sort();
+        names
+    }
+
+    /// Asserts that each table folder holds exactly the manifest's live files.
+    pub async fn assert_no_orphans(&self, tables: &[&str]) {
+        let sink = self.sink();
+        for t in tables {
+            let mut live = sink.live_files(t).await.expect("live files");
+            live.sort();
+            assert_eq!(
+                self.objects(t).await,
+                live,
+                "{}: folder `{t}` differs from the manifest",
+                self.kind
+            );
+        }
+    }
+}
