@@ -109,7 +109,7 @@ impl Ctx<'_> {
             host: held.host.clone(),
             since: rfc3339(held.acquired_at_ms),
             until: rfc3339(held.expires_at_ms),
-            lease: self.path.to_string(),
+            lease: format!("{}/_sluice/lease.json", self.dest.trim_end_matches('/')),
         }
     }
 }
