@@ -180,7 +180,23 @@ impl Sink for MemorySink {
         }
         for spec in tables {
             if let Some((_, batch)) = store.tables.get(&spec.name) {
-                sluice_core::merge::align(batch, &spec.arrow_schema(), &spec.name)?;
+                // Stored columns the catalog does not declare (run-time columns such as custom
+                // fields) are fine here: the source re-announces them with a schema message.
+                // Declared columns must keep their type.
+                let schema = spec.arrow_schema();
+                for field in schema.fields() {
+                    if let Some(c) = batch.column_by_name(field.name()) {
+                        if c.data_type() != field.data_type() {
+                            return Err(Error::destination(format!(
+                                "table `{}` column `{}`: stored type {} is incompatible with declared type {}",
+                                spec.name,
+                                field.name(),
+                                c.data_type(),
+                                field.data_type()
+                            )));
+                        }
+                    }
+                }
             }
         }
         store.leased = true;
