@@ -141,6 +141,14 @@ pub(crate) struct Sync<'a> {
 impl Sync<'_> {
     /// Runs the whole sync and sends the final checkpoint.
     pub(crate) async fn run(mut self) -> Result<()> {
+        // Custom-field columns known from earlier runs are part of the table in the
+        // destination: declare them before anything else.
+        if let Some(base) = self.spec("requisition") {
+            if !self.extra.custom_fields.is_empty() {
+                let spec = custom_fields::requisition_spec(base, &self.extra.custom_fields);
+                self.out.schema(spec).await?;
+            }
+        }
         self.checkpoint().await?;
         self.reimports().await?;
         self.opportunities().await?;

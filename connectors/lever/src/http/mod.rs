@@ -127,6 +127,14 @@ impl Client {
             .with_factor(2.0)
             .without_max_times()
             .build();
+        // 429s without a server hint: short jittered waits (the shared limiter paces the rest).
+        let mut throttle_backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(4))
+            .with_factor(2.0)
+            .without_max_times()
+            .build();
         let mut failures = 0u32;
         let mut throttles = 0u32;
         let throttle_bound = inner.opts.max_retries + 24;
@@ -173,11 +181,15 @@ impl Client {
                         .into());
                     }
                     inner.metrics.retry();
-                    let delay = backoff.next().unwrap_or(inner.opts.max_backoff);
-                    let delay = wait.map_or(delay, |w| w.max(delay / 4));
-                    if throttled {
+                    let delay = match (wait, throttled) {
+                        (Some(w), _) => w,
+                        (None, true) => throttle_backoff.next().unwrap_or(Duration::from_secs(4)),
+                        (None, false) => backoff.next().unwrap_or(inner.opts.max_backoff),
+                    };
+                    if let (true, Some(w)) = (throttled, wait) {
+                        // The server said how long the whole account must wait.
                         let mut p = inner.pause_until.lock().expect("pause lock");
-                        let until = Instant::now() + delay;
+                        let until = Instant::now() + w;
                         if p.is_none_or(|t| t < until) {
                             *p = Some(until);
                         }

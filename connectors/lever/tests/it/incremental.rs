@@ -165,7 +165,7 @@ async fn requisition_custom_field_added_between_syncs() {
 
     env.emu.add_requisition_field("employee_referral_bonus", "number");
     let options = SyncOptions {
-        force_resync: ["requisition".to_owned()].into(),
+        force_resync: ["requisition".to_owned(), "requisition_fields".to_owned()].into(),
         ..at(DAY0 + 3_600_000)
     };
     sync(&config, &dest, options).await.unwrap();
