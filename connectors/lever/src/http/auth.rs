@@ -122,8 +122,8 @@ impl OAuth {
 
     async fn header(&self, http: &reqwest::Client) -> Result<HeaderValue> {
         let mut st = self.inner.lock().await;
-        if let Some((h, exp)) = &st.access {
-            if Instant::now() + REFRESH_MARGIN < *exp {
+        if let Some((h, refresh_at)) = &st.access {
+            if Instant::now() < *refresh_at {
                 return Ok(h.clone());
             }
         }
@@ -209,7 +209,9 @@ impl OAuth {
             .map_err(|_| Error::upstream("OAuth access token is not a valid header value"))?;
         h.set_sensitive(true);
         let ttl = Duration::from_secs(tok.expires_in.unwrap_or(3600));
-        st.access = Some((h, Instant::now() + ttl));
+        // Refresh ahead of expiry: 2 minutes early, or a quarter of a short lifetime.
+        let margin = REFRESH_MARGIN.min(ttl / 4);
+        st.access = Some((h, Instant::now() + ttl - margin));
         if let Some(r) = tok.refresh_token.filter(|r| !r.is_empty()) {
             st.refresh = Secret::new(r);
         }

@@ -3,6 +3,7 @@
 mod common;
 mod full;
 mod incremental;
+mod measure;
 mod resilience;
 mod security;
 mod shape;
