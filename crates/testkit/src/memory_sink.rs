@@ -185,16 +185,16 @@ impl Sink for MemorySink {
                 // Declared columns must keep their type.
                 let schema = spec.arrow_schema();
                 for field in schema.fields() {
-                    if let Some(c) = batch.column_by_name(field.name()) {
-                        if c.data_type() != field.data_type() {
-                            return Err(Error::destination(format!(
-                                "table `{}` column `{}`: stored type {} is incompatible with declared type {}",
-                                spec.name,
-                                field.name(),
-                                c.data_type(),
-                                field.data_type()
-                            )));
-                        }
+                    if let Some(c) = batch.column_by_name(field.name())
+                        && c.data_type() != field.data_type()
+                    {
+                        return Err(Error::destination(format!(
+                            "table `{}` column `{}`: stored type {} is incompatible with declared type {}",
+                            spec.name,
+                            field.name(),
+                            c.data_type(),
+                            field.data_type()
+                        )));
                     }
                 }
             }
