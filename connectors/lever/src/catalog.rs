@@ -105,9 +105,20 @@ fn read_plan(table: &str) -> (SyncKind, Option<&'static str>) {
             None,
         ),
         // Inline children of an opportunity and children of its endpoints.
-        "opportunity_stage_history" | "opportunity_tag" | "opportunity_source" | "application"
-        | "feedback_form" | "file" | "interview" | "panel" | "note" | "offer" | "resume"
-        | "posting_form" | "profile_form" | "referral_form" => child(OPPORTUNITY, "opportunity_id"),
+        "opportunity_stage_history"
+        | "opportunity_tag"
+        | "opportunity_source"
+        | "application"
+        | "feedback_form"
+        | "file"
+        | "interview"
+        | "panel"
+        | "note"
+        | "offer"
+        | "resume"
+        | "posting_form"
+        | "profile_form"
+        | "referral_form" => child(OPPORTUNITY, "opportunity_id"),
         // The contact is the person behind an opportunity: its `id` is `opportunity.contact`.
         "contact" => (
             SyncKind::Child {
@@ -165,12 +176,11 @@ fn build_catalog() -> Vec<TableSpec> {
         }
         spec.origin = t.api.clone();
         for c in t.columns.iter().filter(|c| c.written()) {
-            let mut col = ColumnSpec::new(c.name.clone(), column_type(&c.ty)).describe(match &c
-                .note
-            {
-                Some(n) => format!("{} ({n})", c.api),
-                None => c.api.clone(),
-            });
+            let mut col =
+                ColumnSpec::new(c.name.clone(), column_type(&c.ty)).describe(match &c.note {
+                    Some(n) => format!("{} ({n})", c.api),
+                    None => c.api.clone(),
+                });
             if is_sensitive(&t.name, &c.name) {
                 col = col.sensitive();
             }
@@ -231,7 +241,10 @@ mod tests {
         assert!(!spec("opportunity_stage_history").history);
         assert!(spec("opportunity_stage_history").history_default);
         assert!(spec("candidate_stage_history").history_default);
-        assert_eq!(spec("feedback_form_field").bucket_column(), "feedback_form_id");
+        assert_eq!(
+            spec("feedback_form_field").bucket_column(),
+            "feedback_form_id"
+        );
         assert_eq!(spec("note").bucket_column(), "opportunity_id");
         assert!(spec("contact_link").find("_fivetran_id").is_some());
         assert!(spec("opportunity_tag").find("tag").is_none());

@@ -5,11 +5,11 @@ use sluice_core::{Error, Result, Secret};
 use std::time::Duration;
 
 /// Production Data API base URL.
-pub const DEFAULT_BASE_URL: &str = "https://api.lever.co/v1";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.lever.co/v1";
 /// Environment variable holding the API key, unless `api_key_env` names another.
-pub const DEFAULT_API_KEY_ENV: &str = "LEVER_API_KEY";
+pub(crate) const DEFAULT_API_KEY_ENV: &str = "LEVER_API_KEY";
 /// Environment variable overriding the base URL.
-pub const BASE_URL_ENV: &str = "LEVER_BASE_URL";
+pub(crate) const BASE_URL_ENV: &str = "LEVER_BASE_URL";
 
 /// Settings of the Lever source. Every field is optional; with no credentials at all the
 /// source syncs demo data from the built-in emulator.
@@ -75,7 +75,7 @@ pub struct OAuthConfig {
 }
 
 /// Default OAuth token endpoint.
-pub const DEFAULT_TOKEN_URL: &str = "https://auth.lever.co/oauth/token";
+pub(crate) const DEFAULT_TOKEN_URL: &str = "https://auth.lever.co/oauth/token";
 
 /// How the source authenticates, resolved from config and environment.
 #[derive(Debug, Clone)]
@@ -131,14 +131,18 @@ impl LeverConfig {
             .or_else(|| self.base_url.clone());
         let positive = |name: &str, v: Option<u32>, default: u32| -> Result<u32> {
             match v {
-                Some(0) => Err(Error::config(format!("[source].{name}: must be at least 1"))),
+                Some(0) => Err(Error::config(format!(
+                    "[source].{name}: must be at least 1"
+                ))),
                 Some(v) => Ok(v),
                 None => Ok(default),
             }
         };
         let page_size = positive("page_size", self.page_size, 100)?;
         if page_size > 100 {
-            return Err(Error::config("[source].page_size: Lever allows at most 100"));
+            return Err(Error::config(
+                "[source].page_size: Lever allows at most 100",
+            ));
         }
         let interval_h = self.reimport_interval_hours.unwrap_or(24.0);
         if !(interval_h >= 0.0 && interval_h.is_finite()) {
@@ -168,8 +172,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let e = serde_json::from_value::<LeverConfig>(serde_json::json!({"apikey": "x"}))
-            .unwrap_err();
+        let e =
+            serde_json::from_value::<LeverConfig>(serde_json::json!({"apikey": "x"})).unwrap_err();
         assert!(e.to_string().contains("apikey"), "{e}");
     }
 

@@ -191,13 +191,20 @@ mod tests {
         assert_eq!(by("custom_field_flag"), ColumnType::Boolean);
         // "Cost Center" sorts before "cost_center": it claims the plain name.
         assert_eq!(
-            known.iter().find(|k| k.key == "Cost Center").unwrap().column,
+            known
+                .iter()
+                .find(|k| k.key == "Cost Center")
+                .unwrap()
+                .column,
             "custom_field_cost_center"
         );
         // Stable: nothing new the second time.
         assert!(!discover(&mut known, &reqs));
         let spec = requisition_spec(crate::catalog::spec("requisition"), &known);
         spec.validate().unwrap();
-        assert_eq!(spec.columns.len(), crate::catalog::spec("requisition").columns.len() + known.len());
+        assert_eq!(
+            spec.columns.len(),
+            crate::catalog::spec("requisition").columns.len() + known.len()
+        );
     }
 }

@@ -97,7 +97,9 @@ async fn connect(
                 .unwrap_or_else(|| config::DEFAULT_BASE_URL.to_owned()),
         ),
         Credentials::OAuth(o) => {
-            let refresh = state_refresh.cloned().unwrap_or_else(|| o.refresh_token.clone());
+            let refresh = state_refresh
+                .cloned()
+                .unwrap_or_else(|| o.refresh_token.clone());
             (
                 Auth::OAuth(OAuth::new(o, refresh)),
                 None,
@@ -150,7 +152,12 @@ impl Source for LeverSource {
                 http::PageError::Other(e) => e,
                 http::PageError::InvalidOffset => Error::upstream("unexpected offset error"),
             })?
-            .ok_or_else(|| Error::upstream(format!("{}/users answered 404: is base_url right?", conn.base_url)))?;
+            .ok_or_else(|| {
+                Error::upstream(format!(
+                    "{}/users answered 404: is base_url right?",
+                    conn.base_url
+                ))
+            })?;
         let what = match settings.credentials {
             Credentials::None => "the built-in Lever emulator (demo data)",
             Credentials::ApiKey(_) => "Lever with an API key",

@@ -143,11 +143,11 @@ impl Sync<'_> {
     pub(crate) async fn run(mut self) -> Result<()> {
         // Custom-field columns known from earlier runs are part of the table in the
         // destination: declare them before anything else.
-        if let Some(base) = self.spec("requisition") {
-            if !self.extra.custom_fields.is_empty() {
-                let spec = custom_fields::requisition_spec(base, &self.extra.custom_fields);
-                self.out.schema(spec).await?;
-            }
+        if let Some(base) = self.spec("requisition")
+            && !self.extra.custom_fields.is_empty()
+        {
+            let spec = custom_fields::requisition_spec(base, &self.extra.custom_fields);
+            self.out.schema(spec).await?;
         }
         self.checkpoint().await?;
         self.reimports().await?;
@@ -309,7 +309,7 @@ impl Sync<'_> {
         };
         let mut walk = match self.extra.walk.take() {
             // Resume a killed run's walk unless a re-sync was asked for meanwhile.
-            Some(w) if !(resync && !w.full) => w,
+            Some(w) if !resync || w.full => w,
             _ => fresh,
         };
         let mut query = vec![self.conf_query(), ("expand", "applications".to_owned())];
@@ -326,7 +326,12 @@ impl Sync<'_> {
                 Some(r) => r,
                 None => {
                     self.client
-                        .page("opportunities", "/opportunities", &query, walk.offset.as_deref())
+                        .page(
+                            "opportunities",
+                            "/opportunities",
+                            &query,
+                            walk.offset.as_deref(),
+                        )
                         .await
                 }
             };
@@ -335,7 +340,9 @@ impl Sync<'_> {
                 Ok(None) => return Err(Error::upstream("GET /opportunities answered 404")),
                 Err(PageError::InvalidOffset) if restarts < 5 => {
                     restarts += 1;
-                    tracing::warn!("Lever rejected the opportunity offset token; restarting the walk from its start");
+                    tracing::warn!(
+                        "Lever rejected the opportunity offset token; restarting the walk from its start"
+                    );
                     walk.offset = None;
                     continue;
                 }
@@ -349,12 +356,17 @@ impl Sync<'_> {
             let Page { data, next } = page;
             let mut opps = Vec::with_capacity(data.len());
             for o in data {
-                let Some(id) = get_str(&o, "id") else { continue };
+                let Some(id) = get_str(&o, "id") else {
+                    continue;
+                };
                 let updated = ms_of(o.get("updatedAt"));
                 if let Some(u) = updated {
                     walk.max_updated = Some(walk.max_updated.map_or(u, |m| m.max(u)));
                 }
-                if !walk.full && updated.is_some() && self.extra.boundary.get(id) == updated.as_ref() {
+                if !walk.full
+                    && updated.is_some()
+                    && self.extra.boundary.get(id) == updated.as_ref()
+                {
                     continue; // already synced at the previous cursor boundary
                 }
                 if done.get(id) == Some(&updated) {
@@ -460,18 +472,18 @@ impl Sync<'_> {
             .flat_map(|i| endpoints.iter().map(move |e| (i, *e)))
             .collect();
         let client = &self.client;
-        let results: Vec<(usize, Endpoint, Result<Option<Vec<Value>>>)> =
-            futures::stream::iter(jobs)
-                .map(|(i, e)| {
-                    let id = opp_ids.get(i).cloned().unwrap_or_default();
-                    async move {
-                        let path = format!("/opportunities/{id}/{}", e.segment());
-                        (i, e, client.list_all(e.label(), &path, &[]).await)
-                    }
-                })
-                .buffer_unordered(self.max_concurrency)
-                .collect()
-                .await;
+        type Fetched = (usize, Endpoint, Result<Option<Vec<Value>>>);
+        let results: Vec<Fetched> = futures::stream::iter(jobs)
+            .map(|(i, e)| {
+                let id = opp_ids.get(i).cloned().unwrap_or_default();
+                async move {
+                    let path = format!("/opportunities/{id}/{}", e.segment());
+                    (i, e, client.list_all(e.label(), &path, &[]).await)
+                }
+            })
+            .buffer_unordered(self.max_concurrency)
+            .collect()
+            .await;
         let mut ok_ids: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
         let mut item_ids: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
         let mut ordered: Vec<(usize, Endpoint, Vec<Value>)> = Vec::with_capacity(results.len());
@@ -489,10 +501,11 @@ impl Sync<'_> {
             let id = &opp_ids[*i];
             write_children(&mut t, *e, id, contact_of(o), items);
             ok_ids.entry(*e).or_default().push(id.clone());
-            item_ids
-                .entry(*e)
-                .or_default()
-                .extend(items.iter().filter_map(|x| get_str(x, "id").map(str::to_owned)));
+            item_ids.entry(*e).or_default().extend(
+                items
+                    .iter()
+                    .filter_map(|x| get_str(x, "id").map(str::to_owned)),
+            );
         }
         let batches: BTreeMap<String, RecordBatch> = t.finish_all()?.into_iter().collect();
         for (table, batch) in &batches {
@@ -505,8 +518,10 @@ impl Sync<'_> {
             values: values.to_vec(),
         };
         let mut deletes: Vec<(u8, String, Scope)> = Vec::new();
-        for (table, _) in &batches {
-            let Some(spec) = self.spec(table) else { continue };
+        for table in batches.keys() {
+            let Some(spec) = self.spec(table) else {
+                continue;
+            };
             let SyncKind::Child {
                 parent,
                 parent_column,

@@ -151,7 +151,12 @@ pub(crate) fn write_template(t: &mut Tables, form: &Value) {
             for (j, score) in get_arr(field, "scores").iter().enumerate() {
                 w.push(
                     score,
-                    &[Cell::S(template), Cell::I(j as i64), Cell::Null, Cell::I(i as i64)],
+                    &[
+                        Cell::S(template),
+                        Cell::I(j as i64),
+                        Cell::Null,
+                        Cell::I(i as i64),
+                    ],
                 );
             }
         }
@@ -178,7 +183,14 @@ mod tests {
 
     #[test]
     fn values_are_routed_by_field_type() {
-        let mut t = Tables::new(catalog().iter(), &["feedback_form_field", "template_field", "score_card_sub_field"]);
+        let mut t = Tables::new(
+            catalog().iter(),
+            &[
+                "feedback_form_field",
+                "template_field",
+                "score_card_sub_field",
+            ],
+        );
         let form = json!({
             "id": "f1", "baseTemplateId": "tpl",
             "fields": [
@@ -196,7 +208,11 @@ mod tests {
         });
         write_fields(&mut t, "feedback_form_field", &form, "f1");
         let out = t.finish_all().unwrap();
-        let b = &out.iter().find(|(n, _)| n == "feedback_form_field").unwrap().1;
+        let b = &out
+            .iter()
+            .find(|(n, _)| n == "feedback_form_field")
+            .unwrap()
+            .1;
         assert_eq!(b.num_rows(), 10);
         let col = |n: &str| b.column(b.schema().index_of(n).unwrap()).clone();
         assert_eq!(col("value_text").as_string::<i32>().value(0), "3 - Hire");
@@ -204,10 +220,15 @@ mod tests {
         assert_eq!(col("value_index").as_primitive::<Int64Type>().value(2), 1);
         assert_eq!(col("value_number").as_primitive::<Int64Type>().value(3), 3);
         assert_eq!(col("value_text").as_string::<i32>().value(3), "ok");
-        assert_eq!(col("value_decimal").as_primitive::<Float64Type>().value(4), 1000.5);
+        assert_eq!(
+            col("value_decimal").as_primitive::<Float64Type>().value(4),
+            1000.5
+        );
         assert_eq!(col("currency").as_string::<i32>().value(4), "EUR");
         assert_eq!(
-            col("value_date").as_primitive::<TimestampMicrosecondType>().value(5),
+            col("value_date")
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(5),
             1_468_953_420_000_000
         );
         assert_eq!(col("value_file_id").as_string::<i32>().value(6), "file1");
@@ -216,7 +237,11 @@ mod tests {
         assert_eq!(col("field_index").as_primitive::<Int64Type>().value(9), 8);
         let tf = &out.iter().find(|(n, _)| n == "template_field").unwrap().1;
         assert_eq!(tf.num_rows(), 9);
-        let sc = &out.iter().find(|(n, _)| n == "score_card_sub_field").unwrap().1;
+        let sc = &out
+            .iter()
+            .find(|(n, _)| n == "score_card_sub_field")
+            .unwrap()
+            .1;
         assert_eq!(sc.num_rows(), 1);
         assert_eq!(
             sc.column(sc.schema().index_of("field_index").unwrap())

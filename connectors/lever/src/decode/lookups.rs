@@ -111,7 +111,11 @@ mod tests {
         assert_eq!(s("compensation_band_max").as_deref(), Some("120000.5"));
         assert_eq!(s("creator_id").as_deref(), Some("u1"));
         assert_eq!(s("approval_id").as_deref(), Some("a1"));
-        let rp = &out.iter().find(|(n, _)| n == "requisition_posting").unwrap().1;
+        let rp = &out
+            .iter()
+            .find(|(n, _)| n == "requisition_posting")
+            .unwrap()
+            .1;
         assert_eq!(rp.num_rows(), 2);
     }
 
@@ -119,7 +123,12 @@ mod tests {
     fn posting_children() {
         let mut t = Tables::new(
             catalog().iter(),
-            &["posting", "posting_tag", "posting_content_list", "posting_distribution_channel"],
+            &[
+                "posting",
+                "posting_tag",
+                "posting_content_list",
+                "posting_distribution_channel",
+            ],
         );
         write_posting(
             &mut t,

@@ -33,10 +33,6 @@ pub(crate) enum Cell<'a> {
     S(&'a str),
     /// An integer.
     I(i64),
-    /// A float.
-    F(f64),
-    /// A boolean.
-    B(bool),
 }
 
 impl<'a> From<Option<&'a Value>> for Cell<'a> {
@@ -110,7 +106,10 @@ pub(crate) struct Tables {
 
 impl Tables {
     /// Writers for those of `names` that are declared in `enabled`.
-    pub(crate) fn new<'a>(enabled: impl IntoIterator<Item = &'a TableSpec>, names: &[&str]) -> Tables {
+    pub(crate) fn new<'a>(
+        enabled: impl IntoIterator<Item = &'a TableSpec>,
+        names: &[&str],
+    ) -> Tables {
         let writers = enabled
             .into_iter()
             .filter(|t| names.contains(&t.name.as_str()))
@@ -132,11 +131,6 @@ impl Tables {
     #[inline]
     pub(crate) fn get(&mut self, table: &str) -> Option<&mut Writer> {
         self.writers.iter_mut().find(|w| w.table() == table)
-    }
-
-    /// Whether `table` is enabled here.
-    pub(crate) fn has(&self, table: &str) -> bool {
-        self.writers.iter().any(|w| w.table() == table)
     }
 
     /// Takes every table's rows (including empty ones, which callers need for deletes).
@@ -243,7 +237,6 @@ pub(crate) struct Writer {
     spec: Arc<TableSpec>,
     ex: Vec<Option<Ex>>,
     builders: Vec<Builder>,
-    rows: usize,
     scratch: String,
 }
 
@@ -285,12 +278,12 @@ impl Writer {
             spec: Arc::new(spec.clone()),
             ex,
             builders,
-            rows: 0,
             scratch: String::new(),
         }
     }
 
     /// Columns of the table without an extractor (must be empty for a complete mapping).
+    #[cfg(test)]
     pub(crate) fn unmapped(&self) -> Vec<&str> {
         self.spec
             .columns
@@ -306,16 +299,6 @@ impl Writer {
         &self.spec.name
     }
 
-    /// The declaration this writer builds.
-    pub(crate) fn spec(&self) -> &TableSpec {
-        &self.spec
-    }
-
-    /// Rows appended so far.
-    pub(crate) fn len(&self) -> usize {
-        self.rows
-    }
-
     /// Appends one row: each column from `obj` (or the element `elem`) via its extractor, or
     /// from `slots`.
     pub(crate) fn push(&mut self, obj: &Value, slots: &[Cell<'_>]) {
@@ -328,7 +311,6 @@ impl Writer {
             };
             append(&mut self.builders[i], cell, &mut self.scratch);
         }
-        self.rows += 1;
     }
 
     /// Appends one row whose every column comes from `cell_of(column index)`.
@@ -337,7 +319,6 @@ impl Writer {
             let cell = cell_of(i, &self.spec.columns[i].name);
             append(&mut self.builders[i], cell, &mut self.scratch);
         }
-        self.rows += 1;
     }
 
     /// Takes the rows built so far as a batch with the table's source schema.
@@ -355,7 +336,6 @@ impl Writer {
                 }
             })
             .collect();
-        self.rows = 0;
         let mut columns = columns;
         // Rows without a full primary key cannot be stored: drop them.
         let key_idx: Vec<usize> = self
@@ -429,16 +409,12 @@ fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) {
                 other => b.append_value(other.to_string()),
             },
             Cell::I(i) => b.append_value(i.to_string()),
-            Cell::F(f) => b.append_value(f.to_string()),
-            Cell::B(x) => b.append_value(if x { "true" } else { "false" }),
         },
         Builder::Json(b) => match cell {
             Cell::Null => b.append_null(),
             Cell::J(v) => b.append_value(v.to_string()),
             Cell::S(s) => b.append_value(Value::String(s.to_owned()).to_string()),
             Cell::I(i) => b.append_value(i.to_string()),
-            Cell::F(f) => b.append_value(f.to_string()),
-            Cell::B(x) => b.append_value(x.to_string()),
         },
         Builder::Bool(b) => b.append_option(to_bool(cell)),
         Builder::Int(b) => b.append_option(to_i64(cell)),
@@ -466,7 +442,6 @@ pub(crate) fn to_bool(cell: Cell<'_>) -> Option<bool> {
         };
     }
     match cell {
-        Cell::B(b) => Some(b),
         Cell::J(Value::Bool(b)) => Some(*b),
         _ => None,
     }
@@ -483,7 +458,6 @@ pub(crate) fn to_i64(cell: Cell<'_>) -> Option<i64> {
     }
     match cell {
         Cell::I(i) => Some(i),
-        Cell::F(f) => float_to_i64(f),
         Cell::J(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().and_then(float_to_i64)),
         _ => None,
     }
@@ -500,7 +474,6 @@ pub(crate) fn to_f64(cell: Cell<'_>) -> Option<f64> {
     }
     match cell {
         Cell::I(i) => Some(i as f64),
-        Cell::F(f) => Some(f),
         Cell::J(Value::Number(n)) => n.as_f64(),
         _ => None,
     }
@@ -516,7 +489,6 @@ pub(crate) fn to_ts_us(cell: Cell<'_>) -> Option<i64> {
     } else {
         match cell {
             Cell::I(i) => Some(i),
-            Cell::F(f) => f.is_finite().then_some(f as i64),
             Cell::J(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
             _ => None,
         }
@@ -576,7 +548,8 @@ mod tests {
     #[test]
     fn writer_builds_typed_columns() {
         let mut w = Writer::new(spec("opportunity_stage_history"), &[]);
-        let change = json!({"toStageId": "s1", "toStageIndex": "2", "userId": "u", "updatedAt": 1500});
+        let change =
+            json!({"toStageId": "s1", "toStageIndex": "2", "userId": "u", "updatedAt": 1500});
         w.push(&change, &[Cell::S("opp1")]);
         w.push(&json!({"updatedAt": 2000}), &[Cell::S("opp2")]);
         // A row without its key (updated_at) is dropped.
@@ -587,7 +560,9 @@ mod tests {
         assert_eq!(b.column(idx).as_primitive::<Int64Type>().value(0), 2);
         let ts = b.schema().index_of("updated_at").unwrap();
         assert_eq!(
-            b.column(ts).as_primitive::<TimestampMicrosecondType>().value(0),
+            b.column(ts)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
             1_500_000
         );
         let stage = b.schema().index_of("stage_id").unwrap();

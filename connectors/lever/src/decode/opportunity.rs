@@ -201,7 +201,9 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: &Value, new_contact: bool) {
         if !app.is_object() {
             continue;
         }
-        let Some(app_id) = get_str(app, "id") else { continue };
+        let Some(app_id) = get_str(app, "id") else {
+            continue;
+        };
         let opp_id = get_str(app, "opportunityId").unwrap_or(id);
         if let Some(w) = t.get("application") {
             w.push(app, &[Cell::S(opp_id)]);
@@ -231,7 +233,9 @@ pub(crate) fn write_children(
     match ep {
         Endpoint::Feedback => {
             for f in items {
-                let Some(fid) = get_str(f, "id") else { continue };
+                let Some(fid) = get_str(f, "id") else {
+                    continue;
+                };
                 if let Some(w) = t.get("feedback_form") {
                     let ssv = Cell::from(score_system_value(f));
                     w.push(f, &[Cell::S(opp), Cell::Null, Cell::Null, ssv]);
@@ -241,7 +245,9 @@ pub(crate) fn write_children(
         }
         Endpoint::Notes => {
             for n in items {
-                let Some(nid) = get_str(n, "id") else { continue };
+                let Some(nid) = get_str(n, "id") else {
+                    continue;
+                };
                 if let Some(w) = t.get("note") {
                     w.push(n, &parent);
                 }
@@ -254,7 +260,9 @@ pub(crate) fn write_children(
         }
         Endpoint::Offers => {
             for of in items {
-                let Some(oid) = get_str(of, "id") else { continue };
+                let Some(oid) = get_str(of, "id") else {
+                    continue;
+                };
                 if let Some(w) = t.get("offer") {
                     w.push(of, &parent);
                 }
@@ -267,7 +275,9 @@ pub(crate) fn write_children(
         }
         Endpoint::Interviews => {
             for iv in items {
-                let Some(iid) = get_str(iv, "id") else { continue };
+                let Some(iid) = get_str(iv, "id") else {
+                    continue;
+                };
                 if let Some(w) = t.get("interview") {
                     w.push(iv, &parent);
                 }
@@ -291,7 +301,9 @@ pub(crate) fn write_children(
         }
         Endpoint::Panels => {
             for p in items {
-                let Some(pid) = get_str(p, "id") else { continue };
+                let Some(pid) = get_str(p, "id") else {
+                    continue;
+                };
                 if let Some(w) = t.get("panel") {
                     w.push(p, &parent);
                 }
@@ -310,7 +322,9 @@ pub(crate) fn write_children(
         }
         Endpoint::Forms => {
             for f in items {
-                let Some(fid) = get_str(f, "id") else { continue };
+                let Some(fid) = get_str(f, "id") else {
+                    continue;
+                };
                 if let Some(w) = t.get("profile_form") {
                     w.push(f, &parent);
                 }
@@ -326,7 +340,9 @@ pub(crate) fn write_children(
         }
         Endpoint::Resumes => {
             for r in items {
-                let Some(rid) = get_str(r, "id") else { continue };
+                let Some(rid) = get_str(r, "id") else {
+                    continue;
+                };
                 if let Some(w) = t.get("resume") {
                     w.push(r, &parent);
                 }
@@ -345,7 +361,9 @@ pub(crate) fn write_children(
         }
         Endpoint::Referrals => {
             for f in items {
-                let Some(fid) = get_str(f, "id") else { continue };
+                let Some(fid) = get_str(f, "id") else {
+                    continue;
+                };
                 if let Some(w) = t.get("referral_form") {
                     w.push(f, &parent);
                 }
@@ -364,7 +382,11 @@ mod tests {
     use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     use serde_json::json;
 
-    fn col<'a>(out: &'a [(String, arrow::record_batch::RecordBatch)], t: &str, c: &str) -> arrow::array::ArrayRef {
+    fn col(
+        out: &[(String, arrow::record_batch::RecordBatch)],
+        t: &str,
+        c: &str,
+    ) -> arrow::array::ArrayRef {
         let b = &out.iter().find(|(n, _)| n == t).unwrap().1;
         b.column(b.schema().index_of(c).unwrap()).clone()
     }
@@ -407,22 +429,55 @@ mod tests {
         assert_eq!(rows("opportunity_tag"), 2);
         assert_eq!(rows("contact_phone"), 1);
         assert_eq!(rows("posting_form_field"), 1);
-        assert_eq!(col(&out, "opportunity", "stage_id").as_string::<i32>().value(0), "00922a60-7c15-422b-b086-f62000824fd7");
         assert_eq!(
-            col(&out, "opportunity", "archived_at").as_primitive::<TimestampMicrosecondType>().value(0),
+            col(&out, "opportunity", "stage_id")
+                .as_string::<i32>()
+                .value(0),
+            "00922a60-7c15-422b-b086-f62000824fd7"
+        );
+        assert_eq!(
+            col(&out, "opportunity", "archived_at")
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
             1_417_588_008_282_000
         );
         assert!(col(&out, "opportunity", "updated_at").is_null(0));
-        assert!(col(&out, "opportunity", "data_protection_store_allowed").as_boolean().value(0));
+        assert!(
+            col(&out, "opportunity", "data_protection_store_allowed")
+                .as_boolean()
+                .value(0)
+        );
         assert!(col(&out, "opportunity", "data_protection_contact_expires_at").is_null(0));
-        assert_eq!(col(&out, "application", "opportunity_id").as_string::<i32>().value(0), "250d8f03-738a-4bba-a671-8a3d73477145");
-        assert_eq!(col(&out, "application", "links").as_string::<i32>().value(0), r#"["a","b"]"#);
-        assert_eq!(col(&out, "posting_form", "application_id").as_string::<i32>().value(0), "cdb7cad5");
-        assert_eq!(col(&out, "contact_phone", "index").as_primitive::<Int64Type>().value(0), 0);
+        assert_eq!(
+            col(&out, "application", "opportunity_id")
+                .as_string::<i32>()
+                .value(0),
+            "250d8f03-738a-4bba-a671-8a3d73477145"
+        );
+        assert_eq!(
+            col(&out, "application", "links")
+                .as_string::<i32>()
+                .value(0),
+            r#"["a","b"]"#
+        );
+        assert_eq!(
+            col(&out, "posting_form", "application_id")
+                .as_string::<i32>()
+                .value(0),
+            "cdb7cad5"
+        );
+        assert_eq!(
+            col(&out, "contact_phone", "index")
+                .as_primitive::<Int64Type>()
+                .value(0),
+            0
+        );
         assert!(col(&out, "contact_phone", "type").is_null(0));
         let link = "indeed.com/r/Shane/0f0ea9d4b8b3e8e6";
         assert_eq!(
-            col(&out, "contact_link", "_fivetran_id").as_string::<i32>().value(0),
+            col(&out, "contact_link", "_fivetran_id")
+                .as_string::<i32>()
+                .value(0),
             link_id("7f23e772-b3de-4f8c-8ba1-2a1c1b0b4b7c", link)
         );
         assert_eq!(link_id("c", "l").len(), 32);
@@ -430,25 +485,83 @@ mod tests {
 
     #[test]
     fn child_endpoints() {
-        let names: Vec<&str> = Endpoint::ALL.iter().flat_map(|e| e.tables().iter().copied()).collect();
+        let names: Vec<&str> = Endpoint::ALL
+            .iter()
+            .flat_map(|e| e.tables().iter().copied())
+            .collect();
         let mut t = Tables::new(catalog().iter(), &names);
-        write_children(&mut t, Endpoint::Interviews, "o1", Some("c1"), &[json!({
-            "id": "i1", "panel": "p1", "interviewers": [{"id": "u1", "name": "A"}, {"id": "u2"}],
-            "feedbackForms": ["f1"], "postings": ["po1"], "duration": "60", "date": 1000
-        })]);
-        write_children(&mut t, Endpoint::Files, "o1", Some("c1"), &[json!({"id": "fi1", "size": "1000", "uploadedAt": "1468953420000"})]);
-        write_children(&mut t, Endpoint::Resumes, "o1", Some("c1"), &[json!({"id": "r1", "file": {"name": "cv.pdf"},
-            "parsedData": {"positions": [{"org": "X", "start": {"year": 2019, "month": 3}}], "schools": []}})]);
-        write_children(&mut t, Endpoint::Panels, "o1", None, &[json!({"id": "p1", "end": 5, "applications": ["a1"], "interviews": [{"id": "i1"}]})]);
+        write_children(
+            &mut t,
+            Endpoint::Interviews,
+            "o1",
+            Some("c1"),
+            &[json!({
+                "id": "i1", "panel": "p1", "interviewers": [{"id": "u1", "name": "A"}, {"id": "u2"}],
+                "feedbackForms": ["f1"], "postings": ["po1"], "duration": "60", "date": 1000
+            })],
+        );
+        write_children(
+            &mut t,
+            Endpoint::Files,
+            "o1",
+            Some("c1"),
+            &[json!({"id": "fi1", "size": "1000", "uploadedAt": "1468953420000"})],
+        );
+        write_children(
+            &mut t,
+            Endpoint::Resumes,
+            "o1",
+            Some("c1"),
+            &[json!({"id": "r1", "file": {"name": "cv.pdf"},
+            "parsedData": {"positions": [{"org": "X", "start": {"year": 2019, "month": 3}}], "schools": []}})],
+        );
+        write_children(
+            &mut t,
+            Endpoint::Panels,
+            "o1",
+            None,
+            &[json!({"id": "p1", "end": 5, "applications": ["a1"], "interviews": [{"id": "i1"}]})],
+        );
         let out = t.finish_all().unwrap();
         let rows = |n: &str| out.iter().find(|(x, _)| x == n).unwrap().1.num_rows();
         assert_eq!(rows("interview_user"), 2);
-        assert_eq!(col(&out, "interview", "duration").as_primitive::<Int64Type>().value(0), 60);
-        assert_eq!(col(&out, "file", "contact_id").as_string::<i32>().value(0), "c1");
-        assert_eq!(col(&out, "file", "size").as_primitive::<Int64Type>().value(0), 1000);
-        assert_eq!(col(&out, "resume", "file_name").as_string::<i32>().value(0), "cv.pdf");
-        assert_eq!(col(&out, "opportunity_position", "start_year").as_primitive::<Int64Type>().value(0), 2019);
-        assert_eq!(col(&out, "panel", "ends").as_primitive::<TimestampMicrosecondType>().value(0), 5000);
-        assert_eq!(col(&out, "panel_interview", "interview_id").as_string::<i32>().value(0), "i1");
+        assert_eq!(
+            col(&out, "interview", "duration")
+                .as_primitive::<Int64Type>()
+                .value(0),
+            60
+        );
+        assert_eq!(
+            col(&out, "file", "contact_id").as_string::<i32>().value(0),
+            "c1"
+        );
+        assert_eq!(
+            col(&out, "file", "size")
+                .as_primitive::<Int64Type>()
+                .value(0),
+            1000
+        );
+        assert_eq!(
+            col(&out, "resume", "file_name").as_string::<i32>().value(0),
+            "cv.pdf"
+        );
+        assert_eq!(
+            col(&out, "opportunity_position", "start_year")
+                .as_primitive::<Int64Type>()
+                .value(0),
+            2019
+        );
+        assert_eq!(
+            col(&out, "panel", "ends")
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            5000
+        );
+        assert_eq!(
+            col(&out, "panel_interview", "interview_id")
+                .as_string::<i32>()
+                .value(0),
+            "i1"
+        );
     }
 }

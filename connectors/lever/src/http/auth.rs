@@ -29,8 +29,9 @@ impl Auth {
     pub(crate) fn api_key(key: &Secret) -> Result<Auth> {
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("{}:", key.expose()));
-        let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
-            .map_err(|_| Error::config("[source].api_key: contains characters not allowed in an HTTP header"))?;
+        let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+            Error::config("[source].api_key: contains characters not allowed in an HTTP header")
+        })?;
         value.set_sensitive(true);
         Ok(Auth::Basic(value))
     }
@@ -44,7 +45,11 @@ impl Auth {
     }
 
     /// Called on a 401: refreshes an OAuth token once (returns true when a retry may help).
-    pub(crate) async fn on_unauthorized(&self, http: &reqwest::Client, used: &HeaderValue) -> Result<bool> {
+    pub(crate) async fn on_unauthorized(
+        &self,
+        http: &reqwest::Client,
+        used: &HeaderValue,
+    ) -> Result<bool> {
         match self {
             Auth::Basic(_) => Ok(false),
             Auth::OAuth(o) => o.refresh_after_401(http, used).await,
@@ -122,10 +127,10 @@ impl OAuth {
 
     async fn header(&self, http: &reqwest::Client) -> Result<HeaderValue> {
         let mut st = self.inner.lock().await;
-        if let Some((h, refresh_at)) = &st.access {
-            if Instant::now() < *refresh_at {
-                return Ok(h.clone());
-            }
+        if let Some((h, refresh_at)) = &st.access
+            && Instant::now() < *refresh_at
+        {
+            return Ok(h.clone());
         }
         self.refresh(http, &mut st).await?;
         Ok(st.access.as_ref().expect("refreshed").0.clone())
@@ -133,11 +138,11 @@ impl OAuth {
 
     async fn refresh_after_401(&self, http: &reqwest::Client, used: &HeaderValue) -> Result<bool> {
         let mut st = self.inner.lock().await;
-        if let Some((h, _)) = &st.access {
-            if h != used {
-                // Another request refreshed meanwhile.
-                return Ok(true);
-            }
+        if let Some((h, _)) = &st.access
+            && h != used
+        {
+            // Another request refreshed meanwhile.
+            return Ok(true);
         }
         if st.refreshed_after_401 {
             return Ok(false);
@@ -197,7 +202,10 @@ impl OAuth {
             )));
         }
         let bytes = resp.bytes().await.map_err(|e| {
-            Error::upstream(format!("reading the OAuth token response: {}", without_url(&e)))
+            Error::upstream(format!(
+                "reading the OAuth token response: {}",
+                without_url(&e)
+            ))
         })?;
         let tok: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| {
             Error::upstream(format!(
@@ -215,7 +223,10 @@ impl OAuth {
         if let Some(r) = tok.refresh_token.filter(|r| !r.is_empty()) {
             st.refresh = Secret::new(r);
         }
-        tracing::debug!(expires_in_secs = ttl.as_secs(), "OAuth access token refreshed");
+        tracing::debug!(
+            expires_in_secs = ttl.as_secs(),
+            "OAuth access token refreshed"
+        );
         Ok(())
     }
 }

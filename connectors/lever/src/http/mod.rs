@@ -8,7 +8,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use serde_json::Value;
-use sluice_core::{Error, ErrorKind, Metrics, Result};
+use sluice_core::{Error, Metrics, Result};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -206,10 +206,10 @@ impl Client {
 
     async fn wait_turn(&self) -> Result<()> {
         let pause = *self.0.pause_until.lock().expect("pause lock");
-        if let Some(until) = pause {
-            if until > Instant::now() {
-                tokio::time::sleep_until(until).await;
-            }
+        if let Some(until) = pause
+            && until > Instant::now()
+        {
+            tokio::time::sleep_until(until).await;
         }
         self.0.limiter.until_ready().await;
         Ok(())
@@ -274,7 +274,10 @@ impl Client {
             Ok(b) => b,
             Err(e) => {
                 return Outcome::Retry {
-                    why: format!("connection dropped while reading the body: {}", without_url(&e)),
+                    why: format!(
+                        "connection dropped while reading the body: {}",
+                        without_url(&e)
+                    ),
                     wait: None,
                     throttled: false,
                 };
@@ -283,7 +286,9 @@ impl Client {
         if status == StatusCode::BAD_REQUEST {
             let text = String::from_utf8_lossy(&body);
             if text.to_ascii_lowercase().contains("invalid offset token")
-                || text.to_ascii_lowercase().contains("offset token is invalid")
+                || text
+                    .to_ascii_lowercase()
+                    .contains("offset token is invalid")
             {
                 return Outcome::Fail(PageError::InvalidOffset);
             }
@@ -359,7 +364,10 @@ impl Client {
                     }
                     Err(PageError::InvalidOffset) if restarts < 3 => {
                         restarts += 1;
-                        tracing::warn!(endpoint = label, "invalid offset token; restarting the list");
+                        tracing::warn!(
+                            endpoint = label,
+                            "invalid offset token; restarting the list"
+                        );
                         continue 'walk;
                     }
                     Err(PageError::InvalidOffset) => {
@@ -421,9 +429,8 @@ fn error_message(body: &[u8]) -> String {
 /// The wait a 429/5xx answer asks for: `Retry-After` (seconds) or `X-RateLimit-Reset`
 /// (seconds to wait, or an epoch in seconds or milliseconds).
 fn server_wait(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let num = |name: &str| -> Option<f64> {
-        h.get(name)?.to_str().ok()?.trim().parse::<f64>().ok()
-    };
+    let num =
+        |name: &str| -> Option<f64> { h.get(name)?.to_str().ok()?.trim().parse::<f64>().ok() };
     let wait = if let Some(s) = num("retry-after") {
         Duration::from_secs_f64(s.max(0.0))
     } else if let Some(r) = num("x-ratelimit-reset") {
@@ -455,11 +462,6 @@ pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client> {
         .user_agent(concat!("sluice-source-lever/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::internal("building the HTTP client").with_source(e))
-}
-
-/// Whether an error is an auth error (for fast failure paths).
-pub(crate) fn is_auth(e: &Error) -> bool {
-    e.kind() == ErrorKind::Auth
 }
 
 #[cfg(test)]

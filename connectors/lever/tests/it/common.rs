@@ -11,17 +11,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Upper bound of any one sync in these tests.
-pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A started emulator.
-pub struct Env {
-    pub emu: Emulator,
-    pub server: ServerHandle,
+pub(crate) struct Env {
+    pub(crate) emu: Emulator,
+    pub(crate) server: ServerHandle,
 }
 
 impl Env {
     /// An emulator with `opportunities` opportunities and no rate limit.
-    pub async fn start(opportunities: usize) -> Env {
+    pub(crate) async fn start(opportunities: usize) -> Env {
         Self::with(EmulatorConfig {
             opportunities,
             rate_limit: None,
@@ -31,14 +31,14 @@ impl Env {
     }
 
     /// An emulator with `cfg`.
-    pub async fn with(cfg: EmulatorConfig) -> Env {
+    pub(crate) async fn with(cfg: EmulatorConfig) -> Env {
         let emu = Emulator::new(cfg);
         let server = emu.start().await.expect("emulator starts");
         Env { emu, server }
     }
 
     /// A source config with the emulator's key and a fast client-side limit.
-    pub fn config(&self) -> Value {
+    pub(crate) fn config(&self) -> Value {
         json!({
             "api_key": self.emu.api_key(),
             "base_url": self.server.base_url(),
@@ -51,20 +51,27 @@ impl Env {
 }
 
 /// The source under test.
-pub fn source() -> LeverSource {
+pub(crate) fn source() -> LeverSource {
     LeverSource
 }
 
 /// Runs one sync with a bound on its duration.
-pub async fn sync(config: &Value, dest: &MemoryDestination, options: SyncOptions) -> sluice_core::Result<SyncReport> {
+pub(crate) async fn sync(
+    config: &Value,
+    dest: &MemoryDestination,
+    options: SyncOptions,
+) -> sluice_core::Result<SyncReport> {
     let src = source();
-    tokio::time::timeout(SYNC_TIMEOUT, sync_with(&src as &dyn DynSource, config, dest, options))
-        .await
-        .expect("sync finished in time")
+    tokio::time::timeout(
+        SYNC_TIMEOUT,
+        sync_with(&src as &dyn DynSource, config, dest, options),
+    )
+    .await
+    .expect("sync finished in time")
 }
 
 /// Sync options with a fixed start time (epoch ms).
-pub fn at(ms: i64) -> SyncOptions {
+pub(crate) fn at(ms: i64) -> SyncOptions {
     SyncOptions {
         started_at_ms: Some(ms),
         ..SyncOptions::default()
@@ -72,7 +79,7 @@ pub fn at(ms: i64) -> SyncOptions {
 }
 
 /// Settings blocking every table except `keep`.
-pub fn only(keep: &[&str]) -> SyncSettings {
+pub(crate) fn only(keep: &[&str]) -> SyncSettings {
     SyncSettings {
         tables: catalog()
             .iter()
@@ -93,7 +100,7 @@ pub fn only(keep: &[&str]) -> SyncSettings {
 
 /// The live rows of a destination table: soft-deleted rows dropped, system columns removed
 /// (except `contact_link._fivetran_id`).
-pub fn live_rows(dest: &MemoryDestination, table: &str) -> Vec<Row> {
+pub(crate) fn live_rows(dest: &MemoryDestination, table: &str) -> Vec<Row> {
     dest.committed_rows(table)
         .into_iter()
         .filter(|r| r.get("_fivetran_deleted") != Some(&Value::Bool(true)))
@@ -109,7 +116,7 @@ pub fn live_rows(dest: &MemoryDestination, table: &str) -> Vec<Row> {
 /// (Fivetran leaves them) are tolerated when their `opportunity_id` is a deleted one, or, for
 /// tables without that column (contact tables, grand-children), when opportunities were
 /// deleted.
-pub fn assert_matches_oracle(dest: &MemoryDestination, truth: &Truth, confidential: bool) {
+pub(crate) fn assert_matches_oracle(dest: &MemoryDestination, truth: &Truth, confidential: bool) {
     let expected = expected::tables(truth, &ExpectedOptions { confidential });
     let deleted: BTreeSet<String> = truth
         .deleted
@@ -131,10 +138,7 @@ pub fn assert_matches_oracle(dest: &MemoryDestination, truth: &Truth, confidenti
                     for (col, wv) in w {
                         let gv = g.get(col).unwrap_or(&Value::Null);
                         if !same(gv, wv) {
-                            problems.push(format!(
-                                "{}[{k}].{col}: got {gv}, want {wv}",
-                                spec.name
-                            ));
+                            problems.push(format!("{}[{k}].{col}: got {gv}, want {wv}", spec.name));
                         }
                     }
                     for (col, gv) in g {
@@ -177,7 +181,7 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 /// Row counts per table (for sanity checks).
-pub fn counts(dest: &MemoryDestination) -> BTreeMap<String, usize> {
+pub(crate) fn counts(dest: &MemoryDestination) -> BTreeMap<String, usize> {
     catalog()
         .iter()
         .map(|t| (t.name.clone(), dest.committed_rows(&t.name).len()))
@@ -185,7 +189,7 @@ pub fn counts(dest: &MemoryDestination) -> BTreeMap<String, usize> {
 }
 
 /// Asserts an error kind.
-pub fn assert_kind(r: &sluice_core::Result<SyncReport>, kind: ErrorKind) {
+pub(crate) fn assert_kind(r: &sluice_core::Result<SyncReport>, kind: ErrorKind) {
     match r {
         Ok(_) => panic!("expected a {kind:?} error, the sync succeeded"),
         Err(e) => assert_eq!(e.kind(), kind, "{e}"),

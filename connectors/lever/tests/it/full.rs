@@ -7,10 +7,20 @@ use sluice_testkit::MemoryDestination;
 async fn full_sync_matches_the_oracle() {
     let env = Env::start(120).await;
     let dest = MemoryDestination::new("lever");
-    let report = sync(&env.config(), &dest, at(1_000)).await.expect("full sync");
+    let report = sync(&env.config(), &dest, at(1_000))
+        .await
+        .expect("full sync");
     assert!(report.commits >= 2, "page checkpoints expected");
     let c = counts(&dest);
-    for t in ["opportunity", "application", "feedback_form_field", "note", "users", "requisition", "interview"] {
+    for t in [
+        "opportunity",
+        "application",
+        "feedback_form_field",
+        "note",
+        "users",
+        "requisition",
+        "interview",
+    ] {
         assert!(c[t] > 0, "{t} is empty: {c:?}");
     }
     assert_eq!(c["candidate_stage_history"], 0);

@@ -30,38 +30,71 @@ async fn incremental_sync_applies_updates_creates_and_deletes() {
     let first_requests = env.emu.counters().total;
     // Full sync bound: list pages + every opportunity × child endpoints + lists + deleted poll.
     let bound = 2 + 150 * ENDPOINTS + LISTS * 2 + 1;
-    assert!(first_requests <= bound, "full sync used {first_requests} requests (bound {bound})");
+    assert!(
+        first_requests <= bound,
+        "full sync used {first_requests} requests (bound {bound})"
+    );
 
     env.emu.advance_clock(2 * HOUR);
     let t = env.emu.truth();
-    let ids: Vec<String> = t.opportunities.iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = t
+        .opportunities
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
     let (note_opp, note_id) = t
         .children
         .iter()
-        .find_map(|(o, c)| c.notes.first().map(|n| (o.clone(), n["id"].as_str().unwrap().to_owned())))
+        .find_map(|(o, c)| {
+            c.notes
+                .first()
+                .map(|n| (o.clone(), n["id"].as_str().unwrap().to_owned()))
+        })
         .unwrap();
     let (fb_opp, fb_id) = t
         .children
         .iter()
         .filter(|(o, _)| **o != note_opp)
-        .find_map(|(o, c)| c.feedback.first().map(|f| (o.clone(), f["id"].as_str().unwrap().to_owned())))
+        .find_map(|(o, c)| {
+            c.feedback
+                .first()
+                .map(|f| (o.clone(), f["id"].as_str().unwrap().to_owned()))
+        })
         .unwrap();
     env.emu.delete_note(&note_opp, &note_id);
     env.emu.delete_feedback(&fb_opp, &fb_id);
     let summary = env.emu.mutate_fraction(0.08, 7);
     let created = env.emu.create_opportunity();
-    let victim = ids.iter().find(|i| **i != note_opp && **i != fb_opp && !summary.deleted.contains(i)).unwrap().clone();
+    let victim = ids
+        .iter()
+        .find(|i| **i != note_opp && **i != fb_opp && !summary.deleted.contains(i))
+        .unwrap()
+        .clone();
     env.emu.delete_opportunity(&victim);
     env.emu.reset_counters();
 
-    sync(&config, &dest, at(DAY0 + HOUR)).await.expect("incremental sync");
+    sync(&config, &dest, at(DAY0 + HOUR))
+        .await
+        .expect("incremental sync");
     let truth = env.emu.truth();
     assert_matches_oracle(&dest, &truth, true);
 
     // Soft deletes are visible.
-    assert_eq!(flagged(&dest, "note", "id", &note_id), Some(true), "deleted note flagged");
-    assert_eq!(flagged(&dest, "feedback_form", "id", &fb_id), Some(true), "deleted feedback flagged");
-    assert_eq!(flagged(&dest, "opportunity", "id", &victim), Some(true), "deleted opportunity flagged");
+    assert_eq!(
+        flagged(&dest, "note", "id", &note_id),
+        Some(true),
+        "deleted note flagged"
+    );
+    assert_eq!(
+        flagged(&dest, "feedback_form", "id", &fb_id),
+        Some(true),
+        "deleted feedback flagged"
+    );
+    assert_eq!(
+        flagged(&dest, "opportunity", "id", &victim),
+        Some(true),
+        "deleted opportunity flagged"
+    );
     for d in &summary.deleted {
         assert_eq!(flagged(&dest, "opportunity", "id", d), Some(true));
     }
@@ -77,12 +110,21 @@ async fn incremental_sync_applies_updates_creates_and_deletes() {
     let n = changed.len() as u64;
     let bound = (n / 100 + 2) + n * ENDPOINTS + 2;
     let used = env.emu.counters().total;
-    assert!(used <= bound, "incremental sync used {used} requests for {n} changed opportunities (bound {bound})");
-    assert_eq!(env.emu.counters().endpoint("GET /users").requests, 0, "users not due");
+    assert!(
+        used <= bound,
+        "incremental sync used {used} requests for {n} changed opportunities (bound {bound})"
+    );
+    assert_eq!(
+        env.emu.counters().endpoint("GET /users").requests,
+        0,
+        "users not due"
+    );
 
     // A third sync with nothing changed reads (almost) nothing but the list.
     env.emu.reset_counters();
-    sync(&config, &dest, at(DAY0 + 2 * HOUR)).await.expect("quiet sync");
+    sync(&config, &dest, at(DAY0 + 2 * HOUR))
+        .await
+        .expect("quiet sync");
     let used = env.emu.counters().total;
     assert!(used <= 3, "quiet sync used {used} requests");
     assert_matches_oracle(&dest, &env.emu.truth(), true);
@@ -101,7 +143,10 @@ async fn reimport_flags_deleted_lookups() {
         .filter(|u| u["deactivatedAt"].is_null())
         .map(|u| u["id"].as_str().unwrap().to_owned())
         .collect();
-    let (deactivated, deleted_user) = (active[active.len() - 1].clone(), active[active.len() - 2].clone());
+    let (deactivated, deleted_user) = (
+        active[active.len() - 1].clone(),
+        active[active.len() - 2].clone(),
+    );
     env.emu.deactivate_user(&deactivated);
     env.emu.delete_user(&deleted_user);
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
@@ -121,7 +166,9 @@ async fn reimport_flags_deleted_lookups() {
     assert_eq!(flagged(&dest, "users", "id", &deleted_user), Some(false));
 
     // After the interval everything is, and vanished rows are flagged.
-    sync(&config, &dest, at(DAY0 + 25 * 3_600_000)).await.unwrap();
+    sync(&config, &dest, at(DAY0 + 25 * 3_600_000))
+        .await
+        .unwrap();
     assert_eq!(flagged(&dest, "users", "id", &deleted_user), Some(true));
     assert_eq!(flagged(&dest, "users", "id", &deactivated), Some(false));
     let u = dest
@@ -129,11 +176,17 @@ async fn reimport_flags_deleted_lookups() {
         .into_iter()
         .find(|r| r["id"] == deactivated.as_str())
         .unwrap();
-    assert!(!u["deactivated_at"].is_null(), "deactivated user keeps deactivated_at");
+    assert!(
+        !u["deactivated_at"].is_null(),
+        "deactivated user keeps deactivated_at"
+    );
     assert_eq!(flagged(&dest, "posting", "id", &posting), Some(true));
     assert_eq!(flagged(&dest, "stage", "id", &stage), Some(true));
     assert_eq!(flagged(&dest, "archive_reason", "id", &reason), Some(true));
-    assert_eq!(flagged(&dest, "requisition", "id", &requisition), Some(true));
+    assert_eq!(
+        flagged(&dest, "requisition", "id", &requisition),
+        Some(true)
+    );
     assert!(
         dest.committed_rows("posting_tag")
             .iter()
@@ -159,20 +212,36 @@ async fn requisition_custom_field_added_between_syncs() {
     let dest = MemoryDestination::new("lever");
     sync(&config, &dest, at(DAY0)).await.unwrap();
     let before = dest.committed_batch("requisition").unwrap().schema();
-    assert!(before.fields().iter().any(|f| f.name().starts_with("custom_field_")));
-    assert!(before.field_with_name("custom_field_employee_referral_bonus").is_err());
+    assert!(
+        before
+            .fields()
+            .iter()
+            .any(|f| f.name().starts_with("custom_field_"))
+    );
+    assert!(
+        before
+            .field_with_name("custom_field_employee_referral_bonus")
+            .is_err()
+    );
     assert_matches_oracle(&dest, &env.emu.truth(), true);
 
-    env.emu.add_requisition_field("employee_referral_bonus", "number");
+    env.emu
+        .add_requisition_field("employee_referral_bonus", "number");
     let options = SyncOptions {
         force_resync: ["requisition".to_owned(), "requisition_fields".to_owned()].into(),
         ..at(DAY0 + 3_600_000)
     };
     sync(&config, &dest, options).await.unwrap();
     let after = dest.committed_batch("requisition").unwrap().schema();
-    assert!(after.field_with_name("custom_field_employee_referral_bonus").is_ok());
+    assert!(
+        after
+            .field_with_name("custom_field_employee_referral_bonus")
+            .is_ok()
+    );
     assert_matches_oracle(&dest, &env.emu.truth(), true);
     // Stable across further runs.
-    sync(&config, &dest, at(DAY0 + 30 * 3_600_000)).await.unwrap();
+    sync(&config, &dest, at(DAY0 + 30 * 3_600_000))
+        .await
+        .unwrap();
     assert_matches_oracle(&dest, &env.emu.truth(), true);
 }

@@ -22,7 +22,9 @@ async fn rate_limit_storm_gives_the_clean_output() {
     config["rate_limit_per_second"] = json!(200);
     config["rate_limit_burst"] = json!(50);
     let dest = MemoryDestination::new("lever");
-    let report = sync(&config, &dest, at(1_000)).await.expect("sync under 429s");
+    let report = sync(&config, &dest, at(1_000))
+        .await
+        .expect("sync under 429s");
     let c = env.emu.counters();
     assert!(c.rate_limited > 0, "the storm happened: {c:?}");
     assert_eq!(report.throttled, c.rate_limited, "429s counted in metrics");
@@ -45,9 +47,14 @@ async fn injected_faults_give_the_clean_output() {
     let mut config = env.config();
     config["max_retries"] = json!(10);
     let dest = MemoryDestination::new("lever");
-    sync(&config, &dest, at(1_000)).await.expect("sync despite faults");
+    sync(&config, &dest, at(1_000))
+        .await
+        .expect("sync despite faults");
     let c = env.emu.counters();
-    assert!(c.faults > 10 && c.dropped > 0, "faults were injected: {c:?}");
+    assert!(
+        c.faults > 10 && c.dropped > 0,
+        "faults were injected: {c:?}"
+    );
     assert_matches_oracle(&dest, &env.emu.truth(), true);
 }
 
@@ -97,10 +104,15 @@ async fn invalid_offset_token_restarts_the_walk() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     });
-    sync(&config, &dest, at(1_000)).await.expect("sync with an expired token");
+    sync(&config, &dest, at(1_000))
+        .await
+        .expect("sync with an expired token");
     expirer.await.unwrap();
     let c = env.emu.counters().endpoint("GET /opportunities");
-    assert!(c.by_status.get(&400).copied().unwrap_or(0) >= 1, "a token was rejected: {c:?}");
+    assert!(
+        c.by_status.get(&400).copied().unwrap_or(0) >= 1,
+        "a token was rejected: {c:?}"
+    );
     assert_matches_oracle(&dest, &env.emu.truth(), true);
 }
 
@@ -116,7 +128,11 @@ async fn killed_run_resumes_from_the_committed_page() {
     assert!(r.is_err());
     let state = dest.state().expect("a page was committed");
     let walk = state.extra.get("walk").cloned();
-    assert!(walk.is_some(), "page position checkpointed: {:?}", state.extra);
+    assert!(
+        walk.is_some(),
+        "page position checkpointed: {:?}",
+        state.extra
+    );
     env.emu.reset_counters();
     sync(&config, &dest, at(2_000)).await.expect("resumed run");
     let pages = env.emu.counters().endpoint("GET /opportunities").requests;

@@ -20,7 +20,11 @@ async fn invalid_api_key_fails_fast_with_auth() {
     let r = sync(&config, &dest, at(1_000)).await;
     assert_kind(&r, ErrorKind::Auth);
     assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(env.emu.counters().total <= 2, "no retry storm: {:?}", env.emu.counters());
+    assert!(
+        env.emu.counters().total <= 2,
+        "no retry storm: {:?}",
+        env.emu.counters()
+    );
     let msg = r.unwrap_err().to_string();
     assert!(!msg.contains("not-a-valid-key"), "{msg}");
     assert!(msg.contains("API key"), "{msg}");
@@ -40,7 +44,9 @@ async fn confidential_off_and_on() {
     // With confidential data turned off it syncs what it may see.
     config["confidential"] = json!(false);
     let dest = MemoryDestination::new("lever");
-    sync(&config, &dest, at(1_000)).await.expect("non-confidential sync");
+    sync(&config, &dest, at(1_000))
+        .await
+        .expect("non-confidential sync");
     assert_matches_oracle(&dest, &env.emu.truth(), false);
     let confidential = dest
         .committed_rows("opportunity")
@@ -71,13 +77,21 @@ async fn oauth_refresh_token_rotates_across_runs() {
         "rate_limit_per_second": 2000, "rate_limit_burst": 2000,
     });
     let dest = MemoryDestination::new("lever");
-    sync(&config, &dest, at(1_000)).await.expect("first OAuth run");
-    let rotated = dest.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY].expose().to_owned();
+    sync(&config, &dest, at(1_000))
+        .await
+        .expect("first OAuth run");
+    let rotated = dest.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY]
+        .expose()
+        .to_owned();
     assert_ne!(rotated, refresh, "the refresh token rotated");
     assert_matches_oracle(&dest, &env.emu.truth(), true);
     // The second run starts from the state's token (the config's is spent).
-    sync(&config, &dest, at(2_000)).await.expect("second OAuth run");
-    let again = dest.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY].expose().to_owned();
+    sync(&config, &dest, at(2_000))
+        .await
+        .expect("second OAuth run");
+    let again = dest.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY]
+        .expose()
+        .to_owned();
     assert_ne!(again, rotated);
     // The old token is rejected by the emulator: a fresh destination with it fails (auth).
     let fresh = MemoryDestination::new("lever");
@@ -121,14 +135,27 @@ async fn secrets_never_reach_trace_logs_errors_or_debug() {
     sync(&env.config(), &dest, at(1_000)).await.unwrap();
     let dest2 = MemoryDestination::new("lever");
     sync(&oauth, &dest2, at(1_000)).await.unwrap();
-    let rotated = dest2.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY].expose().to_owned();
+    let rotated = dest2.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY]
+        .expose()
+        .to_owned();
     let mut bad = env.config();
     bad["api_key"] = json!("wrong-key-5f2e");
-    let err = sync(&bad, &MemoryDestination::new("lever"), at(1_000)).await.unwrap_err();
+    let err = sync(&bad, &MemoryDestination::new("lever"), at(1_000))
+        .await
+        .unwrap_err();
     let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(logs.len() > 1000, "trace logs were captured");
-    let config_debug = format!("{:?}", serde_json::from_value::<sluice_source_lever::LeverConfig>(oauth.clone()).unwrap());
-    for s in [key.as_str(), secret.as_str(), refresh.as_str(), rotated.as_str(), "wrong-key-5f2e"] {
+    let config_debug = format!(
+        "{:?}",
+        serde_json::from_value::<sluice_source_lever::LeverConfig>(oauth.clone()).unwrap()
+    );
+    for s in [
+        key.as_str(),
+        secret.as_str(),
+        refresh.as_str(),
+        rotated.as_str(),
+        "wrong-key-5f2e",
+    ] {
         assert!(!logs.contains(s), "a secret is in the logs");
         assert!(!err.to_string().contains(s));
         assert!(!format!("{err:?}").contains(s));

@@ -8,10 +8,16 @@ use sluice_testkit::MemoryDestination;
 #[test]
 fn catalog_matches_the_destination_schema_exactly() {
     // The vendored copy is the shared contract (when the shared folder is around).
-    for p in ["../../../shared/lever/destination_schema.json", "/work/shared/lever/destination_schema.json"] {
+    for p in [
+        "../../../shared/lever/destination_schema.json",
+        "/work/shared/lever/destination_schema.json",
+    ] {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
         if let Ok(shared) = std::fs::read_to_string(&p) {
-            assert_eq!(shared, DESTINATION_SCHEMA_JSON, "vendored schema differs from {p:?}");
+            assert_eq!(
+                shared, DESTINATION_SCHEMA_JSON,
+                "vendored schema differs from {p:?}"
+            );
         }
     }
     let schema: serde_json::Value = serde_json::from_str(DESTINATION_SCHEMA_JSON).unwrap();
@@ -25,13 +31,25 @@ fn catalog_matches_the_destination_schema_exactly() {
         assert_eq!(pk, spec.primary_key, "{}", spec.name);
         let cd = t["capture_deletes"].as_bool().unwrap() || spec.name == "opportunity";
         assert_eq!(cd, spec.capture_deletes, "{}", spec.name);
-        assert_eq!(t["history_mode"].as_bool().unwrap(), spec.history_default, "{}", spec.name);
+        assert_eq!(
+            t["history_mode"].as_bool().unwrap(),
+            spec.history_default,
+            "{}",
+            spec.name
+        );
         let cols: Vec<(String, String)> = t["columns"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|c| c["origin"] != "legacy" && (c["origin"] != "system" || c["name"] == "_fivetran_id"))
-            .map(|c| (c["name"].as_str().unwrap().to_owned(), c["type"].as_str().unwrap().to_owned()))
+            .filter(|c| {
+                c["origin"] != "legacy" && (c["origin"] != "system" || c["name"] == "_fivetran_id")
+            })
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["type"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect();
         let mine: Vec<(String, String)> = spec
             .columns
@@ -82,8 +100,13 @@ async fn blocked_tables_cost_zero_requests() {
     let hit: Vec<&String> = c.by_endpoint.keys().collect();
     for k in &hit {
         assert!(
-            ["GET /opportunities", "GET /opportunities/:id/notes", "GET /stages", "GET /opportunities/deleted"]
-                .contains(&k.as_str()),
+            [
+                "GET /opportunities",
+                "GET /opportunities/:id/notes",
+                "GET /stages",
+                "GET /opportunities/deleted"
+            ]
+            .contains(&k.as_str()),
             "blocked endpoint requested: {k} ({hit:?})"
         );
     }
