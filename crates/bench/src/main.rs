@@ -151,7 +151,7 @@ struct SyncFigures {
     bytes_rewritten: u64,
 }
 
-async fn sync(emu: &EmulatorProcess, dest: &str, limiter: (f64, u32)) -> Result<SyncFigures> {
+async fn sync(emu: &EmulatorProcess, dest: &str, limiter: (u32, u32)) -> Result<SyncFigures> {
     let registry = sluice_plugins::registry()?;
     let source = (registry.source("lever")?.build)();
     let mut sink = (registry.sink("parquet")?.build)(&json!({ "dest": dest }))?;
@@ -292,7 +292,7 @@ async fn main() -> Result<()> {
         let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
         let dir = tempfile::tempdir()?;
         let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
-        let unlimited = (1_000_000.0, 1_000_000);
+        let unlimited = (1_000_000, 1_000_000);
         let full = sync(&emu, &dest, unlimited).await?;
         let per_cpu = full.rows as f64 / full.cpu_s.max(0.001);
         row(&mut table, "2. rows (full sync)", full.rows.to_string(), "");

@@ -45,6 +45,12 @@ pub(crate) fn render(report: &SyncReport) -> String {
         bytes(total.bytes_written),
         bytes(total.bytes_rewritten)
     );
+    if !report.requests_by_endpoint.is_empty() {
+        let _ = writeln!(out, "\n{:<40} {:>10}", "endpoint", "requests");
+        for (endpoint, n) in &report.requests_by_endpoint {
+            let _ = writeln!(out, "{endpoint:<40} {n:>10}");
+        }
+    }
     let secs = report.elapsed.as_secs_f64();
     let _ = writeln!(
         out,

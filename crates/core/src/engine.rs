@@ -55,6 +55,8 @@ pub struct SyncReport {
     pub rows_received: BTreeMap<String, u64>,
     /// HTTP requests the source made.
     pub requests: u64,
+    /// Requests per endpoint (or table) as the source counted them.
+    pub requests_by_endpoint: BTreeMap<String, u64>,
     /// 429 answers the source got (and waited out).
     pub throttled: u64,
     /// Wall time.
@@ -115,11 +117,16 @@ pub async fn run_sync(
             sink.close().await?;
             report.requests = options.metrics.total_requests();
             report.throttled = options.metrics.total_throttled();
-            report.rows_received = options
-                .metrics
-                .tables()
-                .into_iter()
-                .map(|(t, c)| (t, c.rows))
+            let counters = options.metrics.tables();
+            report.rows_received = counters
+                .iter()
+                .filter(|(_, c)| c.rows > 0)
+                .map(|(t, c)| (t.clone(), c.rows))
+                .collect();
+            report.requests_by_endpoint = counters
+                .iter()
+                .filter(|(_, c)| c.requests > 0)
+                .map(|(t, c)| (t.clone(), c.requests))
                 .collect();
             report.elapsed = started.elapsed();
             Ok(report)

@@ -2,7 +2,9 @@
 //! `open`, renewed while the run writes and at each commit, deleted by `close`/`abort`.
 //!
 //! A lease that was not renewed for its TTL (default 10 minutes, `sink.lease_ttl_secs`) is
-//! considered abandoned (the run was killed) and may be taken over: on S3 with a conditional
+//! considered abandoned (the run was killed) and may be taken over; so is, at once, a lease
+//! whose holder was a process of this host and PID namespace that no longer exists (a run
+//! killed with SIGKILL, recovered on the same machine). Takeover happens: on S3 with a conditional
 //! PUT on the expired lease's ETag (exactly one taker wins); on a local file system, which
 //! has no compare-and-swap, by deleting it and creating a new one. The lease gives clear
 //! errors; correctness under a race does not rest on it alone, because each manifest version
@@ -27,6 +29,27 @@ pub(crate) struct LeaseDoc {
     pub acquired_at_ms: i64,
     /// When the lease expires unless renewed (epoch ms).
     pub expires_at_ms: i64,
+    /// The holder's PID namespace (`/proc/self/ns/pid` link), so a dead holder on the same
+    /// host is recognised without mistaking a process of another container for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
+}
+
+/// The PID namespace of this process, when the platform exposes it.
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Whether `held` was taken by a process of this host and PID namespace that no longer
+/// exists (killed, crashed): its lease can be taken over at once instead of after the TTL.
+fn holder_is_dead(held: &LeaseDoc) -> bool {
+    let same_namespace = held.pid_ns.is_some() && held.pid_ns == pid_namespace();
+    same_namespace
+        && held.host == host_name()
+        && held.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", held.pid)).exists()
 }
 
 /// A lease this session holds.
@@ -131,6 +154,7 @@ impl Lease {
             pid: std::process::id(),
             acquired_at_ms: now,
             expires_at_ms: now + ttl.as_millis() as i64,
+            pid_ns: pid_namespace(),
         };
         for _ in 0..3 {
             match ctx.put(&doc, PutMode::Create).await {
@@ -141,13 +165,14 @@ impl Lease {
             let Some((held, version)) = ctx.read().await? else {
                 continue; // released in between: try again
             };
-            if held.expires_at_ms > now_ms() && held.owner != owner {
+            let dead = holder_is_dead(&held);
+            if held.expires_at_ms > now_ms() && held.owner != owner && !dead {
                 return Err(ctx.in_use(&held));
             }
             tracing::warn!(
                 lease = %path, pid = held.pid, host = %held.host,
-                expired = %rfc3339(held.expires_at_ms),
-                "taking over an expired lease (a previous run was interrupted)"
+                expired = %rfc3339(held.expires_at_ms), holder_dead = dead,
+                "taking over the lease of an interrupted run"
             );
             match ctx.put(&doc, PutMode::Update(version)).await {
                 Ok(version) => return Ok(Lease::held(doc, version, ttl)),
@@ -256,5 +281,51 @@ impl Lease {
             },
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod dead_holder_tests {
+    use super::*;
+
+    fn doc(pid: u32, ns: Option<String>, host: String) -> LeaseDoc {
+        LeaseDoc {
+            owner: "o".into(),
+            host,
+            pid,
+            acquired_at_ms: 0,
+            expires_at_ms: i64::MAX,
+            pid_ns: ns,
+        }
+    }
+
+    #[test]
+    fn a_vanished_process_of_this_host_and_namespace_is_dead() {
+        // PIDs are below 2^22 on Linux: this one cannot exist.
+        assert!(holder_is_dead(&doc(
+            u32::MAX - 1,
+            pid_namespace(),
+            host_name()
+        )));
+        assert!(!holder_is_dead(&doc(
+            std::process::id(),
+            pid_namespace(),
+            host_name()
+        )));
+        assert!(
+            !holder_is_dead(&doc(1, pid_namespace(), host_name())),
+            "pid 1 is alive"
+        );
+        assert!(!holder_is_dead(&doc(
+            u32::MAX - 1,
+            Some("pid:[1]".into()),
+            host_name()
+        )));
+        assert!(!holder_is_dead(&doc(u32::MAX - 1, None, host_name())));
+        assert!(!holder_is_dead(&doc(
+            u32::MAX - 1,
+            pid_namespace(),
+            "other-host".into()
+        )));
     }
 }

@@ -320,3 +320,45 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_example_config_is_valid_and_runs() {
+    let lever = Lever::start(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/sluice.example.toml"
+    );
+    let dest = dir.path().join("lake");
+    let mut c = lever.command(&[
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--config",
+        example,
+        "--dest",
+        dest.to_str().unwrap(),
+    ]);
+    c.env("SLUICE_HASH_SALT", "example-salt");
+    let o = output(c).await;
+    assert!(o.status.success(), "{}", text(&o).1);
+    let tables = crate::harness::read_dest(&dest).await;
+    let users = &tables["users"];
+    assert!(!users.is_empty());
+    let columns = crate::harness::file_columns(&dest, "users");
+    assert!(
+        columns.contains("email") && !columns.contains("photo"),
+        "blocked column written: {columns:?}"
+    );
+    assert_eq!(
+        users[0]["email"].as_str().map(str::len),
+        Some(64),
+        "email not hashed"
+    );
+    let history = crate::harness::file_columns(&dest, "opportunity_stage_history");
+    assert!(
+        history.contains("_fivetran_active") && history.contains("_fivetran_start"),
+        "{history:?}"
+    );
+}

@@ -77,13 +77,24 @@ pub(crate) fn catalog() -> Vec<TableSpec> {
 
 /// The committed rows of every table in a Parquet destination.
 pub(crate) async fn read_dest(dest: &Path) -> BTreeMap<String, Vec<Row>> {
+    read_dest_with(dest, &BTreeMap::new()).await
+}
+
+/// Like [`read_dest`], reading run-time columns (requisition custom fields) named in `extra`.
+pub(crate) async fn read_dest_with(
+    dest: &Path,
+    extra: &BTreeMap<String, Vec<sluice_core::ColumnSpec>>,
+) -> BTreeMap<String, Vec<Row>> {
     let registry = sluice_plugins::registry().expect("registry");
     let sink = (registry.sink("parquet").expect("parquet").build)(
         &serde_json::json!({ "dest": dest.to_str().expect("utf-8") }),
     )
     .expect("sink builds");
     let mut out = BTreeMap::new();
-    for spec in catalog() {
+    for mut spec in catalog() {
+        if let Some(cols) = extra.get(&spec.name) {
+            spec.columns.extend(cols.iter().cloned());
+        }
         let batches = sink.scan(&spec).await.expect("scan");
         out.insert(
             spec.name.clone(),
@@ -97,7 +108,46 @@ pub(crate) async fn read_dest(dest: &Path) -> BTreeMap<String, Vec<Row>> {
 /// table and row by row, and that no storage key appears twice.
 pub(crate) async fn assert_matches_truth(dest: &Path, emu: &Emulator) {
     let expected = expected::tables(&emu.truth(), &ExpectedOptions { confidential: true });
-    let actual = read_dest(dest).await;
+    // Columns discovered at run time (custom fields) are declared from the expected rows.
+    let static_specs: BTreeMap<String, TableSpec> =
+        catalog().into_iter().map(|s| (s.name.clone(), s)).collect();
+    let mut extra: BTreeMap<String, Vec<sluice_core::ColumnSpec>> = BTreeMap::new();
+    for (table, rows) in &expected {
+        let Some(spec) = static_specs.get(table) else {
+            continue;
+        };
+        let mut seen = std::collections::BTreeMap::new();
+        for row in rows {
+            for (col, v) in row {
+                if spec.find(col).is_some() || col.starts_with("_fivetran") {
+                    continue;
+                }
+                let ty = match v {
+                    serde_json::Value::Bool(_) => Some(sluice_core::ColumnType::Boolean),
+                    serde_json::Value::Number(n) if n.is_i64() => {
+                        Some(sluice_core::ColumnType::Int64)
+                    }
+                    serde_json::Value::Number(_) => Some(sluice_core::ColumnType::Float64),
+                    serde_json::Value::String(_) => Some(sluice_core::ColumnType::String),
+                    _ => None,
+                };
+                let entry = seen.entry(col.clone()).or_insert(None);
+                if entry.is_none() {
+                    *entry = ty;
+                }
+            }
+        }
+        let cols = seen
+            .into_iter()
+            .map(|(c, t)| {
+                sluice_core::ColumnSpec::new(c, t.unwrap_or(sluice_core::ColumnType::String))
+            })
+            .collect::<Vec<_>>();
+        if !cols.is_empty() {
+            extra.insert(table.clone(), cols);
+        }
+    }
+    let actual = read_dest_with(dest, &extra).await;
     let specs: BTreeMap<String, TableSpec> =
         catalog().into_iter().map(|s| (s.name.clone(), s)).collect();
     for (table, want) in &expected {
@@ -129,4 +179,21 @@ pub(crate) async fn assert_matches_truth(dest: &Path, emu: &Emulator) {
             assert_eq!(g, w, "table {table}: row {k} differs");
         }
     }
+}
+
+/// Column names found in the Parquet files of `table` (union over its files).
+pub(crate) fn file_columns(dest: &Path, table: &str) -> std::collections::BTreeSet<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(dest.join(table)).expect("table folder") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "parquet") {
+            let r =
+                SerializedFileReader::new(std::fs::File::open(&p).expect("open")).expect("parquet");
+            for f in r.metadata().file_metadata().schema_descr().columns() {
+                out.insert(f.name().to_owned());
+            }
+        }
+    }
+    out
 }

@@ -44,11 +44,11 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
-    let lever = Lever::start(40).await;
+    let lever = Lever::start(20).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sluice.toml");
     // Small pages: many checkpoints, so kills land in every phase.
-    std::fs::write(&cfg, "[source]\npage_size = 5\n").unwrap();
+    std::fs::write(&cfg, "[source]\npage_size = 4\n").unwrap();
     let cfg = cfg.to_str().unwrap().to_owned();
 
     // A clean run measures the duration to spread the kill points over.
