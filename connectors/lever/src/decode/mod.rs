@@ -235,6 +235,7 @@ enum Builder {
 /// Rows of one table being built: one Arrow builder per declared column.
 pub(crate) struct Writer {
     spec: Arc<TableSpec>,
+    schema: arrow::datatypes::SchemaRef,
     ex: Vec<Option<Ex>>,
     builders: Vec<Builder>,
     scratch: String,
@@ -275,6 +276,7 @@ impl Writer {
             })
             .collect();
         Writer {
+            schema: spec.source_schema(),
             spec: Arc::new(spec.clone()),
             ex,
             builders,
@@ -384,7 +386,7 @@ impl Writer {
         let options =
             arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(columns[0].len()));
         Ok(RecordBatch::try_new_with_options(
-            self.spec.source_schema(),
+            self.schema.clone(),
             columns,
             &options,
         )?)
