@@ -168,7 +168,12 @@ async fn sync(emu: &EmulatorProcess, dest: &str, limiter: (u32, u32)) -> Result<
         source.as_ref(),
         &config,
         sink.as_mut(),
-        sluice_core::SyncOptions::default(),
+        sluice_core::SyncOptions {
+            // The CLI's defaults: commit every 30 s or 250,000 staged rows.
+            commit_interval: Duration::from_secs(30),
+            commit_max_rows: 250_000,
+            ..Default::default()
+        },
     )
     .await?;
     let wall_s = t0.elapsed().as_secs_f64();

@@ -78,6 +78,8 @@ async fn run(
     let mut sink = (sink_plugin.build)(&cfg.sink_json(dest.dest.as_deref()))?;
     let options = SyncOptions {
         settings: cfg.sync_settings(),
+        commit_interval: std::time::Duration::from_secs(cfg.commit_interval_secs.unwrap_or(30)),
+        commit_max_rows: cfg.commit_max_rows.unwrap_or(250_000).max(1),
         ..Default::default()
     };
 

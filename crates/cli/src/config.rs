@@ -23,6 +23,13 @@ pub(crate) struct ConfigFile {
     /// Salt for column hashing. Prefer the `SLUICE_HASH_SALT` environment variable.
     #[serde(default)]
     pub(crate) hash_salt: Option<Secret>,
+    /// Commit at a checkpoint only when this many seconds passed since the last commit
+    /// (default 30; 0 commits at every checkpoint).
+    #[serde(default)]
+    pub(crate) commit_interval_secs: Option<u64>,
+    /// Commit at the next checkpoint once this many rows are staged (default 250000).
+    #[serde(default)]
+    pub(crate) commit_max_rows: Option<u64>,
     /// Per-table settings (`[tables.<name>]`).
     #[serde(default)]
     pub(crate) tables: BTreeMap<String, TableSettings>,

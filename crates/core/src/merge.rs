@@ -215,7 +215,11 @@ pub fn merge(
                 let vals = value_conv.convert_columns(&pick(&b, &value_idx))?;
                 let synced = ts_col(&b, SYNCED);
                 let bi = batches.len();
-                for row in 0..b.num_rows() {
+                let rows = b.num_rows();
+                // Register the batch first: a key repeated within it refers back to it.
+                batches.push(b);
+                values.push(vals);
+                for row in 0..rows {
                     let row_synced = synced
                         .as_ref()
                         .filter(|a| a.is_valid(row))
@@ -239,7 +243,7 @@ pub fn merge(
                         }
                         Some(si) => {
                             let old = slots[si];
-                            let same = values[old.batch].row(old.row) == vals.row(row);
+                            let same = values[old.batch].row(old.row) == values[bi].row(row);
                             if same && !old.deleted {
                                 stats.unchanged += 1;
                                 if history {
@@ -267,8 +271,6 @@ pub fn merge(
                         }
                     }
                 }
-                batches.push(b);
-                values.push(vals);
             }
             Change::Delete { keys, .. } => {
                 let cols = spec
@@ -512,6 +514,24 @@ mod tests {
         assert_eq!(col(&out, "score"), ["5", "2", "3"]);
         let (_, stats) = merge(&t, &[out], &[up(&t, &[("a", "o1", 5)], 30)]).unwrap();
         assert_eq!(stats.unchanged, 1);
+    }
+
+    #[test]
+    fn a_key_repeated_within_one_batch_keeps_the_last_row() {
+        let t = spec(false, false);
+        let (out, stats) = merge(
+            &t,
+            &[],
+            &[up(
+                &t,
+                &[("a", "o1", 1), ("a", "o1", 2), ("b", "o1", 3)],
+                10,
+            )],
+        )
+        .unwrap();
+        assert_eq!(col(&out, "id"), ["a", "b"]);
+        assert_eq!(col(&out, "score"), ["2", "3"]);
+        assert_eq!((stats.inserted, stats.updated), (2, 1));
     }
 
     #[test]

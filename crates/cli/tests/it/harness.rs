@@ -16,7 +16,13 @@ pub(crate) const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 pub(crate) struct Lever {
     pub(crate) emu: Emulator,
     pub(crate) server: ServerHandle,
+    config_dir: tempfile::TempDir,
 }
+
+/// Source settings that lift the client-side rate limit (the emulator has none in these
+/// tests), so a sync is bounded by work, not by Lever's 10 requests/s.
+pub(crate) const FAST_SOURCE: &str =
+    "[source]\nrate_limit_per_second = 10000\nrate_limit_burst = 10000\n";
 
 impl Lever {
     pub(crate) async fn start(opportunities: usize) -> Lever {
@@ -26,12 +32,23 @@ impl Lever {
             ..EmulatorConfig::default()
         });
         let server = emu.start().await.expect("emulator starts");
-        Lever { emu, server }
+        let config_dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(config_dir.path().join("fast.toml"), FAST_SOURCE).expect("write config");
+        Lever {
+            emu,
+            server,
+            config_dir,
+        }
     }
 
     /// A `sluice` command with the Lever environment pointing at this emulator.
+    /// `run` commands without `--config` get [`FAST_SOURCE`].
     pub(crate) fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = base_command(args);
+        if args.contains(&"run") && !args.contains(&"--config") {
+            c.arg("--config")
+                .arg(self.config_dir.path().join("fast.toml"));
+        }
         c.env("LEVER_BASE_URL", self.server.base_url());
         c.env("LEVER_API_KEY", self.emu.api_key());
         c

@@ -48,7 +48,15 @@ async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sluice.toml");
     // Small pages: many checkpoints, so kills land in every phase.
-    std::fs::write(&cfg, "[source]\npage_size = 4\n").unwrap();
+    // Commit at every checkpoint, so kills land in commits too.
+    std::fs::write(
+        &cfg,
+        format!(
+            "commit_interval_secs = 0\n{}page_size = 4\n",
+            crate::harness::FAST_SOURCE
+        ),
+    )
+    .unwrap();
     let cfg = cfg.to_str().unwrap().to_owned();
 
     // A clean run measures the duration to spread the kill points over.

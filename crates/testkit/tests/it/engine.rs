@@ -256,3 +256,51 @@ async fn memory_sink_passes_the_sink_conformance_suite() {
 async fn test_source_passes_the_source_conformance_suite() {
     source_conformance::run(SOURCE, &TestSource, &config(1, &["a", "b"])).await;
 }
+
+#[tokio::test]
+async fn checkpoints_are_coalesced_by_interval_and_staged_rows() {
+    // A long interval: one commit at the end, holding everything.
+    let dest = MemoryDestination::new(SOURCE);
+    let opts = SyncOptions {
+        commit_interval: std::time::Duration::from_secs(3600),
+        ..options(STARTED)
+    };
+    let report = sync_with(&TestSource, &config(1, &["a"]), &dest, opts)
+        .await
+        .unwrap();
+    assert_eq!(report.commits, 1);
+    assert_eq!(dest.committed_rows("parent").len(), 7);
+    assert_eq!(
+        dest.state().unwrap().table("parent").cursor,
+        Some(sluice_core::Cursor::Int(1))
+    );
+
+    // The staged-row bound forces commits despite the interval: a page of 3 parents stages
+    // 15 rows (3 parents, 6 children, 6 kept child keys), so the first two pages commit at
+    // their checkpoints; the small last page and the lookup commit together at the end.
+    let dest = MemoryDestination::new(SOURCE);
+    let opts = SyncOptions {
+        commit_interval: std::time::Duration::from_secs(3600),
+        commit_max_rows: 9,
+        ..options(STARTED)
+    };
+    let report = sync_with(&TestSource, &config(1, &["a"]), &dest, opts)
+        .await
+        .unwrap();
+    assert_eq!(report.commits, 3);
+
+    // A failure loses only what was not committed; the rerun converges.
+    let dest = MemoryDestination::new(SOURCE);
+    let mut cfg = config(1, &["a"]);
+    cfg["fail_after_messages"] = json!(9);
+    let opts = SyncOptions {
+        commit_interval: std::time::Duration::from_secs(3600),
+        ..options(STARTED)
+    };
+    assert!(sync_with(&TestSource, &cfg, &dest, opts).await.is_err());
+    assert_eq!(dest.commits(), 0);
+    sync_with(&TestSource, &config(1, &["a"]), &dest, options(STARTED))
+        .await
+        .unwrap();
+    assert_eq!(dest.committed_rows("child").len(), 14);
+}
