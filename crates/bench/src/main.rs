@@ -255,7 +255,7 @@ async fn main() -> Result<()> {
         let f = sync(
             &emu,
             dir.path().to_str().context("utf-8 path")?,
-            (args.rate, args.burst),
+            (args.rate.round().max(1.0) as u32, args.burst),
         )
         .await?;
         emu.stop().await;
