@@ -145,9 +145,21 @@ fn main() -> Result<()> {
         }
         Task::Docs { check } => docs(check),
         Task::Bench { args } => {
+            // Release artifacts live in their own target dir so a long release build never
+            // holds the lock of the dev/test build directory.
+            let target = root().join("target").join("bench-build");
             let mut c = cargo();
-            c.args(["run", "--quiet", "--release", "-p", "sluice-bench", "--"])
-                .args(&args);
+            c.args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "sluice-bench",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .arg("--")
+            .args(&args);
             status(c, "benchmarks")
         }
     }
