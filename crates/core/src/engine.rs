@@ -108,6 +108,10 @@ pub async fn run_sync(
     let started_at_ms = options.started_at_ms.unwrap_or_else(now_ms);
     let synced_at_us = started_at_ms * 1_000;
 
+    // Tables that were stored with history versions keep them when history is switched off.
+    if let Some(stored) = sink.read_state().await? {
+        plan.retain_history(&stored);
+    }
     let previous = sink.open(&plan.dest_specs()).await?;
     let result = drive(
         source_name,
@@ -239,6 +243,11 @@ async fn drive(
                     pending = true;
                     let due = last_commit.elapsed() >= options.commit_interval
                         || staged_rows >= options.commit_max_rows;
+                    for (name, t) in plan.tables() {
+                        if t.dest.versioned() {
+                            last_state.table_mut(name).versioned = true;
+                        }
+                    }
                     if due {
                         last_state.committed_at_ms = now_ms();
                         report.absorb(sink.commit(&last_state).await?);
@@ -270,10 +279,14 @@ async fn drive(
         return Err(Error::cancelled());
     }
     if pending {
-        tracing::warn!(
-            "the source ended without a final checkpoint; committing with its last state"
-        );
+        // Data or state staged since the last commit (coalesced checkpoints, or a source that
+        // ended without a final checkpoint): commit it with the newest state.
         let mut state = last_state;
+        for (name, t) in plan.tables() {
+            if t.dest.versioned() {
+                state.table_mut(name).versioned = true;
+            }
+        }
         state.committed_at_ms = now_ms();
         report.absorb(sink.commit(&state).await?);
     }

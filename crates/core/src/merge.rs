@@ -165,6 +165,7 @@ pub fn merge(
     let mut stats = TableCommitStats::default();
     let has_deleted = spec.capture_deletes;
     let history = spec.history;
+    let versioned = spec.versioned();
 
     // Load the stored rows.
     for b in existing {
@@ -178,23 +179,31 @@ pub fn merge(
         let active = bool_col(&b, ACTIVE);
         let bi = batches.len();
         for row in 0..b.num_rows() {
+            let row_synced = synced.as_ref().map_or(0, |a| a.value(row));
             let slot = Slot {
                 batch: bi,
                 row,
-                synced: synced.as_ref().map_or(0, |a| a.value(row)),
+                synced: row_synced,
                 deleted: deleted
                     .as_ref()
                     .is_some_and(|a| a.is_valid(row) && a.value(row)),
-                start: start.as_ref().map_or(0, |a| a.value(row)),
-                end: end.as_ref().map_or(END_OF_TIME_US, |a| a.value(row)),
+                // Rows stored before history mode was switched on start at their last sync.
+                start: start
+                    .as_ref()
+                    .filter(|a| a.is_valid(row))
+                    .map_or(row_synced, |a| a.value(row)),
+                end: end
+                    .as_ref()
+                    .filter(|a| a.is_valid(row))
+                    .map_or(END_OF_TIME_US, |a| a.value(row)),
                 active: active
                     .as_ref()
-                    .is_none_or(|a| a.is_valid(row) && a.value(row)),
+                    .is_none_or(|a| !a.is_valid(row) || a.value(row)),
                 live: true,
             };
             let si = slots.len();
             slots.push(slot);
-            if !history || slot.active {
+            if !versioned || slot.active {
                 index.insert(keys.row(row).as_ref().to_vec(), si);
             }
         }

@@ -160,6 +160,11 @@ pub struct TableSpec {
     pub capture_deletes: bool,
     /// Whether every version of a row is kept (`_fivetran_start/_end/_active`).
     pub history: bool,
+    /// History mode was on earlier and is now off: the stored versions and their
+    /// `_fivetran_start/_end/_active` columns are kept, and new data updates the active
+    /// version in place. Set by the engine from the stored state; sources leave it false.
+    #[serde(default)]
+    pub history_retained: bool,
     /// Whether history mode is offered by the source for this table (documentation only; the
     /// user may switch it on for any table).
     pub history_default: bool,
@@ -181,6 +186,7 @@ impl TableSpec {
             sync,
             capture_deletes: false,
             history: false,
+            history_retained: false,
             history_default: false,
             bucket_column: None,
             origin: String::new(),
@@ -216,11 +222,16 @@ impl TableSpec {
             .unwrap_or_else(|| self.primary_key[0].as_str())
     }
 
+    /// Whether stored rows carry version columns (history on, or retained after it was on).
+    pub fn versioned(&self) -> bool {
+        self.history || self.history_retained
+    }
+
     /// The key that identifies one stored row: the primary key, plus `_fivetran_start` when
-    /// the table keeps history.
+    /// the table keeps (or kept) history.
     pub fn storage_key(&self) -> Vec<String> {
         let mut key = self.primary_key.clone();
-        if self.history {
+        if self.versioned() {
             key.push(START.to_owned());
         }
         key
@@ -238,7 +249,7 @@ impl TableSpec {
                     .describe("true once the object is gone from the source"),
             );
         }
-        if self.history {
+        if self.versioned() {
             cols.push(ColumnSpec::new(START, ColumnType::Timestamp).describe("version start"));
             cols.push(
                 ColumnSpec::new(END, ColumnType::Timestamp)

@@ -33,6 +33,10 @@ pub struct TableState {
     /// Set by `sluice resync`: the next run re-imports the table from scratch.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resync_requested: bool,
+    /// The stored table carries history-mode version columns (history is or was on). Set by
+    /// the engine; when history is switched off later, the versions are kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub versioned: bool,
 }
 
 /// The whole state of one destination.

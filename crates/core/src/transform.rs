@@ -121,6 +121,18 @@ impl Plan {
         self.tables.get(name)
     }
 
+    /// Marks tables that were stored with history-mode versions (per `state`) but now have
+    /// history off: their versions and version columns are kept
+    /// ([`TableSpec::history_retained`]).
+    pub fn retain_history(&mut self, state: &crate::State) {
+        for (name, t) in &mut self.tables {
+            if state.table(name).versioned && !t.dest.history {
+                t.dest.history_retained = true;
+                t.source.history_retained = true;
+            }
+        }
+    }
+
     /// Destination declarations of the enabled tables.
     pub fn dest_specs(&self) -> Vec<TableSpec> {
         self.tables.values().map(|t| t.dest.clone()).collect()
@@ -141,8 +153,11 @@ impl Plan {
             hashed_columns: old.hashed.iter().cloned().collect(),
             history: Some(old.source.history),
         };
+        let retained = old.dest.history_retained;
         spec.validate()?;
-        let planned = plan_table(&spec, &settings)?;
+        let mut planned = plan_table(&spec, &settings)?;
+        planned.source.history_retained = retained;
+        planned.dest.history_retained = retained;
         let entry = self
             .tables
             .entry(spec.name.clone())

@@ -304,3 +304,67 @@ async fn checkpoints_are_coalesced_by_interval_and_staged_rows() {
         .unwrap();
     assert_eq!(dest.committed_rows("child").len(), 14);
 }
+
+fn history(on: bool) -> SyncSettings {
+    SyncSettings {
+        tables: BTreeMap::from([(
+            "parent".to_owned(),
+            TableSettings {
+                history: Some(on),
+                ..Default::default()
+            },
+        )]),
+        hash_salt: None,
+    }
+}
+
+/// History mode on any table: switching it on keeps every version from then on; switching
+/// it off keeps what exists and updates the active version in place.
+#[tokio::test]
+async fn history_mode_can_be_switched_on_and_off() {
+    let dest = MemoryDestination::new(SOURCE);
+    let run = |version: i64, on: bool, at: i64| {
+        let dest = dest.clone();
+        async move {
+            let mut opts = options(at);
+            opts.settings = history(on);
+            sync_with(&TestSource, &config(version, &[]), &dest, opts)
+                .await
+                .unwrap();
+        }
+    };
+    run(1, false, STARTED).await;
+    assert!(!dest.committed_rows("parent")[0].contains_key("_fivetran_active"));
+    // On: existing rows become the active versions, starting at their last sync.
+    run(2, true, STARTED + 1_000).await;
+    let rows = dest.committed_rows("parent");
+    assert_eq!(rows.len(), 14, "7 keys x 2 versions");
+    let p0: Vec<_> = rows.iter().filter(|r| r["id"] == "p0000").collect();
+    assert_eq!(p0.len(), 2);
+    let old = p0.iter().find(|r| r["_fivetran_active"] == false).unwrap();
+    let new = p0.iter().find(|r| r["_fivetran_active"] == true).unwrap();
+    assert_eq!(old["_fivetran_start"], STARTED * 1000);
+    assert_eq!(old["_fivetran_end"], (STARTED + 1_000) * 1000 - 1_000);
+    assert_eq!(new["_fivetran_start"], (STARTED + 1_000) * 1000);
+    assert_eq!(new["name"], "parent p0000 v2");
+    assert!(dest.state().unwrap().table("parent").versioned);
+    // Off: versions stay; new data updates the active version in place.
+    run(3, false, STARTED + 2_000).await;
+    let rows = dest.committed_rows("parent");
+    assert_eq!(
+        rows.len(),
+        14,
+        "no new versions once history is off, none lost"
+    );
+    let p0: Vec<_> = rows.iter().filter(|r| r["id"] == "p0000").collect();
+    let active: Vec<_> = p0
+        .iter()
+        .filter(|r| r["_fivetran_active"] == true)
+        .collect();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0]["name"], "parent p0000 v3");
+    assert_eq!(active[0]["_fivetran_start"], (STARTED + 1_000) * 1000);
+    // And on again: versions resume from the active one.
+    run(4, true, STARTED + 3_000).await;
+    assert_eq!(dest.committed_rows("parent").len(), 21);
+}
