@@ -195,6 +195,7 @@ impl Source for LeverSource {
             max_concurrency: settings.max_concurrency,
             state,
             extra,
+            issues: Default::default(),
         };
         run.run().await
     }

@@ -7,7 +7,7 @@ use crate::decode::lookups::{write_flat, write_posting, write_requisition};
 use crate::decode::opportunity::{
     Endpoint, INLINE_TABLES, contact_of, write_children, write_opportunity,
 };
-use crate::decode::{Tables, Writer, get_str, ms_of};
+use crate::decode::{Issues, Tables, Writer, get_str, ms_of};
 use crate::http::auth::REFRESH_TOKEN_STATE_KEY;
 use crate::http::{Client, Page, PageError};
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -136,11 +136,29 @@ pub(crate) struct Sync<'a> {
     pub(crate) max_concurrency: usize,
     pub(crate) state: State,
     pub(crate) extra: Extra,
+    /// Values of an unexpected type met in this run (reported once at the end).
+    pub(crate) issues: std::sync::Mutex<Issues>,
 }
 
 impl Sync<'_> {
-    /// Runs the whole sync and sends the final checkpoint.
+    /// Runs the whole sync and sends the final checkpoint; then (also after a failure) logs
+    /// one warning per (table, column) that got values of an unexpected type.
     pub(crate) async fn run(mut self) -> Result<()> {
+        let r = self.run_inner().await;
+        self.issues.lock().expect("issues lock").report();
+        r
+    }
+
+    /// Moves the problems `t` met into the run's counts.
+    fn collect_issues(&self, t: &mut Tables) {
+        let mut found = Issues::default();
+        t.drain_issues(&mut found);
+        if !found.counts.is_empty() {
+            self.issues.lock().expect("issues lock").merge(found);
+        }
+    }
+
+    async fn run_inner(&mut self) -> Result<()> {
         // Custom-field columns known from earlier runs are part of the table in the
         // destination: declare them before anything else.
         if let Some(base) = self.spec("requisition")
@@ -238,7 +256,7 @@ impl Sync<'_> {
             }
             let items = self
                 .client
-                .list_all(g.label, g.path, &query)
+                .list_all(g.label, g.path, &query, g.tables)
                 .await?
                 .ok_or_else(|| Error::upstream(format!("GET {} answered 404", g.path)))?;
             let mut t = Tables::new(self.ctx.tables.values(), g.tables);
@@ -265,6 +283,7 @@ impl Sync<'_> {
                 }
             }
             let batches = t.finish_all()?;
+            self.collect_issues(&mut t);
             for (table, batch) in &batches {
                 self.upsert(table, batch).await?;
             }
@@ -331,6 +350,8 @@ impl Sync<'_> {
                             "/opportunities",
                             &query,
                             walk.offset.as_deref(),
+                            walk.pages + 1,
+                            INLINE_TABLES,
                         )
                         .await
                 }
@@ -383,11 +404,19 @@ impl Sync<'_> {
                 let client = self.client.clone();
                 let query = query.clone();
                 let next = next.clone();
+                let next_no = walk.pages + 2;
                 async move {
                     match next {
                         Some(n) => Some(
                             client
-                                .page("opportunities", "/opportunities", &query, Some(&n))
+                                .page(
+                                    "opportunities",
+                                    "/opportunities",
+                                    &query,
+                                    Some(&n),
+                                    next_no,
+                                    INLINE_TABLES,
+                                )
                                 .await,
                         ),
                         None => None,
@@ -478,7 +507,11 @@ impl Sync<'_> {
                 let id = opp_ids.get(i).cloned().unwrap_or_default();
                 async move {
                     let path = format!("/opportunities/{id}/{}", e.segment());
-                    (i, e, client.list_all(e.label(), &path, &[]).await)
+                    (
+                        i,
+                        e,
+                        client.list_all(e.label(), &path, &[], e.tables()).await,
+                    )
                 }
             })
             .buffer_unordered(self.max_concurrency)
@@ -508,6 +541,7 @@ impl Sync<'_> {
             );
         }
         let batches: BTreeMap<String, RecordBatch> = t.finish_all()?.into_iter().collect();
+        self.collect_issues(&mut t);
         for (table, batch) in &batches {
             self.upsert(table, batch).await?;
         }
@@ -604,7 +638,12 @@ impl Sync<'_> {
         }
         let items = self
             .client
-            .list_all("opportunities/deleted", "/opportunities/deleted", &query)
+            .list_all(
+                "opportunities/deleted",
+                "/opportunities/deleted",
+                &query,
+                &["opportunity", "note", "feedback_form", "profile_form"],
+            )
             .await?
             .unwrap_or_default();
         let mut ids = Vec::new();
@@ -735,7 +774,7 @@ mod bench {
         let mut rows = 0usize;
         for p in &pages {
             let mut t = Tables::new(catalog().iter(), &names);
-            let page = crate::http::into_page(serde_json::from_slice(p).unwrap());
+            let page = crate::http::into_page(serde_json::from_slice(p).unwrap()).unwrap();
             for o in &page.data {
                 write_opportunity(&mut t, o, true);
             }
@@ -751,7 +790,8 @@ mod bench {
             let mut t = Tables::new(catalog().iter(), &names);
             for (id, lists) in chunk {
                 for (e, bytes) in lists {
-                    let page = crate::http::into_page(serde_json::from_slice(bytes).unwrap());
+                    let page =
+                        crate::http::into_page(serde_json::from_slice(bytes).unwrap()).unwrap();
                     write_children(&mut t, *e, id, None, &page.data);
                 }
             }

@@ -118,8 +118,8 @@ fn route_untyped<'a>(v: &'a Value, row: &mut [Cell<'a>; N_SLOTS]) {
 /// Writes the field rows of `form` into `field_table` (keyed by `form_id`), and the template
 /// definitions into `template_field` / `score_card_sub_field`.
 pub(crate) fn write_fields(t: &mut Tables, field_table: &str, form: &Value, form_id: &str) {
-    let fields = get_arr(form, "fields");
     if let Some(w) = t.get(field_table) {
+        let fields = w.arr(form, "fields");
         for (i, field) in fields.iter().enumerate() {
             route(field, |slots| {
                 let mut s = *slots;

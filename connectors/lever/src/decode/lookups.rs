@@ -19,12 +19,12 @@ pub(crate) fn write_posting(t: &mut Tables, p: &Value) {
     }
     let me = [Cell::S(id)];
     if let Some(w) = t.get("posting_tag") {
-        for x in get_arr(p, "tags") {
+        for x in w.arr(p, "tags") {
             w.push(x, &me);
         }
     }
     if let Some(w) = t.get("posting_distribution_channel") {
-        for x in get_arr(p, "distributionChannels") {
+        for x in w.arr(p, "distributionChannels") {
             w.push(x, &me);
         }
     }
@@ -63,12 +63,12 @@ pub(crate) fn write_requisition(t: &mut Tables, r: &Value) {
     }
     let me = [Cell::S(id)];
     if let Some(w) = t.get("requisition_posting") {
-        for x in get_arr(r, "postings") {
+        for x in w.arr(r, "postings") {
             w.push(x, &me);
         }
     }
     if let Some(w) = t.get("requisition_offer") {
-        for x in get_arr(r, "offerIds") {
+        for x in w.arr(r, "offerIds") {
             w.push(x, &me);
         }
     }

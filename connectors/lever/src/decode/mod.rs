@@ -140,6 +140,66 @@ impl Tables {
             .map(|w| Ok((w.table().to_owned(), w.finish()?)))
             .collect()
     }
+
+    /// Moves the data problems met so far (after [`Tables::finish_all`]) into `into`.
+    pub(crate) fn drain_issues(&mut self, into: &mut Issues) {
+        for w in &mut self.writers {
+            w.drain_issues(into);
+        }
+    }
+}
+
+/// Counts of values of an unexpected JSON type, per (table, column): written as NULL, or, in
+/// a primary-key column, the row dropped. Reported once per (table, column) at the end of a
+/// sync, not once per row.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Issues {
+    /// (table, column or field) → (values written as NULL, rows dropped).
+    pub(crate) counts: std::collections::BTreeMap<(String, String), (u64, u64)>,
+}
+
+impl Issues {
+    /// Adds `nulled` values written as NULL and `dropped` rows of `table`.`column`.
+    pub(crate) fn add(&mut self, table: &str, column: &str, nulled: u64, dropped: u64) {
+        if nulled == 0 && dropped == 0 {
+            return;
+        }
+        let e = self
+            .counts
+            .entry((table.to_owned(), column.to_owned()))
+            .or_default();
+        e.0 += nulled;
+        e.1 += dropped;
+    }
+
+    /// Adds every count of `other`.
+    pub(crate) fn merge(&mut self, other: Issues) {
+        for ((t, c), (n, d)) in other.counts {
+            self.add(&t, &c, n, d);
+        }
+    }
+
+    /// Logs one warning per (table, column).
+    pub(crate) fn report(&self) {
+        for ((table, column), (nulled, dropped)) in &self.counts {
+            if *nulled > 0 {
+                tracing::warn!(
+                    table = %table,
+                    column = %column,
+                    count = nulled,
+                    "Lever sent {nulled} value(s) of an unexpected JSON type for {table}.{column}: written as NULL (rows kept)"
+                );
+            }
+            if *dropped > 0 {
+                tracing::warn!(
+                    table = %table,
+                    column = %column,
+                    count = dropped,
+                    "{dropped} {table} row(s) dropped: primary-key column {column} missing, null or of an unexpected JSON type"
+                );
+            }
+        }
+    }
 }
 
 /// Slot conventions used by the derived extractors.
@@ -190,14 +250,25 @@ fn split_path(p: &str) -> Vec<String> {
     p.split('.').map(str::to_owned).collect()
 }
 
-/// Looks `path` up in `v`.
+/// Looks `path` up in `v`: `Ok(None)` when a step is absent or null, `Err(())` when a step
+/// that must hold an object holds something else (`archived: 5` for `archived.archivedAt`).
 #[inline]
-pub(crate) fn get<'a, S: AsRef<str>>(v: &'a Value, path: &[S]) -> Option<&'a Value> {
+pub(crate) fn lookup<'a, S: AsRef<str>>(
+    v: &'a Value,
+    path: &[S],
+) -> std::result::Result<Option<&'a Value>, ()> {
     let mut cur = v;
     for k in path {
-        cur = cur.as_object()?.get(k.as_ref())?;
+        cur = match cur {
+            Value::Object(o) => match o.get(k.as_ref()) {
+                Some(x) => x,
+                None => return Ok(None),
+            },
+            Value::Null => return Ok(None),
+            _ => return Err(()),
+        };
     }
-    if cur.is_null() { None } else { Some(cur) }
+    Ok(if cur.is_null() { None } else { Some(cur) })
 }
 
 /// A string field.
@@ -239,6 +310,15 @@ pub(crate) struct Writer {
     ex: Vec<Option<Ex>>,
     builders: Vec<Builder>,
     scratch: String,
+    /// Whether column `i` is part of the primary key.
+    is_key: Vec<bool>,
+    /// Values of an unexpected type written as NULL, per column (key columns excluded: their
+    /// rows are dropped and counted in `dropped`).
+    nulled: Vec<u64>,
+    /// Rows dropped, per key column (the first NULL key column of the row).
+    dropped: Vec<u64>,
+    /// Array fields of an unexpected type (no child rows written), per field name.
+    bad_arrays: std::collections::BTreeMap<String, u64>,
 }
 
 impl Writer {
@@ -275,12 +355,43 @@ impl Writer {
                 }
             })
             .collect();
+        let is_key: Vec<bool> = spec.columns.iter().map(|c| spec.is_key(&c.name)).collect();
+        let n = spec.columns.len();
         Writer {
             schema: spec.source_schema(),
             spec: Arc::new(spec.clone()),
             ex,
             builders,
             scratch: String::new(),
+            is_key,
+            nulled: vec![0; n],
+            dropped: vec![0; n],
+            bad_arrays: Default::default(),
+        }
+    }
+
+    /// The array `key` of `obj`, for one child row per element: empty when absent or null;
+    /// also empty, and counted as a problem of this table, when it is not an array.
+    pub(crate) fn arr<'v>(&mut self, obj: &'v Value, key: &str) -> &'v [Value] {
+        match obj.get(key) {
+            Some(Value::Array(a)) => a,
+            None | Some(Value::Null) => &[],
+            Some(_) => {
+                *self.bad_arrays.entry(key.to_owned()).or_default() += 1;
+                &[]
+            }
+        }
+    }
+
+    fn drain_issues(&mut self, into: &mut Issues) {
+        let table = &self.spec.name;
+        for (i, c) in self.spec.columns.iter().enumerate() {
+            into.add(table, &c.name, self.nulled[i], self.dropped[i]);
+            self.nulled[i] = 0;
+            self.dropped[i] = 0;
+        }
+        for (k, n) in std::mem::take(&mut self.bad_arrays) {
+            into.add(table, &k, n, 0);
         }
     }
 
@@ -306,12 +417,28 @@ impl Writer {
     pub(crate) fn push(&mut self, obj: &Value, slots: &[Cell<'_>]) {
         for i in 0..self.builders.len() {
             let cell = match &self.ex[i] {
-                Some(Ex::Path(p)) => Cell::from(get(obj, p)),
+                Some(Ex::Path(p)) => match lookup(obj, p) {
+                    Ok(v) => Cell::from(v),
+                    Err(()) => {
+                        self.bad(i);
+                        Cell::Null
+                    }
+                },
                 Some(Ex::Elem) => Cell::from(Some(obj)),
                 Some(Ex::Slot(n)) => slots.get(*n).copied().unwrap_or(Cell::Null),
                 None => Cell::Null,
             };
-            append(&mut self.builders[i], cell, &mut self.scratch);
+            if !append(&mut self.builders[i], cell, &mut self.scratch) {
+                self.bad(i);
+            }
+        }
+    }
+
+    /// Counts a value of an unexpected type in column `i` (written as NULL).
+    #[cold]
+    fn bad(&mut self, i: usize) {
+        if !self.is_key[i] {
+            self.nulled[i] += 1;
         }
     }
 
@@ -319,7 +446,9 @@ impl Writer {
     pub(crate) fn push_with<'a>(&mut self, mut cell_of: impl FnMut(usize, &str) -> Cell<'a>) {
         for i in 0..self.builders.len() {
             let cell = cell_of(i, &self.spec.columns[i].name);
-            append(&mut self.builders[i], cell, &mut self.scratch);
+            if !append(&mut self.builders[i], cell, &mut self.scratch) {
+                self.bad(i);
+            }
         }
     }
 
@@ -350,9 +479,17 @@ impl Writer {
             .collect();
         if key_idx.iter().any(|&i| columns[i].null_count() > 0) {
             let n = columns[0].len();
+            let mut dropped = std::mem::take(&mut self.dropped);
             let mask: arrow::array::BooleanArray = (0..n)
-                .map(|r| Some(key_idx.iter().all(|&i| columns[i].is_valid(r))))
+                .map(|r| match key_idx.iter().find(|&&i| columns[i].is_null(r)) {
+                    Some(&i) => {
+                        dropped[i] += 1;
+                        Some(false)
+                    }
+                    None => Some(true),
+                })
                 .collect();
+            self.dropped = dropped;
             tracing::debug!(
                 table = %self.spec.name,
                 dropped = mask.false_count(),
@@ -393,36 +530,70 @@ impl Writer {
     }
 }
 
-fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) {
-    match b {
-        Builder::Str(b) => match cell {
-            Cell::Null => b.append_null(),
-            Cell::S(s) => b.append_value(s),
-            Cell::J(v) => match v {
-                Value::String(s) => b.append_value(s),
-                Value::Object(_) if id_of(v).is_some() => b.append_value(id_of(v).unwrap_or("")),
-                Value::Number(n) => {
-                    scratch.clear();
-                    use std::fmt::Write;
-                    let _ = write!(scratch, "{n}");
-                    b.append_value(&*scratch)
-                }
-                Value::Bool(x) => b.append_value(if *x { "true" } else { "false" }),
-                other => b.append_value(other.to_string()),
-            },
-            Cell::I(i) => b.append_value(i.to_string()),
-        },
-        Builder::Json(b) => match cell {
-            Cell::Null => b.append_null(),
-            Cell::J(v) => b.append_value(v.to_string()),
-            Cell::S(s) => b.append_value(Value::String(s.to_owned()).to_string()),
-            Cell::I(i) => b.append_value(i.to_string()),
-        },
-        Builder::Bool(b) => b.append_option(to_bool(cell)),
-        Builder::Int(b) => b.append_option(to_i64(cell)),
-        Builder::F64(b) => b.append_option(to_f64(cell)),
-        Builder::Ts(b) => b.append_option(to_ts_us(cell)),
-    }
+/// Appends `cell` converted into the builder's type; returns false when the value had an
+/// unexpected type and NULL was written instead.
+fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) -> bool {
+    let v = match b {
+        Builder::Str(b) => {
+            match cell {
+                Cell::Null => b.append_null(),
+                Cell::S(s) => b.append_value(s),
+                Cell::J(v) => match v {
+                    Value::String(s) => b.append_value(s),
+                    Value::Number(n) => {
+                        scratch.clear();
+                        use std::fmt::Write;
+                        let _ = write!(scratch, "{n}");
+                        b.append_value(&*scratch)
+                    }
+                    Value::Bool(x) => b.append_value(if *x { "true" } else { "false" }),
+                    Value::Object(_) => match id_of(v) {
+                        Some(id) => b.append_value(id),
+                        None => {
+                            b.append_null();
+                            return false;
+                        }
+                    },
+                    Value::Array(_) | Value::Null => {
+                        b.append_null();
+                        return !matches!(v, Value::Array(_));
+                    }
+                },
+                Cell::I(i) => b.append_value(i.to_string()),
+            }
+            return true;
+        }
+        Builder::Json(b) => {
+            match cell {
+                Cell::Null => b.append_null(),
+                Cell::J(v) => b.append_value(v.to_string()),
+                Cell::S(s) => b.append_value(Value::String(s.to_owned()).to_string()),
+                Cell::I(i) => b.append_value(i.to_string()),
+            }
+            return true;
+        }
+        Builder::Bool(b) => {
+            let v = to_bool(cell);
+            b.append_option(v);
+            v.is_some()
+        }
+        Builder::Int(b) => {
+            let v = to_i64(cell);
+            b.append_option(v);
+            v.is_some()
+        }
+        Builder::F64(b) => {
+            let v = to_f64(cell);
+            b.append_option(v);
+            v.is_some()
+        }
+        Builder::Ts(b) => {
+            let v = to_ts_us(cell);
+            b.append_option(v);
+            v.is_some()
+        }
+    };
+    v || matches!(cell, Cell::Null | Cell::J(Value::Null))
 }
 
 /// The text of a string cell.

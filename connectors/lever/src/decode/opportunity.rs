@@ -150,17 +150,17 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: &Value, new_contact: bool) {
         w.push(o, &[]);
     }
     if let Some(w) = t.get("opportunity_stage_history") {
-        for sc in get_arr(o, "stageChanges") {
+        for sc in w.arr(o, "stageChanges") {
             w.push(sc, &[Cell::S(id)]);
         }
     }
     if let Some(w) = t.get("opportunity_tag") {
-        for tag in get_arr(o, "tags") {
+        for tag in w.arr(o, "tags") {
             w.push(tag, &[Cell::S(id)]);
         }
     }
     if let Some(w) = t.get("opportunity_source") {
-        for s in get_arr(o, "sources") {
+        for s in w.arr(o, "sources") {
             w.push(s, &[Cell::S(id)]);
         }
     }
@@ -180,17 +180,17 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: &Value, new_contact: bool) {
             });
         }
         if let Some(w) = t.get("contact_email") {
-            for e in get_arr(o, "emails") {
+            for e in w.arr(o, "emails") {
                 w.push(e, &[Cell::Null, Cell::Null, c]);
             }
         }
         if let Some(w) = t.get("contact_phone") {
-            for (i, p) in get_arr(o, "phones").iter().enumerate() {
+            for (i, p) in w.arr(o, "phones").iter().enumerate() {
                 w.push(p, &[Cell::Null, Cell::I(i as i64), c]);
             }
         }
         if let Some(w) = t.get("contact_link") {
-            for l in get_arr(o, "links") {
+            for l in w.arr(o, "links") {
                 let Some(link) = l.as_str() else { continue };
                 let h = link_id(contact, link);
                 w.push(l, &[Cell::Null, Cell::Null, c, Cell::S(&h)]);
@@ -252,7 +252,7 @@ pub(crate) fn write_children(
                     w.push(n, &parent);
                 }
                 if let Some(w) = t.get("note_field") {
-                    for (i, fld) in get_arr(n, "fields").iter().enumerate() {
+                    for (i, fld) in w.arr(n, "fields").iter().enumerate() {
                         w.push(fld, &[Cell::S(nid), Cell::I(i as i64)]);
                     }
                 }
@@ -267,7 +267,7 @@ pub(crate) fn write_children(
                     w.push(of, &parent);
                 }
                 if let Some(w) = t.get("offer_field") {
-                    for (i, fld) in get_arr(of, "fields").iter().enumerate() {
+                    for (i, fld) in w.arr(of, "fields").iter().enumerate() {
                         w.push(fld, &[Cell::S(oid), Cell::I(i as i64)]);
                     }
                 }
@@ -283,17 +283,17 @@ pub(crate) fn write_children(
                 }
                 let me = [Cell::S(iid)];
                 if let Some(w) = t.get("interview_feedback") {
-                    for x in get_arr(iv, "feedbackForms") {
+                    for x in w.arr(iv, "feedbackForms") {
                         w.push(x, &me);
                     }
                 }
                 if let Some(w) = t.get("interview_user") {
-                    for x in get_arr(iv, "interviewers") {
+                    for x in w.arr(iv, "interviewers") {
                         w.push(x, &me);
                     }
                 }
                 if let Some(w) = t.get("posting_interview") {
-                    for x in get_arr(iv, "postings") {
+                    for x in w.arr(iv, "postings") {
                         w.push(x, &me);
                     }
                 }
@@ -309,12 +309,12 @@ pub(crate) fn write_children(
                 }
                 let me = [Cell::S(pid)];
                 if let Some(w) = t.get("panel_application") {
-                    for x in get_arr(p, "applications") {
+                    for x in w.arr(p, "applications") {
                         w.push(x, &me);
                     }
                 }
                 if let Some(w) = t.get("panel_interview") {
-                    for x in get_arr(p, "interviews") {
+                    for x in w.arr(p, "interviews") {
                         w.push(x, &me);
                     }
                 }
@@ -348,12 +348,12 @@ pub(crate) fn write_children(
                 }
                 let parsed = r.get("parsedData").unwrap_or(&Value::Null);
                 if let Some(w) = t.get("opportunity_position") {
-                    for (i, x) in get_arr(parsed, "positions").iter().enumerate() {
+                    for (i, x) in w.arr(parsed, "positions").iter().enumerate() {
                         w.push(x, &[Cell::S(rid), Cell::I(i as i64)]);
                     }
                 }
                 if let Some(w) = t.get("opportunity_school") {
-                    for (i, x) in get_arr(parsed, "schools").iter().enumerate() {
+                    for (i, x) in w.arr(parsed, "schools").iter().enumerate() {
                         w.push(x, &[Cell::S(rid), Cell::I(i as i64)]);
                     }
                 }

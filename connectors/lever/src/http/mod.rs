@@ -15,6 +15,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Retries of an HTTP 200 whose body is not valid JSON (a proxy hiccup heals at once; a
+/// server that keeps sending garbage does not).
+const MAX_GARBLED_RETRIES: u32 = 2;
+
 /// Longest wait honoured from a `Retry-After` / `X-RateLimit-Reset` header.
 const MAX_SERVER_WAIT: Duration = Duration::from_secs(120);
 
@@ -75,7 +79,37 @@ enum Outcome {
         wait: Option<Duration>,
         throttled: bool,
     },
+    /// HTTP 200 with a body that is not JSON.
+    Garbled(String),
     Fail(PageError),
+}
+
+/// Which page of which endpoint, feeding which tables: the context of errors about a page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageRef<'a> {
+    /// The request path (`/opportunities`, `/opportunities/<id>/notes`).
+    pub(crate) path: &'a str,
+    /// 1-based page number within this walk.
+    pub(crate) page: u64,
+    /// The offset token the page was requested with.
+    pub(crate) offset: Option<&'a str>,
+    /// The tables the endpoint feeds.
+    pub(crate) tables: &'a [&'a str],
+}
+
+impl std::fmt::Display for PageRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GET {} page {}", self.path, self.page)?;
+        match self.offset {
+            Some(o) => write!(f, " (offset token {o})")?,
+            None => write!(f, " (no offset token)")?,
+        }
+        write!(f, " for table")?;
+        if self.tables.len() > 1 {
+            write!(f, "s")?;
+        }
+        write!(f, " {}", self.tables.join(", "))
+    }
 }
 
 impl Client {
@@ -137,6 +171,7 @@ impl Client {
             .build();
         let mut failures = 0u32;
         let mut throttles = 0u32;
+        let mut garbled = 0u32;
         let throttle_bound = inner.opts.max_retries + 24;
         loop {
             if inner.cancel.is_cancelled() {
@@ -160,6 +195,23 @@ impl Client {
                 Outcome::Done(v) => return Ok(Some(v)),
                 Outcome::NotFound => return Ok(None),
                 Outcome::Fail(e) => return Err(e),
+                Outcome::Garbled(why) if garbled >= MAX_GARBLED_RETRIES => {
+                    return Err(Error::upstream(format!(
+                        "GET {path} ({label}) answered HTTP 200 with a body that is not valid JSON, {} times in a row: {why}",
+                        garbled + 1
+                    ))
+                    .into());
+                }
+                Outcome::Garbled(why) => {
+                    garbled += 1;
+                    inner.metrics.retry();
+                    let delay = backoff.next().unwrap_or(inner.opts.max_backoff);
+                    tracing::debug!(endpoint = label, %why, delay_ms = delay.as_millis() as u64, "retrying request");
+                    tokio::select! {
+                        _ = inner.cancel.cancelled() => return Err(Error::cancelled().into()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
                 Outcome::Retry {
                     why,
                     wait,
@@ -312,32 +364,57 @@ impl Client {
         }
         match serde_json::from_slice::<Value>(&body) {
             Ok(v) => Outcome::Done(v),
-            // A truncated body (connection dropped mid-body) parses as invalid JSON.
-            Err(e) => Outcome::Retry {
-                why: format!("unreadable JSON body ({e})"),
-                wait: None,
-                throttled: false,
-            },
+            // A complete HTTP 200 body that is not JSON (truncated or garbled by a proxy):
+            // retried a little (a dropped connection is a transport error, retried above).
+            Err(e) => Outcome::Garbled(e.to_string()),
         }
     }
 
-    /// Fetches one page of a list endpoint.
+    /// Fetches page `page_no` (1-based, for messages) of a list endpoint feeding `tables`.
+    /// Upstream errors name the endpoint, the page and the tables; a body that is not a list
+    /// envelope, or an item without its `id`, is such an error.
     pub(crate) async fn page(
         &self,
         label: &str,
         path: &str,
         query: &[(&str, String)],
         offset: Option<&str>,
+        page_no: u64,
+        tables: &[&str],
     ) -> std::result::Result<Option<Page>, PageError> {
+        let at = PageRef {
+            path,
+            page: page_no,
+            offset,
+            tables,
+        };
         let mut q: Vec<(&str, String)> = query.to_vec();
         q.push(("limit", self.page_size().to_string()));
         if let Some(o) = offset {
             q.push(("offset", o.to_owned()));
         }
-        let Some(v) = self.get(label, path, &q).await? else {
-            return Ok(None);
+        let v = match self.get(label, path, &q).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return Ok(None),
+            Err(PageError::Other(e)) if e.kind() == sluice_core::ErrorKind::Upstream => {
+                return Err(PageError::Other(e.context(at)));
+            }
+            Err(e) => return Err(e),
         };
-        Ok(Some(into_page(v)))
+        let page = into_page(v).map_err(|why| {
+            Error::upstream(format!(
+                "{at}: the answer is not a Lever list envelope ({why})"
+            ))
+            .with_retryable(false)
+        })?;
+        if let Err(why) = check_ids(&page.data, label) {
+            return Err(Error::upstream(format!(
+                "{at}: {why}; the rows cannot be keyed, nothing of this page was written (block the table(s) to sync the rest)"
+            ))
+            .with_retryable(false)
+            .into());
+        }
+        Ok(Some(page))
     }
 
     /// Every item of a list endpoint (small lists: lookups, one opportunity's children).
@@ -347,13 +424,19 @@ impl Client {
         label: &str,
         path: &str,
         query: &[(&str, String)],
+        tables: &[&str],
     ) -> Result<Option<Vec<Value>>> {
         let mut restarts = 0;
         'walk: loop {
             let mut out = Vec::new();
             let mut offset: Option<String> = None;
+            let mut page_no = 0;
             loop {
-                match self.page(label, path, query, offset.as_deref()).await {
+                page_no += 1;
+                match self
+                    .page(label, path, query, offset.as_deref(), page_no, tables)
+                    .await
+                {
                     Ok(None) => return Ok(None),
                     Ok(Some(page)) => {
                         out.extend(page.data);
@@ -382,8 +465,23 @@ impl Client {
     }
 }
 
-/// Normalizes the envelope variants of list responses.
-pub(crate) fn into_page(v: Value) -> Page {
+/// The JSON kind of `v`, for messages.
+pub(crate) fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Normalizes the envelope variants of list responses: `{"data": [...], "hasNext", "next"}`,
+/// `{"data": {"eeoResponses": [...]}}` and a bare array (API.md §2: some list examples are
+/// shown without the wrapper). Anything else (no `data`, `data` not a list) is an error: an
+/// empty list would silently delete rows, a guessed single item would write garbage.
+pub(crate) fn into_page(v: Value) -> std::result::Result<Page, String> {
     let (data, has_next, next) = match v {
         Value::Object(mut o) => {
             let has_next = o.get("hasNext").and_then(Value::as_bool);
@@ -395,23 +493,77 @@ pub(crate) fn into_page(v: Value) -> Page {
                 Some(Value::Array(a)) => a,
                 Some(Value::Object(mut d)) => match d.remove("eeoResponses") {
                     Some(Value::Array(a)) => a,
-                    _ => vec![Value::Object(d)],
+                    _ => return Err("`data` is an object, not a list".into()),
                 },
-                Some(Value::Null) => Vec::new(),
-                Some(other) => vec![other],
-                None if o.is_empty() => Vec::new(),
-                None => vec![Value::Object(o)],
+                Some(other) => return Err(format!("`data` is {}, not a list", kind_of(&other))),
+                None => {
+                    let mut keys: Vec<&str> = o.keys().map(String::as_str).take(5).collect();
+                    keys.sort_unstable();
+                    return Err(format!(
+                        "no `data` field (fields: {})",
+                        if keys.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            keys.join(", ")
+                        }
+                    ));
+                }
             };
             (data, has_next, next)
         }
         Value::Array(a) => (a, None, None),
-        _ => (Vec::new(), None, None),
+        other => return Err(format!("the body is {}", kind_of(&other))),
     };
     let next = match has_next {
         Some(false) => None,
         _ => next,
     };
-    Page { data, next }
+    Ok(Page { data, next })
+}
+
+/// Every item of a page must be an object with a non-empty string `id` (the primary key of
+/// the table it feeds, or the parent key of its child rows); an opportunity's expanded
+/// applications too.
+pub(crate) fn check_ids(items: &[Value], label: &str) -> std::result::Result<(), String> {
+    let n = items.len();
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(o) = item else {
+            return Err(format!(
+                "item {} of {n} is {}, not an object",
+                i + 1,
+                kind_of(item)
+            ));
+        };
+        match o.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            None | Some(Value::Null) => {
+                return Err(format!("item {} of {n} has no `id`", i + 1));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "item {} of {n} has an `id` that is {}, not a string",
+                    i + 1,
+                    kind_of(other)
+                ));
+            }
+        }
+        if label == "opportunities"
+            && let Some(Value::Array(apps)) = o.get("applications")
+        {
+            for a in apps {
+                if let Value::Object(a) = a
+                    && !matches!(a.get("id"), Some(Value::String(s)) if !s.is_empty())
+                {
+                    return Err(format!(
+                        "item {} of {n} (opportunity {}) has an application without a string `id` (table application)",
+                        i + 1,
+                        o.get("id").and_then(Value::as_str).unwrap_or_default()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn error_message(body: &[u8]) -> String {
@@ -471,19 +623,58 @@ mod tests {
 
     #[test]
     fn envelopes_are_normalized() {
-        let p = into_page(json!({"data": [{"id": 1}], "hasNext": true, "next": "tok"}));
+        let p = into_page(json!({"data": [{"id": 1}], "hasNext": true, "next": "tok"})).unwrap();
         assert_eq!(p.data.len(), 1);
         assert_eq!(p.next.as_deref(), Some("tok"));
-        let p = into_page(json!({"data": [], "hasNext": false, "next": "x"}));
+        let p = into_page(json!({"data": [], "hasNext": false, "next": "x"})).unwrap();
         assert!(p.next.is_none());
-        assert_eq!(into_page(json!([{"a": 1}, {"a": 2}])).data.len(), 2);
+        assert_eq!(
+            into_page(json!([{"a": 1}, {"a": 2}])).unwrap().data.len(),
+            2
+        );
         assert_eq!(
             into_page(json!({"data": {"eeoResponses": [{}, {}]}}))
+                .unwrap()
                 .data
                 .len(),
             2
         );
-        assert_eq!(into_page(json!({"id": "x", "fields": []})).data.len(), 1);
+        // Not a list envelope: errors, never a guessed single item or an empty list.
+        let e = into_page(json!({"id": "x", "fields": []})).unwrap_err();
+        assert!(e.contains("no `data`") && e.contains("fields, id"), "{e}");
+        assert!(into_page(json!({})).is_err());
+        assert!(
+            into_page(json!({"data": "x"}))
+                .unwrap_err()
+                .contains("a string")
+        );
+        assert!(into_page(json!({"data": null})).is_err());
+        assert!(into_page(json!({"data": {"id": "x"}})).is_err());
+        assert!(into_page(json!(5)).is_err());
+    }
+
+    #[test]
+    fn items_need_a_string_id() {
+        assert!(check_ids(&[json!({"id": "a"})], "users").is_ok());
+        let e = check_ids(&[json!({"id": "a"}), json!({"name": "x"})], "users").unwrap_err();
+        assert_eq!(e, "item 2 of 2 has no `id`");
+        assert!(
+            check_ids(&[json!({"id": 5})], "users")
+                .unwrap_err()
+                .contains("a number")
+        );
+        assert!(
+            check_ids(&[json!("a")], "users")
+                .unwrap_err()
+                .contains("a string")
+        );
+        let opp = json!({"id": "o", "applications": [{"type": "posting"}]});
+        assert!(
+            check_ids(std::slice::from_ref(&opp), "opportunities")
+                .unwrap_err()
+                .contains("application")
+        );
+        assert!(check_ids(&[opp], "users").is_ok());
     }
 
     #[test]
