@@ -356,6 +356,21 @@ async fn the_documented_example_config_is_valid_and_runs() {
         Some(64),
         "email not hashed"
     );
+    // Hashed columns stay joinable: every hashed owner id is the hash of a user id.
+    let salt = sluice_core::Secret::new("example-salt");
+    let user_hashes: std::collections::BTreeSet<String> = users
+        .iter()
+        .map(|u| sluice_core::transform::hash_value(&salt, u["id"].as_str().unwrap().as_bytes()))
+        .collect();
+    let owners: Vec<&str> = tables["opportunity"]
+        .iter()
+        .filter_map(|o| o["owner_id"].as_str())
+        .collect();
+    assert!(!owners.is_empty());
+    assert!(
+        owners.iter().all(|o| user_hashes.contains(*o)),
+        "hashed owner ids do not join users"
+    );
     let history = crate::harness::file_columns(&dest, "opportunity_stage_history");
     assert!(
         history.contains("_fivetran_active") && history.contains("_fivetran_start"),
