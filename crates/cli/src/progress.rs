@@ -18,15 +18,20 @@ pub(crate) fn bars(enabled: bool) -> MultiProgress {
 }
 
 /// Refreshes the bars from `metrics` until `stop` fires, then clears them.
+///
+/// Lines: the phase (elapsed, requests, requests/s, 429s, retries); one line per endpoint
+/// with its requests and rate; one line per table with its rows (a bar and an ETA when the
+/// source knows the expected total).
 pub(crate) async fn drive(bars: MultiProgress, metrics: Metrics, stop: CancellationToken) {
     let started = Instant::now();
     let phase = bars.add(ProgressBar::new_spinner());
     phase.set_style(
         ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"),
     );
-    let table_style =
-        ProgressStyle::with_template("  {prefix:<30} {human_pos:>10} rows {bar:20} {msg}")
-            .expect("valid template");
+    let counting = ProgressStyle::with_template("  {prefix:<32} {msg}").expect("valid template");
+    let known =
+        ProgressStyle::with_template("  {prefix:<32} {bar:24} {msg}").expect("valid template");
+    let mut endpoints: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let mut tables: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -37,7 +42,7 @@ pub(crate) async fn drive(bars: MultiProgress, metrics: Metrics, stop: Cancellat
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let requests = metrics.total_requests();
         phase.set_message(format!(
-            "{} | {requests} requests ({:.1}/s) | {} throttled (429) | {} retries",
+            "{} | {requests} requests ({:.1}/s) | {} answered 429 | {} retries",
             metrics.phase(),
             requests as f64 / secs,
             metrics.total_throttled(),
@@ -45,30 +50,45 @@ pub(crate) async fn drive(bars: MultiProgress, metrics: Metrics, stop: Cancellat
         ));
         phase.tick();
         for (name, counters) in metrics.tables() {
-            if counters.rows == 0 && counters.requests == 0 {
+            if counters.requests > 0 {
+                let bar = endpoints.entry(name.clone()).or_insert_with(|| {
+                    let b = bars.insert_after(&phase, ProgressBar::new(0));
+                    b.set_style(counting.clone());
+                    b.set_prefix(format!("GET {name}"));
+                    b
+                });
+                bar.set_message(format!(
+                    "{:>8} requests {:>7.1}/s",
+                    counters.requests,
+                    counters.requests as f64 / secs
+                ));
+            }
+            if counters.rows == 0 {
                 continue;
             }
             let bar = tables.entry(name.clone()).or_insert_with(|| {
                 let b = bars.add(ProgressBar::new(0));
-                b.set_style(table_style.clone());
+                b.set_style(counting.clone());
                 b.set_prefix(name.clone());
                 b
             });
-            bar.set_length(counters.expected.max(counters.rows));
-            bar.set_position(counters.rows);
-            let eta = if counters.expected > counters.rows && counters.rows > 0 {
+            if counters.expected > 0 {
+                bar.set_style(known.clone());
+                bar.set_length(counters.expected.max(counters.rows));
+                bar.set_position(counters.rows);
                 let rate = counters.rows as f64 / secs;
-                format!(
-                    "ETA {:.0}s",
-                    (counters.expected - counters.rows) as f64 / rate
-                )
+                let left = counters.expected.saturating_sub(counters.rows) as f64;
+                bar.set_message(format!(
+                    "{:>9} rows  ETA {:.0}s",
+                    counters.rows,
+                    left / rate
+                ));
             } else {
-                String::new()
-            };
-            bar.set_message(format!("{} requests {eta}", counters.requests));
+                bar.set_message(format!("{:>9} rows", counters.rows));
+            }
         }
     }
-    for bar in tables.values() {
+    for bar in endpoints.values().chain(tables.values()) {
         bar.finish_and_clear();
     }
     phase.finish_and_clear();
