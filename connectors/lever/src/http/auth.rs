@@ -71,7 +71,7 @@ impl Auth {
                 "check the API key (LEVER_API_KEY or [source].api_key) and the endpoints it was granted in Lever (Settings → Integrations and API)"
             }
             Auth::OAuth(_) => {
-                "check the OAuth app's scopes and authorization in Lever, or re-authorize it and set [source].oauth.refresh_token"
+                "check the OAuth app's scopes and authorization in Lever, or re-authorize it and set [source.oauth].refresh_token"
             }
         }
     }
@@ -80,6 +80,10 @@ impl Auth {
 struct TokenState {
     access: Option<(HeaderValue, Instant)>,
     refresh: Secret,
+    /// The configuration's refresh token when it differs from `refresh` (the state's): tried
+    /// once when the state's token is rejected, so that re-authorizing and setting
+    /// `[source.oauth].refresh_token` is enough to recover.
+    fallback: Option<Secret>,
     refreshed_after_401: bool,
 }
 
@@ -110,6 +114,8 @@ struct TokenResponse {
 impl OAuth {
     /// A token manager starting from `refresh` (the state's rotated token when present).
     pub(crate) fn new(cfg: &OAuthConfig, refresh: Secret) -> OAuth {
+        let fallback =
+            (cfg.refresh_token.expose() != refresh.expose()).then(|| cfg.refresh_token.clone());
         OAuth {
             client_id: cfg.client_id.clone(),
             client_secret: cfg.client_secret.clone(),
@@ -120,6 +126,7 @@ impl OAuth {
             inner: Mutex::new(TokenState {
                 access: None,
                 refresh,
+                fallback,
                 refreshed_after_401: false,
             }),
         }
@@ -153,6 +160,20 @@ impl OAuth {
     }
 
     async fn refresh(&self, http: &reqwest::Client, st: &mut TokenState) -> Result<()> {
+        loop {
+            match self.refresh_with(http, st).await {
+                Err(e) if e.kind() == sluice_core::ErrorKind::Auth && st.fallback.is_some() => {
+                    tracing::info!(
+                        "the OAuth refresh token kept in the state was rejected; trying [source.oauth].refresh_token of the configuration"
+                    );
+                    st.refresh = st.fallback.take().expect("checked");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn refresh_with(&self, http: &reqwest::Client, st: &mut TokenState) -> Result<()> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")
             .append_pair("client_id", &self.client_id)
@@ -188,7 +209,7 @@ impl OAuth {
         let status = resp.status();
         if status.as_u16() == 400 || status.as_u16() == 401 || status.as_u16() == 403 {
             return Err(Error::auth(format!(
-                "the OAuth refresh token was rejected by {} (HTTP {}): it is expired, revoked or was already rotated; re-authorize the Lever app and set [source].oauth.refresh_token to the new token",
+                "the OAuth refresh token was rejected by {} (HTTP {}): it is expired, revoked or was already rotated; re-authorize the Lever app and set [source.oauth].refresh_token to the new token (it replaces the one kept in the state)",
                 self.token_url,
                 status.as_u16()
             ))

@@ -1,5 +1,6 @@
 //! Integration tests of the Lever source against the in-process emulator (127.0.0.1 only).
 
+mod bad_input;
 mod common;
 mod full;
 mod incremental;
