@@ -51,6 +51,11 @@ pub struct ParquetSinkConfig {
     /// (default 1000000).
     #[serde(default = "default_max_rows_per_file")]
     pub max_rows_per_file: usize,
+    /// Most data files one bucket may hold (default 8). A commit that only adds new keys to a
+    /// bucket writes them as an additional file; once a bucket would exceed this many files,
+    /// the commit rewrites (compacts) it into the fewest files `max_rows_per_file` allows.
+    #[serde(default = "default_max_files_per_bucket")]
+    pub max_files_per_bucket: usize,
     /// Number of buckets of a new incremental or child table (default 16). Re-imported
     /// tables are rewritten whole at every re-import and use one bucket. Fixed when the table
     /// is created; recorded in the manifest.
@@ -74,6 +79,9 @@ fn default_row_group_rows() -> usize {
 fn default_max_rows_per_file() -> usize {
     1_000_000
 }
+fn default_max_files_per_bucket() -> usize {
+    8
+}
 fn default_buckets() -> u32 {
     16
 }
@@ -96,6 +104,7 @@ impl Default for ParquetSinkConfig {
             session_token: None,
             row_group_rows: default_row_group_rows(),
             max_rows_per_file: default_max_rows_per_file(),
+            max_files_per_bucket: default_max_files_per_bucket(),
             buckets: default_buckets(),
             table_buckets: BTreeMap::new(),
             lease_ttl_secs: default_lease_ttl_secs(),
@@ -120,6 +129,9 @@ impl ParquetSinkConfig {
         }
         if self.max_rows_per_file == 0 {
             return bad("sink.max_rows_per_file must be at least 1");
+        }
+        if self.max_files_per_bucket == 0 {
+            return bad("sink.max_files_per_bucket must be at least 1");
         }
         if self.buckets == 0 || self.table_buckets.values().any(|&b| b == 0) {
             return bad("sink.buckets must be at least 1");

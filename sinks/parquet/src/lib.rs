@@ -37,6 +37,7 @@ mod io;
 mod layout;
 mod lease;
 mod manifest;
+mod probe;
 mod sink;
 
 pub use config::{DEFAULT_DEST, Destination, ParquetSinkConfig};

@@ -6,10 +6,10 @@ use crate::io;
 use crate::layout::{self, buckets_of};
 use crate::lease::Lease;
 use crate::manifest::{self, FileEntry, MANIFEST_FORMAT, Manifest, TableEntry};
-use arrow::array::{Array, BooleanArray, UInt32Array};
+use crate::probe::{self, Findings, Probe};
+use arrow::array::{BooleanArray, UInt32Array};
 use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use object_store::path::Path;
@@ -57,40 +57,6 @@ impl std::fmt::Debug for ParquetSink {
 
 fn internal(m: impl Into<String>) -> ParquetSinkError {
     ParquetSinkError::Core(sluice_core::Error::internal(m))
-}
-
-/// The joined text of the `columns` of every row (to compare keys across batches).
-fn key_strings(batch: &RecordBatch, columns: &[String]) -> Result<Vec<String>> {
-    let mut arrays = Vec::with_capacity(columns.len());
-    for c in columns {
-        let a = batch
-            .column_by_name(c)
-            .ok_or_else(|| internal(format!("key column `{c}` missing")))?;
-        arrays.push(a.clone());
-    }
-    let mut formatters = Vec::with_capacity(columns.len());
-    for a in &arrays {
-        formatters.push(
-            ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())
-                .map_err(sluice_core::Error::from)?,
-        );
-    }
-    Ok((0..batch.num_rows())
-        .map(|r| {
-            formatters
-                .iter()
-                .zip(&arrays)
-                .map(|(f, a)| {
-                    if a.is_valid(r) {
-                        f.value(r).to_string()
-                    } else {
-                        "\u{0}".to_owned()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\u{1f}")
-        })
-        .collect())
 }
 
 impl ParquetSink {
@@ -336,89 +302,69 @@ impl ParquetSink {
         }
         let key_in_bucket = spec.primary_key.contains(&bcol);
 
-        // 1. Which buckets does this commit touch?
-        let mut touched = BTreeSet::new();
-        let mut all = false;
-        let mut lookup: HashSet<String> = HashSet::new();
-        for c in changes {
-            match &c.change {
-                Change::Upsert { batch, .. } => {
-                    match batch.column_by_name(&bcol) {
-                        Some(col) => touched.extend(buckets_of(col.as_ref(), n)?),
-                        None => all = true,
-                    }
-                    if !key_in_bucket {
-                        lookup.extend(key_strings(batch, &spec.primary_key)?);
-                    }
-                }
-                Change::Delete { keys, .. } => match keys.column_by_name(&bcol) {
-                    Some(col) => touched.extend(buckets_of(col.as_ref(), n)?),
-                    None => lookup.extend(key_strings(keys, &spec.primary_key)?),
-                },
-                Change::DeleteMissing { scope, .. } => match scope {
-                    Scope::Where { column, values } if *column == bcol => {
-                        touched.extend(values.iter().map(|v| layout::bucket_of(v, n)))
-                    }
-                    _ => all = true,
-                },
-            }
+        // 1. Index the staged changes, then check the stored rows they can reach, reading
+        //    only the columns the check needs (key, scope and flag columns).
+        let probe = Probe::new(spec, n, &bcol, changes)?;
+        let mut stored: BTreeMap<u32, Vec<FileEntry>> = BTreeMap::new();
+        for f in &entry.files {
+            stored.entry(f.bucket).or_default().push(f.clone());
         }
-        if all {
-            touched = (0..n).collect();
-        } else if !lookup.is_empty() {
-            // Keys may have moved to another bucket (the bucket column is not part of the
-            // key): find the buckets that hold them now, reading only the key columns.
-            let mut others: BTreeMap<u32, Vec<FileEntry>> = BTreeMap::new();
-            for f in &entry.files {
-                if !touched.contains(&f.bucket) {
-                    others.entry(f.bucket).or_default().push(f.clone());
-                }
+        let mut found = Findings::default();
+        let columns = probe.columns();
+        for (&bucket, files) in &stored {
+            if !probe.must_check(bucket) {
+                continue;
             }
-            for (bucket, files) in others {
-                let batches = self
-                    .read_files(&spec.name, files, Some(&spec.primary_key), None)
-                    .await?;
-                let mut hit = false;
+            for f in files {
+                let path = self.file_path(&spec.name, &f.name);
+                let batches =
+                    io::read_file(&self.dest.store, &path, f.size, Some(&columns), None).await?;
                 for b in &batches {
-                    if key_strings(b, &spec.primary_key)?
-                        .iter()
-                        .any(|k| lookup.contains(k))
-                    {
-                        hit = true;
-                        break;
-                    }
+                    probe.check(bucket, b, &mut found)?;
                 }
-                if hit {
-                    touched.insert(bucket);
+                if key_in_bucket && found.affected.contains(&bucket) {
+                    break;
                 }
             }
         }
 
-        // 2. Merge group by group: each bucket alone when a key cannot change bucket, else
-        //    all touched buckets together.
-        let groups: Vec<BTreeSet<u32>> = if key_in_bucket && n > 1 {
-            touched.iter().map(|&b| BTreeSet::from([b])).collect()
-        } else {
-            vec![touched.clone()]
-        };
+        // 2. The buckets to write (new rows or affected rows), grouped so that the old and new
+        //    rows of every changed key are merged together (a key moving to another parent
+        //    joins two buckets; usually every group is one bucket). A group with an affected
+        //    row, or a bucket over `max_files_per_bucket`, is rewritten from all its files;
+        //    any other group gets the merged new rows as additional files.
+        let mut work: BTreeSet<u32> = probe.targets.keys().copied().collect();
+        work.extend(found.affected.iter().copied());
+        let mut links = std::mem::take(&mut found.links);
+        links.extend(probe.own_links());
+        let groups = probe::groups(&work, &links);
         let props = io::writer_properties(self.config.row_group_rows);
         let mut stats = TableCommitStats::default();
         let mut written: Vec<FileEntry> = Vec::new();
+        let mut rewritten: BTreeSet<u32> = BTreeSet::new();
         for group in groups {
-            let existing = self
-                .read_files(
+            let rewrite = group.iter().any(|b| {
+                found.affected.contains(b)
+                    || self.needs_compaction(
+                        stored.get(b).map_or(&[][..], Vec::as_slice),
+                        probe.targets.get(b).copied().unwrap_or(0),
+                    )
+            });
+            let existing = if rewrite {
+                self.read_files(
                     &spec.name,
-                    entry
-                        .files
+                    group
                         .iter()
-                        .filter(|f| group.contains(&f.bucket))
-                        .cloned()
+                        .flat_map(|b| stored.get(b).into_iter().flatten().cloned())
                         .collect(),
                     None,
                     Some(&schema),
                 )
-                .await?;
-            let group_changes: Vec<SinkChange> = if key_in_bucket && n > 1 {
+                .await?
+            } else {
+                Vec::new()
+            };
+            let group_changes: Vec<SinkChange> = if n > 1 {
                 changes
                     .iter()
                     .map(|c| restrict(c, &bcol, n, &group))
@@ -427,7 +373,12 @@ impl ParquetSink {
                 changes.to_vec()
             };
             let (out, s) = merge(spec, &existing, &group_changes)?;
+            drop(existing);
+            drop(group_changes);
             stats.add(&s);
+            if rewrite {
+                rewritten.extend(group.iter().copied());
+            }
             let rows_bucket = match out.column_by_name(&bcol) {
                 Some(col) => buckets_of(col.as_ref(), n)?,
                 None => vec![0; out.num_rows()],
@@ -436,7 +387,7 @@ impl ParquetSink {
             for (row, b) in rows_bucket.into_iter().enumerate() {
                 if !group.contains(&b) {
                     return Err(internal(format!(
-                        "table `{}`: merged row falls in untouched bucket {b}",
+                        "table `{}`: merged row falls in bucket {b}, outside its group",
                         spec.name
                     )));
                 }
@@ -466,11 +417,12 @@ impl ParquetSink {
             }
         }
 
-        // 3. The new file list: untouched buckets keep their files.
+        // 3. The new file list: rewritten buckets lose their old files, every other file
+        //    stays as it was.
         let mut superseded = Vec::new();
         let mut files = Vec::new();
         for f in entry.files.drain(..) {
-            if touched.contains(&f.bucket) {
+            if rewritten.contains(&f.bucket) {
                 stats.bytes_rewritten += f.size;
                 superseded.push(self.file_path(&spec.name, &f.name));
             } else {
@@ -481,6 +433,19 @@ impl ParquetSink {
         files.sort_by(|a, b| (a.bucket, &a.name).cmp(&(b.bucket, &b.name)));
         entry.files = files;
         Ok((entry, stats, superseded))
+    }
+
+    /// Whether appending to a bucket holding `files` (and gaining at most `new_rows` rows)
+    /// must compact it instead: it would exceed `max_files_per_bucket` files and could be
+    /// written in fewer files than it would then have.
+    fn needs_compaction(&self, files: &[FileEntry], new_rows: u64) -> bool {
+        if files.is_empty() {
+            return false;
+        }
+        let after = files.len() + 1;
+        let rows: u64 = files.iter().map(|f| f.rows).sum::<u64>() + new_rows;
+        let fewest = rows.div_ceil(self.config.max_rows_per_file as u64).max(1) as usize;
+        after > self.config.max_files_per_bucket && after > fewest
     }
 
     async fn delete_quietly(&self, paths: &[Path], why: &str) {
@@ -612,12 +577,18 @@ impl ParquetSink {
     }
 }
 
-/// `change` restricted to the rows of bucket set `group` (for per-bucket merges; only used
-/// when the bucket column is part of the key).
+/// `change` restricted to the rows of bucket set `group`: upserted rows by the bucket of their
+/// bucket column (bucket 0 without one, as they are stored); delete keys by their bucket
+/// column when they carry it, else kept whole (a delete of a key the group lacks is a no-op);
+/// `DeleteMissing` kept whole (it applies row by row).
 fn restrict(change: &SinkChange, bcol: &str, n: u32, group: &BTreeSet<u32>) -> Result<SinkChange> {
-    let filter = |batch: &RecordBatch| -> Result<RecordBatch> {
+    let filter = |batch: &RecordBatch, missing_is_bucket_0: bool| -> Result<RecordBatch> {
         let Some(col) = batch.column_by_name(bcol) else {
-            return Ok(batch.clone());
+            return Ok(if !missing_is_bucket_0 || group.contains(&0) {
+                batch.clone()
+            } else {
+                batch.slice(0, 0)
+            });
         };
         let mask: BooleanArray = buckets_of(col.as_ref(), n)?
             .into_iter()
@@ -628,11 +599,11 @@ fn restrict(change: &SinkChange, bcol: &str, n: u32, group: &BTreeSet<u32>) -> R
     let restricted = match &change.change {
         Change::Upsert { table, batch } => Change::Upsert {
             table: table.clone(),
-            batch: filter(batch)?,
+            batch: filter(batch, true)?,
         },
         Change::Delete { table, keys } => Change::Delete {
             table: table.clone(),
-            keys: filter(keys)?,
+            keys: filter(keys, false)?,
         },
         other => other.clone(),
     };
