@@ -18,6 +18,9 @@
 //! comes from the deprecated `/candidates` endpoint: it is declared but never requested and
 //! stays empty.
 
+#[doc(hidden)]
+#[path = "bench.rs"]
+pub mod __bench;
 pub mod catalog;
 mod config;
 mod custom_fields;

@@ -719,93 +719,20 @@ pub(crate) fn key_projection(spec: &TableSpec, batch: &RecordBatch) -> Result<Re
 
 #[cfg(test)]
 mod bench {
-    use crate::catalog::catalog;
-    use crate::decode::Tables;
-    use crate::decode::opportunity::{Endpoint, write_children, write_opportunity};
     use std::time::Instant;
 
     /// Parse + decode throughput of the source alone (no HTTP): run with
-    /// `cargo test --release -p sluice-source-lever --lib -- --ignored decode_throughput --nocapture`.
+    /// `cargo test --release -p sluice-source-lever --lib -- --ignored decode_throughput --nocapture`
+    /// (the criterion bench `benches/decode.rs` measures the same work).
     #[test]
     #[ignore = "a measurement"]
     fn decode_throughput() {
-        let emu = sluice_lever_emulator::Emulator::new(sluice_lever_emulator::EmulatorConfig {
-            opportunities: 5_000,
-            rate_limit: None,
-            ..Default::default()
-        });
-        let truth = emu.truth();
-        // Serialized pages as Lever sends them.
-        let pages: Vec<Vec<u8>> = truth
-            .opportunities
-            .chunks(100)
-            .map(|c| serde_json::to_vec(&serde_json::json!({"data": c, "hasNext": true})).unwrap())
-            .collect();
-        type Lists = Vec<(Endpoint, Vec<u8>)>;
-        let children: Vec<(String, Lists)> = truth
-            .children
-            .iter()
-            .map(|(id, c)| {
-                let lists = [
-                    (Endpoint::Feedback, &c.feedback),
-                    (Endpoint::Notes, &c.notes),
-                    (Endpoint::Offers, &c.offers),
-                    (Endpoint::Interviews, &c.interviews),
-                    (Endpoint::Panels, &c.panels),
-                    (Endpoint::Forms, &c.forms),
-                    (Endpoint::Files, &c.files),
-                    (Endpoint::Resumes, &c.resumes),
-                    (Endpoint::Referrals, &c.referrals),
-                ];
-                let v = lists
-                    .into_iter()
-                    .map(|(e, l)| {
-                        (
-                            e,
-                            serde_json::to_vec(&serde_json::json!({"data": l})).unwrap(),
-                        )
-                    })
-                    .collect();
-                (id.clone(), v)
-            })
-            .collect();
-        let names: Vec<&str> = catalog().iter().map(|t| t.name.as_str()).collect();
+        let input = crate::__bench::DecodeInput::from_emulator(5_000);
         let t0 = Instant::now();
-        let mut rows = 0usize;
-        for p in &pages {
-            let mut t = Tables::new(catalog().iter(), &names);
-            let page = crate::http::into_page(serde_json::from_slice(p).unwrap()).unwrap();
-            for o in &page.data {
-                write_opportunity(&mut t, o, true);
-            }
-            rows += t
-                .finish_all()
-                .unwrap()
-                .iter()
-                .map(|(_, b)| b.num_rows())
-                .sum::<usize>();
-        }
-        // Children are decoded per page of 100 opportunities, as the sync does.
-        for chunk in children.chunks(100) {
-            let mut t = Tables::new(catalog().iter(), &names);
-            for (id, lists) in chunk {
-                for (e, bytes) in lists {
-                    let page =
-                        crate::http::into_page(serde_json::from_slice(bytes).unwrap()).unwrap();
-                    write_children(&mut t, *e, id, None, &page.data);
-                }
-            }
-            rows += t
-                .finish_all()
-                .unwrap()
-                .iter()
-                .map(|(_, b)| b.num_rows())
-                .sum::<usize>();
-        }
+        let rows = input.decode_all();
         let s = t0.elapsed().as_secs_f64();
         println!(
-            "decode: {rows} rows from {} opportunities in {s:.3}s single-threaded = {:.0} rows/s",
-            truth.opportunities.len(),
+            "decode: {rows} rows from 5000 opportunities in {s:.3}s single-threaded = {:.0} rows/s",
             rows as f64 / s
         );
     }
