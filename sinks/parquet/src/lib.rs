@@ -14,12 +14,16 @@
 //! A table folder holds one row per primary key (history tables: one row per version);
 //! soft-deleted rows stay with `_fivetran_deleted = true`. Rows are spread over a fixed number
 //! of buckets by xxHash64 of [`TableSpec::bucket_column`](sluice_core::TableSpec::bucket_column),
-//! so an incremental commit rewrites only the buckets it touches (copy-on-write).
+//! so an incremental commit writes only the buckets it touches. A bucket may hold several
+//! files: when no stored row of a bucket is affected by the staged changes (checked by reading
+//! only key, scope and flag columns, see `probe`), the new rows are appended as an additional
+//! file; otherwise the bucket is rewritten (copy-on-write). A bucket that would exceed
+//! `max_files_per_bucket` files is compacted. A key is never in two files.
 //!
 //! ## Commit protocol
 //!
-//! 1. Each touched bucket is read, merged with [`sluice_core::merge::merge`] and written as
-//!    new files under new unique names (uuid); local files are fsynced. Nothing refers to them
+//! 1. Each touched bucket gets an appended file of its new rows, or is read, merged with
+//!    [`sluice_core::merge::merge`] and rewritten; new files get new unique names (uuid); local files are fsynced. Nothing refers to them
 //!    yet, so readers of the manifest and of the previous files see no change.
 //! 2. The lease is renewed (failing if another run took it), then manifest version `N+1`
 //!    (holding the state passed to `commit` and every table's live files with bucket, size and
