@@ -533,8 +533,16 @@ impl Emulator {
     /// items starting at record `pos` without HTTP (benchmarks). Returns the number of items
     /// and of serialized bytes.
     pub fn render_page(&self, pos: usize, limit: usize) -> (usize, usize) {
-        let f = server::OppFilter { updated: (None, None), created: (None, None), archived: None, conf: state::Conf::All };
-        let expand = state::Expand { applications: true, ..state::Expand::default() };
+        let f = server::OppFilter {
+            updated: (None, None),
+            created: (None, None),
+            archived: None,
+            conf: state::Conf::All,
+        };
+        let expand = state::Expand {
+            applications: true,
+            ..state::Expand::default()
+        };
         let (page, _) = server::opportunity_page(&self.read(), &f, expand, pos, limit);
         let bytes = serde_json::to_vec(&page).map_or(0, |b| b.len());
         (page.len(), bytes)

@@ -68,9 +68,14 @@ fn stats(times: &mut [Duration]) -> String {
 }
 
 /// One keep-alive HTTP/1.1 connection: GET `path`, return the body.
-async fn http_get(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>, path: &str, auth: &str) -> std::io::Result<Vec<u8>> {
+async fn http_get(
+    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    path: &str,
+    auth: &str,
+) -> std::io::Result<Vec<u8>> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\r\n");
     stream.get_mut().write_all(req.as_bytes()).await?;
     let mut len = 0usize;
     loop {
@@ -92,8 +97,18 @@ async fn http_get(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>, path
 async fn bench(args: &Args) -> std::io::Result<()> {
     use base64::Engine as _;
     let t = Instant::now();
-    let emu = Emulator::new(EmulatorConfig { seed: args.seed, opportunities: args.opportunities, rate_limit: None, ..EmulatorConfig::default() });
-    println!("generated {} opportunities in {:?}; RSS {:.1} MB", args.opportunities, t.elapsed(), rss_mb());
+    let emu = Emulator::new(EmulatorConfig {
+        seed: args.seed,
+        opportunities: args.opportunities,
+        rate_limit: None,
+        ..EmulatorConfig::default()
+    });
+    println!(
+        "generated {} opportunities in {:?}; RSS {:.1} MB",
+        args.opportunities,
+        t.elapsed(),
+        rss_mb()
+    );
     let pages = args.opportunities.div_ceil(100);
     let mut times = Vec::with_capacity(pages);
     let mut items = 0;
@@ -120,7 +135,8 @@ async fn bench(args: &Args) -> std::io::Result<()> {
     let mut offset: Option<String> = None;
     let mut seen = 0;
     loop {
-        let mut path = "/v1/opportunities?limit=100&expand=applications&confidentiality=all".to_string();
+        let mut path =
+            "/v1/opportunities?limit=100&expand=applications&confidentiality=all".to_string();
         if let Some(o) = &offset {
             path.push_str("&offset=");
             path.push_str(o);
@@ -135,7 +151,12 @@ async fn bench(args: &Args) -> std::io::Result<()> {
             _ => break,
         }
     }
-    println!("HTTP walk: {} pages, {seen} opportunities: {}; RSS {:.1} MB", times.len(), stats(&mut times), rss_mb());
+    println!(
+        "HTTP walk: {} pages, {seen} opportunities: {}; RSS {:.1} MB",
+        times.len(),
+        stats(&mut times),
+        rss_mb()
+    );
     let t = Instant::now();
     let summary = emu.mutate_fraction(0.02, 1);
     println!(
