@@ -303,28 +303,18 @@ enum Builder {
     Ts(TimestampMicrosecondBuilder),
 }
 
-/// Rows of one table being built: one Arrow builder per declared column.
-pub(crate) struct Writer {
+/// What a [`Writer`] derives from its table's declaration once: the extractors (from the
+/// schema's `api` paths and the overrides), the key columns and the Arrow schema. Cached per
+/// table so that the writers of every page do not derive them again.
+struct Template {
     spec: Arc<TableSpec>,
     schema: arrow::datatypes::SchemaRef,
-    ex: Vec<Option<Ex>>,
-    builders: Vec<Builder>,
-    scratch: String,
-    /// Whether column `i` is part of the primary key.
-    is_key: Vec<bool>,
-    /// Values of an unexpected type written as NULL, per column (key columns excluded: their
-    /// rows are dropped and counted in `dropped`).
-    nulled: Vec<u64>,
-    /// Rows dropped, per key column (the first NULL key column of the row).
-    dropped: Vec<u64>,
-    /// Array fields of an unexpected type (no child rows written), per field name.
-    bad_arrays: std::collections::BTreeMap<String, u64>,
+    ex: Arc<[Option<Ex>]>,
+    is_key: Arc<[bool]>,
 }
 
-impl Writer {
-    /// A writer for `spec`, with extractors derived from the schema and the table's
-    /// [`overrides`] plus `extra`.
-    pub(crate) fn new(spec: &TableSpec, extra: &[(String, Ex)]) -> Writer {
+impl Template {
+    fn build(spec: &TableSpec, extra: &[(String, Ex)]) -> Template {
         let mut overrides: Vec<(String, Ex)> = overrides(&spec.name)
             .into_iter()
             .map(|(n, e)| (n.to_owned(), e))
@@ -341,6 +331,61 @@ impl Writer {
                     .or_else(|| derive_ex(&spec.name, &c.name, c.ty))
             })
             .collect();
+        Template {
+            schema: spec.source_schema(),
+            spec: Arc::new(spec.clone()),
+            ex,
+            is_key: spec.columns.iter().map(|c| spec.is_key(&c.name)).collect(),
+        }
+    }
+
+    /// The template of `spec` (without extra extractors), from the cache when the cached
+    /// declaration is the same.
+    fn cached(spec: &TableSpec) -> Arc<Template> {
+        type Cache = std::sync::Mutex<std::collections::HashMap<String, Arc<Template>>>;
+        static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(t) = cache.lock().expect("template cache").get(&spec.name)
+            && *t.spec == *spec
+        {
+            return t.clone();
+        }
+        let t = Arc::new(Template::build(spec, &[]));
+        cache
+            .lock()
+            .expect("template cache")
+            .insert(spec.name.clone(), t.clone());
+        t
+    }
+}
+
+/// Rows of one table being built: one Arrow builder per declared column.
+pub(crate) struct Writer {
+    spec: Arc<TableSpec>,
+    schema: arrow::datatypes::SchemaRef,
+    ex: Arc<[Option<Ex>]>,
+    builders: Vec<Builder>,
+    scratch: String,
+    /// Whether column `i` is part of the primary key.
+    is_key: Arc<[bool]>,
+    /// Values of an unexpected type written as NULL, per column (key columns excluded: their
+    /// rows are dropped and counted in `dropped`).
+    nulled: Vec<u64>,
+    /// Rows dropped, per key column (the first NULL key column of the row).
+    dropped: Vec<u64>,
+    /// Array fields of an unexpected type (no child rows written), per field name.
+    bad_arrays: std::collections::BTreeMap<String, u64>,
+}
+
+impl Writer {
+    /// A writer for `spec`, with extractors derived from the schema and the table's
+    /// [`overrides`] plus `extra`.
+    pub(crate) fn new(spec: &TableSpec, extra: &[(String, Ex)]) -> Writer {
+        let t = if extra.is_empty() {
+            Template::cached(spec)
+        } else {
+            Arc::new(Template::build(spec, extra))
+        };
         let builders = spec
             .columns
             .iter()
@@ -355,15 +400,14 @@ impl Writer {
                 }
             })
             .collect();
-        let is_key: Vec<bool> = spec.columns.iter().map(|c| spec.is_key(&c.name)).collect();
         let n = spec.columns.len();
         Writer {
-            schema: spec.source_schema(),
-            spec: Arc::new(spec.clone()),
-            ex,
+            schema: t.schema.clone(),
+            spec: t.spec.clone(),
+            ex: t.ex.clone(),
             builders,
             scratch: String::new(),
-            is_key,
+            is_key: t.is_key.clone(),
             nulled: vec![0; n],
             dropped: vec![0; n],
             bad_arrays: Default::default(),
@@ -401,7 +445,7 @@ impl Writer {
         self.spec
             .columns
             .iter()
-            .zip(&self.ex)
+            .zip(self.ex.iter())
             .filter(|(_, e)| e.is_none())
             .map(|(c, _)| c.name.as_str())
             .collect()
