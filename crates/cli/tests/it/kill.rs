@@ -132,3 +132,78 @@ async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_at_a_consistent_point_with_exit_130() {
+    let lever = Lever::start(20).await;
+    lever.emu.set_latency(Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "commit_interval_secs = 0\n{}page_size = 4\n",
+            crate::harness::FAST_SOURCE
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let dest = dir.path().join("lake");
+    let d = dest.to_str().unwrap().to_owned();
+    let mut child = lever
+        .command(&[
+            "--no-progress",
+            "run",
+            "lever",
+            "--sink",
+            "parquet",
+            "--dest",
+            &d,
+            "--config",
+            &cfg,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first commit is durable (the state exists), mid-sync.
+    let state = dest.join("_sluice");
+    let t = Instant::now();
+    while !state.exists() && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stops promptly after Ctrl-C")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // It either stopped at a checkpoint (130) or had already finished (0).
+    assert!(
+        matches!(out.status.code(), Some(130) | Some(0)),
+        "{:?}: {err}",
+        out.status
+    );
+    if out.status.code() == Some(130) {
+        assert!(err.contains("interrupted"), "{err}");
+    }
+    let o = output(lever.command(&[
+        "--no-progress",
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        &d,
+        "--config",
+        &cfg,
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_matches_truth(&dest, &lever.emu).await;
+}
