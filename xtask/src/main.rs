@@ -133,13 +133,14 @@ fn main() -> Result<()> {
                 "warnings",
             ]);
             status(clippy, "cargo clippy -D warnings")?;
-            let mut test = cargo();
-            test.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-            status(test, "cargo nextest run --workspace")?;
             let mut doc = cargo();
             doc.args(["test", "--doc", "--workspace"]);
             status(doc, "cargo test --doc")?;
             docs(true)?;
+            // The test suite runs last, so its summary closes the output.
+            let mut test = cargo();
+            test.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+            status(test, "cargo nextest run --workspace")?;
             eprintln!("xtask: ci passed");
             Ok(())
         }
