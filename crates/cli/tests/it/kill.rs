@@ -150,7 +150,7 @@ async fn ctrl_c_stops_at_a_consistent_point_with_exit_130() {
     let cfg = cfg.to_str().unwrap().to_owned();
     let dest = dir.path().join("lake");
     let d = dest.to_str().unwrap().to_owned();
-    let mut child = lever
+    let child = lever
         .command(&[
             "--no-progress",
             "run",
