@@ -42,6 +42,7 @@ mod layout;
 mod lease;
 mod manifest;
 mod probe;
+mod session_index;
 mod sink;
 
 pub use config::{DEFAULT_DEST, Destination, ParquetSinkConfig};

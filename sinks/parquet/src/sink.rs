@@ -7,6 +7,7 @@ use crate::layout::{self, buckets_of};
 use crate::lease::Lease;
 use crate::manifest::{self, FileEntry, MANIFEST_FORMAT, Manifest, TableEntry};
 use crate::probe::{self, Findings, Probe};
+use crate::session_index::SessionIndex;
 use arrow::array::{BooleanArray, UInt32Array};
 use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::record_batch::RecordBatch;
@@ -41,6 +42,8 @@ pub struct ParquetSink {
     manifest: Option<Manifest>,
     specs: BTreeMap<String, TableSpec>,
     pending: Vec<SinkChange>,
+    /// Keys this run wrote to tables that started empty (see `session_index`).
+    index: std::sync::Mutex<BTreeMap<String, SessionIndex>>,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -78,6 +81,7 @@ impl ParquetSink {
             manifest: None,
             specs: BTreeMap::new(),
             pending: Vec::new(),
+            index: std::sync::Mutex::default(),
         }
     }
 
@@ -311,8 +315,17 @@ impl ParquetSink {
         }
         let mut found = Findings::default();
         let columns = probe.columns();
+        // A table that started empty in this run: its index of written keys can prove that
+        // nothing stored is affected, without reading any file.
+        let untouched = {
+            let mut index = self.index.lock().expect("session index lock");
+            index
+                .entry(spec.name.clone())
+                .or_insert_with(|| SessionIndex::new(base.map_or(0, |e| e.files.len())))
+                .proves_untouched(spec, &bcol, changes)
+        };
         for (&bucket, files) in &stored {
-            if !probe.must_check(bucket) {
+            if untouched || !probe.must_check(bucket) {
                 continue;
             }
             for f in files {
@@ -373,6 +386,14 @@ impl ParquetSink {
                 changes.to_vec()
             };
             let (out, s) = merge(spec, &existing, &group_changes)?;
+            if let Some(ix) = self
+                .index
+                .lock()
+                .expect("session index lock")
+                .get_mut(&spec.name)
+            {
+                ix.record(spec, &bcol, &out);
+            }
             drop(existing);
             drop(group_changes);
             stats.add(&s);
