@@ -118,6 +118,14 @@ impl SessionIndex {
         })
     }
 
+    /// Whether the index proves that no stored row has one of `values` in the bucket column.
+    pub(crate) fn proves_no_rows_with(&self, values: &[String]) -> bool {
+        self.complete
+            && values
+                .iter()
+                .all(|v| !self.parents.contains(&hash(v.as_bytes())))
+    }
+
     /// Records the rows of `batch` as written to the table.
     pub(crate) fn record(&mut self, spec: &TableSpec, bucket_column: &str, batch: &RecordBatch) {
         if !self.complete {
@@ -225,7 +233,10 @@ mod tests {
             !ix.proves_untouched(&t, "opportunity_id", &[all]),
             "whole-table scope"
         );
+        assert!(ix.proves_no_rows_with(&["o2".to_owned()]));
+        assert!(!ix.proves_no_rows_with(&["o2".to_owned(), "o1".to_owned()]));
         let stored_before = SessionIndex::new(3);
+        assert!(!stored_before.proves_no_rows_with(&["o2".to_owned()]));
         assert!(!stored_before.proves_untouched(&t, "opportunity_id", &[upsert(&["z"], &["o9"])]));
     }
 }

@@ -250,6 +250,20 @@ impl ParquetSink {
                 .and_then(|m| m.tables.get(parent_table));
             let values = match entry {
                 None => Vec::new(),
+                // The parent started empty in this run and holds no row of these parents:
+                // nothing to read.
+                Some(entry)
+                    if matches!(&parent_scope, Scope::Where { column, values }
+                        if *column == entry.bucket_column
+                            && self
+                                .index
+                                .lock()
+                                .expect("session index lock")
+                                .get(parent_table)
+                                .is_some_and(|ix| ix.proves_no_rows_with(values))) =>
+                {
+                    Vec::new()
+                }
                 Some(entry) => {
                     let buckets: Option<BTreeSet<u32>> = match &parent_scope {
                         Scope::Where { column, values } if *column == entry.bucket_column => Some(
