@@ -17,7 +17,7 @@ use arrow::compute::interleave;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 /// Aligns `batch` to `schema` by column name: missing columns become NULL, extra columns are
@@ -161,7 +161,8 @@ pub fn merge(
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut values: Vec<Rows> = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    // FxHash: keys are row-format bytes hashed millions of times per sync; no untrusted input.
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
     let mut stats = TableCommitStats::default();
     let has_deleted = spec.capture_deletes;
     let history = spec.history;

@@ -23,9 +23,10 @@ use crate::layout::{self, buckets_of};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use sluice_core::spec::{ACTIVE, DELETED};
 use sluice_core::{Change, Scope, SinkChange, TableSpec};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How the staged changes use one key.
 #[derive(Debug, Default)]
@@ -122,7 +123,7 @@ impl Probe {
             history: spec.history,
             capture_deletes: spec.capture_deletes,
             key_in_bucket: spec.primary_key.iter().any(|k| k == bcol),
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             missing: Vec::new(),
             targets: BTreeMap::new(),
             delete_buckets: BTreeSet::new(),
