@@ -291,7 +291,7 @@ async fn secrets_never_appear_in_logs_or_files() {
             !out.contains(secret) && !err.contains(secret),
             "{what} in output"
         );
-        for entry in walk(&dest) {
+        for entry in crate::harness::walk(&dest) {
             let bytes = std::fs::read(&entry).unwrap();
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
@@ -306,19 +306,6 @@ async fn secrets_never_appear_in_logs_or_files() {
         .unwrap();
     let email = users[0]["email"].as_str().unwrap();
     assert_eq!(email.len(), 64, "email not hashed: {email}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,3 +214,17 @@ pub(crate) fn file_columns(dest: &Path, table: &str) -> std::collections::BTreeS
     }
     out
 }
+
+/// Every file below `dir`, recursively.
+pub(crate) fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("readable dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

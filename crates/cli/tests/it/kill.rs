@@ -2,7 +2,7 @@
 //! by a recovery run: the output must equal the truth, with no key twice and no file in a table
 //! folder that the manifest does not list.
 
-use crate::harness::{Lever, assert_matches_truth, output};
+use crate::harness::{Lever, assert_matches_truth, output, walk};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,35 +29,23 @@ fn glob_rows(dest: &Path) -> std::collections::BTreeMap<String, usize> {
     out
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+/// Writes a config with small pages (many checkpoints) committed at every checkpoint, so that
+/// interruptions land in every phase, commits included. Returns its path.
+fn small_pages_config(dir: &Path) -> String {
+    let cfg = dir.join("sluice.toml");
+    let text = format!(
+        "commit_interval_secs = 0\n{}page_size = 4\n",
+        crate::harness::FAST_SOURCE
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg.to_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
     let lever = Lever::start(20).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sluice.toml");
-    // Small pages: many checkpoints, so kills land in every phase.
-    // Commit at every checkpoint, so kills land in commits too.
-    std::fs::write(
-        &cfg,
-        format!(
-            "commit_interval_secs = 0\n{}page_size = 4\n",
-            crate::harness::FAST_SOURCE
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.to_str().unwrap().to_owned();
+    let cfg = small_pages_config(dir.path());
 
     // A clean run measures the duration to spread the kill points over.
     let clean = dir.path().join("clean");
@@ -138,16 +126,7 @@ async fn ctrl_c_stops_at_a_consistent_point_with_exit_130() {
     let lever = Lever::start(20).await;
     lever.emu.set_latency(Duration::from_millis(20));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sluice.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "commit_interval_secs = 0\n{}page_size = 4\n",
-            crate::harness::FAST_SOURCE
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.to_str().unwrap().to_owned();
+    let cfg = small_pages_config(dir.path());
     let dest = dir.path().join("lake");
     let d = dest.to_str().unwrap().to_owned();
     let child = lever
