@@ -70,29 +70,6 @@ async fn measure_appends_s3() {
     }
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::common::Lake::local()).await
-                }
-            )*
-        }
-        mod s3 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(lake) = crate::common::Lake::s3() {
-                        super::$name(lake).await
-                    }
-                }
-            )*
-        }
-    };
-}
-
 both!(
     disjoint_keys_append,
     changed_rows_rewrite,

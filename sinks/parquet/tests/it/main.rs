@@ -2,6 +2,31 @@
 //! Integration tests of the parquet sink: every scenario runs against a local directory and
 //! against a real S3-compatible server (moto, started by the tests).
 
+/// Runs each named scenario `async fn name(lake: Lake)` once on a local directory
+/// (`local::name`) and once on moto S3 (`s3::name`).
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Lake::local()).await
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(lake) = crate::common::Lake::s3() {
+                        super::$name(lake).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
 mod appends;
 mod common;
 mod duckdb;

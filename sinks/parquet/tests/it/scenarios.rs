@@ -7,29 +7,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::common::Lake::local()).await
-                }
-            )*
-        }
-        mod s3 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(lake) = crate::common::Lake::s3() {
-                        super::$name(lake).await
-                    }
-                }
-            )*
-        }
-    };
-}
-
 both!(
     conformance,
     merge_delete_history,
