@@ -17,6 +17,7 @@ use arrow::compute::interleave;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use hashbrown::HashTable;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
@@ -125,6 +126,141 @@ impl<'a> ScopeMatcher<'a> {
     }
 }
 
+/// The rows a merge works on: every batch seen (stored and upserted), their row-format keys,
+/// their row-format values (computed only when a key repeats), and one slot per row version.
+struct Rowset {
+    batches: Vec<RecordBatch>,
+    keys: Vec<Rows>,
+    values: Vec<Option<Rows>>,
+    slots: Vec<Slot>,
+    value_conv: RowConverter,
+    value_idx: Vec<usize>,
+}
+
+fn hash_key(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(key)
+}
+
+impl Rowset {
+    /// Registers a batch and its keys; returns its index.
+    fn push(&mut self, batch: RecordBatch, keys: Rows) -> usize {
+        self.batches.push(batch);
+        self.keys.push(keys);
+        self.values.push(None);
+        self.batches.len() - 1
+    }
+
+    /// The row-format key of slot `si`.
+    fn key_of(&self, si: usize) -> &[u8] {
+        let s = &self.slots[si];
+        self.keys[s.batch].row(s.row).data()
+    }
+
+    /// The live slot of `key`.
+    fn find(&self, index: &HashTable<usize>, key: &[u8]) -> Option<usize> {
+        index
+            .find(hash_key(key), |&si| self.key_of(si) == key)
+            .copied()
+    }
+
+    /// Makes `si` the live slot of its key (replacing any other).
+    fn set_live(&self, index: &mut HashTable<usize>, si: usize) {
+        let key = self.key_of(si);
+        match index.entry(
+            hash_key(key),
+            |&other| self.key_of(other) == key,
+            |&other| hash_key(self.key_of(other)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = si,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(si);
+            }
+        }
+    }
+
+    /// Removes the key of `si` from the live slots.
+    fn unset_live(&self, index: &mut HashTable<usize>, si: usize) {
+        let key = self.key_of(si);
+        if let Ok(e) = index.find_entry(hash_key(key), |&other| self.key_of(other) == key) {
+            e.remove();
+        }
+    }
+
+    /// Whether two rows hold the same values (system columns aside).
+    fn same_values(&mut self, a: (usize, usize), b: (usize, usize)) -> Result<bool> {
+        for bi in [a.0, b.0] {
+            if self.values[bi].is_none() {
+                let cols = pick(&self.batches[bi], &self.value_idx);
+                self.values[bi] = Some(self.value_conv.convert_columns(&cols)?);
+            }
+        }
+        let row = |(bi, r): (usize, usize)| self.values[bi].as_ref().map(|v| v.row(r));
+        Ok(row(a) == row(b))
+    }
+}
+
+/// Slots by their text value of one scope column, so a `DeleteMissing { Where }` visits the
+/// rows of its values only instead of every live key. Extended lazily: new slots, and slots
+/// replaced in place (whose value may have changed), are added before each use; lookups
+/// re-check the slot's current value.
+struct ScopeIndex {
+    column: String,
+    /// The column as text, per batch (`None`: the batch lacks it).
+    text: Vec<Option<ArrayRef>>,
+    by_value: HashMap<String, Vec<usize>>,
+    slots_seen: usize,
+    moved_seen: usize,
+}
+
+impl ScopeIndex {
+    fn new(column: &str) -> ScopeIndex {
+        ScopeIndex {
+            column: column.to_owned(),
+            text: Vec::new(),
+            by_value: HashMap::default(),
+            slots_seen: 0,
+            moved_seen: 0,
+        }
+    }
+
+    fn catch_up(&mut self, rows: &Rowset, moved: &[usize]) -> Result<()> {
+        for b in &rows.batches[self.text.len()..] {
+            let text = match b.column_by_name(&self.column) {
+                Some(c) => Some(arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?),
+                None => {
+                    return Err(Error::internal(format!(
+                        "delete scope names unknown column `{}`",
+                        self.column
+                    )));
+                }
+            };
+            self.text.push(text);
+        }
+        let new = self.slots_seen..rows.slots.len();
+        let replaced = moved[self.moved_seen..].iter().copied();
+        for si in new.chain(replaced) {
+            if let Some(v) = self.value_of(&rows.slots[si]) {
+                let v = v.to_owned();
+                self.by_value.entry(v).or_default().push(si);
+            }
+        }
+        self.slots_seen = rows.slots.len();
+        self.moved_seen = moved.len();
+        Ok(())
+    }
+
+    fn value_of(&self, s: &Slot) -> Option<&str> {
+        let col = self.text.get(s.batch)?.as_ref()?;
+        let col = col.as_string::<i32>();
+        col.is_valid(s.row).then(|| col.value(s.row))
+    }
+
+    fn slots_with(&self, value: &str) -> &[usize] {
+        self.by_value.get(value).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Applies `changes` (in order) to the stored rows `existing` of the table declared by `spec`
 /// (its destination declaration). Returns the new rows as one batch and what changed.
 ///
@@ -158,11 +294,22 @@ pub fn merge(
     let key_conv = RowConverter::new(sort_fields(&key_idx))?;
     let value_conv = RowConverter::new(sort_fields(&value_idx))?;
 
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    let mut values: Vec<Rows> = Vec::new();
-    let mut slots: Vec<Slot> = Vec::new();
-    // FxHash: keys are row-format bytes hashed millions of times per sync; no untrusted input.
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::default();
+    let mut rows = Rowset {
+        batches: Vec::new(),
+        keys: Vec::new(),
+        values: Vec::new(),
+        slots: Vec::new(),
+        value_conv,
+        value_idx,
+    };
+    // The live key of each storage key, as an index into `rows.slots`. Keys are not copied:
+    // the table hashes the row-format key bytes held by `rows.keys` (FxHash: hashed millions
+    // of times per sync, no untrusted input).
+    let mut index: HashTable<usize> = HashTable::new();
+    // Slots by scope-column value, for `DeleteMissing { Where }` (built on first use).
+    let mut scopes: Vec<ScopeIndex> = Vec::new();
+    // Slots replaced in place (an update), whose scope value may have changed.
+    let mut moved: Vec<usize> = Vec::new();
     let mut stats = TableCommitStats::default();
     let has_deleted = spec.capture_deletes;
     let history = spec.history;
@@ -172,14 +319,13 @@ pub fn merge(
     for b in existing {
         let b = align(b, &schema, &spec.name)?;
         let keys = key_conv.convert_columns(&pick(&b, &key_idx))?;
-        let vals = value_conv.convert_columns(&pick(&b, &value_idx))?;
         let synced = ts_col(&b, SYNCED);
         let deleted = bool_col(&b, DELETED);
         let start = ts_col(&b, START);
         let end = ts_col(&b, END);
         let active = bool_col(&b, ACTIVE);
-        let bi = batches.len();
-        for row in 0..b.num_rows() {
+        let bi = rows.push(b, keys);
+        for row in 0..rows.batches[bi].num_rows() {
             let row_synced = synced.as_ref().map_or(0, |a| a.value(row));
             let slot = Slot {
                 batch: bi,
@@ -202,14 +348,12 @@ pub fn merge(
                     .is_none_or(|a| !a.is_valid(row) || a.value(row)),
                 live: true,
             };
-            let si = slots.len();
-            slots.push(slot);
+            let si = rows.slots.len();
+            rows.slots.push(slot);
             if !versioned || slot.active {
-                index.insert(keys.row(row).as_ref().to_vec(), si);
+                rows.set_live(&mut index, si);
             }
         }
-        batches.push(b);
-        values.push(vals);
     }
 
     for SinkChange {
@@ -222,19 +366,14 @@ pub fn merge(
             Change::Upsert { batch, .. } => {
                 let b = align(batch, &schema, &spec.name)?;
                 let keys = key_conv.convert_columns(&pick(&b, &key_idx))?;
-                let vals = value_conv.convert_columns(&pick(&b, &value_idx))?;
                 let synced = ts_col(&b, SYNCED);
-                let bi = batches.len();
-                let rows = b.num_rows();
                 // Register the batch first: a key repeated within it refers back to it.
-                batches.push(b);
-                values.push(vals);
-                for row in 0..rows {
+                let bi = rows.push(b, keys);
+                for row in 0..rows.batches[bi].num_rows() {
                     let row_synced = synced
                         .as_ref()
                         .filter(|a| a.is_valid(row))
                         .map_or(at, |a| a.value(row));
-                    let key = keys.row(row).as_ref().to_vec();
                     let fresh = Slot {
                         batch: bi,
                         row,
@@ -245,38 +384,44 @@ pub fn merge(
                         active: true,
                         live: true,
                     };
-                    match index.get(&key).copied() {
+                    let key = rows.keys[bi].row(row);
+                    match rows.find(&index, key.as_ref()) {
                         None => {
                             stats.inserted += 1;
-                            index.insert(key, slots.len());
-                            slots.push(fresh);
+                            let si = rows.slots.len();
+                            rows.slots.push(fresh);
+                            rows.set_live(&mut index, si);
                         }
                         Some(si) => {
-                            let old = slots[si];
-                            let same = values[old.batch].row(old.row) == values[bi].row(row);
+                            let old = rows.slots[si];
+                            let same = rows.same_values((old.batch, old.row), (bi, row))?;
                             if same && !old.deleted {
                                 stats.unchanged += 1;
                                 if history {
-                                    slots[si].synced = row_synced;
+                                    rows.slots[si].synced = row_synced;
                                 } else {
-                                    slots[si] = Slot {
+                                    rows.slots[si] = Slot {
                                         start: old.start,
                                         ..fresh
                                     };
+                                    moved.push(si);
                                 }
                                 continue;
                             }
                             stats.updated += 1;
                             if history && old.start != row_synced {
-                                slots[si].active = false;
-                                slots[si].end = row_synced - 1_000;
-                                index.insert(key, slots.len());
-                                slots.push(fresh);
+                                rows.slots[si].active = false;
+                                rows.slots[si].end = row_synced - 1_000;
+                                rows.unset_live(&mut index, si);
+                                let new = rows.slots.len();
+                                rows.slots.push(fresh);
+                                rows.set_live(&mut index, new);
                             } else {
-                                slots[si] = Slot {
+                                rows.slots[si] = Slot {
                                     start: old.start,
                                     ..fresh
                                 };
+                                moved.push(si);
                             }
                         }
                     }
@@ -295,15 +440,14 @@ pub fn merge(
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let rows = key_conv.convert_columns(&cols)?;
+                let deleted = key_conv.convert_columns(&cols)?;
                 for row in 0..keys.num_rows() {
-                    let key = rows.row(row).as_ref().to_vec();
-                    if let Some(si) = index.get(&key).copied() {
-                        if delete_slot(&mut slots[si], at, has_deleted, history) {
+                    if let Some(si) = rows.find(&index, deleted.row(row).as_ref()) {
+                        if delete_slot(&mut rows.slots[si], at, has_deleted, history) {
                             stats.deleted += 1;
                         }
-                        if !slots[si].live || history {
-                            index.remove(&key);
+                        if !rows.slots[si].live || history {
+                            rows.unset_live(&mut index, si);
                         }
                     }
                 }
@@ -325,29 +469,59 @@ pub fn merge(
                 let keep: HashSet<&[u8]> = (0..keep.num_rows())
                     .map(|r| keep_rows.row(r).data())
                     .collect();
-                let matchers = batches
-                    .iter()
-                    .map(|b| ScopeMatcher::new(scope, b))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut gone = Vec::new();
-                for (key, &si) in &index {
-                    let s = slots[si];
-                    if !keep.contains(key.as_slice()) && matchers[s.batch].matches(s.row) {
-                        gone.push(key.clone());
+                // The live slots in scope whose key is not kept.
+                let mut gone: Vec<usize> = Vec::new();
+                match scope {
+                    Scope::All => {
+                        for &si in index.iter() {
+                            if !keep.contains(rows.key_of(si)) {
+                                gone.push(si);
+                            }
+                        }
+                    }
+                    Scope::Where { column, values } => {
+                        let at_scope = match scopes.iter().position(|x| &x.column == column) {
+                            Some(i) => i,
+                            None => {
+                                scopes.push(ScopeIndex::new(column));
+                                scopes.len() - 1
+                            }
+                        };
+                        let scope_index = &mut scopes[at_scope];
+                        scope_index.catch_up(&rows, &moved)?;
+                        let mut seen: HashSet<usize> = HashSet::default();
+                        for v in values {
+                            for &si in scope_index.slots_with(v) {
+                                // A slot listed under a value it no longer holds is
+                                // skipped here and found under its current value.
+                                if scope_index.value_of(&rows.slots[si]) == Some(v.as_str())
+                                    && seen.insert(si)
+                                    && rows.find(&index, rows.key_of(si)) == Some(si)
+                                    && !keep.contains(rows.key_of(si))
+                                {
+                                    gone.push(si);
+                                }
+                            }
+                        }
+                    }
+                    Scope::Via { .. } => {
+                        return Err(Error::internal(
+                            "a Via scope must be resolved by the sink before merging",
+                        ));
                     }
                 }
-                for key in gone {
-                    let si = index[&key];
-                    if delete_slot(&mut slots[si], at, has_deleted, history) {
+                for si in gone {
+                    if delete_slot(&mut rows.slots[si], at, has_deleted, history) {
                         stats.deleted += 1;
                     }
-                    if !slots[si].live || history {
-                        index.remove(&key);
+                    if !rows.slots[si].live || history {
+                        rows.unset_live(&mut index, si);
                     }
                 }
             }
         }
     }
+    let Rowset { batches, slots, .. } = rows;
 
     // Materialize.
     let live: Vec<&Slot> = slots.iter().filter(|s| s.live).collect();
@@ -441,12 +615,16 @@ pub fn string_at(batch: &RecordBatch, column: &str, row: usize) -> Option<String
 }
 
 #[cfg(test)]
+#[path = "merge_model_tests.rs"]
+mod model_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::{ColumnSpec, ColumnType, SyncKind};
     use arrow::array::Int64Array;
 
-    fn spec(capture_deletes: bool, history: bool) -> TableSpec {
+    pub(super) fn spec(capture_deletes: bool, history: bool) -> TableSpec {
         let mut t = TableSpec::new(
             "note",
             SyncKind::Child {
@@ -487,7 +665,7 @@ mod tests {
         .unwrap()
     }
 
-    fn up(t: &TableSpec, data: &[(&str, &str, i64)], at: i64) -> SinkChange {
+    pub(super) fn up(t: &TableSpec, data: &[(&str, &str, i64)], at: i64) -> SinkChange {
         SinkChange {
             change: Change::Upsert {
                 table: t.name.clone(),
@@ -497,7 +675,7 @@ mod tests {
         }
     }
 
-    fn keys(ids: &[&str]) -> RecordBatch {
+    pub(super) fn keys(ids: &[&str]) -> RecordBatch {
         RecordBatch::try_from_iter(vec![(
             "id",
             Arc::new(StringArray::from_iter_values(ids.iter().copied())) as ArrayRef,
@@ -505,7 +683,7 @@ mod tests {
         .unwrap()
     }
 
-    fn col(b: &RecordBatch, name: &str) -> Vec<String> {
+    pub(super) fn col(b: &RecordBatch, name: &str) -> Vec<String> {
         (0..b.num_rows())
             .map(|r| string_at(b, name, r).unwrap_or_else(|| "∅".into()))
             .collect()

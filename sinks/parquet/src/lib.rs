@@ -41,6 +41,7 @@ mod io;
 mod layout;
 mod lease;
 mod manifest;
+mod partition;
 mod probe;
 mod session_index;
 mod sink;

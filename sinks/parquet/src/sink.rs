@@ -6,10 +6,11 @@ use crate::io;
 use crate::layout::{self, buckets_of};
 use crate::lease::Lease;
 use crate::manifest::{self, FileEntry, MANIFEST_FORMAT, Manifest, TableEntry};
+use crate::partition::Partitioned;
 use crate::probe::{self, Findings, Probe};
 use crate::session_index::SessionIndex;
-use arrow::array::{BooleanArray, UInt32Array};
-use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -365,6 +366,7 @@ impl ParquetSink {
         let mut links = std::mem::take(&mut found.links);
         links.extend(probe.own_links());
         let groups = probe::groups(&work, &links);
+        let parts = Partitioned::new(changes, &bcol, n)?;
         let props = io::writer_properties(self.config.row_group_rows);
         let mut stats = TableCommitStats::default();
         let mut written: Vec<FileEntry> = Vec::new();
@@ -392,10 +394,7 @@ impl ParquetSink {
                 Vec::new()
             };
             let group_changes: Vec<SinkChange> = if n > 1 {
-                changes
-                    .iter()
-                    .map(|c| restrict(c, &bcol, n, &group))
-                    .collect::<Result<_>>()?
+                parts.restrict(&group)?
             } else {
                 changes.to_vec()
             };
@@ -610,42 +609,6 @@ impl ParquetSink {
         self.prune_manifests().await;
         Ok(report)
     }
-}
-
-/// `change` restricted to the rows of bucket set `group`: upserted rows by the bucket of their
-/// bucket column (bucket 0 without one, as they are stored); delete keys by their bucket
-/// column when they carry it, else kept whole (a delete of a key the group lacks is a no-op);
-/// `DeleteMissing` kept whole (it applies row by row).
-fn restrict(change: &SinkChange, bcol: &str, n: u32, group: &BTreeSet<u32>) -> Result<SinkChange> {
-    let filter = |batch: &RecordBatch, missing_is_bucket_0: bool| -> Result<RecordBatch> {
-        let Some(col) = batch.column_by_name(bcol) else {
-            return Ok(if !missing_is_bucket_0 || group.contains(&0) {
-                batch.clone()
-            } else {
-                batch.slice(0, 0)
-            });
-        };
-        let mask: BooleanArray = buckets_of(col.as_ref(), n)?
-            .into_iter()
-            .map(|b| Some(group.contains(&b)))
-            .collect();
-        Ok(filter_record_batch(batch, &mask).map_err(sluice_core::Error::from)?)
-    };
-    let restricted = match &change.change {
-        Change::Upsert { table, batch } => Change::Upsert {
-            table: table.clone(),
-            batch: filter(batch, true)?,
-        },
-        Change::Delete { table, keys } => Change::Delete {
-            table: table.clone(),
-            keys: filter(keys, false)?,
-        },
-        other => other.clone(),
-    };
-    Ok(SinkChange {
-        change: restricted,
-        synced_at_us: change.synced_at_us,
-    })
 }
 
 #[async_trait]
