@@ -15,6 +15,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sluice_core::cpu::Phase;
 use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, SyncKind, TableSpec};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -272,17 +273,19 @@ impl Sync<'_> {
                     ));
                 }
             }
-            for item in &items {
-                match g.label {
-                    "users" => write_flat(&mut t, "users", item),
-                    "stages" => write_flat(&mut t, "stage", item),
-                    "archive_reasons" => write_flat(&mut t, "archive_reason", item),
-                    "requisition_fields" => write_flat(&mut t, "requisition_fields", item),
-                    "postings" => write_posting(&mut t, item),
-                    _ => write_requisition(&mut t, item),
+            let batches = self.ctx.metrics.cpu_phase(Phase::Decode, || {
+                for item in &items {
+                    match g.label {
+                        "users" => write_flat(&mut t, "users", item),
+                        "stages" => write_flat(&mut t, "stage", item),
+                        "archive_reasons" => write_flat(&mut t, "archive_reason", item),
+                        "requisition_fields" => write_flat(&mut t, "requisition_fields", item),
+                        "postings" => write_posting(&mut t, item),
+                        _ => write_requisition(&mut t, item),
+                    }
                 }
-            }
-            let batches = t.finish_all()?;
+                t.finish_all()
+            })?;
             self.collect_issues(&mut t);
             for (table, batch) in &batches {
                 self.upsert(table, batch).await?;
@@ -481,21 +484,23 @@ impl Sync<'_> {
         let mut contacts: Vec<String> = Vec::new();
         let mut seen_contacts = HashSet::new();
         let mut posting_form_ids = Vec::new();
-        for o in opps {
-            let contact = contact_of(o);
-            let new_contact = contact.is_some_and(|c| seen_contacts.insert(c.to_owned()));
-            if new_contact {
-                contacts.push(contact.unwrap_or_default().to_owned());
-            }
-            write_opportunity(&mut t, o, new_contact);
-            for app in crate::decode::get_arr(o, "applications") {
-                for q in crate::decode::get_arr(app, "customQuestions") {
-                    if let Some(id) = get_str(q, "id") {
-                        posting_form_ids.push(id.to_owned());
+        self.ctx.metrics.cpu_phase(Phase::Decode, || {
+            for o in opps {
+                let contact = contact_of(o);
+                let new_contact = contact.is_some_and(|c| seen_contacts.insert(c.to_owned()));
+                if new_contact {
+                    contacts.push(contact.unwrap_or_default().to_owned());
+                }
+                write_opportunity(&mut t, o, new_contact);
+                for app in crate::decode::get_arr(o, "applications") {
+                    for q in crate::decode::get_arr(app, "customQuestions") {
+                        if let Some(id) = get_str(q, "id") {
+                            posting_form_ids.push(id.to_owned());
+                        }
                     }
                 }
             }
-        }
+        });
         // Child endpoints, concurrently; the shared rate limiter paces them.
         let jobs: Vec<(usize, Endpoint)> = (0..opps.len())
             .flat_map(|i| endpoints.iter().map(move |e| (i, *e)))
@@ -529,18 +534,21 @@ impl Sync<'_> {
             }
         }
         ordered.sort_by_key(|(i, e, _)| (*i, *e));
-        for (i, e, items) in &ordered {
-            let o = &opps[*i];
-            let id = &opp_ids[*i];
-            write_children(&mut t, *e, id, contact_of(o), items);
-            ok_ids.entry(*e).or_default().push(id.clone());
-            item_ids.entry(*e).or_default().extend(
-                items
-                    .iter()
-                    .filter_map(|x| get_str(x, "id").map(str::to_owned)),
-            );
-        }
-        let batches: BTreeMap<String, RecordBatch> = t.finish_all()?.into_iter().collect();
+        let batches = self.ctx.metrics.cpu_phase(Phase::Decode, || {
+            for (i, e, items) in &ordered {
+                let o = &opps[*i];
+                let id = &opp_ids[*i];
+                write_children(&mut t, *e, id, contact_of(o), items);
+                ok_ids.entry(*e).or_default().push(id.clone());
+                item_ids.entry(*e).or_default().extend(
+                    items
+                        .iter()
+                        .filter_map(|x| get_str(x, "id").map(str::to_owned)),
+                );
+            }
+            t.finish_all()
+        })?;
+        let batches: BTreeMap<String, RecordBatch> = batches.into_iter().collect();
         self.collect_issues(&mut t);
         for (table, batch) in &batches {
             self.upsert(table, batch).await?;

@@ -1,6 +1,7 @@
 //! The sync engine: source → bounded channel → transforms → sink, committing at every
 //! checkpoint (data first, then state) and never past a failure.
 
+use crate::cpu::Phase;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{SinkChange, SourceMessage};
 use crate::metrics::Metrics;
@@ -218,7 +219,9 @@ async fn drive(
                     let table = change.table().to_owned();
                     let rows = change.rows() as u64;
                     let is_upsert = matches!(change, crate::Change::Upsert { .. });
-                    let Some(change) = plan.apply(change, synced_at_us)? else {
+                    let applied =
+                        metrics.cpu_phase(Phase::Transform, || plan.apply(change, synced_at_us))?;
+                    let Some(change) = applied else {
                         continue;
                     };
                     if is_upsert {
@@ -226,11 +229,15 @@ async fn drive(
                     } else {
                         metrics.deletes(&table, rows);
                     }
-                    sink.write(SinkChange {
-                        change,
-                        synced_at_us,
-                    })
-                    .await?;
+                    metrics
+                        .metered(
+                            Phase::Write,
+                            sink.write(SinkChange {
+                                change,
+                                synced_at_us,
+                            }),
+                        )
+                        .await?;
                     staged_rows += rows;
                     pending = true;
                 }
@@ -250,7 +257,11 @@ async fn drive(
                     }
                     if due {
                         last_state.committed_at_ms = now_ms();
-                        report.absorb(sink.commit(&last_state).await?);
+                        report.absorb(
+                            metrics
+                                .metered(Phase::Write, sink.commit(&last_state))
+                                .await?,
+                        );
                         tracing::debug!(
                             commits = report.commits,
                             staged_rows,
@@ -288,7 +299,12 @@ async fn drive(
             }
         }
         state.committed_at_ms = now_ms();
-        report.absorb(sink.commit(&state).await?);
+        report.absorb(
+            options
+                .metrics
+                .metered(Phase::Write, sink.commit(&state))
+                .await?,
+        );
     }
     Ok(report)
 }

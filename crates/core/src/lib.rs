@@ -12,6 +12,7 @@
 //!
 //! The normative description is `docs/spec.md`.
 
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod merge;

@@ -25,6 +25,9 @@ struct Inner {
     retries: AtomicU64,
     tables: Mutex<BTreeMap<String, TableCounters>>,
     phase: Mutex<String>,
+    /// Whether CPU time is accounted by [`crate::cpu::Phase`].
+    account_cpu: std::sync::atomic::AtomicBool,
+    cpu_ns: [AtomicU64; 4],
 }
 
 /// Shared, cheap-to-clone sync counters.
@@ -84,6 +87,21 @@ impl Metrics {
     /// A copy of the per-table counters.
     pub fn tables(&self) -> BTreeMap<String, TableCounters> {
         self.0.tables.lock().expect("metrics lock").clone()
+    }
+    /// Turns on CPU accounting by phase (see [`crate::cpu`]).
+    pub fn account_cpu(&self) {
+        self.0.account_cpu.store(true, Ordering::Relaxed);
+    }
+    /// Whether CPU time is accounted by phase.
+    pub fn accounts_cpu(&self) -> bool {
+        self.0.account_cpu.load(Ordering::Relaxed)
+    }
+    pub(crate) fn add_cpu_ns(&self, phase: crate::cpu::Phase, ns: u64) {
+        self.0.cpu_ns[phase as usize].fetch_add(ns, Ordering::Relaxed);
+    }
+    /// CPU seconds charged to `phase` so far (0 unless [`Metrics::account_cpu`] was called).
+    pub fn cpu_seconds(&self, phase: crate::cpu::Phase) -> f64 {
+        self.0.cpu_ns[phase as usize].load(Ordering::Relaxed) as f64 / 1e9
     }
     fn with_table(&self, table: &str, f: impl FnOnce(&mut TableCounters)) {
         let mut tables = self.0.tables.lock().expect("metrics lock");

@@ -8,6 +8,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use serde_json::Value;
+use sluice_core::cpu::Phase;
 use sluice_core::{Error, Metrics, Result};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -147,6 +148,16 @@ impl Client {
     /// GETs `path` with `query`; `label` names the endpoint in metrics and errors. Returns
     /// `None` on 404.
     pub(crate) async fn get(
+        &self,
+        label: &str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> std::result::Result<Option<Value>, PageError> {
+        let fetch = self.get_unmetered(label, path, query);
+        self.0.metrics.metered(Phase::Fetch, fetch).await
+    }
+
+    async fn get_unmetered(
         &self,
         label: &str,
         path: &str,
@@ -362,7 +373,11 @@ impl Client {
                 .with_retryable(false),
             ));
         }
-        match serde_json::from_slice::<Value>(&body) {
+        let parsed = self
+            .0
+            .metrics
+            .cpu_phase(Phase::Decode, || serde_json::from_slice::<Value>(&body));
+        match parsed {
             Ok(v) => Outcome::Done(v),
             // A complete HTTP 200 body that is not JSON (truncated or garbled by a proxy):
             // retried a little (a dropped connection is a transport error, retried above).
