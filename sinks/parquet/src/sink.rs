@@ -367,10 +367,18 @@ impl ParquetSink {
         links.extend(probe.own_links());
         let groups = probe::groups(&work, &links);
         let parts = Partitioned::new(changes, &bcol, n)?;
-        let props = io::writer_properties(self.config.row_group_rows);
-        let mut stats = TableCommitStats::default();
-        let mut written: Vec<FileEntry> = Vec::new();
+        let mut out = GroupWriter {
+            sink: self,
+            spec,
+            bcol: &bcol,
+            n,
+            props: io::writer_properties(self.config.row_group_rows),
+            stats: TableCommitStats::default(),
+            written: Vec::new(),
+            new_files,
+        };
         let mut rewritten: BTreeSet<u32> = BTreeSet::new();
+        let mut appended: BTreeSet<u32> = BTreeSet::new();
         for group in groups {
             let rewrite = group.iter().any(|b| {
                 found.affected.contains(b)
@@ -379,8 +387,12 @@ impl ParquetSink {
                         probe.targets.get(b).copied().unwrap_or(0),
                     )
             });
-            let existing = if rewrite {
-                self.read_files(
+            if !rewrite {
+                appended.extend(group);
+                continue;
+            }
+            let existing = self
+                .read_files(
                     &spec.name,
                     group
                         .iter()
@@ -389,67 +401,30 @@ impl ParquetSink {
                     None,
                     Some(&schema),
                 )
-                .await?
-            } else {
-                Vec::new()
-            };
-            let group_changes: Vec<SinkChange> = if n > 1 {
+                .await?;
+            let group_changes = if n > 1 {
                 parts.restrict(&group)?
             } else {
                 changes.to_vec()
             };
-            let (out, s) = merge(spec, &existing, &group_changes)?;
-            if let Some(ix) = self
-                .index
-                .lock()
-                .expect("session index lock")
-                .get_mut(&spec.name)
-            {
-                ix.record(spec, &bcol, &out);
-            }
-            drop(existing);
-            drop(group_changes);
-            stats.add(&s);
-            if rewrite {
-                rewritten.extend(group.iter().copied());
-            }
-            let rows_bucket = match out.column_by_name(&bcol) {
-                Some(col) => buckets_of(col.as_ref(), n)?,
-                None => vec![0; out.num_rows()],
-            };
-            let mut by_bucket: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-            for (row, b) in rows_bucket.into_iter().enumerate() {
-                if !group.contains(&b) {
-                    return Err(internal(format!(
-                        "table `{}`: merged row falls in bucket {b}, outside its group",
-                        spec.name
-                    )));
-                }
-                by_bucket.entry(b).or_default().push(row as u32);
-            }
-            for (bucket, rows) in by_bucket {
-                for chunk in rows.chunks(self.config.max_rows_per_file) {
-                    let batch = take_record_batch(&out, &UInt32Array::from(chunk.to_vec()))
-                        .map_err(sluice_core::Error::from)?;
-                    let name = layout::new_file_name(bucket);
-                    let path = self.file_path(&spec.name, &name);
-                    new_files.push(path.clone());
-                    let size =
-                        io::write_file(&self.dest.store, &path, &batch, props.clone()).await?;
-                    if let Some(fs) = self.dest.fs_path(&path) {
-                        io::fsync(fs).await?;
-                    }
-                    stats.bytes_written += size;
-                    stats.files_written += 1;
-                    written.push(FileEntry {
-                        name,
-                        bucket,
-                        size,
-                        rows: chunk.len() as u64,
-                    });
-                }
-            }
+            out.merge_and_write(&group, &existing, &group_changes)
+                .await?;
+            rewritten.extend(group);
         }
+        // Groups on the append fast path merge against no stored rows, so they are merged
+        // together, once: their keys are disjoint, so this equals merging each alone (and
+        // spares a pass over every change per group).
+        if !appended.is_empty() {
+            let group_changes = if n > 1 {
+                parts.restrict(&appended)?
+            } else {
+                changes.to_vec()
+            };
+            out.merge_and_write(&appended, &[], &group_changes).await?;
+        }
+        let GroupWriter {
+            mut stats, written, ..
+        } = out;
 
         // 3. The new file list: rewritten buckets lose their old files, every other file
         //    stays as it was.
@@ -608,6 +583,83 @@ impl ParquetSink {
             .await;
         self.prune_manifests().await;
         Ok(report)
+    }
+}
+
+/// Merges one set of buckets and writes the result as new files of those buckets.
+struct GroupWriter<'a> {
+    sink: &'a ParquetSink,
+    spec: &'a TableSpec,
+    bcol: &'a str,
+    n: u32,
+    props: parquet::file::properties::WriterProperties,
+    stats: TableCommitStats,
+    written: Vec<FileEntry>,
+    new_files: &'a mut Vec<Path>,
+}
+
+impl GroupWriter<'_> {
+    /// Merges `changes` into `existing` (the stored rows of `buckets`, or none on the append
+    /// path) and writes the rows, bucket by bucket, in files of at most `max_rows_per_file`.
+    async fn merge_and_write(
+        &mut self,
+        buckets: &BTreeSet<u32>,
+        existing: &[RecordBatch],
+        changes: &[SinkChange],
+    ) -> Result<()> {
+        let (spec, bcol, n) = (self.spec, self.bcol, self.n);
+        let (out, s) = merge(spec, existing, changes)?;
+        if let Some(ix) = self
+            .sink
+            .index
+            .lock()
+            .expect("session index lock")
+            .get_mut(&spec.name)
+        {
+            ix.record(spec, bcol, &out);
+        }
+        self.stats.add(&s);
+        let rows_bucket = match out.column_by_name(bcol) {
+            Some(col) => buckets_of(col.as_ref(), n)?,
+            None => vec![0; out.num_rows()],
+        };
+        let mut by_bucket: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (row, b) in rows_bucket.into_iter().enumerate() {
+            if !buckets.contains(&b) {
+                return Err(internal(format!(
+                    "table `{}`: merged row falls in bucket {b}, outside its group",
+                    spec.name
+                )));
+            }
+            by_bucket.entry(b).or_default().push(row as u32);
+        }
+        for (bucket, rows) in by_bucket {
+            for chunk in rows.chunks(self.sink.config.max_rows_per_file) {
+                let batch = if chunk.len() == out.num_rows() {
+                    out.clone()
+                } else {
+                    take_record_batch(&out, &UInt32Array::from(chunk.to_vec()))
+                        .map_err(sluice_core::Error::from)?
+                };
+                let name = layout::new_file_name(bucket);
+                let path = self.sink.file_path(&spec.name, &name);
+                self.new_files.push(path.clone());
+                let dest = &self.sink.dest;
+                let size = io::write_file(&dest.store, &path, &batch, self.props.clone()).await?;
+                if let Some(fs) = dest.fs_path(&path) {
+                    io::fsync(fs).await?;
+                }
+                self.stats.bytes_written += size;
+                self.stats.files_written += 1;
+                self.written.push(FileEntry {
+                    name,
+                    bucket,
+                    size,
+                    rows: chunk.len() as u64,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
