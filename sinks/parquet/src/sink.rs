@@ -378,7 +378,7 @@ impl ParquetSink {
             new_files,
         };
         let mut rewritten: BTreeSet<u32> = BTreeSet::new();
-        let mut appended: BTreeSet<u32> = BTreeSet::new();
+        let mut appended: Vec<BTreeSet<u32>> = Vec::new();
         for group in groups {
             let rewrite = group.iter().any(|b| {
                 found.affected.contains(b)
@@ -388,7 +388,7 @@ impl ParquetSink {
                     )
             });
             if !rewrite {
-                appended.extend(group);
+                appended.push(group);
                 continue;
             }
             let existing = self
@@ -411,16 +411,27 @@ impl ParquetSink {
                 .await?;
             rewritten.extend(group);
         }
-        // Groups on the append fast path merge against no stored rows, so they are merged
-        // together, once: their keys are disjoint, so this equals merging each alone (and
-        // spares a pass over every change per group).
-        if !appended.is_empty() {
+        // Groups on the append fast path merge against no stored rows, so several are merged
+        // together: their keys are disjoint, so this equals merging each alone, and spares a
+        // pass over every change per group. They are packed into `APPEND_PASSES` passes (not
+        // one) to bound the memory a pass holds: its merged rows and their per-bucket copies.
+        let per_pass = (n as usize).div_ceil(APPEND_PASSES).max(1);
+        let mut pass: BTreeSet<u32> = BTreeSet::new();
+        let mut passes = Vec::new();
+        for group in appended {
+            pass.extend(group);
+            if pass.len() >= per_pass {
+                passes.push(std::mem::take(&mut pass));
+            }
+        }
+        passes.push(pass);
+        for buckets in passes.into_iter().filter(|p| !p.is_empty()) {
             let group_changes = if n > 1 {
-                parts.restrict(&appended)?
+                parts.restrict(&buckets)?
             } else {
                 changes.to_vec()
             };
-            out.merge_and_write(&appended, &[], &group_changes).await?;
+            out.merge_and_write(&buckets, &[], &group_changes).await?;
         }
         let GroupWriter {
             mut stats, written, ..
@@ -585,6 +596,9 @@ impl ParquetSink {
         Ok(report)
     }
 }
+
+/// Passes over a table's append-path buckets per commit (see `commit_table`).
+const APPEND_PASSES: usize = 4;
 
 /// Merges one set of buckets and writes the result as new files of those buckets.
 struct GroupWriter<'a> {
