@@ -14,11 +14,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// mimalloc instead of the system allocator: a sync allocates and frees millions of small
-/// objects (JSON values, Arrow buffers); glibc malloc was ~20 % of a large sync's CPU time.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "sluice-bench", about = "sluice end-to-end benchmarks")]
 struct Args {

@@ -14,11 +14,6 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of the system allocator: a sync allocates and frees millions of small
-/// objects (JSON values, Arrow buffers); glibc malloc was ~20 % of a large sync's CPU time.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Moves data from SaaS APIs into Parquet on local disk or S3, incrementally.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = None)]

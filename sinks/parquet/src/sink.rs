@@ -10,7 +10,7 @@ use crate::partition::Partitioned;
 use crate::probe::{self, Findings, Probe};
 use crate::session_index::SessionIndex;
 use arrow::array::UInt32Array;
-use arrow::compute::take_record_batch;
+use arrow::compute::{concat_batches, take_record_batch};
 use arrow::record_batch::RecordBatch;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -407,7 +407,9 @@ impl ParquetSink {
             } else {
                 changes.to_vec()
             };
-            out.merge_and_write(&group, &existing, &group_changes)
+            // A compaction (no stored row affected) keeps the stored rows as they are.
+            let stored_untouched = !group.iter().any(|b| found.affected.contains(b));
+            out.merge_and_write(&group, &existing, &group_changes, stored_untouched)
                 .await?;
             rewritten.extend(group);
         }
@@ -431,7 +433,8 @@ impl ParquetSink {
             } else {
                 changes.to_vec()
             };
-            out.merge_and_write(&buckets, &[], &group_changes).await?;
+            out.merge_and_write(&buckets, &[], &group_changes, true)
+                .await?;
         }
         let GroupWriter {
             mut stats, written, ..
@@ -613,25 +616,50 @@ struct GroupWriter<'a> {
 }
 
 impl GroupWriter<'_> {
-    /// Merges `changes` into `existing` (the stored rows of `buckets`, or none on the append
-    /// path) and writes the rows, bucket by bucket, in files of at most `max_rows_per_file`.
-    async fn merge_and_write(
-        &mut self,
-        buckets: &BTreeSet<u32>,
-        existing: &[RecordBatch],
-        changes: &[SinkChange],
-    ) -> Result<()> {
-        let (spec, bcol, n) = (self.spec, self.bcol, self.n);
-        let (out, s) = merge(spec, existing, changes)?;
+    /// Adds rows written to the table's session index (when it keeps one).
+    fn record(&self, rows: &RecordBatch) {
         if let Some(ix) = self
             .sink
             .index
             .lock()
             .expect("session index lock")
-            .get_mut(&spec.name)
+            .get_mut(&self.spec.name)
         {
-            ix.record(spec, bcol, &out);
+            ix.record(self.spec, self.bcol, rows);
         }
+    }
+
+    /// Merges `changes` into `existing` (the stored rows of `buckets`, or none on the append
+    /// path) and writes the rows, bucket by bucket, in files of at most `max_rows_per_file`.
+    ///
+    /// `stored_untouched`: the probe proved that no stored row is affected by `changes` (an
+    /// append, or a compaction). Then merging equals the stored rows followed by the changes
+    /// merged into an empty table (the fast path's argument), so the stored rows are copied
+    /// as they are instead of being indexed by the merge.
+    async fn merge_and_write(
+        &mut self,
+        buckets: &BTreeSet<u32>,
+        existing: &[RecordBatch],
+        changes: &[SinkChange],
+        stored_untouched: bool,
+    ) -> Result<()> {
+        let (spec, bcol, n) = (self.spec, self.bcol, self.n);
+        let (out, s) = if stored_untouched && !existing.is_empty() {
+            let (new, s) = merge(spec, &[], changes)?;
+            let schema = new.schema();
+            let mut parts = existing
+                .iter()
+                .map(|b| align(b, &schema, &spec.name))
+                .collect::<sluice_core::Result<Vec<_>>>()?;
+            self.record(&new);
+            parts.push(new);
+            let all = concat_batches(&schema, &parts).map_err(sluice_core::Error::from)?;
+            (all, s)
+        } else {
+            let (out, s) = merge(spec, existing, changes)?;
+            self.record(&out);
+            (out, s)
+        };
         self.stats.add(&s);
         let rows_bucket = match out.column_by_name(bcol) {
             Some(col) => buckets_of(col.as_ref(), n)?,
