@@ -1,13 +1,14 @@
 #![allow(missing_docs)] // criterion macros generate undocumented items
-//! Criterion benchmark of the shared merge: a 100k-row table receiving a 1% upsert, and a
-//! full re-import of the same size.
+//! Criterion benchmark of the shared merge: a 100k-row table receiving a 1% upsert, a full
+//! re-import of the same size, and one commit of a first sync (100 pages of 1,000 child rows
+//! into an empty table, each page followed by its `DeleteMissing` scoped to its 100 parents).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluice_core::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use sluice_core::arrow::datatypes::{Field, Schema};
-use sluice_core::{Change, ColumnSpec, ColumnType, SinkChange, SyncKind, TableSpec, merge};
+use sluice_core::{Change, ColumnSpec, ColumnType, Scope, SinkChange, SyncKind, TableSpec, merge};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -103,6 +104,36 @@ fn bench(c: &mut Criterion) {
             )
             .unwrap()
         })
+    });
+    // A first sync's commit: pages of children, each with the delete-missing of its parents.
+    let mut pages = Vec::new();
+    for p in 0..100 {
+        let rows = batch(&t, p * 1_000, 1_000, 1);
+        let keep = rows.project(&[0]).unwrap();
+        let parents = (p * 100..(p + 1) * 100)
+            .map(|i| format!("opp-{i:08}"))
+            .collect();
+        pages.push(SinkChange {
+            change: Change::Upsert {
+                table: "note".into(),
+                batch: rows,
+            },
+            synced_at_us: 1,
+        });
+        pages.push(SinkChange {
+            change: Change::DeleteMissing {
+                table: "note".into(),
+                scope: Scope::Where {
+                    column: "opportunity_id".into(),
+                    values: parents,
+                },
+                keep,
+            },
+            synced_at_us: 1,
+        });
+    }
+    g.bench_function("first_sync_100_pages", |b| {
+        b.iter(|| merge(&t, &[], black_box(&pages)).unwrap())
     });
     g.finish();
 }

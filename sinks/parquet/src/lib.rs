@@ -18,7 +18,8 @@
 //! files: when no stored row of a bucket is affected by the staged changes (checked by reading
 //! only key, scope and flag columns, see `probe`), the new rows are appended as an additional
 //! file; otherwise the bucket is rewritten (copy-on-write). A bucket that would exceed
-//! `max_files_per_bucket` files is compacted. A key is never in two files.
+//! `max_files_per_bucket` files merges its smallest files with the new rows (size-tiered
+//! compaction). A key is never in two files.
 //!
 //! ## Commit protocol
 //!

@@ -359,8 +359,9 @@ impl ParquetSink {
         // 2. The buckets to write (new rows or affected rows), grouped so that the old and new
         //    rows of every changed key are merged together (a key moving to another parent
         //    joins two buckets; usually every group is one bucket). A group with an affected
-        //    row, or a bucket over `max_files_per_bucket`, is rewritten from all its files;
-        //    any other group gets the merged new rows as additional files.
+        //    row is rewritten from all its files; a bucket that would exceed
+        //    `max_files_per_bucket` merges some of its files with its new rows; any other
+        //    group gets the merged new rows as additional files.
         let mut work: BTreeSet<u32> = probe.targets.keys().copied().collect();
         work.extend(found.affected.iter().copied());
         let mut links = std::mem::take(&mut found.links);
@@ -377,30 +378,34 @@ impl ParquetSink {
             written: Vec::new(),
             new_files,
         };
-        let mut rewritten: BTreeSet<u32> = BTreeSet::new();
+        // Files replaced by this commit's rewrites and compactions.
+        let mut replaced: HashSet<String> = HashSet::new();
         let mut appended: Vec<BTreeSet<u32>> = Vec::new();
         for group in groups {
-            let rewrite = group.iter().any(|b| {
-                found.affected.contains(b)
-                    || self.needs_compaction(
-                        stored.get(b).map_or(&[][..], Vec::as_slice),
-                        probe.targets.get(b).copied().unwrap_or(0),
-                    )
-            });
-            if !rewrite {
+            let affected = group.iter().any(|b| found.affected.contains(b));
+            let files_of = |b: &u32| stored.get(b).into_iter().flatten().cloned();
+            // A group with an affected row is rewritten from all its files. Otherwise only
+            // buckets about to exceed `max_files_per_bucket` merge some of their files with
+            // the new rows (size-tiered, see `compaction_set`); the rest append.
+            let to_read: Vec<FileEntry> = if affected {
+                group.iter().flat_map(files_of).collect()
+            } else {
+                group
+                    .iter()
+                    .flat_map(|b| {
+                        let files: Vec<FileEntry> = files_of(b).collect();
+                        let new_rows = probe.targets.get(b).copied().unwrap_or(0);
+                        self.compaction_set(&files, new_rows)
+                    })
+                    .collect()
+            };
+            if !affected && to_read.is_empty() {
                 appended.push(group);
                 continue;
             }
+            replaced.extend(to_read.iter().map(|f| f.name.clone()));
             let existing = self
-                .read_files(
-                    &spec.name,
-                    group
-                        .iter()
-                        .flat_map(|b| stored.get(b).into_iter().flatten().cloned())
-                        .collect(),
-                    None,
-                    Some(&schema),
-                )
+                .read_files(&spec.name, to_read, None, Some(&schema))
                 .await?;
             let group_changes = if n > 1 {
                 parts.restrict(&group)?
@@ -408,10 +413,8 @@ impl ParquetSink {
                 changes.to_vec()
             };
             // A compaction (no stored row affected) keeps the stored rows as they are.
-            let stored_untouched = !group.iter().any(|b| found.affected.contains(b));
-            out.merge_and_write(&group, &existing, &group_changes, stored_untouched)
+            out.merge_and_write(&group, &existing, &group_changes, !affected)
                 .await?;
-            rewritten.extend(group);
         }
         // Groups on the append fast path merge against no stored rows, so several are merged
         // together: their keys are disjoint, so this equals merging each alone, and spares a
@@ -440,12 +443,11 @@ impl ParquetSink {
             mut stats, written, ..
         } = out;
 
-        // 3. The new file list: rewritten buckets lose their old files, every other file
-        //    stays as it was.
+        // 3. The new file list: replaced files go, every other file stays as it was.
         let mut superseded = Vec::new();
         let mut files = Vec::new();
         for f in entry.files.drain(..) {
-            if rewritten.contains(&f.bucket) {
+            if replaced.contains(&f.name) {
                 stats.bytes_rewritten += f.size;
                 superseded.push(self.file_path(&spec.name, &f.name));
             } else {
@@ -458,17 +460,34 @@ impl ParquetSink {
         Ok((entry, stats, superseded))
     }
 
-    /// Whether appending to a bucket holding `files` (and gaining at most `new_rows` rows)
-    /// must compact it instead: it would exceed `max_files_per_bucket` files and could be
-    /// written in fewer files than it would then have.
-    fn needs_compaction(&self, files: &[FileEntry], new_rows: u64) -> bool {
-        if files.is_empty() {
-            return false;
+    /// The files of a bucket to merge with `new_rows` appended rows so that the bucket keeps
+    /// at most `max_files_per_bucket` files; empty when appending a file keeps it within.
+    ///
+    /// Size-tiered: the smallest files are taken first, and beyond what the limit needs, a
+    /// file is absorbed only while it is no larger than the rows merged so far; no merged
+    /// file exceeds `max_rows_per_file`. Over a first sync of equal commits this rewrites
+    /// each row O(log commits) times, where rewriting the whole bucket at the limit rewrote
+    /// it O(commits / max_files_per_bucket) times.
+    fn compaction_set(&self, files: &[FileEntry], new_rows: u64) -> Vec<FileEntry> {
+        let max = self.config.max_files_per_bucket.max(1);
+        if files.len() < max {
+            return Vec::new();
         }
-        let after = files.len() + 1;
-        let rows: u64 = files.iter().map(|f| f.rows).sum::<u64>() + new_rows;
-        let fewest = rows.div_ceil(self.config.max_rows_per_file as u64).max(1) as usize;
-        after > self.config.max_files_per_bucket && after > fewest
+        let cap = self.config.max_rows_per_file as u64;
+        let mut by_size: Vec<&FileEntry> = files.iter().collect();
+        by_size.sort_by(|a, b| (a.rows, &a.name).cmp(&(b.rows, &b.name)));
+        let mut merged = new_rows;
+        let mut chosen = Vec::new();
+        for f in by_size {
+            // Files the bucket holds after merging `chosen` and the new rows into one.
+            let after = files.len() - chosen.len() + 1;
+            if (after <= max && f.rows > merged) || merged + f.rows > cap {
+                break;
+            }
+            merged += f.rows;
+            chosen.push(f.clone());
+        }
+        chosen
     }
 
     async fn delete_quietly(&self, paths: &[Path], why: &str) {

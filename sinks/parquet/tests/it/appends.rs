@@ -74,6 +74,7 @@ both!(
     disjoint_keys_append,
     changed_rows_rewrite,
     compaction,
+    compaction_is_size_tiered,
     history_appends,
     crash_with_appended_files,
 );
@@ -385,6 +386,45 @@ async fn compaction(mut lake: Lake) {
     s.close().await.unwrap();
     assert!(compacted >= 2, "compaction ran {compacted} times");
     assert_eq!(scan(&lake.sink(), &opp()).await.len(), total);
+    lake.assert_no_orphans(&["opp"]).await;
+}
+
+/// Compaction is size-tiered: once the bucket holds one large file, compactions merge the
+/// small recent files (and the new rows) and leave the large one as it is.
+async fn compaction_is_size_tiered(mut lake: Lake) {
+    lake.config.table_buckets.insert("opp".into(), 1);
+    lake.config.max_files_per_bucket = 4;
+    let mut s = lake.sink();
+    s.open(&all_specs()).await.unwrap();
+    let (mut live, mut partial, mut whole) = (0u64, 0, 0);
+    for round in 0..24 {
+        let ids: Vec<String> = (0..10).map(|i| format!("t-{round}-{i}")).collect();
+        let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "N", 1)).collect();
+        s.write(st(opp_rows("opp", &rows), T1 + round))
+            .await
+            .unwrap();
+        let t = s.commit(&state(round)).await.unwrap().tables["opp"];
+        assert_eq!((t.inserted, t.updated), (10, 0));
+        if t.bytes_rewritten > 0 {
+            if t.bytes_rewritten < live {
+                partial += 1;
+            } else {
+                whole += 1;
+            }
+        }
+        live = live + t.bytes_written - t.bytes_rewritten;
+        let counts = per_bucket(&lake, "opp").await;
+        assert!(
+            counts.values().all(|&c| c <= 4),
+            "round {round}: {counts:?}"
+        );
+    }
+    s.close().await.unwrap();
+    assert!(
+        partial > whole && whole >= 1,
+        "compactions: {partial} partial, {whole} of the whole bucket"
+    );
+    assert_eq!(scan(&lake.sink(), &opp()).await.len(), 240);
     lake.assert_no_orphans(&["opp"]).await;
 }
 
