@@ -53,7 +53,8 @@ pub struct ParquetSinkConfig {
     pub max_rows_per_file: usize,
     /// Most data files one bucket may hold (default 8). A commit that only adds new keys to a
     /// bucket writes them as an additional file; once a bucket would exceed this many files,
-    /// the commit rewrites (compacts) it into the fewest files `max_rows_per_file` allows.
+    /// the commit merges its smallest files with the new rows into one (size-tiered
+    /// compaction, no merged file over `max_rows_per_file` rows).
     #[serde(default = "default_max_files_per_bucket")]
     pub max_files_per_bucket: usize,
     /// Number of buckets of a new incremental or child table (default 16). Re-imported
