@@ -39,6 +39,7 @@
 mod config;
 mod error;
 mod io;
+mod key_index;
 mod layout;
 mod lease;
 mod manifest;

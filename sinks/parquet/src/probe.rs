@@ -19,6 +19,7 @@
 //! changes into an empty table gives, which is what the fast path writes.
 
 use crate::error::Result;
+use crate::key_index::KeyIndex;
 use crate::layout::{self, buckets_of};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::DataType;
@@ -34,14 +35,35 @@ struct KeyUse {
     upsert: bool,
     delete: bool,
     /// Buckets that receive new rows of this key in this commit.
-    buckets: Vec<u32>,
+    buckets: Buckets,
+}
+
+/// A short list of buckets: almost always one, so the first is stored inline.
+#[derive(Debug, Default)]
+struct Buckets {
+    first: Option<u32>,
+    more: Vec<u32>,
+}
+
+impl Buckets {
+    fn insert(&mut self, b: u32) {
+        match self.first {
+            None => self.first = Some(b),
+            Some(f) if f == b => {}
+            Some(_) if self.more.contains(&b) => {}
+            Some(_) => self.more.push(b),
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
 }
 
 /// A `DeleteMissing` of the commit, ready to test stored rows.
 struct Missing {
     /// `None` for `Scope::All`; else the column and its values.
     scope: Option<(String, HashSet<String>)>,
-    keep: HashSet<Box<[u8]>>,
+    keep: KeyIndex<()>,
 }
 
 /// The staged changes of one table, indexed for [`Probe::check`].
@@ -51,7 +73,7 @@ pub(crate) struct Probe {
     history: bool,
     capture_deletes: bool,
     key_in_bucket: bool,
-    keys: HashMap<Box<[u8]>, KeyUse>,
+    keys: KeyIndex<KeyUse>,
     missing: Vec<Missing>,
     /// Buckets that receive new rows, with the number of upserted rows (an upper bound of
     /// the rows they gain).
@@ -123,7 +145,7 @@ impl Probe {
             history: spec.history,
             capture_deletes: spec.capture_deletes,
             key_in_bucket: spec.primary_key.iter().any(|k| k == bcol),
-            keys: HashMap::default(),
+            keys: KeyIndex::default(),
             missing: Vec::new(),
             targets: BTreeMap::new(),
             delete_buckets: BTreeSet::new(),
@@ -140,13 +162,12 @@ impl Probe {
                         .conv
                         .convert_columns(&key_columns(batch, &probe.key, "an upsert")?)
                         .map_err(sluice_core::Error::from)?;
+                    let set = probe.keys.add_rows(rows);
                     for (row, b) in rows_bucket.into_iter().enumerate() {
                         *probe.targets.entry(b).or_default() += 1;
-                        let u = probe.keys.entry(rows.row(row).as_ref().into()).or_default();
+                        let u = probe.keys.entry(set, row as u32);
                         u.upsert = true;
-                        if !u.buckets.contains(&b) {
-                            u.buckets.push(b);
-                        }
+                        u.buckets.insert(b);
                     }
                 }
                 Change::Delete { keys, .. } => {
@@ -159,12 +180,9 @@ impl Probe {
                         .conv
                         .convert_columns(&key_columns(keys, &probe.key, "a delete")?)
                         .map_err(sluice_core::Error::from)?;
+                    let set = probe.keys.add_rows(rows);
                     for row in 0..keys.num_rows() {
-                        probe
-                            .keys
-                            .entry(rows.row(row).as_ref().into())
-                            .or_default()
-                            .delete = true;
+                        probe.keys.entry(set, row as u32).delete = true;
                     }
                 }
                 Change::DeleteMissing { scope, keep, .. } => {
@@ -195,9 +213,12 @@ impl Probe {
                         .conv
                         .convert_columns(&key_columns(keep, &probe.key, "a delete-missing")?)
                         .map_err(sluice_core::Error::from)?;
-                    let keep = (0..keep.num_rows())
-                        .map(|r| rows.row(r).as_ref().into())
-                        .collect();
+                    let n_keep = keep.num_rows();
+                    let mut keep = KeyIndex::default();
+                    let set = keep.add_rows(rows);
+                    for row in 0..n_keep {
+                        keep.entry(set, row as u32);
+                    }
                     probe.missing.push(Missing { scope, keep });
                 }
             }
@@ -294,7 +315,7 @@ impl Probe {
                 && ((u.upsert && is_active) || (u.delete && deletable))
             {
                 found.affected.insert(bucket);
-                for &b in &u.buckets {
+                for b in u.buckets.iter() {
                     if b != bucket {
                         found.links.push((bucket, b));
                     }
@@ -325,8 +346,9 @@ impl Probe {
     pub(crate) fn own_links(&self) -> Vec<(u32, u32)> {
         let mut links = Vec::new();
         for u in self.keys.values() {
-            for w in u.buckets.windows(2) {
-                links.push((w[0], w[1]));
+            let mut buckets = u.buckets.iter();
+            if let Some(first) = buckets.next() {
+                links.extend(buckets.map(|b| (first, b)));
             }
         }
         links
