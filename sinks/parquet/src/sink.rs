@@ -620,7 +620,7 @@ impl ParquetSink {
 }
 
 /// Passes over a table's append-path buckets per commit (see `commit_table`).
-const APPEND_PASSES: usize = 4;
+const APPEND_PASSES: usize = 2;
 
 /// Merges one set of buckets and writes the result as new files of those buckets.
 struct GroupWriter<'a> {

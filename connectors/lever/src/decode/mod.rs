@@ -554,7 +554,12 @@ impl Writer {
             let conv = arrow::row::RowConverter::new(fields)?;
             let keys: Vec<ArrayRef> = key_idx.iter().map(|&i| columns[i].clone()).collect();
             let rows = conv.convert_columns(&keys)?;
-            let mut seen = std::collections::HashSet::with_capacity(rows.num_rows());
+            // FxHash: row keys of API data, not hash-flooding input; SipHash cost more here.
+            let mut seen: rustc_hash::FxHashSet<arrow::row::Row<'_>> =
+                rustc_hash::FxHashSet::with_capacity_and_hasher(
+                    rows.num_rows(),
+                    Default::default(),
+                );
             let mask: arrow::array::BooleanArray =
                 rows.iter().map(|r| Some(seen.insert(r))).collect();
             if mask.false_count() > 0 {
