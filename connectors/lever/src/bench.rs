@@ -81,12 +81,7 @@ impl DecodeInput {
             for o in &page.data {
                 write_opportunity(&mut t, o, true);
             }
-            rows += t
-                .finish_all()
-                .unwrap()
-                .iter()
-                .map(|(_, b)| b.num_rows())
-                .sum::<usize>();
+            rows += finished_rows(&mut t);
         }
         for chunk in self.children.chunks(100) {
             let mut t = Tables::new(catalog().iter(), &names);
@@ -97,13 +92,17 @@ impl DecodeInput {
                     write_children(&mut t, *e, id, None, &page.data);
                 }
             }
-            rows += t
-                .finish_all()
-                .unwrap()
-                .iter()
-                .map(|(_, b)| b.num_rows())
-                .sum::<usize>();
+            rows += finished_rows(&mut t);
         }
         rows
     }
+}
+
+/// Rows of every table built so far (taking them).
+fn finished_rows(t: &mut Tables) -> usize {
+    t.finish_all()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum()
 }

@@ -6,6 +6,21 @@ use crate::harness::{Lever, assert_matches_truth, output, walk};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// `sluice run lever --sink parquet --dest <dest> --config <cfg>`, quiet.
+fn sync_command(lever: &Lever, dest: &str, cfg: &str) -> tokio::process::Command {
+    lever.command(&[
+        "--no-progress",
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        dest,
+        "--config",
+        cfg,
+    ])
+}
+
 /// Rows found by globbing every Parquet file of every table folder, as a reader like DuckDB
 /// would; they must equal the committed (manifest) rows, so no orphan file is visible.
 fn glob_rows(dest: &Path) -> std::collections::BTreeMap<String, usize> {
@@ -50,18 +65,7 @@ async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
     // A clean run measures the duration to spread the kill points over.
     let clean = dir.path().join("clean");
     let t = Instant::now();
-    let o = output(lever.command(&[
-        "--no-progress",
-        "run",
-        "lever",
-        "--sink",
-        "parquet",
-        "--dest",
-        clean.to_str().unwrap(),
-        "--config",
-        &cfg,
-    ]))
-    .await;
+    let o = output(sync_command(&lever, clean.to_str().unwrap(), &cfg)).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let duration = t.elapsed();
     assert_matches_truth(&clean, &lever.emu).await;
@@ -71,18 +75,7 @@ async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
         let dest = dir.path().join(format!("k{i}"));
         let d = dest.to_str().unwrap().to_owned();
         let at = duration.mul_f64(f64::from(i) / f64::from(points + 1));
-        let mut child = lever
-            .command(&[
-                "--no-progress",
-                "run",
-                "lever",
-                "--sink",
-                "parquet",
-                "--dest",
-                &d,
-                "--config",
-                &cfg,
-            ])
+        let mut child = sync_command(&lever, &d, &cfg)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -92,18 +85,7 @@ async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
         let _ = child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 
-        let o = output(lever.command(&[
-            "--no-progress",
-            "run",
-            "lever",
-            "--sink",
-            "parquet",
-            "--dest",
-            &d,
-            "--config",
-            &cfg,
-        ]))
-        .await;
+        let o = output(sync_command(&lever, &d, &cfg)).await;
         assert!(
             o.status.success(),
             "recovery run after kill {i} failed: {}",
@@ -129,18 +111,7 @@ async fn ctrl_c_stops_at_a_consistent_point_with_exit_130() {
     let cfg = small_pages_config(dir.path());
     let dest = dir.path().join("lake");
     let d = dest.to_str().unwrap().to_owned();
-    let child = lever
-        .command(&[
-            "--no-progress",
-            "run",
-            "lever",
-            "--sink",
-            "parquet",
-            "--dest",
-            &d,
-            "--config",
-            &cfg,
-        ])
+    let child = sync_command(&lever, &d, &cfg)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -171,18 +142,7 @@ async fn ctrl_c_stops_at_a_consistent_point_with_exit_130() {
     if out.status.code() == Some(130) {
         assert!(err.contains("interrupted"), "{err}");
     }
-    let o = output(lever.command(&[
-        "--no-progress",
-        "run",
-        "lever",
-        "--sink",
-        "parquet",
-        "--dest",
-        &d,
-        "--config",
-        &cfg,
-    ]))
-    .await;
+    let o = output(sync_command(&lever, &d, &cfg)).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_matches_truth(&dest, &lever.emu).await;
 }
