@@ -15,6 +15,7 @@
 pub mod cpu;
 pub mod engine;
 pub mod error;
+pub mod key_index;
 pub mod merge;
 pub mod message;
 pub mod metrics;

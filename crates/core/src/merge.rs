@@ -6,6 +6,7 @@
 //! storage key.
 
 use crate::error::{Error, Result};
+use crate::key_index::KeyIndex;
 use crate::message::{Change, Scope, SinkChange};
 use crate::sink::TableCommitStats;
 use crate::spec::{ACTIVE, DELETED, END, END_OF_TIME_US, START, SYNCED, TableSpec};
@@ -17,7 +18,6 @@ use arrow::compute::interleave;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use hashbrown::HashTable;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
@@ -126,65 +126,50 @@ impl<'a> ScopeMatcher<'a> {
     }
 }
 
-/// The rows a merge works on: every batch seen (stored and upserted), their row-format keys,
-/// their row-format values (computed only when a key repeats), and one slot per row version.
+/// The rows a merge works on: every batch seen (stored and upserted), their row-format keys
+/// (indexed: the live slot of each key), their row-format values (computed only when a key
+/// repeats), and one slot per row version.
 struct Rowset {
     batches: Vec<RecordBatch>,
-    keys: Vec<Rows>,
+    /// Batch `i`'s keys are key set `i`; each key maps to its live slot.
+    live: KeyIndex<usize>,
     values: Vec<Option<Rows>>,
     slots: Vec<Slot>,
     value_conv: RowConverter,
     value_idx: Vec<usize>,
 }
 
-fn hash_key(key: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    rustc_hash::FxBuildHasher.hash_one(key)
-}
-
 impl Rowset {
     /// Registers a batch and its keys; returns its index.
     fn push(&mut self, batch: RecordBatch, keys: Rows) -> usize {
+        let set = self.live.add_rows(keys) as usize;
         self.batches.push(batch);
-        self.keys.push(keys);
         self.values.push(None);
-        self.batches.len() - 1
+        debug_assert_eq!(set, self.batches.len() - 1);
+        set
     }
 
     /// The row-format key of slot `si`.
     fn key_of(&self, si: usize) -> &[u8] {
         let s = &self.slots[si];
-        self.keys[s.batch].row(s.row).data()
+        self.live.key(s.batch as u32, s.row as u32)
     }
 
     /// The live slot of `key`.
-    fn find(&self, index: &HashTable<usize>, key: &[u8]) -> Option<usize> {
-        index
-            .find(hash_key(key), |&si| self.key_of(si) == key)
-            .copied()
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        self.live.get(key).copied()
     }
 
     /// Makes `si` the live slot of its key (replacing any other).
-    fn set_live(&self, index: &mut HashTable<usize>, si: usize) {
-        let key = self.key_of(si);
-        match index.entry(
-            hash_key(key),
-            |&other| self.key_of(other) == key,
-            |&other| hash_key(self.key_of(other)),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = si,
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(si);
-            }
-        }
+    fn set_live(&mut self, si: usize) {
+        let s = self.slots[si];
+        self.live.insert(s.batch as u32, s.row as u32, si);
     }
 
     /// Removes the key of `si` from the live slots.
-    fn unset_live(&self, index: &mut HashTable<usize>, si: usize) {
-        let key = self.key_of(si);
-        if let Ok(e) = index.find_entry(hash_key(key), |&other| self.key_of(other) == key) {
-            e.remove();
-        }
+    fn unset_live(&mut self, si: usize) {
+        let s = self.slots[si];
+        self.live.remove(s.batch as u32, s.row as u32);
     }
 
     /// Whether two rows hold the same values (system columns aside).
@@ -296,16 +281,12 @@ pub fn merge(
 
     let mut rows = Rowset {
         batches: Vec::new(),
-        keys: Vec::new(),
+        live: KeyIndex::default(),
         values: Vec::new(),
         slots: Vec::new(),
         value_conv,
         value_idx,
     };
-    // The live key of each storage key, as an index into `rows.slots`. Keys are not copied:
-    // the table hashes the row-format key bytes held by `rows.keys` (FxHash: hashed millions
-    // of times per sync, no untrusted input).
-    let mut index: HashTable<usize> = HashTable::new();
     // Slots by scope-column value, for `DeleteMissing { Where }` (built on first use).
     let mut scopes: Vec<ScopeIndex> = Vec::new();
     // Slots replaced in place (an update), whose scope value may have changed.
@@ -351,7 +332,7 @@ pub fn merge(
             let si = rows.slots.len();
             rows.slots.push(slot);
             if !versioned || slot.active {
-                rows.set_live(&mut index, si);
+                rows.set_live(si);
             }
         }
     }
@@ -384,13 +365,13 @@ pub fn merge(
                         active: true,
                         live: true,
                     };
-                    let key = rows.keys[bi].row(row);
-                    match rows.find(&index, key.as_ref()) {
+                    let key = rows.live.key(bi as u32, row as u32);
+                    match rows.find(key) {
                         None => {
                             stats.inserted += 1;
                             let si = rows.slots.len();
                             rows.slots.push(fresh);
-                            rows.set_live(&mut index, si);
+                            rows.set_live(si);
                         }
                         Some(si) => {
                             let old = rows.slots[si];
@@ -412,10 +393,10 @@ pub fn merge(
                             if history && old.start != row_synced {
                                 rows.slots[si].active = false;
                                 rows.slots[si].end = row_synced - 1_000;
-                                rows.unset_live(&mut index, si);
+                                rows.unset_live(si);
                                 let new = rows.slots.len();
                                 rows.slots.push(fresh);
-                                rows.set_live(&mut index, new);
+                                rows.set_live(new);
                             } else {
                                 rows.slots[si] = Slot {
                                     start: old.start,
@@ -442,12 +423,12 @@ pub fn merge(
                     .collect::<Result<Vec<_>>>()?;
                 let deleted = key_conv.convert_columns(&cols)?;
                 for row in 0..keys.num_rows() {
-                    if let Some(si) = rows.find(&index, deleted.row(row).as_ref()) {
+                    if let Some(si) = rows.find(deleted.row(row).as_ref()) {
                         if delete_slot(&mut rows.slots[si], at, has_deleted, history) {
                             stats.deleted += 1;
                         }
                         if !rows.slots[si].live || history {
-                            rows.unset_live(&mut index, si);
+                            rows.unset_live(si);
                         }
                     }
                 }
@@ -473,7 +454,7 @@ pub fn merge(
                 let mut gone: Vec<usize> = Vec::new();
                 match scope {
                     Scope::All => {
-                        for &si in index.iter() {
+                        for &si in rows.live.values() {
                             if !keep.contains(rows.key_of(si)) {
                                 gone.push(si);
                             }
@@ -496,7 +477,7 @@ pub fn merge(
                                 // skipped here and found under its current value.
                                 if scope_index.value_of(&rows.slots[si]) == Some(v.as_str())
                                     && seen.insert(si)
-                                    && rows.find(&index, rows.key_of(si)) == Some(si)
+                                    && rows.find(rows.key_of(si)) == Some(si)
                                     && !keep.contains(rows.key_of(si))
                                 {
                                     gone.push(si);
@@ -515,7 +496,7 @@ pub fn merge(
                         stats.deleted += 1;
                     }
                     if !rows.slots[si].live || history {
-                        rows.unset_live(&mut index, si);
+                        rows.unset_live(si);
                     }
                 }
             }

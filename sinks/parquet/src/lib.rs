@@ -39,7 +39,6 @@
 mod config;
 mod error;
 mod io;
-mod key_index;
 mod layout;
 mod lease;
 mod manifest;

@@ -19,12 +19,12 @@
 //! changes into an empty table gives, which is what the fast path writes.
 
 use crate::error::Result;
-use crate::key_index::KeyIndex;
 use crate::layout::{self, buckets_of};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use sluice_core::key_index::KeyIndex;
 use sluice_core::spec::{ACTIVE, DELETED};
 use sluice_core::{Change, Scope, SinkChange, TableSpec};
 use std::collections::{BTreeMap, BTreeSet};
