@@ -25,8 +25,12 @@ use std::collections::BTreeSet;
 
 /// How one change splits over the buckets.
 enum Split {
-    /// Rows of a batch by bucket: `rows[b]` are the row indices in bucket `b`.
-    ByRow(Vec<Vec<u32>>),
+    /// Rows of a batch by bucket: `of_row[i]` is row `i`'s bucket, `rows[b]` the row
+    /// indices in bucket `b`.
+    ByRow {
+        of_row: Vec<u32>,
+        rows: Vec<Vec<u32>>,
+    },
     /// Rows without a bucket column: all in bucket 0 (upserts).
     AllInZero,
     /// Applies to every group as it is.
@@ -44,26 +48,23 @@ pub(crate) struct Partitioned<'a> {
 impl<'a> Partitioned<'a> {
     /// Splits `changes` over `n` buckets by column `bcol`.
     pub(crate) fn new(changes: &'a [SinkChange], bcol: &str, n: u32) -> Result<Partitioned<'a>> {
-        let by_rows = |batch: &RecordBatch| -> Result<Option<Vec<Vec<u32>>>> {
+        let by_rows = |batch: &RecordBatch| -> Result<Option<Split>> {
             let Some(col) = batch.column_by_name(bcol) else {
                 return Ok(None);
             };
+            let of_row = buckets_of(col.as_ref(), n)?;
             let mut rows = vec![Vec::new(); n as usize];
-            for (i, b) in buckets_of(col.as_ref(), n)?.into_iter().enumerate() {
+            for (i, &b) in of_row.iter().enumerate() {
                 rows[b as usize].push(i as u32);
             }
-            Ok(Some(rows))
+            Ok(Some(Split::ByRow { of_row, rows }))
         };
         let splits = changes
             .iter()
             .map(|c| {
                 Ok(match &c.change {
-                    Change::Upsert { batch, .. } => {
-                        by_rows(batch)?.map_or(Split::AllInZero, Split::ByRow)
-                    }
-                    Change::Delete { keys, .. } => {
-                        by_rows(keys)?.map_or(Split::Whole, Split::ByRow)
-                    }
+                    Change::Upsert { batch, .. } => by_rows(batch)?.unwrap_or(Split::AllInZero),
+                    Change::Delete { keys, .. } => by_rows(keys)?.unwrap_or(Split::Whole),
                     Change::DeleteMissing {
                         scope: Scope::Where { column, values },
                         ..
@@ -81,6 +82,15 @@ impl<'a> Partitioned<'a> {
         Ok(Partitioned { changes, splits })
     }
 
+    /// The bucket of each row of change `i` (upserted rows, or delete keys), when it carries
+    /// the bucket column.
+    pub(crate) fn row_buckets(&self, i: usize) -> Option<&[u32]> {
+        match &self.splits[i] {
+            Split::ByRow { of_row, .. } => Some(of_row),
+            _ => None,
+        }
+    }
+
     /// The changes restricted to the buckets of `group`, in their original order.
     pub(crate) fn restrict(&self, group: &BTreeSet<u32>) -> Result<Vec<SinkChange>> {
         let mut out = Vec::with_capacity(self.changes.len());
@@ -88,13 +98,13 @@ impl<'a> Partitioned<'a> {
             let change = match (split, &c.change) {
                 (Split::Whole, change) => Some(change.clone()),
                 (Split::AllInZero, change) => group.contains(&0).then(|| change.clone()),
-                (Split::ByRow(rows), Change::Upsert { table, batch }) => {
+                (Split::ByRow { rows, .. }, Change::Upsert { table, batch }) => {
                     take_rows(batch, rows, group)?.map(|batch| Change::Upsert {
                         table: table.clone(),
                         batch,
                     })
                 }
-                (Split::ByRow(rows), Change::Delete { table, keys }) => {
+                (Split::ByRow { rows, .. }, Change::Delete { table, keys }) => {
                     take_rows(keys, rows, group)?.map(|keys| Change::Delete {
                         table: table.clone(),
                         keys,

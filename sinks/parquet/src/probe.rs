@@ -19,7 +19,8 @@
 //! changes into an empty table gives, which is what the fast path writes.
 
 use crate::error::Result;
-use crate::layout::{self, buckets_of};
+use crate::layout;
+use crate::partition::Partitioned;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
@@ -120,12 +121,14 @@ fn flag(batch: &RecordBatch, name: &str) -> Option<BooleanArray> {
 
 impl Probe {
     /// Indexes `changes` (with `Via` scopes already resolved) of table `spec`, stored in `n`
-    /// buckets by `bcol`.
+    /// buckets by `bcol`; `parts` are the same changes split by bucket (whose row buckets
+    /// are reused, not hashed again).
     pub(crate) fn new(
         spec: &TableSpec,
         n: u32,
         bcol: &str,
         changes: &[SinkChange],
+        parts: &Partitioned<'_>,
     ) -> Result<Probe> {
         let schema = spec.arrow_schema();
         let fields = spec
@@ -151,19 +154,24 @@ impl Probe {
             delete_buckets: BTreeSet::new(),
             missing_buckets: Some(BTreeSet::new()),
         };
-        for c in changes {
+        for (i, c) in changes.iter().enumerate() {
             match &c.change {
                 Change::Upsert { batch, .. } => {
-                    let rows_bucket = match batch.column_by_name(bcol) {
-                        Some(col) => buckets_of(col.as_ref(), n)?,
-                        None => vec![0; batch.num_rows()],
+                    // Rows without the bucket column are stored in bucket 0.
+                    let zeros;
+                    let rows_bucket = match parts.row_buckets(i) {
+                        Some(b) => b,
+                        None => {
+                            zeros = vec![0; batch.num_rows()];
+                            &zeros
+                        }
                     };
                     let rows = probe
                         .conv
                         .convert_columns(&key_columns(batch, &probe.key, "an upsert")?)
                         .map_err(sluice_core::Error::from)?;
                     let set = probe.keys.add_rows(rows);
-                    for (row, b) in rows_bucket.into_iter().enumerate() {
+                    for (row, &b) in rows_bucket.iter().enumerate() {
                         *probe.targets.entry(b).or_default() += 1;
                         let u = probe.keys.entry(set, row as u32);
                         u.upsert = true;
@@ -172,9 +180,9 @@ impl Probe {
                 }
                 Change::Delete { keys, .. } => {
                     if probe.key_in_bucket
-                        && let Some(col) = keys.column_by_name(bcol)
+                        && let Some(buckets) = parts.row_buckets(i)
                     {
-                        probe.delete_buckets.extend(buckets_of(col.as_ref(), n)?);
+                        probe.delete_buckets.extend(buckets.iter().copied());
                     }
                     let rows = probe
                         .conv

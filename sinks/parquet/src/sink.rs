@@ -323,7 +323,8 @@ impl ParquetSink {
 
         // 1. Index the staged changes, then check the stored rows they can reach, reading
         //    only the columns the check needs (key, scope and flag columns).
-        let probe = Probe::new(spec, n, &bcol, changes)?;
+        let parts = Partitioned::new(changes, &bcol, n)?;
+        let probe = Probe::new(spec, n, &bcol, changes, &parts)?;
         let mut stored: BTreeMap<u32, Vec<FileEntry>> = BTreeMap::new();
         for f in &entry.files {
             stored.entry(f.bucket).or_default().push(f.clone());
@@ -367,7 +368,6 @@ impl ParquetSink {
         let mut links = std::mem::take(&mut found.links);
         links.extend(probe.own_links());
         let groups = probe::groups(&work, &links);
-        let parts = Partitioned::new(changes, &bcol, n)?;
         let mut out = GroupWriter {
             sink: self,
             spec,
