@@ -43,6 +43,10 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Extra `[sink]` settings as a JSON object, merged over `{"dest": …}` (to compare
+    /// settings, e.g. `{"max_files_per_bucket": 16}`).
+    #[arg(long, default_value = "{}")]
+    sink_config: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,6 +161,16 @@ struct SyncFigures {
     /// Process CPU time in no phase: the async runtime, HTTP connection tasks, blocking-pool
     /// file I/O, allocator returns.
     cpu_other_s: f64,
+    /// Per table: rows received, data files and bytes written (sums over the commits).
+    tables: std::collections::BTreeMap<String, TableFigures>,
+}
+
+/// One table's share of a sync.
+#[derive(Debug, Serialize)]
+struct TableFigures {
+    rows: u64,
+    files_written: u64,
+    bytes_written: u64,
 }
 
 impl SyncFigures {
@@ -166,10 +180,17 @@ impl SyncFigures {
     }
 }
 
-async fn sync(emu: &EmulatorProcess, dest: &str, limiter: (u32, u32)) -> Result<SyncFigures> {
+async fn sync(
+    emu: &EmulatorProcess,
+    dest: &str,
+    sink_extra: &serde_json::Map<String, serde_json::Value>,
+    limiter: (u32, u32),
+) -> Result<SyncFigures> {
     let registry = sluice_plugins::registry()?;
     let source = (registry.source("lever")?.build)();
-    let mut sink = (registry.sink("parquet")?.build)(&json!({ "dest": dest }))?;
+    let mut sink_config = sink_extra.clone();
+    sink_config.insert("dest".into(), dest.into());
+    let mut sink = (registry.sink("parquet")?.build)(&serde_json::Value::Object(sink_config))?;
     let config = json!({
         "base_url": emu.base_url,
         "api_key": emu.api_key,
@@ -198,9 +219,16 @@ async fn sync(emu: &EmulatorProcess, dest: &str, limiter: (u32, u32)) -> Result<
     let cpu_s = cpu_seconds() - cpu0;
     let mut written = 0;
     let mut rewritten = 0;
-    for s in report.tables.values() {
+    let mut tables = std::collections::BTreeMap::new();
+    for (name, s) in &report.tables {
         written += s.bytes_written;
         rewritten += s.bytes_rewritten;
+        let figures = TableFigures {
+            rows: report.rows_received.get(name).copied().unwrap_or(0),
+            files_written: s.files_written,
+            bytes_written: s.bytes_written,
+        };
+        tables.insert(name.clone(), figures);
     }
     use sluice_core::cpu::Phase;
     let phase = |p: Phase| metrics.cpu_seconds(p);
@@ -218,6 +246,7 @@ async fn sync(emu: &EmulatorProcess, dest: &str, limiter: (u32, u32)) -> Result<
         cpu_s,
         bytes_written: written,
         bytes_rewritten: rewritten,
+        tables,
     })
 }
 
@@ -261,6 +290,8 @@ async fn main() -> Result<()> {
     {
         return serve_emulator(opportunities, rate, burst, latency_ms).await;
     }
+    let sink_extra: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&args.sink_config).context("--sink-config must be a JSON object")?;
     std::fs::create_dir_all(&args.out)?;
     let mut table = String::from("| figure | value | target |\n| --- | ---: | --- |\n");
     let mut results = serde_json::Map::new();
@@ -281,6 +312,7 @@ async fn main() -> Result<()> {
         let f = sync(
             &emu,
             dir.path().to_str().context("utf-8 path")?,
+            &sink_extra,
             (args.rate.round().max(1.0) as u32, args.burst),
         )
         .await?;
@@ -324,7 +356,7 @@ async fn main() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
         let unlimited = (1_000_000, 1_000_000);
-        let full = sync(&emu, &dest, unlimited).await?;
+        let full = sync(&emu, &dest, &sink_extra, unlimited).await?;
         let per_cpu = full.rows as f64 / full.cpu_s.max(0.001);
         let per_pipeline_cpu = full.rows as f64 / full.pipeline_cpu_s().max(0.001);
         row(&mut table, "2. rows (full sync)", full.rows.to_string(), "");
@@ -386,7 +418,7 @@ async fn main() -> Result<()> {
             .iter()
             .map(|k| summary[k].as_array().map_or(0, Vec::len))
             .sum::<usize>();
-        let inc = sync(&emu, &dest, unlimited).await?;
+        let inc = sync(&emu, &dest, &sink_extra, unlimited).await?;
         emu.stop().await;
         row(
             &mut table,

@@ -57,14 +57,21 @@ pub struct ParquetSinkConfig {
     /// compaction, no merged file over `max_rows_per_file` rows).
     #[serde(default = "default_max_files_per_bucket")]
     pub max_files_per_bucket: usize,
-    /// Number of buckets of a new incremental or child table (default 16). Re-imported
-    /// tables are rewritten whole at every re-import and use one bucket. Fixed when the table
-    /// is created; recorded in the manifest.
-    #[serde(default = "default_buckets")]
-    pub buckets: u32,
-    /// Per-table bucket counts for new tables, overriding `buckets`.
+    /// A fixed number of buckets for every new incremental or child table. Unset (the
+    /// default): each such table's bucket count follows its size, see `bucket_rows`.
+    /// Re-imported tables are rewritten whole at every re-import and use one bucket. The
+    /// count in use is recorded in the manifest.
+    #[serde(default)]
+    pub buckets: Option<u32>,
+    /// Per-table fixed bucket counts for new tables, overriding `buckets` and `bucket_rows`.
     #[serde(default)]
     pub table_buckets: BTreeMap<String, u32>,
+    /// Most rows a bucket of a table with a size-driven bucket count should hold (default
+    /// 262144). Such a table starts with 1 bucket; a commit that would leave more rows than
+    /// this per bucket first splits every bucket into 4 (row `r` of bucket `b` goes to bucket
+    /// `hash(r) mod 4n`, one of `b`, `b + n`, `b + 2n`, `b + 3n`), up to 4096 buckets.
+    #[serde(default = "default_bucket_rows")]
+    pub bucket_rows: u64,
     /// Lease time-to-live in seconds (default 600). A run renews its lease at each commit and
     /// while it writes; a lease not renewed for this long may be taken over.
     #[serde(default = "default_lease_ttl_secs")]
@@ -83,8 +90,8 @@ fn default_max_rows_per_file() -> usize {
 fn default_max_files_per_bucket() -> usize {
     8
 }
-fn default_buckets() -> u32 {
-    16
+fn default_bucket_rows() -> u64 {
+    256 * 1024
 }
 fn default_lease_ttl_secs() -> u64 {
     600
@@ -106,8 +113,9 @@ impl Default for ParquetSinkConfig {
             row_group_rows: default_row_group_rows(),
             max_rows_per_file: default_max_rows_per_file(),
             max_files_per_bucket: default_max_files_per_bucket(),
-            buckets: default_buckets(),
+            buckets: None,
             table_buckets: BTreeMap::new(),
+            bucket_rows: default_bucket_rows(),
             lease_ttl_secs: default_lease_ttl_secs(),
             keep_manifests: default_keep_manifests(),
         }
@@ -134,8 +142,11 @@ impl ParquetSinkConfig {
         if self.max_files_per_bucket == 0 {
             return bad("sink.max_files_per_bucket must be at least 1");
         }
-        if self.buckets == 0 || self.table_buckets.values().any(|&b| b == 0) {
+        if self.buckets == Some(0) || self.table_buckets.values().any(|&b| b == 0) {
             return bad("sink.buckets must be at least 1");
+        }
+        if self.bucket_rows == 0 {
+            return bad("sink.bucket_rows must be at least 1");
         }
         if self.lease_ttl_secs == 0 {
             return bad("sink.lease_ttl_secs must be at least 1");

@@ -31,18 +31,24 @@ pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
         .build()
 }
 
-/// Writes `batch` to a new object at `path`; returns its size in bytes.
+/// Writes `batches` (at least one, all with the same schema) to a new object at `path`;
+/// returns its size in bytes.
 pub(crate) async fn write_file(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
-    batch: &RecordBatch,
+    batches: &[RecordBatch],
     props: WriterProperties,
 ) -> Result<u64> {
     let err = |e| ParquetSinkError::parquet("writing", path, e);
+    let schema = batches.first().map(RecordBatch::schema).ok_or_else(|| {
+        err(ParquetError::General("no rows to write".into()))
+    })?;
     let sink = BufWriter::new(Arc::clone(store), path.clone());
-    let mut writer = AsyncArrowWriter::try_new(sink, batch.schema(), Some(props)).map_err(err)?;
+    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props)).map_err(err)?;
     let written = async {
-        writer.write(batch).await?;
+        for batch in batches {
+            writer.write(batch).await?;
+        }
         writer.finish().await?;
         Ok::<_, ParquetError>(writer.bytes_written() as u64)
     }

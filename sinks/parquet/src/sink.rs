@@ -113,14 +113,66 @@ impl ParquetSink {
         layout::table_dir(&self.dest.root, table).join(name)
     }
 
+    /// The bucket count of a new table: fixed by config, 1 for re-imported tables, else 1
+    /// to start with (see [`Self::grown_buckets`]).
     fn buckets_for(&self, spec: &TableSpec) -> u32 {
         if let Some(&n) = self.config.table_buckets.get(&spec.name) {
             return n;
         }
         match spec.sync {
             SyncKind::Reimport => 1,
-            _ => self.config.buckets,
+            _ => self.config.buckets.unwrap_or(1),
         }
+    }
+
+    /// Whether the table's bucket count follows its size (no fixed count configured).
+    fn sized_by_rows(&self, spec: &TableSpec) -> bool {
+        self.config.buckets.is_none()
+            && !self.config.table_buckets.contains_key(&spec.name)
+            && spec.sync != SyncKind::Reimport
+    }
+
+    /// The bucket count a table sized by its rows needs once `incoming` more rows arrive:
+    /// the current count times a power of 4, so that at most `bucket_rows` rows fall in a
+    /// bucket; `None` when the current count suffices. Splitting by 4 rather than 2 rewrites
+    /// the table fewer times as it grows (each split rewrites it once).
+    fn grown_buckets(&self, spec: &TableSpec, entry: &TableEntry, incoming: u64) -> Option<u32> {
+        if !self.sized_by_rows(spec) {
+            return None;
+        }
+        let rows = entry.files.iter().map(|f| f.rows).sum::<u64>() + incoming;
+        let mut n = entry.buckets.max(1);
+        while rows > u64::from(n) * self.config.bucket_rows && n < MAX_SIZED_BUCKETS {
+            n *= 4;
+        }
+        (n != entry.buckets).then_some(n)
+    }
+
+    /// Re-buckets every stored file of `entry` into `to` buckets (a multiple of the current
+    /// count, so each old bucket's rows spread over the new buckets congruent to it), one old
+    /// bucket at a time. Rows are copied as they are; the replaced files are returned.
+    async fn split_buckets(&self, out: &mut GroupWriter<'_>, entry: &mut TableEntry) -> Result<Vec<FileEntry>> {
+        let schema = out.spec.arrow_schema();
+        let mut by_bucket: BTreeMap<u32, Vec<FileEntry>> = BTreeMap::new();
+        for f in entry.files.drain(..) {
+            by_bucket.entry(f.bucket).or_default().push(f);
+        }
+        let from = entry.buckets;
+        let mut replaced = Vec::new();
+        for (bucket, files) in by_bucket {
+            let targets: BTreeSet<u32> = (bucket..out.n).step_by(from as usize).collect();
+            let rows = self
+                .read_files(&out.spec.name, files.clone(), None, Some(&schema))
+                .await?;
+            let aligned = rows
+                .into_iter()
+                .map(|b| align(&b, &schema, &out.spec.name))
+                .collect::<sluice_core::Result<Vec<_>>>()?;
+            out.write_rows(&targets, aligned).await?;
+            replaced.extend(files);
+        }
+        entry.buckets = out.n;
+        Ok(replaced)
     }
 
     async fn release(&mut self) -> Result<()> {
@@ -308,7 +360,6 @@ impl ParquetSink {
         entry.check(spec)?;
         entry.absorb(spec);
         let schema = spec.arrow_schema();
-        let n = entry.buckets;
         let bcol = entry.bucket_column.clone();
         if schema.field_with_name(&bcol).is_err() {
             return Err(ParquetSinkError::Core(sluice_core::Error::destination(
@@ -320,6 +371,42 @@ impl ParquetSink {
             )));
         }
         let key_in_bucket = spec.primary_key.contains(&bcol);
+
+        // 0. A table sized by its rows that would outgrow its buckets is re-bucketed first
+        //    (a new table just starts with enough buckets). The new files take the old ones'
+        //    place for the rest of the commit.
+        let incoming: u64 = changes
+            .iter()
+            .map(|c| match &c.change {
+                Change::Upsert { batch, .. } => batch.num_rows() as u64,
+                _ => 0,
+            })
+            .sum();
+        let mut split = (TableCommitStats::default(), Vec::new());
+        if let Some(to) = self.grown_buckets(spec, &entry, incoming) {
+            if entry.files.is_empty() {
+                entry.buckets = to;
+            } else {
+                let mut w = GroupWriter {
+                    sink: self,
+                    spec,
+                    bcol: &bcol,
+                    n: to,
+                    props: io::writer_properties(self.config.row_group_rows),
+                    stats: TableCommitStats::default(),
+                    written: Vec::new(),
+                    new_files,
+                };
+                let replaced = self.split_buckets(&mut w, &mut entry).await?;
+                tracing::debug!(table = %spec.name, buckets = to, files = replaced.len(), "buckets split");
+                entry.files = std::mem::take(&mut w.written);
+                for f in &replaced {
+                    w.stats.bytes_rewritten += f.size;
+                }
+                split = (w.stats, replaced);
+            }
+        }
+        let n = entry.buckets;
 
         // 1. Index the staged changes, then check the stored rows they can reach, reading
         //    only the columns the check needs (key, scope and flag columns).
@@ -413,7 +500,7 @@ impl ParquetSink {
                 changes.to_vec()
             };
             // A compaction (no stored row affected) keeps the stored rows as they are.
-            out.merge_and_write(&group, &existing, &group_changes, !affected)
+            out.merge_and_write(&group, existing, &group_changes, !affected)
                 .await?;
         }
         // Groups on the append fast path merge against no stored rows, so several are merged
@@ -436,15 +523,20 @@ impl ParquetSink {
             } else {
                 changes.to_vec()
             };
-            out.merge_and_write(&buckets, &[], &group_changes, true)
+            out.merge_and_write(&buckets, Vec::new(), &group_changes, true)
                 .await?;
         }
         let GroupWriter {
             mut stats, written, ..
         } = out;
+        let (split_stats, split_replaced) = split;
+        stats.add(&split_stats);
 
         // 3. The new file list: replaced files go, every other file stays as it was.
-        let mut superseded = Vec::new();
+        let mut superseded: Vec<Path> = split_replaced
+            .iter()
+            .map(|f| self.file_path(&spec.name, &f.name))
+            .collect();
         let mut files = Vec::new();
         for f in entry.files.drain(..) {
             if replaced.contains(&f.name) {
@@ -622,6 +714,9 @@ impl ParquetSink {
 /// Passes over a table's append-path buckets per commit (see `commit_table`).
 const APPEND_PASSES: usize = 2;
 
+/// Most buckets a table sized by its rows grows to (4^6).
+const MAX_SIZED_BUCKETS: u32 = 4096;
+
 /// Merges one set of buckets and writes the result as new files of those buckets.
 struct GroupWriter<'a> {
     sink: &'a ParquetSink,
@@ -658,40 +753,63 @@ impl GroupWriter<'_> {
     async fn merge_and_write(
         &mut self,
         buckets: &BTreeSet<u32>,
-        existing: &[RecordBatch],
+        existing: Vec<RecordBatch>,
         changes: &[SinkChange],
         stored_untouched: bool,
     ) -> Result<()> {
-        let (spec, bcol, n) = (self.spec, self.bcol, self.n);
-        let (out, s) = if stored_untouched && !existing.is_empty() {
+        let spec = self.spec;
+        if stored_untouched && !existing.is_empty() {
             let (new, s) = merge(spec, &[], changes)?;
             let schema = new.schema();
             let mut parts = existing
-                .iter()
-                .map(|b| align(b, &schema, &spec.name))
+                .into_iter()
+                .map(|b| align(&b, &schema, &spec.name))
                 .collect::<sluice_core::Result<Vec<_>>>()?;
             self.record(&new);
             parts.push(new);
-            let all = concat_batches(&schema, &parts).map_err(sluice_core::Error::from)?;
-            (all, s)
+            self.stats.add(&s);
+            self.write_rows(buckets, parts).await
         } else {
-            let (out, s) = merge(spec, existing, changes)?;
+            let (out, s) = merge(spec, &existing, changes)?;
+            drop(existing);
             self.record(&out);
-            (out, s)
+            self.stats.add(&s);
+            self.write_rows(buckets, vec![out]).await
+        }
+    }
+
+    /// Writes `parts` as new files, bucket by bucket (every row must fall in `buckets`), in
+    /// files of at most `max_rows_per_file` rows. Parts that all fall in one bucket and fit
+    /// in one file are written as they are (a compaction, a one-bucket table), else they are
+    /// concatenated and split by bucket.
+    async fn write_rows(&mut self, buckets: &BTreeSet<u32>, parts: Vec<RecordBatch>) -> Result<()> {
+        let (spec, bcol, n) = (self.spec, self.bcol, self.n);
+        let mut rows_bucket = Vec::new();
+        for part in &parts {
+            match part.column_by_name(bcol) {
+                Some(col) => rows_bucket.extend(buckets_of(col.as_ref(), n)?),
+                None => rows_bucket.resize(rows_bucket.len() + part.num_rows(), 0),
+            }
+        }
+        if let Some(b) = rows_bucket.iter().find(|b| !buckets.contains(b)) {
+            return Err(internal(format!(
+                "table `{}`: merged row falls in bucket {b}, outside its group",
+                spec.name
+            )));
+        }
+        let one_bucket = rows_bucket.first().filter(|&&b| rows_bucket.iter().all(|&x| x == b));
+        if let Some(&bucket) = one_bucket {
+            if rows_bucket.len() <= self.sink.config.max_rows_per_file {
+                return self.write_file(bucket, &parts).await;
+            }
+        }
+        let Some(first) = parts.first() else {
+            return Ok(());
         };
-        self.stats.add(&s);
-        let rows_bucket = match out.column_by_name(bcol) {
-            Some(col) => buckets_of(col.as_ref(), n)?,
-            None => vec![0; out.num_rows()],
-        };
+        let out = concat_batches(&first.schema(), &parts).map_err(sluice_core::Error::from)?;
+        drop(parts);
         let mut by_bucket: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (row, b) in rows_bucket.into_iter().enumerate() {
-            if !buckets.contains(&b) {
-                return Err(internal(format!(
-                    "table `{}`: merged row falls in bucket {b}, outside its group",
-                    spec.name
-                )));
-            }
             by_bucket.entry(b).or_default().push(row as u32);
         }
         for (bucket, rows) in by_bucket {
@@ -702,24 +820,30 @@ impl GroupWriter<'_> {
                     take_record_batch(&out, &UInt32Array::from(chunk.to_vec()))
                         .map_err(sluice_core::Error::from)?
                 };
-                let name = layout::new_file_name(bucket);
-                let path = self.sink.file_path(&spec.name, &name);
-                self.new_files.push(path.clone());
-                let dest = &self.sink.dest;
-                let size = io::write_file(&dest.store, &path, &batch, self.props.clone()).await?;
-                if let Some(fs) = dest.fs_path(&path) {
-                    io::fsync(fs).await?;
-                }
-                self.stats.bytes_written += size;
-                self.stats.files_written += 1;
-                self.written.push(FileEntry {
-                    name,
-                    bucket,
-                    size,
-                    rows: chunk.len() as u64,
-                });
+                self.write_file(bucket, &[batch]).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Writes `parts` (rows of `bucket`, all with the same schema) as one new data file.
+    async fn write_file(&mut self, bucket: u32, parts: &[RecordBatch]) -> Result<()> {
+        let name = layout::new_file_name(bucket);
+        let path = self.sink.file_path(&self.spec.name, &name);
+        self.new_files.push(path.clone());
+        let dest = &self.sink.dest;
+        let size = io::write_file(&dest.store, &path, parts, self.props.clone()).await?;
+        if let Some(fs) = dest.fs_path(&path) {
+            io::fsync(fs).await?;
+        }
+        self.stats.bytes_written += size;
+        self.stats.files_written += 1;
+        self.written.push(FileEntry {
+            name,
+            bucket,
+            size,
+            rows: parts.iter().map(|p| p.num_rows() as u64).sum(),
+        });
         Ok(())
     }
 }

@@ -75,6 +75,7 @@ both!(
     changed_rows_rewrite,
     compaction,
     compaction_is_size_tiered,
+    buckets_follow_table_size,
     history_appends,
     crash_with_appended_files,
 );
@@ -386,6 +387,57 @@ async fn compaction(mut lake: Lake) {
     s.close().await.unwrap();
     assert!(compacted >= 2, "compaction ran {compacted} times");
     assert_eq!(scan(&lake.sink(), &opp()).await.len(), total);
+    lake.assert_no_orphans(&["opp"]).await;
+}
+
+/// Without a fixed bucket count, a table starts with one bucket and, when a commit would
+/// leave more than `bucket_rows` rows per bucket, first splits its buckets 4 ways. Rows stay
+/// one per key, and updates after a split find their stored rows (the probe reads only the
+/// key's bucket of `opp`, so a row in the wrong bucket would come back as a duplicate key).
+async fn buckets_follow_table_size(mut lake: Lake) {
+    lake.config.bucket_rows = 40;
+    lake.config.max_files_per_bucket = 3;
+    let mut s = lake.sink();
+    s.open(&all_specs()).await.unwrap();
+    let mut ids: Vec<String> = Vec::new();
+    let mut counts = Vec::new();
+    let mut expected = 1u64;
+    for round in 0..10 {
+        let new: Vec<String> = (0..30).map(|i| format!("g-{round}-{i}")).collect();
+        let updated: Vec<String> = ids.iter().take(5).cloned().collect();
+        let mut rows: Vec<(&str, &str, i64)> = new.iter().map(|i| (i.as_str(), "N", 1)).collect();
+        rows.extend(updated.iter().map(|i| (i.as_str(), "U", round)));
+        s.write(st(opp_rows("opp", &rows), T1 + round))
+            .await
+            .unwrap();
+        let t = s.commit(&state(round)).await.unwrap().tables["opp"];
+        assert_eq!((t.inserted, t.updated), (30, updated.len() as u64));
+        // The documented rule: stored rows plus the commit's upserted rows per bucket.
+        while ids.len() as u64 + rows.len() as u64 > expected * 40 {
+            expected *= 4;
+        }
+        ids.extend(new);
+        let entry = lake.manifest_entry("opp").await;
+        let buckets = entry["buckets"].as_u64().unwrap();
+        assert_eq!(buckets, expected, "round {round}: {entry}");
+        let files = entry["files"].as_array().unwrap();
+        let stored: u64 = files.iter().map(|f| f["rows"].as_u64().unwrap()).sum();
+        assert_eq!(stored, ids.len() as u64, "round {round}");
+        assert!(files.iter().all(|f| f["bucket"].as_u64().unwrap() < buckets));
+        counts.push(buckets);
+        assert_eq!(scan(&lake.sink(), &opp()).await.len(), ids.len());
+    }
+    assert_eq!(counts.first(), Some(&1));
+    assert!(counts.contains(&4) && counts.contains(&16), "{counts:?}");
+    // Every key updated at once: each replaces its stored row.
+    let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "Z", 9)).collect();
+    s.write(st(opp_rows("opp", &rows), T2)).await.unwrap();
+    let t = s.commit(&state(99)).await.unwrap().tables["opp"];
+    assert_eq!((t.inserted, t.updated), (0, ids.len() as u64));
+    s.close().await.unwrap();
+    let all = scan(&lake.sink(), &opp()).await;
+    assert_eq!(all.len(), ids.len());
+    assert!(all.values().all(|r| r["name"] == serde_json::json!("Z")), "{all:?}");
     lake.assert_no_orphans(&["opp"]).await;
 }
 

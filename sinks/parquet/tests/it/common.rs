@@ -2,7 +2,7 @@
 
 use crate::moto::Moto;
 use futures::TryStreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_core::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
@@ -235,5 +235,29 @@ impl Lake {
                 self.kind
             );
         }
+    }
+}
+
+impl Lake {
+    /// The entry of `table` in the live (highest) manifest.
+    pub async fn manifest_entry(&self, table: &str) -> serde_json::Value {
+        let dest = self.dest();
+        let latest = self
+            .objects("_sluice")
+            .await
+            .into_iter()
+            .filter(|n| n.contains("/manifest/") && n.ends_with(".json"))
+            .max()
+            .expect("a manifest");
+        let bytes = dest
+            .store
+            .get(&object_store::path::Path::from(latest.as_str()))
+            .await
+            .expect("get manifest")
+            .bytes()
+            .await
+            .expect("manifest bytes");
+        let m: serde_json::Value = serde_json::from_slice(&bytes).expect("manifest JSON");
+        m["tables"][table].clone()
     }
 }
