@@ -77,8 +77,9 @@ impl DecodeInput {
         let mut rows = 0usize;
         for p in &self.pages {
             let mut t = Tables::new(catalog().iter(), &names);
-            let page = crate::http::into_page(serde_json::from_slice(p).unwrap()).unwrap();
-            for o in &page.data {
+            let body = serde_json_borrow::OwnedValue::from_slice(p).unwrap();
+            let page = crate::http::into_page(body).unwrap();
+            for o in page.data() {
                 write_opportunity(&mut t, o, true);
             }
             rows += finished_rows(&mut t);
@@ -87,9 +88,10 @@ impl DecodeInput {
             let mut t = Tables::new(catalog().iter(), &names);
             for (id, lists) in chunk {
                 for (e, bytes) in lists {
-                    let page =
-                        crate::http::into_page(serde_json::from_slice(bytes).unwrap()).unwrap();
-                    write_children(&mut t, *e, id, None, &page.data);
+                    let body = serde_json_borrow::OwnedValue::from_slice(bytes).unwrap();
+                    let page = crate::http::into_page(body).unwrap();
+                    let items: Vec<_> = page.data().iter().collect();
+                    write_children(&mut t, *e, id, None, &items);
                 }
             }
             rows += finished_rows(&mut t);

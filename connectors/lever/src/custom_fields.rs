@@ -14,8 +14,8 @@
 //!   kinds → STRING. Later values are converted leniently into the recorded type.
 
 use crate::decode::Ex;
+use crate::decode::{Field, Value};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sluice_core::spec::to_snake_case;
 use sluice_core::{ColumnSpec, ColumnType, TableSpec};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,12 +44,12 @@ struct Kinds {
 }
 
 impl Kinds {
-    fn add(&mut self, v: &Value) {
+    fn add(&mut self, v: &Value<'_>) {
         match v {
             Value::Number(n) if n.is_i64() || n.is_u64() => self.int = true,
             Value::Number(_) => self.float = true,
             Value::Bool(_) => self.boolean = true,
-            Value::String(_) => self.string = true,
+            Value::Str(_) => self.string = true,
             Value::Array(_) => self.array = true,
             _ => {}
         }
@@ -83,25 +83,28 @@ impl Kinds {
 
 /// Adds the columns of keys first seen in `requisitions` to `known` (in place); returns
 /// whether anything was added.
-pub(crate) fn discover(known: &mut Vec<CustomColumn>, requisitions: &[Value]) -> bool {
+pub(crate) fn discover<'a, 'j: 'a>(
+    known: &mut Vec<CustomColumn>,
+    requisitions: impl IntoIterator<Item = &'a Value<'j>>,
+) -> bool {
     let mut seen: BTreeMap<(String, Option<String>), Kinds> = BTreeMap::new();
     for r in requisitions {
-        let Some(cf) = r.get("customFields").and_then(Value::as_object) else {
+        let Some(cf) = r.field("customFields").and_then(Value::as_object) else {
             continue;
         };
-        for (k, v) in cf {
+        for (k, v) in cf.iter() {
             match v {
                 Value::Null => {}
                 Value::Object(o) => {
-                    for (s, sv) in o {
+                    for (s, sv) in o.iter() {
                         if !sv.is_null() {
-                            seen.entry((k.clone(), Some(s.clone())))
+                            seen.entry((k.to_owned(), Some(s.to_owned())))
                                 .or_default()
                                 .add(sv);
                         }
                     }
                 }
-                v => seen.entry((k.clone(), None)).or_default().add(v),
+                v => seen.entry((k.to_owned(), None)).or_default().add(v),
             }
         }
     }
@@ -175,9 +178,13 @@ mod tests {
     #[test]
     fn columns_types_and_collisions() {
         let reqs = vec![
-            json!({"customFields": {"cost_center": "A1", "budget_amount": 10, "location_details": {"city": "Berlin", "floor": 3}}}),
-            json!({"customFields": {"budget_amount": 12.5, "Cost Center": "B", "target_start_date": 1700000000000i64, "flag": true}}),
-            json!({"customFields": null}),
+            crate::decode::bv(
+                json!({"customFields": {"cost_center": "A1", "budget_amount": 10, "location_details": {"city": "Berlin", "floor": 3}}}),
+            ),
+            crate::decode::bv(
+                json!({"customFields": {"budget_amount": 12.5, "Cost Center": "B", "target_start_date": 1700000000000i64, "flag": true}}),
+            ),
+            crate::decode::bv(json!({"customFields": null})),
         ];
         let mut known = Vec::new();
         assert!(discover(&mut known, &reqs));

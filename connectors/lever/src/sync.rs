@@ -7,14 +7,14 @@ use crate::decode::lookups::{write_flat, write_posting, write_requisition};
 use crate::decode::opportunity::{
     Endpoint, INLINE_TABLES, contact_of, write_children, write_opportunity,
 };
+use crate::decode::{Field, Value};
 use crate::decode::{Issues, Tables, Writer, get_str, ms_of};
 use crate::http::auth::REFRESH_TOKEN_STATE_KEY;
-use crate::http::{Client, Page, PageError};
+use crate::http::{Client, Items, Page, PageError};
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sluice_core::cpu::Phase;
 use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, SyncKind, TableSpec};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -262,7 +262,7 @@ impl Sync<'_> {
                 .ok_or_else(|| Error::upstream(format!("GET {} answered 404", g.path)))?;
             let mut t = Tables::new(self.ctx.tables.values(), g.tables);
             if g.label == "requisitions" && self.ctx.is_enabled("requisition") {
-                custom_fields::discover(&mut self.extra.custom_fields, &items);
+                custom_fields::discover(&mut self.extra.custom_fields, items.iter());
                 if !self.extra.custom_fields.is_empty() {
                     let base = self.spec("requisition").expect("enabled").clone();
                     let spec = custom_fields::requisition_spec(&base, &self.extra.custom_fields);
@@ -274,7 +274,7 @@ impl Sync<'_> {
                 }
             }
             let batches = self.ctx.metrics.cpu_phase(Phase::Decode, || {
-                for item in &items {
+                for item in items.iter() {
                     match g.label {
                         "users" => write_flat(&mut t, "users", item),
                         "stages" => write_flat(&mut t, "stage", item),
@@ -377,13 +377,13 @@ impl Sync<'_> {
                 }
                 Err(PageError::Other(e)) => return Err(e),
             };
-            let Page { data, next } = page;
-            let mut opps = Vec::with_capacity(data.len());
-            for o in data {
-                let Some(id) = get_str(&o, "id") else {
+            let next = page.next.clone();
+            let mut opps = Vec::with_capacity(page.data().len());
+            for o in page.data() {
+                let Some(id) = get_str(o, "id") else {
                     continue;
                 };
-                let updated = ms_of(o.get("updatedAt"));
+                let updated = ms_of(o.field("updatedAt"));
                 if let Some(u) = updated {
                     walk.max_updated = Some(walk.max_updated.map_or(u, |m| m.max(u)));
                 }
@@ -471,7 +471,7 @@ impl Sync<'_> {
     }
 
     /// Reads the children of one page of opportunities and emits everything of the page.
-    async fn process_page(&self, opps: &[Value], endpoints: &[Endpoint]) -> Result<()> {
+    async fn process_page(&self, opps: &[&Value<'_>], endpoints: &[Endpoint]) -> Result<()> {
         if opps.is_empty() {
             return Ok(());
         }
@@ -506,7 +506,7 @@ impl Sync<'_> {
             .flat_map(|i| endpoints.iter().map(move |e| (i, *e)))
             .collect();
         let client = &self.client;
-        type Fetched = (usize, Endpoint, Result<Option<Vec<Value>>>);
+        type Fetched = (usize, Endpoint, Result<Option<Items>>);
         let results: Vec<Fetched> = futures::stream::iter(jobs)
             .map(|(i, e)| {
                 let id = opp_ids.get(i).cloned().unwrap_or_default();
@@ -524,7 +524,7 @@ impl Sync<'_> {
             .await;
         let mut ok_ids: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
         let mut item_ids: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
-        let mut ordered: Vec<(usize, Endpoint, Vec<Value>)> = Vec::with_capacity(results.len());
+        let mut ordered: Vec<(usize, Endpoint, Items)> = Vec::with_capacity(results.len());
         for (i, e, r) in results {
             match r? {
                 Some(items) => ordered.push((i, e, items)),
@@ -536,9 +536,9 @@ impl Sync<'_> {
         ordered.sort_by_key(|(i, e, _)| (*i, *e));
         let batches = self.ctx.metrics.cpu_phase(Phase::Decode, || {
             for (i, e, items) in &ordered {
-                let o = &opps[*i];
+                let o = opps[*i];
                 let id = &opp_ids[*i];
-                write_children(&mut t, *e, id, contact_of(o), items);
+                write_children(&mut t, *e, id, contact_of(o), &items.refs());
                 ok_ids.entry(*e).or_default().push(id.clone());
                 item_ids.entry(*e).or_default().extend(
                     items
@@ -655,11 +655,11 @@ impl Sync<'_> {
             .await?
             .unwrap_or_default();
         let mut ids = Vec::new();
-        for it in &items {
+        for it in items.iter() {
             if let Some(id) = get_str(it, "id") {
                 ids.push(id.to_owned());
             }
-            if let Some(d) = ms_of(it.get("deletedAt")) {
+            if let Some(d) = ms_of(it.field("deletedAt")) {
                 self.extra.deleted_cursor_ms =
                     Some(self.extra.deleted_cursor_ms.map_or(d, |c| c.max(d)));
             }

@@ -3,7 +3,7 @@
 //! definitions.
 
 use super::{Cell, SLOT_EXTRA, SLOT_INDEX, SLOT_PARENT, Tables, get_arr, get_str};
-use serde_json::Value;
+use super::{Field, Value};
 
 /// Slots of a form-field row (after parent and index).
 pub(crate) const S_CODE_LANGUAGE: usize = SLOT_EXTRA;
@@ -24,12 +24,12 @@ pub(crate) const S_VALUE_INDEX: usize = SLOT_EXTRA + 7;
 const N_SLOTS: usize = SLOT_EXTRA + 8;
 
 /// The value rows of one field: slots per row (parent and field index filled by caller).
-fn route<'a>(field: &'a Value, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
+fn route<'a>(field: &'a Value<'_>, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
     let ty = get_str(field, "type").unwrap_or("");
-    let value = field.get("value").filter(|v| !v.is_null());
+    let value = field.field("value").filter(|v| !v.is_null());
     let mut row = [Cell::Null; N_SLOTS];
     row[S_VALUE_INDEX] = Cell::I(0);
-    let scalar_text = |v: &'a Value| -> Cell<'a> { Cell::J(v) };
+    let scalar_text = |v: &'a Value<'_>| -> Cell<'a> { Cell::J(v) };
     match (ty, value) {
         (_, None) => emit(&row),
         ("multiple-select", Some(Value::Array(items))) => {
@@ -50,8 +50,8 @@ fn route<'a>(field: &'a Value, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
             for (i, item) in items.iter().enumerate() {
                 let mut r = row;
                 r[S_VALUE_INDEX] = Cell::I(i as i64);
-                r[S_NUMBER] = Cell::from(item.get("score"));
-                r[S_TEXT] = Cell::from(item.get("comment"));
+                r[S_NUMBER] = Cell::from(item.field("score"));
+                r[S_TEXT] = Cell::from(item.field("comment"));
                 emit(&r);
             }
         }
@@ -61,7 +61,7 @@ fn route<'a>(field: &'a Value, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
         }
         ("currency", Some(v)) => {
             row[S_DECIMAL] = Cell::J(v);
-            row[S_CURRENCY] = Cell::from(field.get("currency"));
+            row[S_CURRENCY] = Cell::from(field.field("currency"));
             emit(&row);
         }
         ("date", Some(v)) => {
@@ -70,7 +70,7 @@ fn route<'a>(field: &'a Value, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
         }
         ("file-upload", Some(v)) => {
             row[S_FILE] = match v {
-                Value::Object(o) => Cell::from(o.get("id")),
+                Value::Object(o) => Cell::from(o.field("id")),
                 other => Cell::J(other),
             };
             emit(&row);
@@ -78,12 +78,12 @@ fn route<'a>(field: &'a Value, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
         ("code", Some(v)) => {
             match v {
                 Value::Object(o) => {
-                    row[S_TEXT] = Cell::from(o.get("code").or_else(|| o.get("value")));
-                    row[S_CODE_LANGUAGE] = Cell::from(o.get("language"));
+                    row[S_TEXT] = Cell::from(o.field("code").or_else(|| o.field("value")));
+                    row[S_CODE_LANGUAGE] = Cell::from(o.field("language"));
                 }
                 other => {
                     row[S_TEXT] = Cell::J(other);
-                    row[S_CODE_LANGUAGE] = Cell::from(field.get("language"));
+                    row[S_CODE_LANGUAGE] = Cell::from(field.field("language"));
                 }
             }
             emit(&row);
@@ -107,7 +107,7 @@ fn route<'a>(field: &'a Value, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
 }
 
 /// Text-like types and unknown types: by JSON value kind.
-fn route_untyped<'a>(v: &'a Value, row: &mut [Cell<'a>; N_SLOTS]) {
+fn route_untyped<'a>(v: &'a Value<'_>, row: &mut [Cell<'a>; N_SLOTS]) {
     match v {
         Value::Number(n) if n.is_i64() || n.is_u64() => row[S_NUMBER] = Cell::J(v),
         Value::Number(_) => row[S_DECIMAL] = Cell::J(v),
@@ -117,8 +117,8 @@ fn route_untyped<'a>(v: &'a Value, row: &mut [Cell<'a>; N_SLOTS]) {
 
 /// Writes the field rows of `form` into `field_table` (keyed by `form_id`), and the template
 /// definitions into `template_field` / `score_card_sub_field`.
-pub(crate) fn write_fields(t: &mut Tables, field_table: &str, form: &Value, form_id: &str) {
-    if let Some(w) = t.get(field_table) {
+pub(crate) fn write_fields(t: &mut Tables, field_table: &str, form: &Value<'_>, form_id: &str) {
+    if let Some(w) = t.writer(field_table) {
         let fields = w.arr(form, "fields");
         for (i, field) in fields.iter().enumerate() {
             route(field, |slots| {
@@ -133,7 +133,7 @@ pub(crate) fn write_fields(t: &mut Tables, field_table: &str, form: &Value, form
 }
 
 /// Template field definitions from a form's `fields[]` (keyed by `baseTemplateId`).
-pub(crate) fn write_template(t: &mut Tables, form: &Value) {
+pub(crate) fn write_template(t: &mut Tables, form: &Value<'_>) {
     let Some(template) = get_str(form, "baseTemplateId") else {
         return;
     };
@@ -141,12 +141,12 @@ pub(crate) fn write_template(t: &mut Tables, form: &Value) {
         return; // the first form seen for a template wins
     }
     let fields = get_arr(form, "fields");
-    if let Some(w) = t.get("template_field") {
+    if let Some(w) = t.writer("template_field") {
         for (i, field) in fields.iter().enumerate() {
             w.push(field, &[Cell::S(template), Cell::I(i as i64)]);
         }
     }
-    if let Some(w) = t.get("score_card_sub_field") {
+    if let Some(w) = t.writer("score_card_sub_field") {
         for (i, field) in fields.iter().enumerate() {
             for (j, score) in get_arr(field, "scores").iter().enumerate() {
                 w.push(
@@ -164,11 +164,11 @@ pub(crate) fn write_template(t: &mut Tables, form: &Value) {
 }
 
 /// The text of a form's score-system answer (`feedback_form.score_system_value`).
-pub(crate) fn score_system_value(form: &Value) -> Option<&Value> {
+pub(crate) fn score_system_value<'a, 'j>(form: &'a Value<'j>) -> Option<&'a Value<'j>> {
     get_arr(form, "fields")
         .iter()
         .find(|f| get_str(f, "type") == Some("score-system"))
-        .and_then(|f| f.get("value"))
+        .and_then(|f| f.field("value"))
         .filter(|v| !v.is_null())
 }
 
@@ -191,7 +191,7 @@ mod tests {
                 "score_card_sub_field",
             ],
         );
-        let form = json!({
+        let form = crate::decode::bv(json!({
             "id": "f1", "baseTemplateId": "tpl",
             "fields": [
                 {"type": "score-system", "text": "Overall", "value": "3 - Hire"},
@@ -205,7 +205,7 @@ mod tests {
                 {"type": "score", "value": null},
                 {"type": "yes-no", "value": "yes"}
             ]
-        });
+        }));
         write_fields(&mut t, "feedback_form_field", &form, "f1");
         let out = t.finish_all().unwrap();
         let b = &out
@@ -249,6 +249,9 @@ mod tests {
                 .value(0),
             2
         );
-        assert_eq!(score_system_value(&form).unwrap(), "3 - Hire");
+        assert_eq!(
+            score_system_value(&form).unwrap().as_str(),
+            Some("3 - Hire")
+        );
     }
 }

@@ -2,34 +2,34 @@
 //! fields, with their child tables.
 
 use super::{Cell, Tables, get_arr, get_str};
-use serde_json::Value;
+use super::{Field, Value};
 
 /// Writes one object of a flat lookup list (users, stage, archive_reason, requisition_fields).
-pub(crate) fn write_flat(t: &mut Tables, table: &str, item: &Value) {
-    if let Some(w) = t.get(table) {
+pub(crate) fn write_flat(t: &mut Tables, table: &str, item: &Value<'_>) {
+    if let Some(w) = t.writer(table) {
         w.push(item, &[]);
     }
 }
 
 /// Writes a posting and its tags, content lists and distribution channels.
-pub(crate) fn write_posting(t: &mut Tables, p: &Value) {
+pub(crate) fn write_posting(t: &mut Tables, p: &Value<'_>) {
     let Some(id) = get_str(p, "id") else { return };
-    if let Some(w) = t.get("posting") {
+    if let Some(w) = t.writer("posting") {
         w.push(p, &[]);
     }
     let me = [Cell::S(id)];
-    if let Some(w) = t.get("posting_tag") {
+    if let Some(w) = t.writer("posting_tag") {
         for x in w.arr(p, "tags") {
             w.push(x, &me);
         }
     }
-    if let Some(w) = t.get("posting_distribution_channel") {
+    if let Some(w) = t.writer("posting_distribution_channel") {
         for x in w.arr(p, "distributionChannels") {
             w.push(x, &me);
         }
     }
-    if let Some(w) = t.get("posting_content_list") {
-        let content = p.get("content").unwrap_or(&Value::Null);
+    if let Some(w) = t.writer("posting_content_list") {
+        let content = p.field("content").unwrap_or(&Value::Null);
         for (i, x) in get_arr(content, "lists").iter().enumerate() {
             w.push(x, &[Cell::S(id), Cell::I(i as i64)]);
         }
@@ -39,35 +39,35 @@ pub(crate) fn write_posting(t: &mut Tables, p: &Value) {
 /// `requisition.headcount_infinite`: `headcountInfinite` when Lever sends it (older
 /// payloads), else whether `headcountTotal` is the string `unlimited` (`"false"` otherwise,
 /// also when `headcountTotal` is absent).
-pub(crate) fn headcount_infinite(r: &Value) -> Option<&'static str> {
-    match r.get("headcountInfinite") {
+pub(crate) fn headcount_infinite(r: &Value<'_>) -> Option<&'static str> {
+    match r.field("headcountInfinite") {
         Some(Value::Bool(true)) => return Some("true"),
         Some(Value::Bool(false)) => return Some("false"),
-        Some(Value::String(s)) if s == "true" => return Some("true"),
-        Some(Value::String(s)) if s == "false" => return Some("false"),
+        Some(Value::Str(s)) if s == "true" => return Some("true"),
+        Some(Value::Str(s)) if s == "false" => return Some("false"),
         _ => {}
     }
-    match r.get("headcountTotal") {
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("unlimited") => Some("true"),
+    match r.field("headcountTotal") {
+        Some(Value::Str(s)) if s.eq_ignore_ascii_case("unlimited") => Some("true"),
         _ => Some("false"),
     }
 }
 
 /// Writes a requisition (custom-field columns come from the writer's extractors) and its
 /// posting and offer links.
-pub(crate) fn write_requisition(t: &mut Tables, r: &Value) {
+pub(crate) fn write_requisition(t: &mut Tables, r: &Value<'_>) {
     let Some(id) = get_str(r, "id") else { return };
-    if let Some(w) = t.get("requisition") {
+    if let Some(w) = t.writer("requisition") {
         let hi = Cell::from(headcount_infinite(r));
         w.push(r, &[Cell::Null, Cell::Null, Cell::Null, hi]);
     }
     let me = [Cell::S(id)];
-    if let Some(w) = t.get("requisition_posting") {
+    if let Some(w) = t.writer("requisition_posting") {
         for x in w.arr(r, "postings") {
             w.push(x, &me);
         }
     }
-    if let Some(w) = t.get("requisition_offer") {
+    if let Some(w) = t.writer("requisition_offer") {
         for x in w.arr(r, "offerIds") {
             w.push(x, &me);
         }
@@ -87,12 +87,12 @@ mod tests {
             catalog().iter(),
             &["requisition", "requisition_posting", "requisition_offer"],
         );
-        let r = json!({
+        let r = crate::decode::bv(json!({
             "id": "r1", "headcountTotal": "unlimited", "headcountHired": 2,
             "compensationBand": {"currency": "USD", "min": 85000, "max": 120000.5},
             "approval": {"id": "a1", "startedAt": 1000, "steps": []},
             "postings": ["p1", "p2"], "offerIds": ["o1"], "creator": {"id": "u1"}
-        });
+        }));
         write_requisition(&mut t, &r);
         let out = t.finish_all().unwrap();
         let b = &out.iter().find(|(n, _)| n == "requisition").unwrap().1;
@@ -132,9 +132,11 @@ mod tests {
         );
         write_posting(
             &mut t,
-            &json!({"id": "p1", "tags": ["a"], "distributionChannels": ["public", "internal"],
+            &crate::decode::bv(
+                json!({"id": "p1", "tags": ["a"], "distributionChannels": ["public", "internal"],
                 "categories": {"team": "Eng"}, "content": {"description": "d", "lists": [{"text": "h", "content": "<li>"}]},
                 "reqCode": "R-1"}),
+            ),
         );
         let out = t.finish_all().unwrap();
         let n = |x: &str| out.iter().find(|(y, _)| y == x).unwrap().1.num_rows();

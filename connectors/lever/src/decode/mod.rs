@@ -18,9 +18,35 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
-use serde_json::Value;
 use sluice_core::{ColumnType, Result, TableSpec};
 use std::sync::Arc;
+
+/// A JSON value borrowing its strings from the response body (`serde_json_borrow`):
+/// parsing allocates no string that has no escapes, and objects are vectors of fields.
+pub(crate) use serde_json_borrow::Value;
+
+/// Field access on JSON values, like `serde_json::Value::get`.
+pub(crate) trait Field<'a> {
+    /// The field `key` of an object; `None` when absent or when `self` is not an object.
+    fn field(&self, key: &str) -> Option<&Value<'a>>;
+}
+
+impl<'a> Field<'a> for serde_json_borrow::ObjectAsVec<'a> {
+    #[inline]
+    fn field(&self, key: &str) -> Option<&Value<'a>> {
+        self.get(key)
+    }
+}
+
+impl<'a> Field<'a> for Value<'a> {
+    #[inline]
+    fn field(&self, key: &str) -> Option<&Value<'a>> {
+        match self {
+            Value::Object(o) => o.get(key),
+            _ => None,
+        }
+    }
+}
 
 /// A cell value before conversion into the column type.
 #[derive(Debug, Clone, Copy)]
@@ -28,15 +54,15 @@ pub(crate) enum Cell<'a> {
     /// NULL.
     Null,
     /// A JSON value (converted leniently).
-    J(&'a Value),
+    J(&'a Value<'a>),
     /// Text.
     S(&'a str),
     /// An integer.
     I(i64),
 }
 
-impl<'a> From<Option<&'a Value>> for Cell<'a> {
-    fn from(v: Option<&'a Value>) -> Self {
+impl<'a> From<Option<&'a Value<'a>>> for Cell<'a> {
+    fn from(v: Option<&'a Value<'a>>) -> Self {
         match v {
             None | Some(Value::Null) => Cell::Null,
             Some(v) => Cell::J(v),
@@ -129,7 +155,7 @@ impl Tables {
 
     /// The writer of `table`, when enabled.
     #[inline]
-    pub(crate) fn get(&mut self, table: &str) -> Option<&mut Writer> {
+    pub(crate) fn writer(&mut self, table: &str) -> Option<&mut Writer> {
         self.writers.iter_mut().find(|w| w.table() == table)
     }
 
@@ -254,9 +280,9 @@ fn split_path(p: &str) -> Vec<String> {
 /// that must hold an object holds something else (`archived: 5` for `archived.archivedAt`).
 #[inline]
 pub(crate) fn lookup<'a, S: AsRef<str>>(
-    v: &'a Value,
+    v: &'a Value<'a>,
     path: &[S],
-) -> std::result::Result<Option<&'a Value>, ()> {
+) -> std::result::Result<Option<&'a Value<'a>>, ()> {
     let mut cur = v;
     for k in path {
         cur = match cur {
@@ -273,22 +299,20 @@ pub(crate) fn lookup<'a, S: AsRef<str>>(
 
 /// A string field.
 #[inline]
-pub(crate) fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
+pub(crate) fn get_str<'a>(v: &'a Value<'_>, key: &str) -> Option<&'a str> {
+    v.field(key).and_then(Value::as_str)
 }
 
 /// An array field (empty when absent or not an array).
 #[inline]
-pub(crate) fn get_arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
+pub(crate) fn get_arr<'a, 'j>(v: &'a Value<'j>, key: &str) -> &'a [Value<'j>] {
+    v.field(key).and_then(Value::as_array).unwrap_or(&[])
 }
 
 /// An id that may arrive as a string or as an expanded object with `id`.
-pub(crate) fn id_of(v: &Value) -> Option<&str> {
+pub(crate) fn id_of<'a>(v: &'a Value<'_>) -> Option<&'a str> {
     match v {
-        Value::String(s) => Some(s),
+        Value::Str(s) => Some(s),
         Value::Object(o) => o.get("id").and_then(Value::as_str),
         _ => None,
     }
@@ -416,8 +440,8 @@ impl Writer {
 
     /// The array `key` of `obj`, for one child row per element: empty when absent or null;
     /// also empty, and counted as a problem of this table, when it is not an array.
-    pub(crate) fn arr<'v>(&mut self, obj: &'v Value, key: &str) -> &'v [Value] {
-        match obj.get(key) {
+    pub(crate) fn arr<'v, 'j>(&mut self, obj: &'v Value<'j>, key: &str) -> &'v [Value<'j>] {
+        match obj.field(key) {
             Some(Value::Array(a)) => a,
             None | Some(Value::Null) => &[],
             Some(_) => {
@@ -458,7 +482,7 @@ impl Writer {
 
     /// Appends one row: each column from `obj` (or the element `elem`) via its extractor, or
     /// from `slots`.
-    pub(crate) fn push(&mut self, obj: &Value, slots: &[Cell<'_>]) {
+    pub(crate) fn push(&mut self, obj: &Value<'_>, slots: &[Cell<'_>]) {
         for i in 0..self.builders.len() {
             let cell = match &self.ex[i] {
                 Some(Ex::Path(p)) => match lookup(obj, p) {
@@ -588,7 +612,7 @@ fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) -> bool {
                 Cell::Null => b.append_null(),
                 Cell::S(s) => b.append_value(s),
                 Cell::J(v) => match v {
-                    Value::String(s) => b.append_value(s),
+                    Value::Str(s) => b.append_value(s),
                     Value::Number(n) => {
                         scratch.clear();
                         use std::fmt::Write;
@@ -616,7 +640,7 @@ fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) -> bool {
             match cell {
                 Cell::Null => b.append_null(),
                 Cell::J(v) => b.append_value(v.to_string()),
-                Cell::S(s) => b.append_value(Value::String(s.to_owned()).to_string()),
+                Cell::S(s) => b.append_value(serde_json::Value::from(s).to_string()),
                 Cell::I(i) => b.append_value(i.to_string()),
             }
             return true;
@@ -648,7 +672,7 @@ fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) -> bool {
 /// The text of a string cell.
 fn text<'a>(cell: Cell<'a>) -> Option<&'a str> {
     match cell {
-        Cell::J(Value::String(s)) => Some(s.as_str()),
+        Cell::J(Value::Str(s)) => Some(s),
         Cell::S(s) => Some(s),
         _ => None,
     }
@@ -719,8 +743,14 @@ pub(crate) fn to_ts_us(cell: Cell<'_>) -> Option<i64> {
 }
 
 /// Epoch milliseconds of a JSON value (lenient), for cursors.
-pub(crate) fn ms_of(v: Option<&Value>) -> Option<i64> {
+pub(crate) fn ms_of(v: Option<&Value<'_>>) -> Option<i64> {
     to_ts_us(Cell::from(v)).map(|us| us / 1_000)
+}
+
+/// A borrowed JSON value of a `serde_json` value, for tests (the source is leaked).
+#[cfg(test)]
+pub(crate) fn bv(v: serde_json::Value) -> Value<'static> {
+    Value::from(&*Box::leak(Box::new(v)))
 }
 
 #[cfg(test)]
@@ -733,18 +763,18 @@ mod tests {
 
     #[test]
     fn lenient_conversions() {
-        assert_eq!(to_i64(Cell::J(&json!("1000"))), Some(1000));
-        assert_eq!(to_i64(Cell::J(&json!(12.0))), Some(12));
-        assert_eq!(to_i64(Cell::J(&json!(12.5))), None);
-        assert_eq!(to_i64(Cell::J(&json!("unlimited"))), None);
+        assert_eq!(to_i64(Cell::J(&bv(json!("1000")))), Some(1000));
+        assert_eq!(to_i64(Cell::J(&bv(json!(12.0)))), Some(12));
+        assert_eq!(to_i64(Cell::J(&bv(json!(12.5)))), None);
+        assert_eq!(to_i64(Cell::J(&bv(json!("unlimited")))), None);
         assert_eq!(
-            to_ts_us(Cell::J(&json!("1468953420000"))),
+            to_ts_us(Cell::J(&bv(json!("1468953420000")))),
             Some(1_468_953_420_000_000)
         );
-        assert_eq!(to_ts_us(Cell::J(&json!(1))), Some(1000));
-        assert_eq!(to_f64(Cell::J(&json!("2.5"))), Some(2.5));
-        assert_eq!(to_bool(Cell::J(&json!("true"))), Some(true));
-        assert_eq!(to_bool(Cell::J(&json!(1))), None);
+        assert_eq!(to_ts_us(Cell::J(&bv(json!(1)))), Some(1000));
+        assert_eq!(to_f64(Cell::J(&bv(json!("2.5")))), Some(2.5));
+        assert_eq!(to_bool(Cell::J(&bv(json!("true")))), Some(true));
+        assert_eq!(to_bool(Cell::J(&bv(json!(1)))), None);
     }
 
     #[test]
@@ -771,11 +801,11 @@ mod tests {
     fn writer_builds_typed_columns() {
         let mut w = Writer::new(spec("opportunity_stage_history"), &[]);
         let change =
-            json!({"toStageId": "s1", "toStageIndex": "2", "userId": "u", "updatedAt": 1500});
+            bv(json!({"toStageId": "s1", "toStageIndex": "2", "userId": "u", "updatedAt": 1500}));
         w.push(&change, &[Cell::S("opp1")]);
-        w.push(&json!({"updatedAt": 2000}), &[Cell::S("opp2")]);
+        w.push(&bv(json!({"updatedAt": 2000})), &[Cell::S("opp2")]);
         // A row without its key (updated_at) is dropped.
-        w.push(&json!({}), &[Cell::S("opp3")]);
+        w.push(&bv(json!({})), &[Cell::S("opp3")]);
         let b = w.finish().unwrap();
         assert_eq!(b.num_rows(), 2);
         let idx = b.schema().index_of("to_stage_index").unwrap();

@@ -3,7 +3,7 @@
 
 use super::forms::{score_system_value, write_fields, write_template};
 use super::{Cell, Tables, get_arr, get_str};
-use serde_json::Value;
+use super::{Field, Value};
 use sha2::{Digest, Sha256};
 
 /// Tables filled from the `/opportunities` list itself.
@@ -138,58 +138,58 @@ pub(crate) fn link_id(contact: &str, link: &str) -> String {
 }
 
 /// The contact id of an opportunity (`contact`, possibly expanded).
-pub(crate) fn contact_of(opp: &Value) -> Option<&str> {
-    opp.get("contact").and_then(super::id_of)
+pub(crate) fn contact_of<'a>(opp: &'a Value<'_>) -> Option<&'a str> {
+    opp.field("contact").and_then(super::id_of)
 }
 
 /// Writes one opportunity and its inline children. `new_contact` is false when this page
 /// already wrote the contact's rows (opportunities of one person share them).
-pub(crate) fn write_opportunity(t: &mut Tables, o: &Value, new_contact: bool) {
+pub(crate) fn write_opportunity(t: &mut Tables, o: &Value<'_>, new_contact: bool) {
     let Some(id) = get_str(o, "id") else { return };
-    if let Some(w) = t.get("opportunity") {
+    if let Some(w) = t.writer("opportunity") {
         w.push(o, &[]);
     }
-    if let Some(w) = t.get("opportunity_stage_history") {
+    if let Some(w) = t.writer("opportunity_stage_history") {
         for sc in w.arr(o, "stageChanges") {
             w.push(sc, &[Cell::S(id)]);
         }
     }
-    if let Some(w) = t.get("opportunity_tag") {
+    if let Some(w) = t.writer("opportunity_tag") {
         for tag in w.arr(o, "tags") {
             w.push(tag, &[Cell::S(id)]);
         }
     }
-    if let Some(w) = t.get("opportunity_source") {
+    if let Some(w) = t.writer("opportunity_source") {
         for s in w.arr(o, "sources") {
             w.push(s, &[Cell::S(id)]);
         }
     }
     if let Some(contact) = contact_of(o).filter(|_| new_contact) {
         let c = Cell::S(contact);
-        if let Some(w) = t.get("contact") {
+        if let Some(w) = t.writer("contact") {
             w.push_with(|_, name| match name {
                 "id" => c,
-                "name" => Cell::from(o.get("name")),
-                "headline" => Cell::from(o.get("headline")),
-                "location" => Cell::from(o.get("location").map(|l| match l {
-                    Value::Object(m) => m.get("name").unwrap_or(&Value::Null),
+                "name" => Cell::from(o.field("name")),
+                "headline" => Cell::from(o.field("headline")),
+                "location" => Cell::from(o.field("location").map(|l| match l {
+                    Value::Object(m) => m.field("name").unwrap_or(&Value::Null),
                     other => other,
                 })),
-                "is_anonymized" => Cell::from(o.get("isAnonymized")),
+                "is_anonymized" => Cell::from(o.field("isAnonymized")),
                 _ => Cell::Null,
             });
         }
-        if let Some(w) = t.get("contact_email") {
+        if let Some(w) = t.writer("contact_email") {
             for e in w.arr(o, "emails") {
                 w.push(e, &[Cell::Null, Cell::Null, c]);
             }
         }
-        if let Some(w) = t.get("contact_phone") {
+        if let Some(w) = t.writer("contact_phone") {
             for (i, p) in w.arr(o, "phones").iter().enumerate() {
                 w.push(p, &[Cell::Null, Cell::I(i as i64), c]);
             }
         }
-        if let Some(w) = t.get("contact_link") {
+        if let Some(w) = t.writer("contact_link") {
             for l in w.arr(o, "links") {
                 let Some(link) = l.as_str() else { continue };
                 let h = link_id(contact, link);
@@ -205,7 +205,7 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: &Value, new_contact: bool) {
             continue;
         };
         let opp_id = get_str(app, "opportunityId").unwrap_or(id);
-        if let Some(w) = t.get("application") {
+        if let Some(w) = t.writer("application") {
             w.push(app, &[Cell::S(opp_id)]);
         }
         for q in get_arr(app, "customQuestions") {
@@ -213,7 +213,7 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: &Value, new_contact: bool) {
                 write_template(t, q);
                 continue;
             };
-            if let Some(w) = t.get("posting_form") {
+            if let Some(w) = t.writer("posting_form") {
                 w.push(q, &[Cell::S(id), Cell::Null, Cell::Null, Cell::S(app_id)]);
             }
             write_fields(t, "posting_form_field", q, form_id);
@@ -227,7 +227,7 @@ pub(crate) fn write_children(
     ep: Endpoint,
     opp: &str,
     contact: Option<&str>,
-    items: &[Value],
+    items: &[&Value<'_>],
 ) {
     let parent = [Cell::S(opp), Cell::Null, Cell::from(contact)];
     match ep {
@@ -236,7 +236,7 @@ pub(crate) fn write_children(
                 let Some(fid) = get_str(f, "id") else {
                     continue;
                 };
-                if let Some(w) = t.get("feedback_form") {
+                if let Some(w) = t.writer("feedback_form") {
                     let ssv = Cell::from(score_system_value(f));
                     w.push(f, &[Cell::S(opp), Cell::Null, Cell::Null, ssv]);
                 }
@@ -248,10 +248,10 @@ pub(crate) fn write_children(
                 let Some(nid) = get_str(n, "id") else {
                     continue;
                 };
-                if let Some(w) = t.get("note") {
+                if let Some(w) = t.writer("note") {
                     w.push(n, &parent);
                 }
-                if let Some(w) = t.get("note_field") {
+                if let Some(w) = t.writer("note_field") {
                     for (i, fld) in w.arr(n, "fields").iter().enumerate() {
                         w.push(fld, &[Cell::S(nid), Cell::I(i as i64)]);
                     }
@@ -263,10 +263,10 @@ pub(crate) fn write_children(
                 let Some(oid) = get_str(of, "id") else {
                     continue;
                 };
-                if let Some(w) = t.get("offer") {
+                if let Some(w) = t.writer("offer") {
                     w.push(of, &parent);
                 }
-                if let Some(w) = t.get("offer_field") {
+                if let Some(w) = t.writer("offer_field") {
                     for (i, fld) in w.arr(of, "fields").iter().enumerate() {
                         w.push(fld, &[Cell::S(oid), Cell::I(i as i64)]);
                     }
@@ -278,21 +278,21 @@ pub(crate) fn write_children(
                 let Some(iid) = get_str(iv, "id") else {
                     continue;
                 };
-                if let Some(w) = t.get("interview") {
+                if let Some(w) = t.writer("interview") {
                     w.push(iv, &parent);
                 }
                 let me = [Cell::S(iid)];
-                if let Some(w) = t.get("interview_feedback") {
+                if let Some(w) = t.writer("interview_feedback") {
                     for x in w.arr(iv, "feedbackForms") {
                         w.push(x, &me);
                     }
                 }
-                if let Some(w) = t.get("interview_user") {
+                if let Some(w) = t.writer("interview_user") {
                     for x in w.arr(iv, "interviewers") {
                         w.push(x, &me);
                     }
                 }
-                if let Some(w) = t.get("posting_interview") {
+                if let Some(w) = t.writer("posting_interview") {
                     for x in w.arr(iv, "postings") {
                         w.push(x, &me);
                     }
@@ -304,16 +304,16 @@ pub(crate) fn write_children(
                 let Some(pid) = get_str(p, "id") else {
                     continue;
                 };
-                if let Some(w) = t.get("panel") {
+                if let Some(w) = t.writer("panel") {
                     w.push(p, &parent);
                 }
                 let me = [Cell::S(pid)];
-                if let Some(w) = t.get("panel_application") {
+                if let Some(w) = t.writer("panel_application") {
                     for x in w.arr(p, "applications") {
                         w.push(x, &me);
                     }
                 }
-                if let Some(w) = t.get("panel_interview") {
+                if let Some(w) = t.writer("panel_interview") {
                     for x in w.arr(p, "interviews") {
                         w.push(x, &me);
                     }
@@ -325,14 +325,14 @@ pub(crate) fn write_children(
                 let Some(fid) = get_str(f, "id") else {
                     continue;
                 };
-                if let Some(w) = t.get("profile_form") {
+                if let Some(w) = t.writer("profile_form") {
                     w.push(f, &parent);
                 }
                 write_fields(t, "profile_form_field", f, fid);
             }
         }
         Endpoint::Files => {
-            if let Some(w) = t.get("file") {
+            if let Some(w) = t.writer("file") {
                 for f in items {
                     w.push(f, &parent);
                 }
@@ -343,16 +343,16 @@ pub(crate) fn write_children(
                 let Some(rid) = get_str(r, "id") else {
                     continue;
                 };
-                if let Some(w) = t.get("resume") {
+                if let Some(w) = t.writer("resume") {
                     w.push(r, &parent);
                 }
-                let parsed = r.get("parsedData").unwrap_or(&Value::Null);
-                if let Some(w) = t.get("opportunity_position") {
+                let parsed = r.field("parsedData").unwrap_or(&Value::Null);
+                if let Some(w) = t.writer("opportunity_position") {
                     for (i, x) in w.arr(parsed, "positions").iter().enumerate() {
                         w.push(x, &[Cell::S(rid), Cell::I(i as i64)]);
                     }
                 }
-                if let Some(w) = t.get("opportunity_school") {
+                if let Some(w) = t.writer("opportunity_school") {
                     for (i, x) in w.arr(parsed, "schools").iter().enumerate() {
                         w.push(x, &[Cell::S(rid), Cell::I(i as i64)]);
                     }
@@ -364,7 +364,7 @@ pub(crate) fn write_children(
                 let Some(fid) = get_str(f, "id") else {
                     continue;
                 };
-                if let Some(w) = t.get("referral_form") {
+                if let Some(w) = t.writer("referral_form") {
                     w.push(f, &parent);
                 }
                 write_fields(t, "referral_form_field", f, fid);
@@ -392,8 +392,8 @@ mod tests {
     }
 
     /// The opportunity example of API.md §4.1 (abridged).
-    fn example() -> Value {
-        json!({
+    fn example() -> Value<'static> {
+        crate::decode::bv(json!({
             "id": "250d8f03-738a-4bba-a671-8a3d73477145",
             "name": "Shane Smith", "headline": "Brickly LLC, Vandelay Industries",
             "contact": "7f23e772-b3de-4f8c-8ba1-2a1c1b0b4b7c",
@@ -416,7 +416,7 @@ mod tests {
             "lastAdvancedAt": 1417587916781i64, "snoozedUntil": null,
             "dataProtection": {"store": {"allowed": true, "expiresAt": 1522540800000i64}, "contact": {"allowed": false, "expiresAt": null}},
             "isAnonymized": false
-        })
+        }))
     }
 
     #[test]
@@ -495,32 +495,38 @@ mod tests {
             Endpoint::Interviews,
             "o1",
             Some("c1"),
-            &[json!({
+            &[&crate::decode::bv(json!({
                 "id": "i1", "panel": "p1", "interviewers": [{"id": "u1", "name": "A"}, {"id": "u2"}],
                 "feedbackForms": ["f1"], "postings": ["po1"], "duration": "60", "date": 1000
-            })],
+            }))],
         );
         write_children(
             &mut t,
             Endpoint::Files,
             "o1",
             Some("c1"),
-            &[json!({"id": "fi1", "size": "1000", "uploadedAt": "1468953420000"})],
+            &[&crate::decode::bv(
+                json!({"id": "fi1", "size": "1000", "uploadedAt": "1468953420000"}),
+            )],
         );
         write_children(
             &mut t,
             Endpoint::Resumes,
             "o1",
             Some("c1"),
-            &[json!({"id": "r1", "file": {"name": "cv.pdf"},
-            "parsedData": {"positions": [{"org": "X", "start": {"year": 2019, "month": 3}}], "schools": []}})],
+            &[&crate::decode::bv(
+                json!({"id": "r1", "file": {"name": "cv.pdf"},
+            "parsedData": {"positions": [{"org": "X", "start": {"year": 2019, "month": 3}}], "schools": []}}),
+            )],
         );
         write_children(
             &mut t,
             Endpoint::Panels,
             "o1",
             None,
-            &[json!({"id": "p1", "end": 5, "applications": ["a1"], "interviews": [{"id": "i1"}]})],
+            &[&crate::decode::bv(
+                json!({"id": "p1", "end": 5, "applications": ["a1"], "interviews": [{"id": "i1"}]}),
+            )],
         );
         let out = t.finish_all().unwrap();
         let rows = |n: &str| out.iter().find(|(x, _)| x == n).unwrap().1.num_rows();

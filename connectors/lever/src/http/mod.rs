@@ -3,11 +3,12 @@
 
 pub(crate) mod auth;
 
+use crate::decode::{Field, Value};
 use auth::{Auth, without_url};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json_borrow::OwnedValue;
 use sluice_core::cpu::Phase;
 use sluice_core::{Error, Metrics, Result};
 use std::num::NonZeroU32;
@@ -65,15 +66,46 @@ impl From<Error> for PageError {
     }
 }
 
-/// One page of a list endpoint.
+/// One page of a list endpoint: its parsed body (whose strings the items borrow) and the
+/// offset token of the next page.
 #[derive(Debug)]
 pub(crate) struct Page {
-    pub(crate) data: Vec<Value>,
+    body: OwnedValue,
     pub(crate) next: Option<String>,
 }
 
+impl Page {
+    /// The page's items.
+    pub(crate) fn data(&self) -> &[Value<'_>] {
+        list_of(self.body.get_value()).unwrap_or(&[])
+    }
+}
+
+/// Every item of a list endpoint, over one or more pages.
+#[derive(Debug, Default)]
+pub(crate) struct Items {
+    pages: Vec<Page>,
+}
+
+impl Items {
+    /// The items, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Value<'_>> {
+        self.pages.iter().flat_map(Page::data)
+    }
+
+    /// How many items there are.
+    pub(crate) fn len(&self) -> usize {
+        self.pages.iter().map(|p| p.data().len()).sum()
+    }
+
+    /// The items as a slice of references.
+    pub(crate) fn refs(&self) -> Vec<&Value<'_>> {
+        self.iter().collect()
+    }
+}
+
 enum Outcome {
-    Done(Value),
+    Done(OwnedValue),
     NotFound,
     Retry {
         why: String,
@@ -152,7 +184,7 @@ impl Client {
         label: &str,
         path: &str,
         query: &[(&str, String)],
-    ) -> std::result::Result<Option<Value>, PageError> {
+    ) -> std::result::Result<Option<OwnedValue>, PageError> {
         let fetch = self.get_unmetered(label, path, query);
         self.0.metrics.metered(Phase::Fetch, fetch).await
     }
@@ -162,7 +194,7 @@ impl Client {
         label: &str,
         path: &str,
         query: &[(&str, String)],
-    ) -> std::result::Result<Option<Value>, PageError> {
+    ) -> std::result::Result<Option<OwnedValue>, PageError> {
         let inner = &*self.0;
         let url = format!("{}{}", inner.opts.base_url, path);
         let mut backoff = ExponentialBuilder::default()
@@ -376,7 +408,7 @@ impl Client {
         let parsed = self
             .0
             .metrics
-            .cpu_phase(Phase::Decode, || serde_json::from_slice::<Value>(&body));
+            .cpu_phase(Phase::Decode, || OwnedValue::from_slice(&body));
         match parsed {
             Ok(v) => Outcome::Done(v),
             // A complete HTTP 200 body that is not JSON (truncated or garbled by a proxy):
@@ -422,7 +454,7 @@ impl Client {
             ))
             .with_retryable(false)
         })?;
-        if let Err(why) = check_ids(&page.data, label) {
+        if let Err(why) = check_ids(page.data(), label) {
             return Err(Error::upstream(format!(
                 "{at}: {why}; the rows cannot be keyed, nothing of this page was written (block the table(s) to sync the rest)"
             ))
@@ -440,10 +472,10 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
         tables: &[&str],
-    ) -> Result<Option<Vec<Value>>> {
+    ) -> Result<Option<Items>> {
         let mut restarts = 0;
         'walk: loop {
-            let mut out = Vec::new();
+            let mut out = Items::default();
             let mut offset: Option<String> = None;
             let mut page_no = 0;
             loop {
@@ -454,10 +486,10 @@ impl Client {
                 {
                     Ok(None) => return Ok(None),
                     Ok(Some(page)) => {
-                        out.extend(page.data);
-                        match page.next {
-                            Some(n) => offset = Some(n),
-                            None => return Ok(Some(out)),
+                        offset = page.next.clone();
+                        out.pages.push(page);
+                        if offset.is_none() {
+                            return Ok(Some(out));
                         }
                     }
                     Err(PageError::InvalidOffset) if restarts < 3 => {
@@ -481,12 +513,12 @@ impl Client {
 }
 
 /// The JSON kind of `v`, for messages.
-pub(crate) fn kind_of(v: &Value) -> &'static str {
+pub(crate) fn kind_of(v: &Value<'_>) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
-        Value::String(_) => "a string",
+        Value::Str(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
@@ -496,50 +528,52 @@ pub(crate) fn kind_of(v: &Value) -> &'static str {
 /// `{"data": {"eeoResponses": [...]}}` and a bare array (API.md §2: some list examples are
 /// shown without the wrapper). Anything else (no `data`, `data` not a list) is an error: an
 /// empty list would silently delete rows, a guessed single item would write garbage.
-pub(crate) fn into_page(v: Value) -> std::result::Result<Page, String> {
-    let (data, has_next, next) = match v {
-        Value::Object(mut o) => {
-            let has_next = o.get("hasNext").and_then(Value::as_bool);
-            let next = o.remove("next").and_then(|n| match n {
-                Value::String(s) if !s.is_empty() => Some(s),
-                _ => None,
-            });
-            let data = match o.remove("data") {
-                Some(Value::Array(a)) => a,
-                Some(Value::Object(mut d)) => match d.remove("eeoResponses") {
-                    Some(Value::Array(a)) => a,
-                    _ => return Err("`data` is an object, not a list".into()),
-                },
-                Some(other) => return Err(format!("`data` is {}, not a list", kind_of(&other))),
-                None => {
-                    let mut keys: Vec<&str> = o.keys().map(String::as_str).take(5).collect();
-                    keys.sort_unstable();
-                    return Err(format!(
-                        "no `data` field (fields: {})",
-                        if keys.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            keys.join(", ")
-                        }
-                    ));
-                }
-            };
-            (data, has_next, next)
-        }
-        Value::Array(a) => (a, None, None),
-        other => return Err(format!("the body is {}", kind_of(&other))),
+pub(crate) fn into_page(body: OwnedValue) -> std::result::Result<Page, String> {
+    let v = body.get_value();
+    list_of(v)?;
+    let next = match v {
+        Value::Object(o) if o.field("hasNext").and_then(Value::as_bool) != Some(false) => o
+            .field("next")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        _ => None,
     };
-    let next = match has_next {
-        Some(false) => None,
-        _ => next,
-    };
-    Ok(Page { data, next })
+    Ok(Page { body, next })
+}
+
+/// The item list of a list response (see [`into_page`]), or why there is none.
+fn list_of<'a, 'j>(v: &'a Value<'j>) -> std::result::Result<&'a [Value<'j>], String> {
+    match v {
+        Value::Object(o) => match o.field("data") {
+            Some(Value::Array(a)) => Ok(a),
+            Some(Value::Object(d)) => match d.field("eeoResponses") {
+                Some(Value::Array(a)) => Ok(a),
+                _ => Err("`data` is an object, not a list".into()),
+            },
+            Some(other) => Err(format!("`data` is {}, not a list", kind_of(other))),
+            None => {
+                let mut keys: Vec<&str> = o.keys().take(5).collect();
+                keys.sort_unstable();
+                Err(format!(
+                    "no `data` field (fields: {})",
+                    if keys.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        keys.join(", ")
+                    }
+                ))
+            }
+        },
+        Value::Array(a) => Ok(a),
+        other => Err(format!("the body is {}", kind_of(other))),
+    }
 }
 
 /// Every item of a page must be an object with a non-empty string `id` (the primary key of
 /// the table it feeds, or the parent key of its child rows); an opportunity's expanded
 /// applications too.
-pub(crate) fn check_ids(items: &[Value], label: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_ids(items: &[Value<'_>], label: &str) -> std::result::Result<(), String> {
     let n = items.len();
     for (i, item) in items.iter().enumerate() {
         let Value::Object(o) = item else {
@@ -550,7 +584,7 @@ pub(crate) fn check_ids(items: &[Value], label: &str) -> std::result::Result<(),
             ));
         };
         match o.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => {}
+            Some(Value::Str(s)) if !s.is_empty() => {}
             None | Some(Value::Null) => {
                 return Err(format!("item {} of {n} has no `id`", i + 1));
             }
@@ -567,7 +601,7 @@ pub(crate) fn check_ids(items: &[Value], label: &str) -> std::result::Result<(),
         {
             for a in apps {
                 if let Value::Object(a) = a
-                    && !matches!(a.get("id"), Some(Value::String(s)) if !s.is_empty())
+                    && !matches!(a.get("id"), Some(Value::Str(s)) if !s.is_empty())
                 {
                     return Err(format!(
                         "item {} of {n} (opportunity {}) has an application without a string `id` (table application)",
@@ -582,9 +616,9 @@ pub(crate) fn check_ids(items: &[Value], label: &str) -> std::result::Result<(),
 }
 
 fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
+    serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
         .unwrap_or_else(|| {
             String::from_utf8_lossy(&body[..body.len().min(200)])
                 .replace('\n', " ")
@@ -636,54 +670,71 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn ov(v: serde_json::Value) -> OwnedValue {
+        OwnedValue::from_string(v.to_string()).unwrap()
+    }
+
     #[test]
     fn envelopes_are_normalized() {
-        let p = into_page(json!({"data": [{"id": 1}], "hasNext": true, "next": "tok"})).unwrap();
-        assert_eq!(p.data.len(), 1);
+        let p = into_page(ov(
+            json!({"data": [{"id": 1}], "hasNext": true, "next": "tok"}),
+        ))
+        .unwrap();
+        assert_eq!(p.data().len(), 1);
         assert_eq!(p.next.as_deref(), Some("tok"));
-        let p = into_page(json!({"data": [], "hasNext": false, "next": "x"})).unwrap();
+        let p = into_page(ov(json!({"data": [], "hasNext": false, "next": "x"}))).unwrap();
         assert!(p.next.is_none());
         assert_eq!(
-            into_page(json!([{"a": 1}, {"a": 2}])).unwrap().data.len(),
+            into_page(ov(json!([{"a": 1}, {"a": 2}])))
+                .unwrap()
+                .data()
+                .len(),
             2
         );
         assert_eq!(
-            into_page(json!({"data": {"eeoResponses": [{}, {}]}}))
+            into_page(ov(json!({"data": {"eeoResponses": [{}, {}]}})))
                 .unwrap()
-                .data
+                .data()
                 .len(),
             2
         );
         // Not a list envelope: errors, never a guessed single item or an empty list.
-        let e = into_page(json!({"id": "x", "fields": []})).unwrap_err();
+        let e = into_page(ov(json!({"id": "x", "fields": []}))).unwrap_err();
         assert!(e.contains("no `data`") && e.contains("fields, id"), "{e}");
-        assert!(into_page(json!({})).is_err());
+        assert!(into_page(ov(json!({}))).is_err());
         assert!(
-            into_page(json!({"data": "x"}))
+            into_page(ov(json!({"data": "x"})))
                 .unwrap_err()
                 .contains("a string")
         );
-        assert!(into_page(json!({"data": null})).is_err());
-        assert!(into_page(json!({"data": {"id": "x"}})).is_err());
-        assert!(into_page(json!(5)).is_err());
+        assert!(into_page(ov(json!({"data": null}))).is_err());
+        assert!(into_page(ov(json!({"data": {"id": "x"}}))).is_err());
+        assert!(into_page(ov(json!(5))).is_err());
     }
 
     #[test]
     fn items_need_a_string_id() {
-        assert!(check_ids(&[json!({"id": "a"})], "users").is_ok());
-        let e = check_ids(&[json!({"id": "a"}), json!({"name": "x"})], "users").unwrap_err();
+        assert!(check_ids(&[crate::decode::bv(json!({"id": "a"}))], "users").is_ok());
+        let e = check_ids(
+            &[
+                crate::decode::bv(json!({"id": "a"})),
+                crate::decode::bv(json!({"name": "x"})),
+            ],
+            "users",
+        )
+        .unwrap_err();
         assert_eq!(e, "item 2 of 2 has no `id`");
         assert!(
-            check_ids(&[json!({"id": 5})], "users")
+            check_ids(&[crate::decode::bv(json!({"id": 5}))], "users")
                 .unwrap_err()
                 .contains("a number")
         );
         assert!(
-            check_ids(&[json!("a")], "users")
+            check_ids(&[crate::decode::bv(json!("a"))], "users")
                 .unwrap_err()
                 .contains("a string")
         );
-        let opp = json!({"id": "o", "applications": [{"type": "posting"}]});
+        let opp = crate::decode::bv(json!({"id": "o", "applications": [{"type": "posting"}]}));
         assert!(
             check_ids(std::slice::from_ref(&opp), "opportunities")
                 .unwrap_err()
