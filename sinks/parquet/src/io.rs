@@ -11,6 +11,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
@@ -31,38 +32,61 @@ pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
         .build()
 }
 
-/// Writes `batches` (at least one, all with the same schema) to a new object at `path`;
-/// returns its size in bytes.
-pub(crate) async fn write_file(
-    store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    batches: &[RecordBatch],
-    props: WriterProperties,
-) -> Result<u64> {
-    let err = |e| ParquetSinkError::parquet("writing", path, e);
-    let schema = batches.first().map(RecordBatch::schema).ok_or_else(|| {
-        err(ParquetError::General("no rows to write".into()))
-    })?;
-    let sink = BufWriter::new(Arc::clone(store), path.clone());
-    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props)).map_err(err)?;
-    let written = async {
-        for batch in batches {
-            writer.write(batch).await?;
-        }
-        writer.finish().await?;
-        Ok::<_, ParquetError>(writer.bytes_written() as u64)
+/// A data file being written: batches are encoded into row groups as they arrive, so a
+/// writer holds at most one row group of rows, not the whole file.
+pub(crate) struct FileWriter {
+    writer: AsyncArrowWriter<BufWriter>,
+    path: Path,
+    rows: u64,
+}
+
+impl FileWriter {
+    /// Starts a new object at `path` (nothing is visible until [`FileWriter::finish`]).
+    pub(crate) fn create(
+        store: &Arc<dyn ObjectStore>,
+        path: &Path,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<FileWriter> {
+        let sink = BufWriter::new(Arc::clone(store), path.clone());
+        let writer = AsyncArrowWriter::try_new(sink, schema, Some(props))
+            .map_err(|e| ParquetSinkError::parquet("writing", path, e))?;
+        Ok(FileWriter {
+            writer,
+            path: path.clone(),
+            rows: 0,
+        })
     }
-    .await;
-    match written {
-        Ok(size) => Ok(size),
-        // Nothing became visible: a failed single PUT writes nothing, and an unfinished
-        // multipart upload is never listed (S3 lifecycle rules expire its parts).
-        Err(e) => Err(err(e)),
+
+    /// Rows written so far.
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Appends `batch` (with the writer's schema).
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|e| ParquetSinkError::parquet("writing", &self.path, e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Writes the footer and completes the object; returns its size in bytes. On error
+    /// nothing became visible: a failed single PUT writes nothing, and an unfinished
+    /// multipart upload is never listed (S3 lifecycle rules expire its parts).
+    pub(crate) async fn finish(mut self) -> Result<u64> {
+        self.writer
+            .finish()
+            .await
+            .map_err(|e| ParquetSinkError::parquet("writing", &self.path, e))?;
+        Ok(self.writer.bytes_written() as u64)
     }
 }
 
 /// An [`AsyncFileReader`] over one object of an object store.
-struct ObjectReader {
+pub(crate) struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
@@ -118,6 +142,19 @@ pub(crate) async fn read_file(
     keep: Option<&SchemaRef>,
 ) -> Result<Vec<RecordBatch>> {
     let err = |e| ParquetSinkError::parquet("reading", path, e);
+    let stream = open_file(store, path, size, columns, keep).await?;
+    stream.try_collect().await.map_err(err)
+}
+
+/// Like [`read_file`], batch by batch (a row group's column chunks at a time in memory).
+pub(crate) async fn open_file(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    size: u64,
+    columns: Option<&[String]>,
+    keep: Option<&SchemaRef>,
+) -> Result<ParquetRecordBatchStream<ObjectReader>> {
+    let err = |e| ParquetSinkError::parquet("reading", path, e);
     let reader = ObjectReader {
         store: Arc::clone(store),
         path: path.clone(),
@@ -136,8 +173,7 @@ pub(crate) async fn read_file(
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-    let stream = builder.with_projection(mask).build().map_err(err)?;
-    stream.try_collect().await.map_err(err)
+    builder.with_projection(mask).build().map_err(err)
 }
 
 /// Fsyncs a local file and its folder (object_store's local put renames a staged file into

@@ -11,9 +11,10 @@ use crate::probe::{self, Findings, Probe};
 use crate::session_index::SessionIndex;
 use arrow::array::UInt32Array;
 use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sluice_core::merge::{align, merge, select_values};
@@ -22,6 +23,7 @@ use sluice_core::{
     TableSpec, async_trait,
 };
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Builds [`ParquetSink`]s from the `[sink]` section (registered as `parquet`).
@@ -151,8 +153,11 @@ impl ParquetSink {
     /// Re-buckets every stored file of `entry` into `to` buckets (a multiple of the current
     /// count, so each old bucket's rows spread over the new buckets congruent to it), one old
     /// bucket at a time. Rows are copied as they are; the replaced files are returned.
-    async fn split_buckets(&self, out: &mut GroupWriter<'_>, entry: &mut TableEntry) -> Result<Vec<FileEntry>> {
-        let schema = out.spec.arrow_schema();
+    async fn split_buckets(
+        &self,
+        out: &mut GroupWriter<'_>,
+        entry: &mut TableEntry,
+    ) -> Result<Vec<FileEntry>> {
         let mut by_bucket: BTreeMap<u32, Vec<FileEntry>> = BTreeMap::new();
         for f in entry.files.drain(..) {
             by_bucket.entry(f.bucket).or_default().push(f);
@@ -161,14 +166,7 @@ impl ParquetSink {
         let mut replaced = Vec::new();
         for (bucket, files) in by_bucket {
             let targets: BTreeSet<u32> = (bucket..out.n).step_by(from as usize).collect();
-            let rows = self
-                .read_files(&out.spec.name, files.clone(), None, Some(&schema))
-                .await?;
-            let aligned = rows
-                .into_iter()
-                .map(|b| align(&b, &schema, &out.spec.name))
-                .collect::<sluice_core::Result<Vec<_>>>()?;
-            out.write_rows(&targets, aligned).await?;
+            out.redistribute(&files, &targets).await?;
             replaced.extend(files);
         }
         entry.buckets = out.n;
@@ -491,15 +489,21 @@ impl ParquetSink {
                 continue;
             }
             replaced.extend(to_read.iter().map(|f| f.name.clone()));
-            let existing = self
-                .read_files(&spec.name, to_read, None, Some(&schema))
-                .await?;
             let group_changes = if n > 1 {
                 parts.restrict(&group)?
             } else {
                 changes.to_vec()
             };
-            // A compaction (no stored row affected) keeps the stored rows as they are.
+            // A compaction (no stored row affected) copies the stored rows as they are,
+            // batch by batch when the group is one bucket.
+            let one_bucket = group.first().filter(|_| group.len() == 1).copied();
+            if let (false, Some(bucket)) = (affected, one_bucket) {
+                out.compact(bucket, &to_read, &group_changes).await?;
+                continue;
+            }
+            let existing = self
+                .read_files(&spec.name, to_read, None, Some(&schema))
+                .await?;
             out.merge_and_write(&group, existing, &group_changes, !affected)
                 .await?;
         }
@@ -783,25 +787,17 @@ impl GroupWriter<'_> {
     /// in one file are written as they are (a compaction, a one-bucket table), else they are
     /// concatenated and split by bucket.
     async fn write_rows(&mut self, buckets: &BTreeSet<u32>, parts: Vec<RecordBatch>) -> Result<()> {
-        let (spec, bcol, n) = (self.spec, self.bcol, self.n);
         let mut rows_bucket = Vec::new();
         for part in &parts {
-            match part.column_by_name(bcol) {
-                Some(col) => rows_bucket.extend(buckets_of(col.as_ref(), n)?),
-                None => rows_bucket.resize(rows_bucket.len() + part.num_rows(), 0),
-            }
+            rows_bucket.extend(self.buckets_in(part, buckets)?);
         }
-        if let Some(b) = rows_bucket.iter().find(|b| !buckets.contains(b)) {
-            return Err(internal(format!(
-                "table `{}`: merged row falls in bucket {b}, outside its group",
-                spec.name
-            )));
-        }
-        let one_bucket = rows_bucket.first().filter(|&&b| rows_bucket.iter().all(|&x| x == b));
-        if let Some(&bucket) = one_bucket {
-            if rows_bucket.len() <= self.sink.config.max_rows_per_file {
-                return self.write_file(bucket, &parts).await;
-            }
+        let one_bucket = rows_bucket
+            .first()
+            .filter(|&&b| rows_bucket.iter().all(|&x| x == b));
+        if let Some(&bucket) = one_bucket
+            && rows_bucket.len() <= self.sink.config.max_rows_per_file
+        {
+            return self.write_file(bucket, &parts).await;
         }
         let Some(first) = parts.first() else {
             return Ok(());
@@ -828,12 +824,35 @@ impl GroupWriter<'_> {
 
     /// Writes `parts` (rows of `bucket`, all with the same schema) as one new data file.
     async fn write_file(&mut self, bucket: u32, parts: &[RecordBatch]) -> Result<()> {
+        let Some(first) = parts.first() else {
+            return Ok(());
+        };
+        let mut file = self.start_file(bucket, first.schema())?;
+        for p in parts {
+            file.1.write(p).await?;
+        }
+        self.finish_file(bucket, file).await
+    }
+
+    /// Starts a new data file of `bucket`: its name and writer.
+    fn start_file(&mut self, bucket: u32, schema: SchemaRef) -> Result<(String, io::FileWriter)> {
         let name = layout::new_file_name(bucket);
         let path = self.sink.file_path(&self.spec.name, &name);
         self.new_files.push(path.clone());
-        let dest = &self.sink.dest;
-        let size = io::write_file(&dest.store, &path, parts, self.props.clone()).await?;
-        if let Some(fs) = dest.fs_path(&path) {
+        let w = io::FileWriter::create(&self.sink.dest.store, &path, schema, self.props.clone())?;
+        Ok((name, w))
+    }
+
+    /// Completes a file from [`Self::start_file`] (fsynced on local disk) and records it.
+    async fn finish_file(
+        &mut self,
+        bucket: u32,
+        (name, w): (String, io::FileWriter),
+    ) -> Result<()> {
+        let rows = w.rows();
+        let size = w.finish().await?;
+        let path = self.sink.file_path(&self.spec.name, &name);
+        if let Some(fs) = self.sink.dest.fs_path(&path) {
             io::fsync(fs).await?;
         }
         self.stats.bytes_written += size;
@@ -842,8 +861,109 @@ impl GroupWriter<'_> {
             name,
             bucket,
             size,
-            rows: parts.iter().map(|p| p.num_rows() as u64).sum(),
+            rows,
         });
+        Ok(())
+    }
+
+    /// The bucket of each row of `batch`, each checked to be in `buckets`.
+    fn buckets_in(&self, batch: &RecordBatch, buckets: &BTreeSet<u32>) -> Result<Vec<u32>> {
+        let of = match batch.column_by_name(self.bcol) {
+            Some(col) => buckets_of(col.as_ref(), self.n)?,
+            None => vec![0; batch.num_rows()],
+        };
+        if let Some(b) = of.iter().find(|b| !buckets.contains(b)) {
+            return Err(internal(format!(
+                "table `{}`: row falls in bucket {b}, outside its group",
+                self.spec.name
+            )));
+        }
+        Ok(of)
+    }
+
+    /// Compacts `bucket`, which no change affects: the changes merged into an empty table,
+    /// then the rows of `files` copied batch by batch, go into one new file. Exact for the
+    /// fast path's reason (their keys are disjoint); holds one row group of stored rows at a
+    /// time, not the bucket.
+    async fn compact(
+        &mut self,
+        bucket: u32,
+        files: &[FileEntry],
+        changes: &[SinkChange],
+    ) -> Result<()> {
+        let spec = self.spec;
+        let (new, s) = merge(spec, &[], changes)?;
+        self.stats.add(&s);
+        self.record(&new);
+        let only = BTreeSet::from([bucket]);
+        self.buckets_in(&new, &only)?;
+        let schema = new.schema();
+        let mut file = self.start_file(bucket, Arc::clone(&schema))?;
+        file.1.write(&new).await?;
+        drop(new);
+        for f in files {
+            let path = self.sink.file_path(&spec.name, &f.name);
+            let store = &self.sink.dest.store;
+            let mut batches = io::open_file(store, &path, f.size, None, Some(&schema)).await?;
+            while let Some(batch) = batches
+                .try_next()
+                .await
+                .map_err(|e| ParquetSinkError::parquet("reading", &path, e))?
+            {
+                let batch = align(&batch, &schema, &spec.name)?;
+                self.buckets_in(&batch, &only)?;
+                file.1.write(&batch).await?;
+            }
+        }
+        self.finish_file(bucket, file).await
+    }
+
+    /// Copies the rows of `files` into new files of the buckets `targets` (after a split),
+    /// batch by batch, starting another file of a bucket at `max_rows_per_file` rows.
+    async fn redistribute(&mut self, files: &[FileEntry], targets: &BTreeSet<u32>) -> Result<()> {
+        let spec = self.spec;
+        let schema = spec.arrow_schema();
+        let cap = self.sink.config.max_rows_per_file.max(1);
+        let mut open: BTreeMap<u32, (String, io::FileWriter)> = BTreeMap::new();
+        for f in files {
+            let path = self.sink.file_path(&spec.name, &f.name);
+            let store = &self.sink.dest.store;
+            let mut batches = io::open_file(store, &path, f.size, None, Some(&schema)).await?;
+            while let Some(batch) = batches
+                .try_next()
+                .await
+                .map_err(|e| ParquetSinkError::parquet("reading", &path, e))?
+            {
+                let batch = align(&batch, &schema, &spec.name)?;
+                let mut rows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+                for (i, b) in self.buckets_in(&batch, targets)?.into_iter().enumerate() {
+                    rows.entry(b).or_default().push(i as u32);
+                }
+                for (b, idx) in rows {
+                    let mut part = take_record_batch(&batch, &UInt32Array::from(idx))
+                        .map_err(sluice_core::Error::from)?;
+                    while part.num_rows() > 0 {
+                        let file = match open.remove(&b) {
+                            Some(file) if (file.1.rows() as usize) < cap => file,
+                            Some(full) => {
+                                self.finish_file(b, full).await?;
+                                self.start_file(b, Arc::clone(&schema))?
+                            }
+                            None => self.start_file(b, Arc::clone(&schema))?,
+                        };
+                        let room = cap - file.1.rows() as usize;
+                        let now = part.slice(0, room.min(part.num_rows()));
+                        part = part.slice(now.num_rows(), part.num_rows() - now.num_rows());
+                        let mut file = file;
+                        file.1.write(&now).await?;
+                        open.insert(b, file);
+                    }
+                }
+            }
+        }
+        for (b, file) in open {
+            self.finish_file(b, file).await?;
+        }
         Ok(())
     }
 }

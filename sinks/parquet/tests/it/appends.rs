@@ -423,7 +423,11 @@ async fn buckets_follow_table_size(mut lake: Lake) {
         let files = entry["files"].as_array().unwrap();
         let stored: u64 = files.iter().map(|f| f["rows"].as_u64().unwrap()).sum();
         assert_eq!(stored, ids.len() as u64, "round {round}");
-        assert!(files.iter().all(|f| f["bucket"].as_u64().unwrap() < buckets));
+        assert!(
+            files
+                .iter()
+                .all(|f| f["bucket"].as_u64().unwrap() < buckets)
+        );
         counts.push(buckets);
         assert_eq!(scan(&lake.sink(), &opp()).await.len(), ids.len());
     }
@@ -437,7 +441,10 @@ async fn buckets_follow_table_size(mut lake: Lake) {
     s.close().await.unwrap();
     let all = scan(&lake.sink(), &opp()).await;
     assert_eq!(all.len(), ids.len());
-    assert!(all.values().all(|r| r["name"] == serde_json::json!("Z")), "{all:?}");
+    assert!(
+        all.values().all(|r| r["name"] == serde_json::json!("Z")),
+        "{all:?}"
+    );
     lake.assert_no_orphans(&["opp"]).await;
 }
 
