@@ -14,7 +14,8 @@ use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sluice_core::merge::{align, merge, select_values};
@@ -881,6 +882,25 @@ impl GroupWriter<'_> {
         Ok(of)
     }
 
+    /// The rows of the stored file `f`, batch by batch, aligned to `schema` (columns added
+    /// since the file was written are NULL).
+    async fn stored_batches(
+        &self,
+        f: &FileEntry,
+        schema: &SchemaRef,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let path = self.sink.file_path(&self.spec.name, &f.name);
+        let store = &self.sink.dest.store;
+        let batches = io::open_file(store, &path, f.size, None, Some(schema)).await?;
+        let (schema, table) = (Arc::clone(schema), self.spec.name.clone());
+        Ok(batches
+            .map(move |b| {
+                let b = b.map_err(|e| ParquetSinkError::parquet("reading", &path, e))?;
+                Ok(align(&b, &schema, &table)?)
+            })
+            .boxed())
+    }
+
     /// Compacts `bucket`, which no change affects: the changes merged into an empty table,
     /// then the rows of `files` copied batch by batch, go into one new file. Exact for the
     /// fast path's reason (their keys are disjoint); holds one row group of stored rows at a
@@ -902,15 +922,8 @@ impl GroupWriter<'_> {
         file.1.write(&new).await?;
         drop(new);
         for f in files {
-            let path = self.sink.file_path(&spec.name, &f.name);
-            let store = &self.sink.dest.store;
-            let mut batches = io::open_file(store, &path, f.size, None, Some(&schema)).await?;
-            while let Some(batch) = batches
-                .try_next()
-                .await
-                .map_err(|e| ParquetSinkError::parquet("reading", &path, e))?
-            {
-                let batch = align(&batch, &schema, &spec.name)?;
+            let mut batches = self.stored_batches(f, &schema).await?;
+            while let Some(batch) = batches.try_next().await? {
                 self.buckets_in(&batch, &only)?;
                 file.1.write(&batch).await?;
             }
@@ -926,15 +939,8 @@ impl GroupWriter<'_> {
         let cap = self.sink.config.max_rows_per_file.max(1);
         let mut open: BTreeMap<u32, (String, io::FileWriter)> = BTreeMap::new();
         for f in files {
-            let path = self.sink.file_path(&spec.name, &f.name);
-            let store = &self.sink.dest.store;
-            let mut batches = io::open_file(store, &path, f.size, None, Some(&schema)).await?;
-            while let Some(batch) = batches
-                .try_next()
-                .await
-                .map_err(|e| ParquetSinkError::parquet("reading", &path, e))?
-            {
-                let batch = align(&batch, &schema, &spec.name)?;
+            let mut batches = self.stored_batches(f, &schema).await?;
+            while let Some(batch) = batches.try_next().await? {
                 let mut rows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
                 for (i, b) in self.buckets_in(&batch, targets)?.into_iter().enumerate() {
                     rows.entry(b).or_default().push(i as u32);
