@@ -29,6 +29,14 @@ impl<V> Default for KeyIndex<V> {
 }
 
 impl<V> KeyIndex<V> {
+    /// An empty index with room for `keys` keys (spares the rehashing of a growing table).
+    pub fn with_capacity(keys: usize) -> Self {
+        KeyIndex {
+            rows: Vec::new(),
+            table: HashTable::with_capacity(keys),
+        }
+    }
+
     /// Adds a batch of keys; returns its number (0, 1, … in the order added), by which
     /// [`KeyIndex::entry`], [`KeyIndex::insert`] and [`KeyIndex::key`] name its rows.
     pub fn add_rows(&mut self, rows: Rows) -> u32 {

@@ -279,9 +279,18 @@ pub fn merge(
     let key_conv = RowConverter::new(sort_fields(&key_idx))?;
     let value_conv = RowConverter::new(sort_fields(&value_idx))?;
 
+    // Every stored and upserted row may be a distinct key.
+    let most_keys = existing.iter().map(RecordBatch::num_rows).sum::<usize>()
+        + changes
+            .iter()
+            .map(|c| match &c.change {
+                Change::Upsert { batch, .. } => batch.num_rows(),
+                _ => 0,
+            })
+            .sum::<usize>();
     let mut rows = Rowset {
         batches: Vec::new(),
-        live: KeyIndex::default(),
+        live: KeyIndex::with_capacity(most_keys),
         values: Vec::new(),
         slots: Vec::new(),
         value_conv,
