@@ -12,6 +12,7 @@ both!(
     merge_delete_history,
     incremental_touch,
     schema_evolution,
+    evolved_rows_survive_compaction_and_split,
     lease,
     faults,
     manifest_race,
@@ -313,6 +314,52 @@ fn with_extra(ty: ColumnType) -> TableSpec {
     let mut t = opp();
     t.columns.push(ColumnSpec::new("extra", ty));
     t
+}
+
+/// Files written before a column was added are copied batch by batch by compactions and
+/// bucket splits: their rows get NULL in the new column, the newer rows keep their values.
+async fn evolved_rows_survive_compaction_and_split(mut lake: Lake) {
+    lake.config.bucket_rows = 20;
+    lake.config.max_files_per_bucket = 2;
+    let evolved = with_extra(ColumnType::Int64);
+    let tables2 = vec![evolved.clone(), note(), hist()];
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    let old: Vec<String> = (0..12).map(|i| format!("old-{i:02}")).collect();
+    let rows: Vec<(&str, &str, i64)> = old.iter().map(|i| (i.as_str(), "O", 1)).collect();
+    s.write(stamp(opp_rows("opp", &rows), T1)).await.unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.update_table(&evolved).await.unwrap();
+    let mut new_ids = Vec::new();
+    let mut rewritten = Vec::new();
+    for round in 0..3i64 {
+        let ids: Vec<String> = (0..4).map(|i| format!("new-{round}-{i}")).collect();
+        let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "N", 2)).collect();
+        let extra = Some(vec![Some(100 + round); ids.len()]);
+        let change = crate::common::opp_rows_spec(&evolved, &rows, extra);
+        s.write(stamp_with(&tables2, change, T2 + round))
+            .await
+            .unwrap();
+        let t = s.commit(&state(2 + round)).await.unwrap().tables["opp"];
+        rewritten.push(t.bytes_rewritten);
+        new_ids.extend(ids.into_iter().map(|i| (i, 100 + round)));
+    }
+    s.close().await.unwrap();
+    // Round 0 appends (2 files), round 1 compacts (the limit is 2), round 2 splits (24 rows
+    // > 20 per bucket): each of the last two rewrote stored files.
+    assert_eq!(rewritten[0], 0, "{rewritten:?}");
+    assert!(rewritten[1] > 0 && rewritten[2] > 0, "{rewritten:?}");
+    assert_eq!(lake.manifest_entry("opp").await["buckets"], 4);
+    let rows = scan(&lake.sink(), &evolved).await;
+    assert_eq!(rows.len(), old.len() + new_ids.len());
+    for id in &old {
+        assert_eq!(rows[id]["name"], "O");
+        assert_eq!(rows[id]["extra"], serde_json::Value::Null, "{id}");
+    }
+    for (id, extra) in &new_ids {
+        assert_eq!(rows[id]["extra"], *extra, "{id}");
+    }
+    lake.assert_no_orphans(&["opp"]).await;
 }
 
 async fn schema_evolution(mut lake: Lake) {
