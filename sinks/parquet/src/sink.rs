@@ -10,7 +10,7 @@ use crate::partition::Partitioned;
 use crate::probe::{self, Findings, Probe};
 use crate::session_index::SessionIndex;
 use arrow::array::UInt32Array;
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
@@ -495,8 +495,9 @@ impl ParquetSink {
             } else {
                 changes.to_vec()
             };
-            // A compaction (no stored row affected) copies the stored rows as they are,
-            // batch by batch when the group is one bucket.
+            // A compaction of one bucket (no stored row affected) copies the stored rows as
+            // they are, batch by batch; anything else (a rewrite, or a compaction of buckets
+            // joined by a key staged under two parents) merges the group's rows.
             let one_bucket = group.first().filter(|_| group.len() == 1).copied();
             if let (false, Some(bucket)) = (affected, one_bucket) {
                 out.compact(bucket, &to_read, &group_changes).await?;
@@ -505,7 +506,7 @@ impl ParquetSink {
             let existing = self
                 .read_files(&spec.name, to_read, None, Some(&schema))
                 .await?;
-            out.merge_and_write(&group, existing, &group_changes, !affected)
+            out.merge_and_write(&group, existing, &group_changes)
                 .await?;
         }
         // Groups on the append fast path merge against no stored rows, so several are merged
@@ -528,7 +529,7 @@ impl ParquetSink {
             } else {
                 changes.to_vec()
             };
-            out.merge_and_write(&buckets, Vec::new(), &group_changes, true)
+            out.merge_and_write(&buckets, Vec::new(), &group_changes)
                 .await?;
         }
         let GroupWriter {
@@ -750,63 +751,24 @@ impl GroupWriter<'_> {
 
     /// Merges `changes` into `existing` (the stored rows of `buckets`, or none on the append
     /// path) and writes the rows, bucket by bucket, in files of at most `max_rows_per_file`.
-    ///
-    /// `stored_untouched`: the probe proved that no stored row is affected by `changes` (an
-    /// append, or a compaction). Then merging equals the stored rows followed by the changes
-    /// merged into an empty table (the fast path's argument), so the stored rows are copied
-    /// as they are instead of being indexed by the merge.
     async fn merge_and_write(
         &mut self,
         buckets: &BTreeSet<u32>,
         existing: Vec<RecordBatch>,
         changes: &[SinkChange],
-        stored_untouched: bool,
     ) -> Result<()> {
-        let spec = self.spec;
-        if stored_untouched && !existing.is_empty() {
-            let (new, s) = merge(spec, &[], changes)?;
-            let schema = new.schema();
-            let mut parts = existing
-                .into_iter()
-                .map(|b| align(&b, &schema, &spec.name))
-                .collect::<sluice_core::Result<Vec<_>>>()?;
-            self.record(&new);
-            parts.push(new);
-            self.stats.add(&s);
-            self.write_rows(buckets, parts).await
-        } else {
-            let (out, s) = merge(spec, &existing, changes)?;
-            drop(existing);
-            self.record(&out);
-            self.stats.add(&s);
-            self.write_rows(buckets, vec![out]).await
-        }
+        let (out, s) = merge(self.spec, &existing, changes)?;
+        drop(existing);
+        self.record(&out);
+        self.stats.add(&s);
+        self.write_rows(buckets, out).await
     }
 
-    /// Writes `parts` as new files, bucket by bucket (every row must fall in `buckets`), in
-    /// files of at most `max_rows_per_file` rows. Parts that all fall in one bucket and fit
-    /// in one file are written as they are (a compaction, a one-bucket table), else they are
-    /// concatenated and split by bucket.
-    async fn write_rows(&mut self, buckets: &BTreeSet<u32>, parts: Vec<RecordBatch>) -> Result<()> {
-        let mut rows_bucket = Vec::new();
-        for part in &parts {
-            rows_bucket.extend(self.buckets_in(part, buckets)?);
-        }
-        let one_bucket = rows_bucket
-            .first()
-            .filter(|&&b| rows_bucket.iter().all(|&x| x == b));
-        if let Some(&bucket) = one_bucket
-            && rows_bucket.len() <= self.sink.config.max_rows_per_file
-        {
-            return self.write_file(bucket, &parts).await;
-        }
-        let Some(first) = parts.first() else {
-            return Ok(());
-        };
-        let out = concat_batches(&first.schema(), &parts).map_err(sluice_core::Error::from)?;
-        drop(parts);
+    /// Writes `out` as new files, bucket by bucket (every row must fall in `buckets`), in
+    /// files of at most `max_rows_per_file` rows.
+    async fn write_rows(&mut self, buckets: &BTreeSet<u32>, out: RecordBatch) -> Result<()> {
         let mut by_bucket: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for (row, b) in rows_bucket.into_iter().enumerate() {
+        for (row, b) in self.buckets_in(&out, buckets)?.into_iter().enumerate() {
             by_bucket.entry(b).or_default().push(row as u32);
         }
         for (bucket, rows) in by_bucket {
@@ -817,22 +779,12 @@ impl GroupWriter<'_> {
                     take_record_batch(&out, &UInt32Array::from(chunk.to_vec()))
                         .map_err(sluice_core::Error::from)?
                 };
-                self.write_file(bucket, &[batch]).await?;
+                let mut file = self.start_file(bucket, batch.schema())?;
+                file.1.write(&batch).await?;
+                self.finish_file(bucket, file).await?;
             }
         }
         Ok(())
-    }
-
-    /// Writes `parts` (rows of `bucket`, all with the same schema) as one new data file.
-    async fn write_file(&mut self, bucket: u32, parts: &[RecordBatch]) -> Result<()> {
-        let Some(first) = parts.first() else {
-            return Ok(());
-        };
-        let mut file = self.start_file(bucket, first.schema())?;
-        for p in parts {
-            file.1.write(p).await?;
-        }
-        self.finish_file(bucket, file).await
     }
 
     /// Starts a new data file of `bucket`: its name and writer.
