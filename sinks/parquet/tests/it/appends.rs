@@ -358,6 +358,22 @@ async fn changed_rows_rewrite(mut lake: Lake) {
     lake.assert_no_orphans(&["note", "field"]).await;
 }
 
+/// Upserts `n` new `opp` keys `<tag>-<round>-<i>` and commits; returns the commit's `opp`
+/// figures.
+async fn commit_new_opps(
+    s: &mut sluice_sink_parquet::ParquetSink,
+    tag: &str,
+    round: i64,
+    n: usize,
+) -> sluice_core::TableCommitStats {
+    let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{round}-{i}")).collect();
+    let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "N", 1)).collect();
+    s.write(st(opp_rows("opp", &rows), T1 + round))
+        .await
+        .unwrap();
+    s.commit(&state(round)).await.unwrap().tables["opp"]
+}
+
 /// A bucket that would exceed `max_files_per_bucket` is rewritten into one file.
 async fn compaction(mut lake: Lake) {
     lake.config.table_buckets.insert("opp".into(), 2);
@@ -367,14 +383,8 @@ async fn compaction(mut lake: Lake) {
     let mut compacted = 0;
     let mut total = 0;
     for round in 0..8 {
-        let ids: Vec<String> = (0..20).map(|i| format!("c-{round}-{i}")).collect();
-        let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "N", 1)).collect();
-        s.write(st(opp_rows("opp", &rows), T1 + round))
-            .await
-            .unwrap();
-        let r = s.commit(&state(round)).await.unwrap();
+        let t = commit_new_opps(&mut s, "c", round, 20).await;
         total += 20;
-        let t = r.tables["opp"];
         assert_eq!((t.inserted, t.updated), (20, 0));
         if t.bytes_rewritten > 0 {
             compacted += 1;
@@ -459,12 +469,7 @@ async fn compaction_is_size_tiered(mut lake: Lake) {
     s.open(&all_specs()).await.unwrap();
     let (mut live, mut partial, mut whole) = (0u64, 0, 0);
     for round in 0..24 {
-        let ids: Vec<String> = (0..10).map(|i| format!("t-{round}-{i}")).collect();
-        let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "N", 1)).collect();
-        s.write(st(opp_rows("opp", &rows), T1 + round))
-            .await
-            .unwrap();
-        let t = s.commit(&state(round)).await.unwrap().tables["opp"];
+        let t = commit_new_opps(&mut s, "t", round, 10).await;
         assert_eq!((t.inserted, t.updated), (10, 0));
         if t.bytes_rewritten > 0 {
             if t.bytes_rewritten < live {
