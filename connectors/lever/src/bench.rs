@@ -90,8 +90,7 @@ impl DecodeInput {
                 for (e, bytes) in lists {
                     let body = serde_json_borrow::OwnedValue::from_slice(bytes).unwrap();
                     let page = crate::http::into_page(body).unwrap();
-                    let items: Vec<_> = page.data().iter().collect();
-                    write_children(&mut t, *e, id, None, &items);
+                    write_children(&mut t, *e, id, None, page.data());
                 }
             }
             rows += finished_rows(&mut t);

@@ -538,7 +538,7 @@ impl Sync<'_> {
             for (i, e, items) in &ordered {
                 let o = opps[*i];
                 let id = &opp_ids[*i];
-                write_children(&mut t, *e, id, contact_of(o), &items.refs());
+                write_children(&mut t, *e, id, contact_of(o), items.iter());
                 ok_ids.entry(*e).or_default().push(id.clone());
                 item_ids.entry(*e).or_default().extend(
                     items

@@ -222,12 +222,12 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: &Value<'_>, new_contact: bool
 }
 
 /// Writes the rows of one child endpoint's answer for opportunity `opp` (contact `contact`).
-pub(crate) fn write_children(
+pub(crate) fn write_children<'a, 'j: 'a>(
     t: &mut Tables,
     ep: Endpoint,
     opp: &str,
     contact: Option<&str>,
-    items: &[&Value<'_>],
+    items: impl IntoIterator<Item = &'a Value<'j>>,
 ) {
     let parent = [Cell::S(opp), Cell::Null, Cell::from(contact)];
     match ep {
@@ -495,7 +495,7 @@ mod tests {
             Endpoint::Interviews,
             "o1",
             Some("c1"),
-            &[&crate::decode::bv(json!({
+            [&crate::decode::bv(json!({
                 "id": "i1", "panel": "p1", "interviewers": [{"id": "u1", "name": "A"}, {"id": "u2"}],
                 "feedbackForms": ["f1"], "postings": ["po1"], "duration": "60", "date": 1000
             }))],
@@ -505,7 +505,7 @@ mod tests {
             Endpoint::Files,
             "o1",
             Some("c1"),
-            &[&crate::decode::bv(
+            [&crate::decode::bv(
                 json!({"id": "fi1", "size": "1000", "uploadedAt": "1468953420000"}),
             )],
         );
@@ -514,7 +514,7 @@ mod tests {
             Endpoint::Resumes,
             "o1",
             Some("c1"),
-            &[&crate::decode::bv(
+            [&crate::decode::bv(
                 json!({"id": "r1", "file": {"name": "cv.pdf"},
             "parsedData": {"positions": [{"org": "X", "start": {"year": 2019, "month": 3}}], "schools": []}}),
             )],
@@ -524,7 +524,7 @@ mod tests {
             Endpoint::Panels,
             "o1",
             None,
-            &[&crate::decode::bv(
+            [&crate::decode::bv(
                 json!({"id": "p1", "end": 5, "applications": ["a1"], "interviews": [{"id": "i1"}]}),
             )],
         );

@@ -97,11 +97,6 @@ impl Items {
     pub(crate) fn len(&self) -> usize {
         self.pages.iter().map(|p| p.data().len()).sum()
     }
-
-    /// The items as a slice of references.
-    pub(crate) fn refs(&self) -> Vec<&Value<'_>> {
-        self.iter().collect()
-    }
 }
 
 enum Outcome {
