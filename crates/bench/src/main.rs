@@ -14,6 +14,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// mimalloc instead of the system allocator: syncs allocate and free many small objects
+/// (JSON DOM nodes, Arrow builders, key indexes) on several threads, where glibc malloc spent
+/// ~20 % of the process's CPU in the throughput benchmark (see docs/decisions.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "sluice-bench", about = "sluice end-to-end benchmarks")]
 struct Args {

@@ -100,6 +100,12 @@ enum StateCommand {
     },
 }
 
+/// mimalloc instead of the system allocator: syncs allocate and free many small objects
+/// (JSON DOM nodes, Arrow builders, key indexes) on several threads, where glibc malloc spent
+/// ~20 % of the process's CPU in the throughput benchmark (see docs/decisions.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let bars = progress::bars(!cli.no_progress);
