@@ -17,19 +17,28 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use sluice_core::TableSpec;
 use std::ops::Range;
 use std::sync::Arc;
 
 /// Writer settings: zstd, page-level statistics, bounded row groups. Timestamps keep their
 /// Arrow type `Timestamp(µs, "UTC")`, which Parquet records as `isAdjustedToUTC = true`; the
 /// Arrow schema is embedded (`ARROW:schema`).
-pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
-    WriterProperties::builder()
+///
+/// A single-column primary key is written without dictionary encoding: its values are
+/// (nearly) unique in a file, so the dictionary never pays off, and building it (hashing and
+/// interning every value until the writer gives up) was the largest single cost of encoding.
+pub(crate) fn writer_properties(spec: &TableSpec, row_group_rows: usize) -> WriterProperties {
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows))
-        .set_created_by(format!("sluice-sink-parquet {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("sluice-sink-parquet {}", env!("CARGO_PKG_VERSION")));
+    if let [key] = spec.primary_key.as_slice() {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(key.as_str()), false);
+    }
+    props.build()
 }
 
 /// A data file being written: batches are encoded into row groups as they arrive, so a
