@@ -29,11 +29,15 @@ use std::sync::Arc;
 /// A single-column primary key is written without dictionary encoding: its values are
 /// (nearly) unique in a file, so the dictionary never pays off, and building it (hashing and
 /// interning every value until the writer gives up) was the largest single cost of encoding.
+/// Largest dictionary page before a column chunk falls back to plain encoding.
+const DICTIONARY_PAGE_LIMIT: usize = 128 * 1024;
+
 pub(crate) fn writer_properties(spec: &TableSpec, row_group_rows: usize) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows))
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT)
         .set_created_by(format!("sluice-sink-parquet {}", env!("CARGO_PKG_VERSION")));
     if let [key] = spec.primary_key.as_slice() {
         props = props.set_column_dictionary_enabled(ColumnPath::from(key.as_str()), false);
