@@ -44,6 +44,7 @@ mod lease;
 mod manifest;
 mod partition;
 mod probe;
+mod hash_runs;
 mod session_index;
 mod sink;
 
