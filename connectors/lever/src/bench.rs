@@ -77,7 +77,7 @@ impl DecodeInput {
         let mut rows = 0usize;
         for p in &self.pages {
             let mut t = Tables::new(catalog().iter(), &names);
-            let body = serde_json_borrow::OwnedValue::from_slice(p).unwrap();
+            let body = crate::http::Doc::parse(p).unwrap();
             let page = crate::http::into_page(body).unwrap();
             for o in page.data() {
                 write_opportunity(&mut t, o, true);
@@ -88,7 +88,7 @@ impl DecodeInput {
             let mut t = Tables::new(catalog().iter(), &names);
             for (id, lists) in chunk {
                 for (e, bytes) in lists {
-                    let body = serde_json_borrow::OwnedValue::from_slice(bytes).unwrap();
+                    let body = crate::http::Doc::parse(bytes).unwrap();
                     let page = crate::http::into_page(body).unwrap();
                     write_children(&mut t, *e, id, None, page.data());
                 }

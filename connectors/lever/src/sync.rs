@@ -523,7 +523,6 @@ impl Sync<'_> {
             .collect()
             .await;
         let mut ok_ids: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
-        let mut item_ids: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
         let mut ordered: Vec<(usize, Endpoint, Items)> = Vec::with_capacity(results.len());
         for (i, e, r) in results {
             match r? {
@@ -540,11 +539,6 @@ impl Sync<'_> {
                 let id = &opp_ids[*i];
                 write_children(&mut t, *e, id, contact_of(o), items.iter());
                 ok_ids.entry(*e).or_default().push(id.clone());
-                item_ids.entry(*e).or_default().extend(
-                    items
-                        .iter()
-                        .filter_map(|x| get_str(x, "id").map(str::to_owned)),
-                );
             }
             t.finish_all()
         })?;
@@ -606,9 +600,16 @@ impl Sync<'_> {
                         let values = if parent_table == "posting_form" {
                             posting_form_ids.clone()
                         } else {
-                            endpoint
-                                .and_then(|e| item_ids.get(&e).cloned())
-                                .unwrap_or_default()
+                            // The ids of the endpoint's items read now (collected only here:
+                            // a blocked parent is rare, and every item's id is a string).
+                            endpoint.map_or_else(Vec::new, |want| {
+                                ordered
+                                    .iter()
+                                    .filter(|(_, e, _)| *e == want)
+                                    .flat_map(|(_, _, items)| items.iter())
+                                    .filter_map(|x| get_str(x, "id").map(str::to_owned))
+                                    .collect()
+                            })
                         };
                         (
                             0,

@@ -2,13 +2,14 @@
 //! exponential backoff, OAuth refresh, and offset pagination.
 
 pub(crate) mod auth;
+mod json;
 
 use crate::decode::{Field, Value};
 use auth::{Auth, without_url};
+pub(crate) use json::Doc;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
-use serde_json_borrow::OwnedValue;
 use sluice_core::cpu::Phase;
 use sluice_core::{Error, Metrics, Result};
 use std::num::NonZeroU32;
@@ -70,14 +71,14 @@ impl From<Error> for PageError {
 /// offset token of the next page.
 #[derive(Debug)]
 pub(crate) struct Page {
-    body: OwnedValue,
+    body: Doc,
     pub(crate) next: Option<String>,
 }
 
 impl Page {
     /// The page's items.
     pub(crate) fn data(&self) -> &[Value<'_>] {
-        list_of(self.body.get_value()).unwrap_or(&[])
+        list_of(self.body.value()).unwrap_or(&[])
     }
 }
 
@@ -100,7 +101,7 @@ impl Items {
 }
 
 enum Outcome {
-    Done(OwnedValue),
+    Done(Doc),
     NotFound,
     Retry {
         why: String,
@@ -179,7 +180,7 @@ impl Client {
         label: &str,
         path: &str,
         query: &[(&str, String)],
-    ) -> std::result::Result<Option<OwnedValue>, PageError> {
+    ) -> std::result::Result<Option<Doc>, PageError> {
         let fetch = self.get_unmetered(label, path, query);
         self.0.metrics.metered(Phase::Fetch, fetch).await
     }
@@ -189,7 +190,7 @@ impl Client {
         label: &str,
         path: &str,
         query: &[(&str, String)],
-    ) -> std::result::Result<Option<OwnedValue>, PageError> {
+    ) -> std::result::Result<Option<Doc>, PageError> {
         let inner = &*self.0;
         let url = format!("{}{}", inner.opts.base_url, path);
         let mut backoff = ExponentialBuilder::default()
@@ -403,7 +404,7 @@ impl Client {
         let parsed = self
             .0
             .metrics
-            .cpu_phase(Phase::Decode, || OwnedValue::from_slice(&body));
+            .cpu_phase(Phase::Decode, || Doc::parse(&body));
         match parsed {
             Ok(v) => Outcome::Done(v),
             // A complete HTTP 200 body that is not JSON (truncated or garbled by a proxy):
@@ -523,8 +524,8 @@ pub(crate) fn kind_of(v: &Value<'_>) -> &'static str {
 /// `{"data": {"eeoResponses": [...]}}` and a bare array (API.md §2: some list examples are
 /// shown without the wrapper). Anything else (no `data`, `data` not a list) is an error: an
 /// empty list would silently delete rows, a guessed single item would write garbage.
-pub(crate) fn into_page(body: OwnedValue) -> std::result::Result<Page, String> {
-    let v = body.get_value();
+pub(crate) fn into_page(body: Doc) -> std::result::Result<Page, String> {
+    let v = body.value();
     list_of(v)?;
     let next = match v {
         Value::Object(o) if o.field("hasNext").and_then(Value::as_bool) != Some(false) => o
@@ -665,8 +666,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ov(v: serde_json::Value) -> OwnedValue {
-        OwnedValue::from_string(v.to_string()).unwrap()
+    fn ov(v: serde_json::Value) -> Doc {
+        Doc::parse(v.to_string().as_bytes()).unwrap()
     }
 
     #[test]
