@@ -14,7 +14,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
     new_null_array,
 };
-use arrow::compute::interleave;
+use arrow::compute::{concat, interleave};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -225,9 +225,15 @@ impl ScopeIndex {
         let new = self.slots_seen..rows.slots.len();
         let replaced = moved[self.moved_seen..].iter().copied();
         for si in new.chain(replaced) {
-            if let Some(v) = self.value_of(&rows.slots[si]) {
-                let v = v.to_owned();
-                self.by_value.entry(v).or_default().push(si);
+            if let Some(v) = text_value(&self.text, &rows.slots[si]) {
+                // One `String` per distinct value, not per row.
+                match self.by_value.get_mut(v) {
+                    Some(slots) => slots.push(si),
+                    None => {
+                        let v = v.to_owned();
+                        self.by_value.insert(v, vec![si]);
+                    }
+                }
             }
         }
         self.slots_seen = rows.slots.len();
@@ -236,14 +242,19 @@ impl ScopeIndex {
     }
 
     fn value_of(&self, s: &Slot) -> Option<&str> {
-        let col = self.text.get(s.batch)?.as_ref()?;
-        let col = col.as_string::<i32>();
-        col.is_valid(s.row).then(|| col.value(s.row))
+        text_value(&self.text, s)
     }
 
     fn slots_with(&self, value: &str) -> &[usize] {
         self.by_value.get(value).map_or(&[], Vec::as_slice)
     }
+}
+
+/// The text of slot `s` in a scope column held as text per batch.
+fn text_value<'t>(text: &'t [Option<ArrayRef>], s: &Slot) -> Option<&'t str> {
+    let col = text.get(s.batch)?.as_ref()?;
+    let col = col.as_string::<i32>();
+    col.is_valid(s.row).then(|| col.value(s.row))
 }
 
 /// Applies `changes` (in order) to the stored rows `existing` of the table declared by `spec`
@@ -257,6 +268,18 @@ pub fn merge(
     spec: &TableSpec,
     existing: &[RecordBatch],
     changes: &[SinkChange],
+) -> Result<(RecordBatch, TableCommitStats)> {
+    merge_materialized(spec, existing, changes, RUN_FACTOR)
+}
+
+/// [`merge`], materializing the result from runs of consecutive rows (`concat` of slices)
+/// when the runs average at least `run_factor` rows, else row by row (`interleave`). Both
+/// give the same batch; tests run each.
+pub(crate) fn merge_materialized(
+    spec: &TableSpec,
+    existing: &[RecordBatch],
+    changes: &[SinkChange],
+    run_factor: usize,
 ) -> Result<(RecordBatch, TableCommitStats)> {
     let schema = spec.arrow_schema();
     let key_idx: Vec<usize> = spec
@@ -516,6 +539,7 @@ pub fn merge(
     // Materialize.
     let live: Vec<&Slot> = slots.iter().filter(|s| s.live).collect();
     let picks: Vec<(usize, usize)> = live.iter().map(|s| (s.batch, s.row)).collect();
+    let runs = runs_of(&picks);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (i, field) in schema.fields().iter().enumerate() {
         let name = field.name().as_str();
@@ -532,6 +556,13 @@ pub fn merge(
                     batches.iter().map(|b| b.column(i).as_ref()).collect();
                 if picks.is_empty() {
                     new_null_array(field.data_type(), 0)
+                } else if runs.len().saturating_mul(run_factor) <= picks.len() {
+                    let parts: Vec<ArrayRef> = runs
+                        .iter()
+                        .map(|&(b, from, len)| arrays[b].slice(from, len))
+                        .collect();
+                    let parts: Vec<&dyn Array> = parts.iter().map(AsRef::as_ref).collect();
+                    concat(&parts)?
                 } else {
                     interleave(&arrays, &picks)?
                 }
@@ -542,6 +573,22 @@ pub fn merge(
     let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(live.len()));
     let out = RecordBatch::try_new_with_options(schema, columns, &options)?;
     Ok((out, stats))
+}
+
+/// Materializing by runs pays off when runs average at least this many rows (a first
+/// sync's commit: each upserted batch is one run).
+const RUN_FACTOR: usize = 8;
+
+/// `picks` as runs of consecutive rows of one batch: `(batch, first row, rows)`.
+fn runs_of(picks: &[(usize, usize)]) -> Vec<(usize, usize, usize)> {
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for &(b, r) in picks {
+        match runs.last_mut() {
+            Some((rb, from, len)) if *rb == b && *from + *len == r => *len += 1,
+            _ => runs.push((b, r, 1)),
+        }
+    }
+    runs
 }
 
 /// Deletes one slot; returns whether anything changed.

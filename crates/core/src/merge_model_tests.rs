@@ -241,6 +241,11 @@ fn run_case(seed: u64, soft: bool, history: bool) {
             }
         }
         let (out, stats) = merge(&t, &stored, &changes).unwrap();
+        // The two ways of materializing the result agree (runs of rows vs row by row).
+        for run_factor in [1, usize::MAX] {
+            let (other, _) = merge_materialized(&t, &stored, &changes, run_factor).unwrap();
+            assert_eq!(other, out, "seed {seed}, run factor {run_factor}");
+        }
         let got: Vec<Vec<String>> = out
             .schema()
             .fields()
