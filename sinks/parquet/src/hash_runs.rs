@@ -125,7 +125,9 @@ impl HashRuns {
         self.bits = if n < 64 {
             0
         } else {
-            (usize::BITS - 1 - n.leading_zeros()).saturating_sub(3).min(24)
+            (usize::BITS - 1 - n.leading_zeros())
+                .saturating_sub(3)
+                .min(24)
         };
         if self.bits == 0 {
             self.dir = Vec::new();

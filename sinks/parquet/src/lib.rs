@@ -38,13 +38,13 @@
 
 mod config;
 mod error;
+mod hash_runs;
 mod io;
 mod layout;
 mod lease;
 mod manifest;
 mod partition;
 mod probe;
-mod hash_runs;
 mod session_index;
 mod sink;
 

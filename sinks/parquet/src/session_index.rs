@@ -13,11 +13,11 @@
 //! Memory: about 8.5 bytes per key and per distinct bucket-column value written in the run
 //! ([`HashRuns`]).
 
+use crate::hash_runs::HashRuns;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use sluice_core::{Change, Scope, SinkChange, TableSpec};
-use crate::hash_runs::HashRuns;
 
 fn hash(bytes: &[u8]) -> u64 {
     twox_hash::XxHash64::oneshot(0x51u64, bytes)

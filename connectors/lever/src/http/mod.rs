@@ -6,9 +6,9 @@ mod json;
 
 use crate::decode::{Field, Value};
 use auth::{Auth, without_url};
-pub(crate) use json::Doc;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+pub(crate) use json::Doc;
 use reqwest::StatusCode;
 use sluice_core::cpu::Phase;
 use sluice_core::{Error, Metrics, Result};
