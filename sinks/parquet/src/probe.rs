@@ -120,16 +120,8 @@ fn flag(batch: &RecordBatch, name: &str) -> Option<BooleanArray> {
 }
 
 impl Probe {
-    /// Indexes `changes` (with `Via` scopes already resolved) of table `spec`, stored in `n`
-    /// buckets by `bcol`; `parts` are the same changes split by bucket (whose row buckets
-    /// are reused, not hashed again).
-    pub(crate) fn new(
-        spec: &TableSpec,
-        n: u32,
-        bcol: &str,
-        changes: &[SinkChange],
-        parts: &Partitioned<'_>,
-    ) -> Result<Probe> {
+    /// A probe of no change yet, for table `spec` bucketed by `bcol`.
+    fn empty(spec: &TableSpec, bcol: &str) -> Result<Probe> {
         let schema = spec.arrow_schema();
         let fields = spec
             .primary_key
@@ -142,7 +134,7 @@ impl Probe {
             .collect::<std::result::Result<Vec<_>, arrow::error::ArrowError>>()
             .map_err(sluice_core::Error::from)?;
         let conv = RowConverter::new(fields).map_err(sluice_core::Error::from)?;
-        let mut probe = Probe {
+        Ok(Probe {
             conv,
             key: spec.primary_key.clone(),
             history: spec.history,
@@ -153,7 +145,50 @@ impl Probe {
             targets: BTreeMap::new(),
             delete_buckets: BTreeSet::new(),
             missing_buckets: Some(BTreeSet::new()),
-        };
+        })
+    }
+
+    /// A probe of changes that the session index proved touch no stored row and upsert no
+    /// key twice (or whose keys cannot move between buckets): only where the new rows go
+    /// matters, so no key is converted. Never [`Probe::check`]ed; [`Probe::own_links`] is
+    /// empty, since no key gets new rows in two buckets.
+    pub(crate) fn targets_only(
+        spec: &TableSpec,
+        bcol: &str,
+        changes: &[SinkChange],
+        parts: &Partitioned<'_>,
+    ) -> Result<Probe> {
+        let mut probe = Probe::empty(spec, bcol)?;
+        for (i, c) in changes.iter().enumerate() {
+            if let Change::Upsert { batch, .. } = &c.change {
+                match parts.row_buckets(i) {
+                    Some(buckets) => {
+                        for &b in buckets {
+                            *probe.targets.entry(b).or_default() += 1;
+                        }
+                    }
+                    // Rows without the bucket column are stored in bucket 0.
+                    None if batch.num_rows() > 0 => {
+                        *probe.targets.entry(0).or_default() += batch.num_rows() as u64;
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(probe)
+    }
+
+    /// Indexes `changes` (with `Via` scopes already resolved) of table `spec`, stored in `n`
+    /// buckets by `bcol`; `parts` are the same changes split by bucket (whose row buckets
+    /// are reused, not hashed again).
+    pub(crate) fn new(
+        spec: &TableSpec,
+        n: u32,
+        bcol: &str,
+        changes: &[SinkChange],
+        parts: &Partitioned<'_>,
+    ) -> Result<Probe> {
+        let mut probe = Probe::empty(spec, bcol)?;
         for (i, c) in changes.iter().enumerate() {
             match &c.change {
                 Change::Upsert { batch, .. } => {

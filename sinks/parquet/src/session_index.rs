@@ -23,6 +23,15 @@ fn hash(bytes: &[u8]) -> u64 {
     twox_hash::XxHash64::oneshot(0x51u64, bytes)
 }
 
+/// What the session index proves about a commit's staged changes (see [`SessionIndex::prove`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proof {
+    /// Nothing: the stored files must be checked.
+    None,
+    /// No stored row is affected; `unique_keys`: no key is upserted twice in the commit.
+    Untouched { unique_keys: bool },
+}
+
 /// What this run wrote to one table (see the module docs).
 #[derive(Default)]
 pub(crate) struct SessionIndex {
@@ -72,21 +81,27 @@ impl SessionIndex {
         )
     }
 
-    /// Whether the index proves that `changes` touch no stored row of the table, so the
-    /// commit may append without reading its files. `false` means "read the files".
-    pub(crate) fn proves_untouched(
+    /// What the index proves about `changes`, one commit's staged changes of the table:
+    /// whether they touch no stored row (so the commit may append without reading its files),
+    /// and whether every upserted key is distinct (so no key moves between buckets within the
+    /// commit). `Proof::None` means "read the files".
+    pub(crate) fn prove(
         &self,
         spec: &TableSpec,
         bucket_column: &str,
         changes: &[SinkChange],
-    ) -> bool {
+    ) -> Proof {
         if !self.complete {
-            return false;
+            return Proof::None;
         }
         let empty = self.keys.is_empty();
-        changes.iter().all(|c| match &c.change {
-            Change::Upsert { batch, .. } => Self::key_hashes(spec, batch)
-                .is_some_and(|h| h.iter().all(|k| !self.keys.contains(*k))),
+        let mut upserted: Vec<u64> = Vec::new();
+        let untouched = changes.iter().all(|c| match &c.change {
+            Change::Upsert { batch, .. } => Self::key_hashes(spec, batch).is_some_and(|h| {
+                let fresh = h.iter().all(|k| !self.keys.contains(*k));
+                upserted.extend(h);
+                fresh
+            }),
             Change::Delete { keys, .. } => Self::key_hashes(spec, keys)
                 .is_some_and(|h| h.iter().all(|k| !self.keys.contains(*k))),
             Change::DeleteMissing { scope, .. } => match scope {
@@ -95,7 +110,15 @@ impl SessionIndex {
                     .all(|v| !self.parents.contains(hash(v.as_bytes()))),
                 _ => empty,
             },
-        })
+        });
+        if !untouched {
+            return Proof::None;
+        }
+        // Equal keys have equal hashes; a collision only reports a duplicate that is not.
+        upserted.sort_unstable();
+        Proof::Untouched {
+            unique_keys: upserted.windows(2).all(|w| w[0] != w[1]),
+        }
     }
 
     /// Whether the index proves that no stored row has one of `values` in the bucket column.
@@ -178,29 +201,58 @@ mod tests {
         }
     }
 
+    fn untouched(ix: &SessionIndex, t: &TableSpec, changes: &[SinkChange]) -> bool {
+        matches!(
+            ix.prove(t, "opportunity_id", changes),
+            Proof::Untouched { .. }
+        )
+    }
+
+    #[test]
+    fn reports_keys_upserted_twice_in_one_commit() {
+        let t = spec();
+        let ix = SessionIndex::new(0);
+        assert_eq!(
+            ix.prove(&t, "opportunity_id", &[upsert(&["a", "b"], &["o1", "o1"])]),
+            Proof::Untouched { unique_keys: true }
+        );
+        // The same key under two parents (a key moving between buckets), across two upserts
+        // and within one.
+        assert_eq!(
+            ix.prove(
+                &t,
+                "opportunity_id",
+                &[upsert(&["a"], &["o1"]), upsert(&["a"], &["o2"])]
+            ),
+            Proof::Untouched { unique_keys: false }
+        );
+        assert_eq!(
+            ix.prove(&t, "opportunity_id", &[upsert(&["a", "a"], &["o1", "o2"])]),
+            Proof::Untouched { unique_keys: false }
+        );
+        assert_eq!(
+            SessionIndex::new(1).prove(&t, "opportunity_id", &[upsert(&["a"], &["o1"])]),
+            Proof::None
+        );
+    }
+
     #[test]
     fn vouches_only_for_new_keys_and_parents_of_tables_that_started_empty() {
         let t = spec();
         let mut ix = SessionIndex::new(0);
-        assert!(ix.proves_untouched(
+        assert!(untouched(
+            &ix,
             &t,
-            "opportunity_id",
             &[upsert(&["a"], &["o1"]), missing(&["o1"])]
         ));
         ix.record(&t, "opportunity_id", &rows(&["a", "b"], &["o1", "o1"]));
-        assert!(ix.proves_untouched(
+        assert!(untouched(
+            &ix,
             &t,
-            "opportunity_id",
             &[upsert(&["c"], &["o2"]), missing(&["o2"])]
         ));
-        assert!(
-            !ix.proves_untouched(&t, "opportunity_id", &[upsert(&["a"], &["o2"])]),
-            "known key"
-        );
-        assert!(
-            !ix.proves_untouched(&t, "opportunity_id", &[missing(&["o1"])]),
-            "known parent"
-        );
+        assert!(!untouched(&ix, &t, &[upsert(&["a"], &["o2"])]), "known key");
+        assert!(!untouched(&ix, &t, &[missing(&["o1"])]), "known parent");
         let all = SinkChange {
             change: Change::DeleteMissing {
                 table: "note".into(),
@@ -209,14 +261,11 @@ mod tests {
             },
             synced_at_us: 1,
         };
-        assert!(
-            !ix.proves_untouched(&t, "opportunity_id", &[all]),
-            "whole-table scope"
-        );
+        assert!(!untouched(&ix, &t, &[all]), "whole-table scope");
         assert!(ix.proves_no_rows_with(&["o2".to_owned()]));
         assert!(!ix.proves_no_rows_with(&["o2".to_owned(), "o1".to_owned()]));
         let stored_before = SessionIndex::new(3);
         assert!(!stored_before.proves_no_rows_with(&["o2".to_owned()]));
-        assert!(!stored_before.proves_untouched(&t, "opportunity_id", &[upsert(&["z"], &["o9"])]));
+        assert!(!untouched(&stored_before, &t, &[upsert(&["z"], &["o9"])]));
     }
 }

@@ -8,7 +8,7 @@ use crate::lease::Lease;
 use crate::manifest::{self, FileEntry, MANIFEST_FORMAT, Manifest, TableEntry};
 use crate::partition::Partitioned;
 use crate::probe::{self, Findings, Probe};
-use crate::session_index::SessionIndex;
+use crate::session_index::{Proof, SessionIndex};
 use arrow::array::UInt32Array;
 use arrow::compute::take_record_batch;
 use arrow::datatypes::SchemaRef;
@@ -408,24 +408,31 @@ impl ParquetSink {
         let n = entry.buckets;
 
         // 1. Index the staged changes, then check the stored rows they can reach, reading
-        //    only the columns the check needs (key, scope and flag columns).
+        //    only the columns the check needs (key, scope and flag columns). A table that
+        //    started empty in this run: its index of written keys can prove that nothing
+        //    stored is affected, without reading any file; if no key is upserted twice either
+        //    (or keys cannot move between buckets), the probe only counts new rows per bucket.
         let parts = Partitioned::new(changes, &bcol, n)?;
-        let probe = Probe::new(spec, n, &bcol, changes, &parts)?;
+        let proof = {
+            let mut index = self.index.lock().expect("session index lock");
+            index
+                .entry(spec.name.clone())
+                .or_insert_with(|| SessionIndex::new(base.map_or(0, |e| e.files.len())))
+                .prove(spec, &bcol, changes)
+        };
+        let untouched = matches!(proof, Proof::Untouched { .. });
+        let probe = match proof {
+            Proof::Untouched { unique_keys } if unique_keys || n == 1 || key_in_bucket => {
+                Probe::targets_only(spec, &bcol, changes, &parts)?
+            }
+            _ => Probe::new(spec, n, &bcol, changes, &parts)?,
+        };
         let mut stored: BTreeMap<u32, Vec<FileEntry>> = BTreeMap::new();
         for f in &entry.files {
             stored.entry(f.bucket).or_default().push(f.clone());
         }
         let mut found = Findings::default();
         let columns = probe.columns();
-        // A table that started empty in this run: its index of written keys can prove that
-        // nothing stored is affected, without reading any file.
-        let untouched = {
-            let mut index = self.index.lock().expect("session index lock");
-            index
-                .entry(spec.name.clone())
-                .or_insert_with(|| SessionIndex::new(base.map_or(0, |e| e.files.len())))
-                .proves_untouched(spec, &bcol, changes)
-        };
         for (&bucket, files) in &stored {
             if untouched || !probe.must_check(bucket) {
                 continue;
