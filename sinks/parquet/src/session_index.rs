@@ -19,6 +19,9 @@ use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use sluice_core::{Change, Scope, SinkChange, TableSpec};
 
+/// The hash recorded for a NULL single-column key (keys are never NULL in practice).
+const NULL_KEY: u64 = 0x6e75_6c6c_6b65_7900;
+
 fn hash(bytes: &[u8]) -> u64 {
     twox_hash::XxHash64::oneshot(0x51u64, bytes)
 }
@@ -50,7 +53,25 @@ impl SessionIndex {
         }
     }
 
+    /// The hash of each row's primary key: of the text itself for a single text column (no
+    /// row-format conversion), else of the Arrow row format of the key columns.
     fn key_hashes(spec: &TableSpec, batch: &RecordBatch) -> Option<Vec<u64>> {
+        if let [key] = spec.primary_key.as_slice() {
+            let col = batch.column_by_name(key)?;
+            if let Some(s) = col.as_string_opt::<i32>() {
+                return Some(
+                    (0..s.len())
+                        .map(|r| {
+                            if s.is_valid(r) {
+                                hash(s.value(r).as_bytes())
+                            } else {
+                                NULL_KEY
+                            }
+                        })
+                        .collect(),
+                );
+            }
+        }
         let cols = spec
             .primary_key
             .iter()
