@@ -28,6 +28,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use sluice_core::key_index::KeyIndex;
 use sluice_core::spec::{ACTIVE, DELETED};
 use sluice_core::{Change, Scope, SinkChange, TableSpec};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How the staged changes use one key.
@@ -111,6 +112,14 @@ fn key_columns(
         .collect()
 }
 
+/// The bucket of each row of upsert `i` (`batch`); rows without the bucket column are
+/// stored in bucket 0.
+fn upsert_buckets<'p>(parts: &'p Partitioned<'_>, i: usize, batch: &RecordBatch) -> Cow<'p, [u32]> {
+    parts
+        .row_buckets(i)
+        .map_or_else(|| Cow::Owned(vec![0; batch.num_rows()]), Cow::Borrowed)
+}
+
 /// A boolean system column, or `None` when absent or entirely NULL (as `merge` reads it).
 fn flag(batch: &RecordBatch, name: &str) -> Option<BooleanArray> {
     batch
@@ -161,17 +170,8 @@ impl Probe {
         let mut probe = Probe::empty(spec, bcol)?;
         for (i, c) in changes.iter().enumerate() {
             if let Change::Upsert { batch, .. } = &c.change {
-                match parts.row_buckets(i) {
-                    Some(buckets) => {
-                        for &b in buckets {
-                            *probe.targets.entry(b).or_default() += 1;
-                        }
-                    }
-                    // Rows without the bucket column are stored in bucket 0.
-                    None if batch.num_rows() > 0 => {
-                        *probe.targets.entry(0).or_default() += batch.num_rows() as u64;
-                    }
-                    None => {}
+                for &b in upsert_buckets(parts, i, batch).iter() {
+                    *probe.targets.entry(b).or_default() += 1;
                 }
             }
         }
@@ -192,15 +192,7 @@ impl Probe {
         for (i, c) in changes.iter().enumerate() {
             match &c.change {
                 Change::Upsert { batch, .. } => {
-                    // Rows without the bucket column are stored in bucket 0.
-                    let zeros;
-                    let rows_bucket = match parts.row_buckets(i) {
-                        Some(b) => b,
-                        None => {
-                            zeros = vec![0; batch.num_rows()];
-                            &zeros
-                        }
-                    };
+                    let rows_bucket = upsert_buckets(parts, i, batch);
                     let rows = probe
                         .conv
                         .convert_columns(&key_columns(batch, &probe.key, "an upsert")?)
