@@ -198,6 +198,8 @@ mod tests {
             b"",
             b"not json",
             b"\xff\xfe",
+            b"{\"a\": \"\xff\"}",
+            b"{\"\xc3\": 1}",
         ] {
             assert!(Doc::parse(bad).is_err(), "{bad:?}");
         }
