@@ -53,6 +53,9 @@ struct Args {
     /// settings, e.g. `{"max_files_per_bucket": 16}`).
     #[arg(long, default_value = "{}")]
     sink_config: String,
+    /// Staged rows that force a commit (the CLI's default; to compare commit sizes).
+    #[arg(long, default_value_t = 250_000)]
+    commit_max_rows: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -191,6 +194,7 @@ async fn sync(
     dest: &str,
     sink_extra: &serde_json::Map<String, serde_json::Value>,
     limiter: (u32, u32),
+    commit_max_rows: u64,
 ) -> Result<SyncFigures> {
     let registry = sluice_plugins::registry()?;
     let source = (registry.source("lever")?.build)();
@@ -215,7 +219,7 @@ async fn sync(
         sluice_core::SyncOptions {
             // The CLI's defaults: commit every 30 s or 250,000 staged rows.
             commit_interval: Duration::from_secs(30),
-            commit_max_rows: 250_000,
+            commit_max_rows,
             metrics: metrics.clone(),
             ..Default::default()
         },
@@ -320,6 +324,7 @@ async fn main() -> Result<()> {
             dir.path().to_str().context("utf-8 path")?,
             &sink_extra,
             (args.rate.round().max(1.0) as u32, args.burst),
+            args.commit_max_rows,
         )
         .await?;
         emu.stop().await;
@@ -362,7 +367,7 @@ async fn main() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
         let unlimited = (1_000_000, 1_000_000);
-        let full = sync(&emu, &dest, &sink_extra, unlimited).await?;
+        let full = sync(&emu, &dest, &sink_extra, unlimited, args.commit_max_rows).await?;
         // Read now: the high-water mark of the full sync alone (the incremental run follows).
         let rss = peak_rss_mib();
         let per_cpu = full.rows as f64 / full.cpu_s.max(0.001);
@@ -425,7 +430,7 @@ async fn main() -> Result<()> {
             .iter()
             .map(|k| summary[k].as_array().map_or(0, Vec::len))
             .sum::<usize>();
-        let inc = sync(&emu, &dest, &sink_extra, unlimited).await?;
+        let inc = sync(&emu, &dest, &sink_extra, unlimited, args.commit_max_rows).await?;
         emu.stop().await;
         row(
             &mut table,
