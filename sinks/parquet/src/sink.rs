@@ -332,7 +332,16 @@ impl ParquetSink {
                         .filter(|f| buckets.as_ref().is_none_or(|b| b.contains(&f.bucket)))
                         .cloned()
                         .collect();
-                    let batches = self.read_files(parent_table, files, None, None).await?;
+                    // Only the parent's scope column and the column the values come from.
+                    let mut columns = vec![parent_column.clone()];
+                    if let Scope::Where { column, .. } = &parent_scope
+                        && column != parent_column
+                    {
+                        columns.push(column.clone());
+                    }
+                    let batches = self
+                        .read_files(parent_table, files, Some(&columns), None)
+                        .await?;
                     select_values(&batches, &parent_scope, parent_column)?
                 }
             };
