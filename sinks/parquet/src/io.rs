@@ -22,6 +22,10 @@ use sluice_core::TableSpec;
 use std::ops::Range;
 use std::sync::Arc;
 
+/// Largest dictionary page before a column chunk falls back to plain encoding (parquet's
+/// default is 1 MiB: a column of mostly distinct text was interned value by value that far).
+const DICTIONARY_PAGE_LIMIT: usize = 128 * 1024;
+
 /// Writer settings: zstd, page-level statistics, bounded row groups. Timestamps keep their
 /// Arrow type `Timestamp(µs, "UTC")`, which Parquet records as `isAdjustedToUTC = true`; the
 /// Arrow schema is embedded (`ARROW:schema`).
@@ -29,9 +33,6 @@ use std::sync::Arc;
 /// A single-column primary key is written without dictionary encoding: its values are
 /// (nearly) unique in a file, so the dictionary never pays off, and building it (hashing and
 /// interning every value until the writer gives up) was the largest single cost of encoding.
-/// Largest dictionary page before a column chunk falls back to plain encoding.
-const DICTIONARY_PAGE_LIMIT: usize = 128 * 1024;
-
 pub(crate) fn writer_properties(spec: &TableSpec, row_group_rows: usize) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
