@@ -297,6 +297,34 @@ pub(crate) fn lookup<'a, S: AsRef<str>>(
     Ok(if cur.is_null() { None } else { Some(cur) })
 }
 
+/// [`lookup`], with a guess of where the path's first key is in `v`'s fields: objects of one
+/// endpoint list their fields in the same order, so the guess (the position found in the
+/// previous object) usually saves the linear search of [`ObjectAsVec::get`]. The guess is
+/// updated whenever the key is found elsewhere.
+///
+/// [`ObjectAsVec::get`]: serde_json_borrow::ObjectAsVec::get
+#[inline]
+fn lookup_guessed<'a>(
+    v: &'a Value<'a>,
+    path: &[String],
+    guess: &mut usize,
+) -> std::result::Result<Option<&'a Value<'a>>, ()> {
+    let (Some((first, rest)), Value::Object(o)) = (path.split_first(), v) else {
+        return lookup(v, path);
+    };
+    let found = match o.get_key_value_at(*guess) {
+        Some((k, x)) if k == first => x,
+        _ => match o.get_entry(first) {
+            Some(e) => {
+                *guess = e.index;
+                e.value
+            }
+            None => return Ok(None),
+        },
+    };
+    lookup(found, rest)
+}
+
 /// A string field.
 #[inline]
 pub(crate) fn get_str<'a>(v: &'a Value<'_>, key: &str) -> Option<&'a str> {
@@ -388,6 +416,8 @@ pub(crate) struct Writer {
     spec: Arc<TableSpec>,
     schema: arrow::datatypes::SchemaRef,
     ex: Arc<[Option<Ex>]>,
+    /// Per column, where its path's first key was in the last object (see [`lookup_guessed`]).
+    guesses: Vec<usize>,
     builders: Vec<Builder>,
     scratch: String,
     /// Whether column `i` is part of the primary key.
@@ -429,6 +459,7 @@ impl Writer {
             schema: t.schema.clone(),
             spec: t.spec.clone(),
             ex: t.ex.clone(),
+            guesses: vec![0; n],
             builders,
             scratch: String::new(),
             is_key: t.is_key.clone(),
@@ -485,7 +516,7 @@ impl Writer {
     pub(crate) fn push(&mut self, obj: &Value<'_>, slots: &[Cell<'_>]) {
         for i in 0..self.builders.len() {
             let cell = match &self.ex[i] {
-                Some(Ex::Path(p)) => match lookup(obj, p) {
+                Some(Ex::Path(p)) => match lookup_guessed(obj, p, &mut self.guesses[i]) {
                     Ok(v) => Cell::from(v),
                     Err(()) => {
                         self.bad(i);

@@ -6,19 +6,32 @@
 //! times; in the throughput benchmark that growth was about a third of all JSON parsing.
 //! [`Doc::parse`] instead collects the fields and elements of every object and array being
 //! parsed on one scratch stack per document, and moves each into a vector of exactly its
-//! size when it ends. The result is the same `Value` tree. Anything this parser does not
-//! take (an object key with escape sequences, which cannot borrow from the body) is parsed
-//! again by `serde_json_borrow`'s deserializer, so both accept and reject the same input.
+//! size when it ends. The crate is built without its `cowkeys` feature, so object keys are
+//! plain `&str` borrowed from the body and a finished object is moved as it is, with no
+//! per-key conversion.
+//!
+//! A key with escape sequences (`"caf\u00e9"`) cannot borrow from the body. When a body has
+//! such keys, it is parsed twice: a first pass unescapes them, in document order, into the
+//! [`Body`] that owns the text; the second pass borrows each of them from there as it meets
+//! it. Bodies without such keys (all of Lever's) are parsed once.
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json_borrow::{Number, ObjectAsVec, Value};
 use std::borrow::Cow;
 use std::fmt;
 
+/// What a [`Doc`] owns: the body's text, and the object keys of the body that have escape
+/// sequences, unescaped, in the order the parser meets them (usually none).
+#[derive(Debug)]
+pub(crate) struct Body {
+    text: String,
+    escaped_keys: Vec<String>,
+}
+
 self_cell::self_cell!(
     /// A parsed response body: its text and the DOM whose strings borrow from it.
     pub(crate) struct Doc {
-        owner: String,
+        owner: Body,
         #[covariant]
         dependent: Value,
     }
@@ -28,13 +41,22 @@ self_cell::self_cell!(
 impl Doc {
     /// Parses a body (UTF-8 JSON); the error says why it is not JSON.
     pub(crate) fn parse(body: &[u8]) -> Result<Doc, String> {
-        let text = std::str::from_utf8(body)
-            .map_err(|e| format!("not UTF-8: {e}"))?
-            .to_owned();
-        Doc::try_new(text, |text| {
-            parse_stacked(text).or_else(|_| serde_json::from_str::<Value<'_>>(text))
-        })
-        .map_err(|e| e.to_string())
+        let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+        let owner = Body {
+            text: text.to_owned(),
+            escaped_keys: Vec::new(),
+        };
+        let first = Doc::try_new_or_recover(owner, |b| parse_stacked(&b.text, &b.escaped_keys));
+        let (mut owner, err) = match first {
+            Ok(doc) => return Ok(doc),
+            Err(recovered) => recovered,
+        };
+        // Either not JSON, or a key with escape sequences: the first pass tells which.
+        owner.escaped_keys = escaped_keys(&owner.text).map_err(|e| e.to_string())?;
+        if owner.escaped_keys.is_empty() {
+            return Err(err.to_string());
+        }
+        Doc::try_new(owner, |b| parse_stacked(&b.text, &b.escaped_keys)).map_err(|e| e.to_string())
     }
 
     /// The parsed value.
@@ -43,10 +65,19 @@ impl Doc {
     }
 }
 
-/// Parses `text` with the scratch-stack visitor.
-fn parse_stacked(text: &str) -> Result<Value<'_>, serde_json::Error> {
+/// Parses `text` with the scratch-stack visitor; keys with escape sequences are taken, in
+/// order, from `escaped_keys` (an error when there are more of them than that).
+fn parse_stacked<'de>(
+    text: &'de str,
+    escaped_keys: &'de [String],
+) -> Result<Value<'de>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch {
+        fields: Vec::new(),
+        elements: Vec::new(),
+        escaped_keys,
+        next_escaped: 0,
+    };
     let value = Node {
         scratch: &mut scratch,
     }
@@ -55,11 +86,30 @@ fn parse_stacked(text: &str) -> Result<Value<'_>, serde_json::Error> {
     Ok(value)
 }
 
+/// The first pass over a body with escaped keys: validates it as JSON and returns those keys,
+/// unescaped, in document order.
+fn escaped_keys(text: &str) -> Result<Vec<String>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut keys = Vec::new();
+    CollectKeys { keys: &mut keys }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(keys)
+}
+
 /// Fields and elements of the objects and arrays still open, innermost last.
-#[derive(Default)]
 struct Scratch<'de> {
     fields: Vec<(&'de str, Value<'de>)>,
     elements: Vec<Value<'de>>,
+    /// Unescaped keys (see [`escaped_keys`]), and how many of them were used so far.
+    escaped_keys: &'de [String],
+    next_escaped: usize,
+}
+
+/// The elements of `stack` from `start` on, moved into a vector of exactly their number.
+fn take_from<T>(stack: &mut Vec<T>, start: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(stack.len() - start);
+    out.extend(stack.drain(start..));
+    out
 }
 
 /// Deserializes one JSON value, using the document's scratch stack.
@@ -130,23 +180,161 @@ impl<'de> Visitor<'de> for Node<'_, 'de> {
         })? {
             scratch.elements.push(v);
         }
-        Ok(Value::Array(scratch.elements.drain(start..).collect()))
+        Ok(Value::Array(take_from(&mut scratch.elements, start)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
         let scratch = self.scratch;
         let start = scratch.fields.len();
-        // A key with escape sequences cannot be borrowed: an error here, and `Doc::parse`
-        // parses the body again with `serde_json_borrow`'s own deserializer.
-        while let Some(key) = map.next_key::<&'de str>()? {
+        while let Some(key) = map.next_key_seed(Key {
+            escaped_keys: scratch.escaped_keys,
+            next: &mut scratch.next_escaped,
+        })? {
             let v = map.next_value_seed(Node {
                 scratch: &mut *scratch,
             })?;
             scratch.fields.push((key, v));
         }
-        Ok(Value::Object(ObjectAsVec::from_iter(
-            scratch.fields.drain(start..),
-        )))
+        Ok(Value::Object(ObjectAsVec::from(take_from(
+            &mut scratch.fields,
+            start,
+        ))))
+    }
+}
+
+/// Deserializes an object key as a `&str` of the body's lifetime: borrowed from the text, or,
+/// when it has escape sequences, the next of the unescaped keys.
+struct Key<'s, 'de> {
+    escaped_keys: &'de [String],
+    next: &'s mut usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_, 'de> {
+    type Value = &'de str;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'de str, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_, 'de> {
+    type Value = &'de str;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<&'de str, E> {
+        Ok(v)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<&'de str, E> {
+        match self.escaped_keys.get(*self.next) {
+            Some(k) if k == v => {
+                *self.next += 1;
+                Ok(k.as_str())
+            }
+            _ => Err(E::custom("object key with escape sequences")),
+        }
+    }
+}
+
+/// The first pass of a body with escaped keys: walks every value, keeping those keys.
+struct CollectKeys<'k> {
+    keys: &'k mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for CollectKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CollectKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(CollectKeys {
+                keys: &mut *self.keys,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_key_seed(EscapedKey {
+                keys: &mut *self.keys,
+            })?
+            .is_some()
+        {
+            map.next_value_seed(CollectKeys {
+                keys: &mut *self.keys,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// An object key in the first pass: kept when it had escape sequences (not borrowable).
+struct EscapedKey<'k> {
+    keys: &'k mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for EscapedKey<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EscapedKey<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.keys.push(v.to_owned());
+        Ok(())
     }
 }
 
@@ -173,7 +361,7 @@ mod tests {
             r#"{"dup": 1, "dup": 2}"#,
         ];
         for text in docs {
-            let stacked = parse_stacked(text).unwrap();
+            let stacked = parse_stacked(text, &[]).unwrap();
             assert_eq!(stacked, reference(text).unwrap(), "{text}");
             let doc = Doc::parse(text.as_bytes()).unwrap();
             assert_eq!(doc.value(), &reference(text).unwrap(), "{text}");
@@ -181,13 +369,22 @@ mod tests {
     }
 
     #[test]
-    fn escaped_keys_fall_back_to_serde_json_borrow() {
-        let text = r#"{"plain": 1, "quo\"ted": {"inner\u00e9": [1, 2]}}"#;
-        assert!(parse_stacked(text).is_err());
+    fn escaped_keys_are_unescaped_in_a_second_pass() {
+        let text = r#"{"plain": 1, "quo\"ted": {"inner\u00e9": [1, {"a\\b": 2, "c": 3}]},
+            "x": [{"caf\u00e9": "v"}, {"caf\u00e9": "w"}]}"#;
+        assert!(parse_stacked(text, &[]).is_err());
+        assert_eq!(
+            escaped_keys(text).unwrap(),
+            ["quo\"ted", "inner\u{e9}", "a\\b", "caf\u{e9}", "caf\u{e9}"]
+        );
         let doc = Doc::parse(text.as_bytes()).unwrap();
-        assert_eq!(doc.value(), &reference(text).unwrap());
+        let expected: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::Value::from(doc.value()), expected);
         let obj = doc.value().as_object().unwrap();
         assert!(obj.get("quo\"ted").is_some());
+        // A key list that does not match the body is an error, never a wrong key.
+        let wrong = ["other".to_owned()];
+        assert!(parse_stacked(text, &wrong).is_err());
     }
 
     #[test]
@@ -200,6 +397,8 @@ mod tests {
             b"\xff\xfe",
             b"{\"a\": \"\xff\"}",
             b"{\"\xc3\": 1}",
+            b"{\"k\\u00e9\": [1, 2",
+            b"{\"k\\u00e9\": 1} trailing",
         ] {
             assert!(Doc::parse(bad).is_err(), "{bad:?}");
         }
