@@ -92,6 +92,20 @@ impl<V> KeyIndex<V> {
             .map(|e| e.remove().0.2)
     }
 
+    /// Removes `key` (bytes in the index's row format); returns its value.
+    pub fn remove_key(&mut self, key: &[u8]) -> Option<V> {
+        let rows = &self.rows;
+        self.table
+            .find_entry(hash(key), |e| Self::key_in(rows, (e.0, e.1)) == key)
+            .ok()
+            .map(|e| e.remove().0.2)
+    }
+
+    /// Takes every value out (in no particular order), leaving the index empty of keys.
+    pub fn drain_values(&mut self) -> impl Iterator<Item = V> + '_ {
+        self.table.drain().map(|e| e.2)
+    }
+
     /// The value of `key`, if present.
     pub fn get(&self, key: &[u8]) -> Option<&V> {
         self.table

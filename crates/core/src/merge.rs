@@ -21,6 +21,9 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
+mod chunked;
+pub use chunked::{Chunk, ChunkedMerge};
+
 /// Aligns `batch` to `schema` by column name: missing columns become NULL, extra columns are
 /// an error, and a type change is an error (never a silent conversion).
 pub fn align(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<RecordBatch> {

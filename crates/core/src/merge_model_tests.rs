@@ -264,6 +264,21 @@ fn run_case(seed: u64, soft: bool, history: bool) {
             model.stats,
             "{case}: counts"
         );
+        // Merged a chunk at a time (stored rows in chunks of 1, 2 and 5 rows): the same rows,
+        // in another order, and the same counts.
+        for size in [1, 2, 5] {
+            let (parts, s) = chunked::chunked(&t, &stored, &changes, size);
+            assert_eq!(
+                chunked::sorted_rows(&parts),
+                chunked::sorted_rows(std::slice::from_ref(&out)),
+                "{case}: chunked rows, chunks of {size}"
+            );
+            assert_eq!(
+                [s.inserted, s.updated, s.deleted, s.unchanged],
+                model.stats,
+                "{case}: chunked counts, chunks of {size}"
+            );
+        }
         // Later commits start from this output; sometimes split over two stored batches.
         stored = if out.num_rows() > 1 && rng.below(2) == 0 {
             let half = out.num_rows() / 2;

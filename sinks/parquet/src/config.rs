@@ -72,6 +72,12 @@ pub struct ParquetSinkConfig {
     /// `hash(r) mod 4n`, one of `b`, `b + n`, `b + 2n`, `b + 3n`), up to 4096 buckets.
     #[serde(default = "default_bucket_rows")]
     pub bucket_rows: u64,
+    /// Stored rows a rewrite merges at a time (default 16384). A commit that changes stored
+    /// rows of a bucket rewrites the bucket streamed: a chunk of its rows (at least one read
+    /// batch) with the changes of their keys, then the next, so memory holds one chunk, not
+    /// the bucket.
+    #[serde(default = "default_rewrite_chunk_rows")]
+    pub rewrite_chunk_rows: usize,
     /// Lease time-to-live in seconds (default 600). A run renews its lease at each commit and
     /// while it writes; a lease not renewed for this long may be taken over.
     #[serde(default = "default_lease_ttl_secs")]
@@ -92,6 +98,9 @@ fn default_max_files_per_bucket() -> usize {
 }
 fn default_bucket_rows() -> u64 {
     64 * 1024
+}
+fn default_rewrite_chunk_rows() -> usize {
+    16 * 1024
 }
 fn default_lease_ttl_secs() -> u64 {
     600
@@ -116,6 +125,7 @@ impl Default for ParquetSinkConfig {
             buckets: None,
             table_buckets: BTreeMap::new(),
             bucket_rows: default_bucket_rows(),
+            rewrite_chunk_rows: default_rewrite_chunk_rows(),
             lease_ttl_secs: default_lease_ttl_secs(),
             keep_manifests: default_keep_manifests(),
         }
@@ -147,6 +157,9 @@ impl ParquetSinkConfig {
         }
         if self.bucket_rows == 0 {
             return bad("sink.bucket_rows must be at least 1");
+        }
+        if self.rewrite_chunk_rows == 0 {
+            return bad("sink.rewrite_chunk_rows must be at least 1");
         }
         if self.lease_ttl_secs == 0 {
             return bad("sink.lease_ttl_secs must be at least 1");

@@ -18,7 +18,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use sluice_core::merge::{align, merge, select_values};
+use sluice_core::merge::{Chunk, ChunkedMerge, align, merge, select_values};
 use sluice_core::{
     Change, CommitReport, Scope, Sink, SinkChange, SinkFactory, State, SyncKind, TableCommitStats,
     TableSpec, async_trait,
@@ -519,11 +519,7 @@ impl ParquetSink {
                 out.compact(bucket, &to_read, &group_changes).await?;
                 continue;
             }
-            let existing = self
-                .read_files(&spec.name, to_read, None, Some(&schema))
-                .await?;
-            out.merge_and_write(&group, existing, &group_changes)
-                .await?;
+            out.rewrite(&group, &to_read, &group_changes).await?;
         }
         // Groups on the append fast path merge against no stored rows, so several are merged
         // together: their keys are disjoint, so this equals merging each alone, and spares a
@@ -902,45 +898,139 @@ impl GroupWriter<'_> {
     /// Copies the rows of `files` into new files of the buckets `targets` (after a split),
     /// batch by batch, starting another file of a bucket at `max_rows_per_file` rows.
     async fn redistribute(&mut self, files: &[FileEntry], targets: &BTreeSet<u32>) -> Result<()> {
-        let spec = self.spec;
-        let schema = spec.arrow_schema();
-        let cap = self.sink.config.max_rows_per_file.max(1);
-        let mut open: BTreeMap<u32, (String, io::FileWriter)> = BTreeMap::new();
+        let schema = self.spec.arrow_schema();
+        let mut open = OpenFiles::new();
         for f in files {
             let mut batches = self.stored_batches(f, &schema).await?;
             while let Some(batch) = batches.try_next().await? {
-                let mut rows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-                for (i, b) in self.buckets_in(&batch, targets)?.into_iter().enumerate() {
-                    rows.entry(b).or_default().push(i as u32);
-                }
-                for (b, idx) in rows {
-                    let mut part = take_record_batch(&batch, &UInt32Array::from(idx))
-                        .map_err(sluice_core::Error::from)?;
-                    while part.num_rows() > 0 {
-                        let file = match open.remove(&b) {
-                            Some(file) if (file.1.rows() as usize) < cap => file,
-                            Some(full) => {
-                                self.finish_file(b, full).await?;
-                                self.start_file(b, Arc::clone(&schema))?
-                            }
-                            None => self.start_file(b, Arc::clone(&schema))?,
-                        };
-                        let room = cap - file.1.rows() as usize;
-                        let now = part.slice(0, room.min(part.num_rows()));
-                        part = part.slice(now.num_rows(), part.num_rows() - now.num_rows());
-                        let mut file = file;
-                        file.1.write(&now).await?;
-                        open.insert(b, file);
+                self.write_open(&mut open, targets, &batch).await?;
+            }
+        }
+        self.finish_open(open).await
+    }
+
+    /// Rewrites the buckets `buckets` (a group with an affected row, or a compaction of
+    /// buckets joined by a moved key): the rows of `files` merged with `changes`, streamed.
+    /// Stored rows are read and merged `rewrite_chunk_rows` rows at a time ([`ChunkedMerge`]: each chunk with the changes of its keys), then the rows of
+    /// new keys; everything goes into new files of its bucket as it comes. So a rewrite holds
+    /// one chunk of stored rows and the open files' row groups, not the group: the bucket
+    /// size is no longer bounded by memory.
+    async fn rewrite(
+        &mut self,
+        buckets: &BTreeSet<u32>,
+        files: &[FileEntry],
+        changes: &[SinkChange],
+    ) -> Result<()> {
+        let spec = self.spec;
+        let schema = spec.arrow_schema();
+        let mut merger = ChunkedMerge::new(spec, changes)?;
+        let mut open = OpenFiles::new();
+        let cap = self.sink.config.rewrite_chunk_rows.max(1);
+        let mut chunk: Vec<RecordBatch> = Vec::new();
+        let mut chunk_rows = 0;
+        for f in files {
+            let mut batches = self.stored_batches(f, &schema).await?;
+            while let Some(batch) = batches.try_next().await? {
+                let mut at = 0;
+                while at < batch.num_rows() {
+                    let take = (cap - chunk_rows).min(batch.num_rows() - at);
+                    chunk.push(batch.slice(at, take));
+                    chunk_rows += take;
+                    at += take;
+                    if chunk_rows == cap {
+                        self.merge_chunk(&mut merger, &mut open, buckets, &chunk)
+                            .await?;
+                        chunk.clear();
+                        chunk_rows = 0;
                     }
                 }
             }
         }
+        if !chunk.is_empty() {
+            self.merge_chunk(&mut merger, &mut open, buckets, &chunk)
+                .await?;
+        }
+        let (new, stats) = merger.finish()?;
+        self.record(&new);
+        self.write_open(&mut open, buckets, &new).await?;
+        self.stats.add(&stats);
+        self.finish_open(open).await
+    }
+
+    /// One chunk of a [`Self::rewrite`]: merged, then written to the open files.
+    async fn merge_chunk(
+        &mut self,
+        merger: &mut ChunkedMerge<'_>,
+        open: &mut OpenFiles,
+        buckets: &BTreeSet<u32>,
+        chunk: &[RecordBatch],
+    ) -> Result<()> {
+        match merger.merge_chunk(chunk)? {
+            Chunk::Unchanged => {
+                for batch in chunk {
+                    self.write_open(open, buckets, batch).await?;
+                }
+            }
+            Chunk::Merged(out) => {
+                self.record(&out);
+                self.write_open(open, buckets, &out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the rows of `batch` to the open file of their bucket (every row must fall in
+    /// `targets`), starting a file where none is open or the open one has
+    /// `max_rows_per_file` rows.
+    async fn write_open(
+        &mut self,
+        open: &mut OpenFiles,
+        targets: &BTreeSet<u32>,
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        let cap = self.sink.config.max_rows_per_file.max(1);
+        let mut rows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (i, b) in self.buckets_in(batch, targets)?.into_iter().enumerate() {
+            rows.entry(b).or_default().push(i as u32);
+        }
+        for (b, idx) in rows {
+            let mut part = if idx.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(batch, &UInt32Array::from(idx))
+                    .map_err(sluice_core::Error::from)?
+            };
+            while part.num_rows() > 0 {
+                let mut file = match open.remove(&b) {
+                    Some(file) if (file.1.rows() as usize) < cap => file,
+                    Some(full) => {
+                        self.finish_file(b, full).await?;
+                        self.start_file(b, part.schema())?
+                    }
+                    None => self.start_file(b, part.schema())?,
+                };
+                let room = cap - file.1.rows() as usize;
+                let now = part.slice(0, room.min(part.num_rows()));
+                part = part.slice(now.num_rows(), part.num_rows() - now.num_rows());
+                file.1.write(&now).await?;
+                open.insert(b, file);
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes every file of [`Self::write_open`].
+    async fn finish_open(&mut self, open: OpenFiles) -> Result<()> {
         for (b, file) in open {
             self.finish_file(b, file).await?;
         }
         Ok(())
     }
 }
+
+/// The file being written for each bucket (its name and writer), see
+/// [`GroupWriter::write_open`].
+type OpenFiles = BTreeMap<u32, (String, io::FileWriter)>;
 
 #[async_trait]
 impl Sink for ParquetSink {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 both!(
     conformance,
+    conformance_in_small_chunks,
     merge_delete_history,
     incremental_touch,
     schema_evolution,
@@ -17,6 +18,7 @@ both!(
     faults,
     manifest_race,
     engine_matches_memory_sink,
+    engine_matches_memory_sink_in_small_chunks,
 );
 
 /// Whole syncs through the engine (with a failing run in between) leave the same rows as the
@@ -77,6 +79,19 @@ async fn conformance(lake: Lake) {
     sluice_testkit::sink_conformance::run(|| Box::new(lake.sink()) as Box<dyn Sink>).await;
     lake.assert_no_orphans(&["parent", "child", "lookup", "grandchild", "parent_history"])
         .await;
+}
+
+/// The conformance suite with rewrites merging stored rows 2 at a time (many chunks per
+/// rewritten bucket, see `rewrite_chunk_rows`).
+async fn conformance_in_small_chunks(mut lake: Lake) {
+    lake.config.rewrite_chunk_rows = 2;
+    conformance(lake).await;
+}
+
+/// Whole syncs with rewrites merging stored rows 3 at a time.
+async fn engine_matches_memory_sink_in_small_chunks(mut lake: Lake) {
+    lake.config.rewrite_chunk_rows = 3;
+    engine_matches_memory_sink(lake).await;
 }
 
 async fn merge_delete_history(lake: Lake) {
