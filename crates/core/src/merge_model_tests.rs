@@ -267,10 +267,10 @@ fn run_case(seed: u64, soft: bool, history: bool) {
         // Merged a chunk at a time (stored rows in chunks of 1, 2 and 5 rows): the same rows,
         // in another order, and the same counts.
         for size in [1, 2, 5] {
-            let (parts, s) = chunked::chunked(&t, &stored, &changes, size);
+            let (parts, s) = chunked::tests::chunked(&t, &stored, &changes, size);
             assert_eq!(
-                chunked::sorted_rows(&parts),
-                chunked::sorted_rows(std::slice::from_ref(&out)),
+                chunked::tests::sorted_rows(&parts),
+                chunked::tests::sorted_rows(std::slice::from_ref(&out)),
                 "{case}: chunked rows, chunks of {size}"
             );
             assert_eq!(

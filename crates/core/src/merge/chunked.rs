@@ -204,7 +204,7 @@ fn has_unset_system_values(stored: &[RecordBatch]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Splits `stored` into chunks of `size` rows.
@@ -276,6 +276,3 @@ mod tests {
         (out, stats)
     }
 }
-
-#[cfg(test)]
-pub(crate) use tests::{chunked, sorted_rows};
