@@ -22,7 +22,9 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 mod chunked;
+mod new_keys;
 pub use chunked::{Chunk, ChunkedMerge};
+pub use new_keys::{merge_into_empty, merge_new_keys};
 
 /// Aligns `batch` to `schema` by column name: missing columns become NULL, extra columns are
 /// an error, and a type change is an error (never a silent conversion).

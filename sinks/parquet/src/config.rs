@@ -67,7 +67,7 @@ pub struct ParquetSinkConfig {
     #[serde(default)]
     pub table_buckets: BTreeMap<String, u32>,
     /// Most rows a bucket of a table with a size-driven bucket count should hold (default
-    /// 65536). Such a table starts with 1 bucket; a commit that would leave more rows than
+    /// 1048576). Such a table starts with 1 bucket; a commit that would leave more rows than
     /// this per bucket first splits every bucket into 4 (row `r` of bucket `b` goes to bucket
     /// `hash(r) mod 4n`, one of `b`, `b + n`, `b + 2n`, `b + 3n`), up to 4096 buckets.
     #[serde(default = "default_bucket_rows")]
@@ -97,7 +97,7 @@ fn default_max_files_per_bucket() -> usize {
     8
 }
 fn default_bucket_rows() -> u64 {
-    64 * 1024
+    1024 * 1024
 }
 fn default_rewrite_chunk_rows() -> usize {
     16 * 1024

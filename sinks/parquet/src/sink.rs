@@ -18,11 +18,12 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use sluice_core::merge::{Chunk, ChunkedMerge, align, merge, select_values};
+use sluice_core::merge::{Chunk, ChunkedMerge, align, merge_into_empty, select_values};
 use sluice_core::{
     Change, CommitReport, Scope, Sink, SinkChange, SinkFactory, State, SyncKind, TableCommitStats,
     TableSpec, async_trait,
 };
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -401,6 +402,7 @@ impl ParquetSink {
                     bcol: &bcol,
                     n: to,
                     props: io::writer_properties(spec, self.config.row_group_rows),
+                    keys_distinct: false,
                     stats: TableCommitStats::default(),
                     written: Vec::new(),
                     new_files,
@@ -476,6 +478,7 @@ impl ParquetSink {
             bcol: &bcol,
             n,
             props: io::writer_properties(spec, self.config.row_group_rows),
+            keys_distinct: matches!(proof, Proof::Untouched { unique_keys: true }),
             stats: TableCommitStats::default(),
             written: Vec::new(),
             new_files,
@@ -506,10 +509,10 @@ impl ParquetSink {
                 continue;
             }
             replaced.extend(to_read.iter().map(|f| f.name.clone()));
-            let group_changes = if n > 1 {
-                parts.restrict(&group)?
+            let group_changes: Cow<'_, [SinkChange]> = if n > 1 {
+                Cow::Owned(parts.restrict(&group)?)
             } else {
-                changes.to_vec()
+                Cow::Borrowed(changes)
             };
             // A compaction of one bucket (no stored row affected) copies the stored rows as
             // they are, batch by batch; anything else (a rewrite, or a compaction of buckets
@@ -536,13 +539,12 @@ impl ParquetSink {
         }
         passes.push(pass);
         for buckets in passes.into_iter().filter(|p| !p.is_empty()) {
-            let group_changes = if n > 1 {
-                parts.restrict(&buckets)?
+            let group_changes: Cow<'_, [SinkChange]> = if n > 1 {
+                Cow::Owned(parts.restrict(&buckets)?)
             } else {
-                changes.to_vec()
+                Cow::Borrowed(changes)
             };
-            out.merge_and_write(&buckets, Vec::new(), &group_changes)
-                .await?;
+            out.append(&buckets, &group_changes).await?;
         }
         let GroupWriter {
             mut stats, written, ..
@@ -742,6 +744,9 @@ struct GroupWriter<'a> {
     bcol: &'a str,
     n: u32,
     props: parquet::file::properties::WriterProperties,
+    /// The session index proved that no key is upserted twice in this commit (see
+    /// [`GroupWriter::merge_new`]).
+    keys_distinct: bool,
     stats: TableCommitStats,
     written: Vec<FileEntry>,
     new_files: &'a mut Vec<Path>,
@@ -761,16 +766,18 @@ impl GroupWriter<'_> {
         }
     }
 
-    /// Merges `changes` into `existing` (the stored rows of `buckets`, or none on the append
-    /// path) and writes the rows, bucket by bucket, in files of at most `max_rows_per_file`.
-    async fn merge_and_write(
-        &mut self,
-        buckets: &BTreeSet<u32>,
-        existing: Vec<RecordBatch>,
-        changes: &[SinkChange],
-    ) -> Result<()> {
-        let (out, s) = merge(self.spec, &existing, changes)?;
-        drop(existing);
+    /// The rows `changes` give against no stored rows (the append path: no stored row of
+    /// the buckets is affected). When the commit's upserted keys are proved distinct, these
+    /// are the upserted rows themselves unless a delete of the commit removes one
+    /// ([`merge_into_empty`] checks, and merges otherwise).
+    fn merge_new(&self, changes: &[SinkChange]) -> Result<(RecordBatch, TableCommitStats)> {
+        Ok(merge_into_empty(self.spec, changes, self.keys_distinct)?)
+    }
+
+    /// Appends the rows `changes` give against no stored rows to `buckets`, bucket by bucket,
+    /// in files of at most `max_rows_per_file` rows.
+    async fn append(&mut self, buckets: &BTreeSet<u32>, changes: &[SinkChange]) -> Result<()> {
+        let (out, s) = self.merge_new(changes)?;
         self.record(&out);
         self.stats.add(&s);
         self.write_rows(buckets, out).await
@@ -875,8 +882,7 @@ impl GroupWriter<'_> {
         files: &[FileEntry],
         changes: &[SinkChange],
     ) -> Result<()> {
-        let spec = self.spec;
-        let (new, s) = merge(spec, &[], changes)?;
+        let (new, s) = self.merge_new(changes)?;
         self.stats.add(&s);
         self.record(&new);
         let only = BTreeSet::from([bucket]);
