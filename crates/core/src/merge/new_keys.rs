@@ -9,29 +9,26 @@
 //! scope index (which [`merge`] pays for on every commit of a first sync). It declines (returns
 //! `None`) whenever it cannot decide cheaply; the caller then merges.
 
-use super::{END_OF_TIME_US, ScopeMatcher, align, merge, ts};
-use crate::error::Result;
-use crate::message::{Change, SinkChange};
+use super::{END_OF_TIME_US, align, merge, ts};
+use crate::error::{Error, Result};
+use crate::message::{Change, Scope, SinkChange};
 use crate::sink::TableCommitStats;
 use crate::spec::{ACTIVE, DELETED, END, START, SYNCED, TableSpec};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_null_array};
 use arrow::compute::concat;
-use arrow::datatypes::TimestampMicrosecondType;
-use rustc_hash::FxHashSet as HashSet;
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
+use arrow::row::{RowConverter, Rows, SortField};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 /// `merge(spec, &[], changes)` for changes whose upserted keys are pairwise distinct, which
 /// the caller guarantees (for example by distinct key hashes). Returns `None` when a delete in
 /// `changes` might remove an upserted row (a `Delete` with keys, or a `DeleteMissing` whose
-/// scope holds an upserted row that its `keep` lacks), when the key is not one text column,
-/// or when a key is NULL; the caller then uses [`merge`].
+/// scope holds an upserted row that its `keep` lacks); the caller then uses [`merge`].
 pub fn merge_new_keys(
     spec: &TableSpec,
     changes: &[SinkChange],
 ) -> Result<Option<(RecordBatch, TableCommitStats)>> {
-    let [key] = spec.primary_key.as_slice() else {
-        return Ok(None);
-    };
     let schema = spec.arrow_schema();
     let mut upserts: Vec<(RecordBatch, i64)> = Vec::new();
     for c in changes {
@@ -43,32 +40,13 @@ pub fn merge_new_keys(
             Change::Delete { .. } | Change::DeleteMissing { .. } => {}
         }
     }
-    let mut key_columns = Vec::with_capacity(upserts.len());
-    for (b, _) in &upserts {
-        match b.column_by_name(key).and_then(|c| c.as_string_opt::<i32>()) {
-            Some(k) if k.null_count() == 0 => key_columns.push(k),
-            _ => return Ok(None),
-        }
+    if changes
+        .iter()
+        .any(|c| matches!(c.change, Change::DeleteMissing { .. }))
+        && !kept_by_every_scope_delete(spec, changes, &upserts)?
+    {
+        return Ok(None);
     }
-    for c in changes {
-        let Change::DeleteMissing { scope, keep, .. } = &c.change else {
-            continue;
-        };
-        let Some(kept) = keep
-            .column_by_name(key)
-            .and_then(|c| c.as_string_opt::<i32>())
-        else {
-            return Ok(None);
-        };
-        let kept: HashSet<&str> = kept.iter().flatten().collect();
-        for ((b, _), keys) in upserts.iter().zip(&key_columns) {
-            let in_scope = ScopeMatcher::new(scope, b)?;
-            if (0..b.num_rows()).any(|r| in_scope.matches(r) && !kept.contains(keys.value(r))) {
-                return Ok(None);
-            }
-        }
-    }
-
     let rows: usize = upserts.iter().map(|(b, _)| b.num_rows()).sum();
     // Each row's sync time: its `_fivetran_synced`, else its change's.
     let mut synced: Vec<i64> = Vec::with_capacity(rows);
@@ -108,6 +86,159 @@ pub fn merge_new_keys(
     Ok(Some((out, stats)))
 }
 
+/// The primary keys of some batches: the text of a single text key column, else the Arrow
+/// row format of the key columns (one converter, so keys of different batches compare).
+enum Keys {
+    Text(Vec<ArrayRef>),
+    Rows(Vec<Rows>),
+}
+
+impl Keys {
+    /// The key of row `row` of batch `batch`, as bytes (`None`: a NULL text key).
+    fn key(&self, batch: usize, row: usize) -> Option<&[u8]> {
+        match self {
+            Keys::Text(cols) => {
+                let s = cols[batch].as_string::<i32>();
+                s.is_valid(row).then(|| s.value(row).as_bytes())
+            }
+            Keys::Rows(rows) => Some(rows[batch].row(row).data()),
+        }
+    }
+}
+
+/// How the keys of a table are compared: by text (one text key column) or by row format.
+struct KeyCodec<'s> {
+    spec: &'s TableSpec,
+    rows: Option<RowConverter>,
+}
+
+impl<'s> KeyCodec<'s> {
+    fn new(spec: &'s TableSpec) -> Result<Self> {
+        let schema = spec.arrow_schema();
+        let fields = spec
+            .primary_key
+            .iter()
+            .map(|k| Ok(schema.field_with_name(k)?.data_type().clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = match fields.as_slice() {
+            [DataType::Utf8] => None,
+            _ => Some(RowConverter::new(
+                fields.into_iter().map(SortField::new).collect(),
+            )?),
+        };
+        Ok(KeyCodec { spec, rows })
+    }
+
+    /// The keys of `batches`, or `None` when a batch's key column is not of the declared type.
+    fn keys(&self, batches: &[&RecordBatch]) -> Result<Option<Keys>> {
+        let mut text = Vec::new();
+        let mut rows = Vec::new();
+        for b in batches {
+            let mut cols = Vec::with_capacity(self.spec.primary_key.len());
+            for k in &self.spec.primary_key {
+                match b.column_by_name(k) {
+                    Some(c) => cols.push(c.clone()),
+                    None => return Ok(None),
+                }
+            }
+            match &self.rows {
+                None if cols[0].as_string_opt::<i32>().is_some() => text.push(cols.remove(0)),
+                None => return Ok(None),
+                Some(conv) => match conv.convert_columns(&cols) {
+                    Ok(r) => rows.push(r),
+                    Err(_) => return Ok(None),
+                },
+            }
+        }
+        Ok(Some(match self.rows {
+            None => Keys::Text(text),
+            Some(_) => Keys::Rows(rows),
+        }))
+    }
+}
+
+/// Whether every upserted row that a `DeleteMissing` of `changes` covers is in its `keep`
+/// (then no scope delete removes an upserted row; rows stored before are none).
+fn kept_by_every_scope_delete(
+    spec: &TableSpec,
+    changes: &[SinkChange],
+    upserts: &[(RecordBatch, i64)],
+) -> Result<bool> {
+    let batches: Vec<&RecordBatch> = upserts.iter().map(|(b, _)| b).collect();
+    let codec = KeyCodec::new(spec)?;
+    let Some(keys) = codec.keys(&batches)? else {
+        return Ok(false);
+    };
+    // The upserted rows by scope-column value, per column scoped on (built once).
+    let mut columns: Vec<(String, Vec<ArrayRef>)> = Vec::new();
+    for c in changes {
+        if let Change::DeleteMissing {
+            scope: Scope::Where { column, .. },
+            ..
+        } = &c.change
+            && !columns.iter().any(|(n, _)| n == column)
+        {
+            let mut values = Vec::with_capacity(batches.len());
+            for b in &batches {
+                let col = b.column_by_name(column).ok_or_else(|| {
+                    Error::internal(format!("delete scope names unknown column `{column}`"))
+                })?;
+                values.push(arrow::compute::cast(col, &DataType::Utf8)?);
+            }
+            columns.push((column.clone(), values));
+        }
+    }
+    let rows_by_value: Vec<HashMap<&str, Vec<(usize, usize)>>> = columns
+        .iter()
+        .map(|(_, arrays)| {
+            let mut m: HashMap<&str, Vec<(usize, usize)>> = HashMap::default();
+            for (bi, a) in arrays.iter().enumerate() {
+                let s = a.as_string::<i32>();
+                for r in 0..s.len() {
+                    if s.is_valid(r) {
+                        m.entry(s.value(r)).or_default().push((bi, r));
+                    }
+                }
+            }
+            m
+        })
+        .collect();
+    for c in changes {
+        let Change::DeleteMissing { scope, keep, .. } = &c.change else {
+            continue;
+        };
+        let Some(kept_keys) = codec.keys(&[keep])? else {
+            return Ok(false);
+        };
+        let kept: HashSet<&[u8]> = (0..keep.num_rows())
+            .filter_map(|r| kept_keys.key(0, r))
+            .collect();
+        let is_kept = |(bi, r): (usize, usize)| keys.key(bi, r).is_some_and(|k| kept.contains(k));
+        let all_kept = match scope {
+            Scope::All => batches
+                .iter()
+                .enumerate()
+                .all(|(bi, b)| (0..b.num_rows()).all(|r| is_kept((bi, r)))),
+            Scope::Where { column, values } => {
+                let at = columns
+                    .iter()
+                    .position(|(n, _)| n == column)
+                    .expect("indexed above");
+                values.iter().all(|v| {
+                    rows_by_value[at]
+                        .get(v.as_str())
+                        .is_none_or(|rows| rows.iter().all(|&x| is_kept(x)))
+                })
+            }
+            Scope::Via { .. } => return Ok(false),
+        };
+        if !all_kept {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// [`merge_new_keys`] when it applies, else [`merge`] against no stored rows.
 pub fn merge_into_empty(
     spec: &TableSpec,
@@ -123,15 +254,27 @@ pub fn merge_into_empty(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::tests::{keys, spec, up};
+    use crate::merge::tests::{spec, up};
     use crate::message::Scope;
+    use arrow::array::StringArray;
+
+    /// A key batch of `(id, opportunity_id)` pairs: both columns for a composite key.
+    fn key_rows(pairs: &[(&str, &str)], composite: bool) -> RecordBatch {
+        let id: ArrayRef = Arc::new(StringArray::from_iter_values(pairs.iter().map(|p| p.0)));
+        let mut cols = vec![("id", id)];
+        if composite {
+            let opp: ArrayRef = Arc::new(StringArray::from_iter_values(pairs.iter().map(|p| p.1)));
+            cols.push(("opportunity_id", opp));
+        }
+        RecordBatch::try_from_iter(cols).unwrap()
+    }
 
     /// On random commits of new keys (upserts, deletes, scoped and whole-table
-    /// `DeleteMissing`), `merge_new_keys` either declines or gives exactly `merge`'s batch and
-    /// counts; both outcomes occur.
+    /// `DeleteMissing`), for a single text key and a composite key, `merge_new_keys` either
+    /// declines or gives exactly `merge`'s batch and counts; both outcomes occur.
     #[test]
     fn equals_merge_or_declines() {
-        let (mut taken, mut declined) = (0, 0);
+        let (mut taken, mut declined, mut taken_composite) = (0, 0, 0);
         for seed in 1..=400u64 {
             let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut below = |n: u64| {
@@ -140,53 +283,64 @@ mod tests {
                 x ^= x << 17;
                 x % n
             };
-            for (soft, history) in [(false, false), (true, false), (false, true), (true, true)] {
-                let t = spec(soft, history);
+            for (soft, history, composite) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (true, true, false),
+                (false, false, true),
+                (true, true, true),
+            ] {
+                let mut t = spec(soft, history);
+                if composite {
+                    t.primary_key = vec!["id".into(), "opportunity_id".into()];
+                }
                 let opps = ["o1", "o2", "o3"];
-                let mut ids: Vec<String> = Vec::new();
+                let mut upserted: Vec<(String, &str)> = Vec::new();
                 let mut changes = Vec::new();
                 let mut at = 1_000_000;
                 for _ in 0..1 + below(6) {
                     at += 1_000_000;
                     match below(7) {
                         0..=2 => {
-                            let first = ids.len();
+                            let first = upserted.len();
                             for _ in 0..1 + below(4) {
-                                ids.push(format!("k{}", ids.len()));
+                                let id = format!("k{}", upserted.len());
+                                upserted.push((id, opps[below(3) as usize]));
                             }
-                            let rows: Vec<(&str, &str, i64)> = ids[first..]
+                            let rows: Vec<(&str, &str, i64)> = upserted[first..]
                                 .iter()
-                                .map(|i| (i.as_str(), opps[below(3) as usize], below(3) as i64))
+                                .map(|(i, o)| (i.as_str(), *o, below(3) as i64))
                                 .collect();
                             changes.push(up(&t, &rows, at));
                         }
                         3 => {
                             // A delete of an upserted key, of an unknown key, or of none.
-                            let which = match below(3) {
-                                0 if !ids.is_empty() => {
-                                    vec![ids[below(ids.len() as u64) as usize].clone()]
+                            let which: Vec<(&str, &str)> = match below(3) {
+                                0 if !upserted.is_empty() => {
+                                    let (i, o) = &upserted[below(upserted.len() as u64) as usize];
+                                    vec![(i.as_str(), *o)]
                                 }
-                                1 => vec!["unknown".to_owned()],
+                                1 => vec![("unknown", "o1")],
                                 _ => vec![],
                             };
-                            let which: Vec<&str> = which.iter().map(String::as_str).collect();
                             changes.push(SinkChange {
                                 change: Change::Delete {
                                     table: t.name.clone(),
-                                    keys: keys(&which),
+                                    keys: key_rows(&which, composite),
                                 },
                                 synced_at_us: at,
                             });
                         }
                         n => {
                             // Keep every key so far, or all but one.
-                            let skip = (below(2) == 0 && !ids.is_empty())
-                                .then(|| below(ids.len() as u64) as usize);
-                            let keep: Vec<&str> = ids
+                            let skip = (below(2) == 0 && !upserted.is_empty())
+                                .then(|| below(upserted.len() as u64) as usize);
+                            let keep: Vec<(&str, &str)> = upserted
                                 .iter()
                                 .enumerate()
                                 .filter(|(i, _)| Some(*i) != skip)
-                                .map(|(_, k)| k.as_str())
+                                .map(|(_, (k, o))| (k.as_str(), *o))
                                 .collect();
                             let scope = if n == 6 {
                                 Scope::All
@@ -200,31 +354,34 @@ mod tests {
                                 change: Change::DeleteMissing {
                                     table: t.name.clone(),
                                     scope,
-                                    keep: keys(&keep),
+                                    keep: key_rows(&keep, composite),
                                 },
                                 synced_at_us: at,
                             });
                         }
                     }
                 }
+                let case =
+                    format!("seed {seed} soft {soft} history {history} composite {composite}");
                 let (want, ws) = merge(&t, &[], &changes).unwrap();
                 match merge_new_keys(&t, &changes).unwrap() {
                     Some((got, gs)) => {
-                        assert_eq!(got, want, "seed {seed} soft {soft} history {history}");
+                        assert_eq!(got, want, "{case}");
                         assert_eq!(
                             (gs.inserted, gs.updated, gs.deleted, gs.unchanged),
                             (ws.inserted, ws.updated, ws.deleted, ws.unchanged),
-                            "seed {seed}"
+                            "{case}"
                         );
                         taken += 1;
+                        taken_composite += usize::from(composite);
                     }
                     None => declined += 1,
                 }
             }
         }
         assert!(
-            taken > 200 && declined > 200,
-            "taken {taken}, declined {declined}"
+            taken > 300 && declined > 300 && taken_composite > 100,
+            "taken {taken} ({taken_composite} composite), declined {declined}"
         );
     }
 }
