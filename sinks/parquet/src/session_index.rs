@@ -15,7 +15,7 @@
 
 use crate::hash_runs::HashRuns;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 use arrow::row::{RowConverter, SortField};
 use sluice_core::{Change, Scope, SinkChange, TableSpec};
 
@@ -24,6 +24,46 @@ const NULL_KEY: u64 = 0x6e75_6c6c_6b65_7900;
 
 fn hash(bytes: &[u8]) -> u64 {
     twox_hash::XxHash64::oneshot(0x51u64, bytes)
+}
+
+/// The combined hashes of `rows` rows of key columns when every column is text or a 64-bit
+/// integer or microsecond timestamp (`None` otherwise): per row, each column's value hash (NULL as
+/// [`NULL_KEY`]) folded into the previous ones. Equal keys give equal hashes; that is all
+/// the index needs (a collision only makes it check the files).
+fn combined_hashes(cols: &[arrow::array::ArrayRef], rows: usize) -> Option<Vec<u64>> {
+    let mut out = vec![0x9E37_79B9_7F4A_7C15u64; rows];
+    for col in cols {
+        let fold = |h: &mut u64, v: u64| *h = (h.rotate_left(29) ^ v).wrapping_mul(0x100_0000_01b3);
+        match col.data_type() {
+            DataType::Utf8 => {
+                let s = col.as_string::<i32>();
+                for (r, h) in out.iter_mut().enumerate() {
+                    let v = if s.is_valid(r) {
+                        hash(s.value(r).as_bytes())
+                    } else {
+                        NULL_KEY
+                    };
+                    fold(h, v);
+                }
+            }
+            DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                let values: &[i64] = match col.data_type() {
+                    DataType::Int64 => col.as_primitive::<Int64Type>().values(),
+                    _ => col.as_primitive::<TimestampMicrosecondType>().values(),
+                };
+                for (r, h) in out.iter_mut().enumerate() {
+                    let v = if col.is_valid(r) {
+                        hash(&values[r].to_le_bytes())
+                    } else {
+                        NULL_KEY
+                    };
+                    fold(h, v);
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// What the session index proves about a commit's staged changes (see [`SessionIndex::prove`]).
@@ -53,30 +93,34 @@ impl SessionIndex {
         }
     }
 
-    /// The hash of each row's primary key: of the text itself for a single text column (no
-    /// row-format conversion), else of the Arrow row format of the key columns.
+    /// The hash of each row's primary key, from the key columns' values themselves (no
+    /// row-format conversion): for one text column the hash of its text; for several
+    /// columns of text and integer types, the hashes of the columns' values combined in
+    /// order; for other types, the hash of the Arrow row format.
     fn key_hashes(spec: &TableSpec, batch: &RecordBatch) -> Option<Vec<u64>> {
-        if let [key] = spec.primary_key.as_slice() {
-            let col = batch.column_by_name(key)?;
-            if let Some(s) = col.as_string_opt::<i32>() {
-                return Some(
-                    (0..s.len())
-                        .map(|r| {
-                            if s.is_valid(r) {
-                                hash(s.value(r).as_bytes())
-                            } else {
-                                NULL_KEY
-                            }
-                        })
-                        .collect(),
-                );
-            }
-        }
         let cols = spec
             .primary_key
             .iter()
             .map(|k| batch.column_by_name(k).cloned())
             .collect::<Option<Vec<_>>>()?;
+        if let [col] = cols.as_slice()
+            && let Some(s) = col.as_string_opt::<i32>()
+        {
+            return Some(
+                (0..s.len())
+                    .map(|r| {
+                        if s.is_valid(r) {
+                            hash(s.value(r).as_bytes())
+                        } else {
+                            NULL_KEY
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(h) = combined_hashes(&cols, batch.num_rows()) {
+            return Some(h);
+        }
         let conv = RowConverter::new(
             cols.iter()
                 .map(|c| SortField::new(c.data_type().clone()))
@@ -91,15 +135,25 @@ impl SessionIndex {
         )
     }
 
-    fn value_hashes(batch: &RecordBatch, column: &str) -> Option<Vec<Option<u64>>> {
+    /// The hashes of the distinct values of `column` in `batch`, except that a value equal
+    /// to the previous row's is hashed once (child rows of one parent are adjacent).
+    fn value_hashes(batch: &RecordBatch, column: &str) -> Option<Vec<u64>> {
         let col = batch.column_by_name(column)?;
         let col = arrow::compute::cast(col, &DataType::Utf8).ok()?;
         let s = col.as_string::<i32>();
-        Some(
-            (0..s.len())
-                .map(|r| s.is_valid(r).then(|| hash(s.value(r).as_bytes())))
-                .collect(),
-        )
+        let mut out = Vec::new();
+        let mut last: Option<&str> = None;
+        for r in 0..s.len() {
+            if !s.is_valid(r) {
+                continue;
+            }
+            let v = s.value(r);
+            if last != Some(v) {
+                out.push(hash(v.as_bytes()));
+                last = Some(v);
+            }
+        }
+        Some(out)
     }
 
     /// What the index proves about `changes`, one commit's staged changes of the table:
@@ -161,7 +215,7 @@ impl SessionIndex {
             None => self.complete = false,
         }
         match Self::value_hashes(batch, bucket_column) {
-            Some(h) => self.parents.extend(h.into_iter().flatten()),
+            Some(h) => self.parents.extend(h),
             None => self.complete = false,
         }
     }
@@ -288,5 +342,41 @@ mod tests {
         let stored_before = SessionIndex::new(3);
         assert!(!stored_before.proves_no_rows_with(&["o2".to_owned()]));
         assert!(!untouched(&stored_before, &t, &[upsert(&["z"], &["o9"])]));
+    }
+
+    #[test]
+    fn composite_keys_hash_by_value() {
+        let text = |v: &[Option<&str>]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+        let ints =
+            |v: &[Option<i64>]| Arc::new(arrow::array::Int64Array::from(v.to_vec())) as ArrayRef;
+        let h = combined_hashes(
+            &[
+                text(&[Some("x"), Some("y"), Some("x"), Some("x"), None]),
+                ints(&[Some(1), Some(1), Some(1), Some(2), Some(1)]),
+            ],
+            5,
+        )
+        .unwrap();
+        assert_eq!(h[0], h[2], "equal keys");
+        assert!(h[0] != h[1] && h[0] != h[3] && h[0] != h[4], "{h:?}");
+        // Column boundaries matter: ("ab", "c") is not ("a", "bc").
+        let h = combined_hashes(
+            &[
+                text(&[Some("ab"), Some("a")]),
+                text(&[Some("c"), Some("bc")]),
+            ],
+            2,
+        )
+        .unwrap();
+        assert_ne!(h[0], h[1]);
+        // Equal keys in another batch (sliced, so at another offset) hash the same.
+        let a = ints(&[Some(7), Some(8), Some(9)]);
+        let whole =
+            combined_hashes(&[text(&[Some("k"), Some("k"), Some("k")]), a.clone()], 3).unwrap();
+        let part = combined_hashes(&[text(&[Some("k"), Some("k")]), a.slice(1, 2)], 2).unwrap();
+        assert_eq!(&whole[1..], &part[..]);
+        // Types it does not fold: the caller falls back to the row format.
+        let b = Arc::new(arrow::array::BooleanArray::from(vec![true])) as ArrayRef;
+        assert!(combined_hashes(&[b], 1).is_none());
     }
 }

@@ -188,19 +188,39 @@ fn kept_by_every_scope_delete(
             columns.push((column.clone(), values));
         }
     }
-    let rows_by_value: Vec<HashMap<&str, Vec<(usize, usize)>>> = columns
+    // Per scoped column: the first upserted row of each value, and each row's next row of
+    // the same value (chains in two flat arrays, not a vector per value).
+    let offsets: Vec<usize> = batches
+        .iter()
+        .scan(0, |at, b| {
+            let first = *at;
+            *at += b.num_rows();
+            Some(first)
+        })
+        .collect();
+    let locate = |flat: usize| {
+        let bi = offsets.partition_point(|&o| o <= flat) - 1;
+        (bi, flat - offsets[bi])
+    };
+    const END: u32 = u32::MAX;
+    let chains: Vec<(HashMap<&str, u32>, Vec<u32>)> = columns
         .iter()
         .map(|(_, arrays)| {
-            let mut m: HashMap<&str, Vec<(usize, usize)>> = HashMap::default();
+            let mut first: HashMap<&str, u32> = HashMap::default();
+            let mut next: Vec<u32> = Vec::with_capacity(offsets.last().map_or(0, |o| o + 1));
             for (bi, a) in arrays.iter().enumerate() {
                 let s = a.as_string::<i32>();
                 for r in 0..s.len() {
-                    if s.is_valid(r) {
-                        m.entry(s.value(r)).or_default().push((bi, r));
-                    }
+                    let flat = (offsets[bi] + r) as u32;
+                    let prev = if s.is_valid(r) {
+                        first.insert(s.value(r), flat).unwrap_or(END)
+                    } else {
+                        END
+                    };
+                    next.push(prev);
                 }
             }
-            m
+            (first, next)
         })
         .collect();
     for c in changes {
@@ -224,10 +244,16 @@ fn kept_by_every_scope_delete(
                     .iter()
                     .position(|(n, _)| n == column)
                     .expect("indexed above");
+                let (first, next) = &chains[at];
                 values.iter().all(|v| {
-                    rows_by_value[at]
-                        .get(v.as_str())
-                        .is_none_or(|rows| rows.iter().all(|&x| is_kept(x)))
+                    let mut row = first.get(v.as_str()).copied().unwrap_or(END);
+                    while row != END {
+                        if !is_kept(locate(row as usize)) {
+                            return false;
+                        }
+                        row = next[row as usize];
+                    }
+                    true
                 })
             }
             Scope::Via { .. } => return Ok(false),
