@@ -31,7 +31,7 @@ enum Split {
         of_row: Vec<u32>,
         rows: Vec<Vec<u32>>,
     },
-    /// Rows without a bucket column: all in bucket 0 (upserts).
+    /// Rows all in bucket 0: upserts without a bucket column, or of a one-bucket table.
     AllInZero,
     /// Applies to every group as it is.
     Whole,
@@ -63,6 +63,8 @@ impl<'a> Partitioned<'a> {
             .iter()
             .map(|c| {
                 Ok(match &c.change {
+                    // With one bucket every row is in bucket 0: no per-row split to build.
+                    Change::Upsert { .. } if n == 1 => Split::AllInZero,
                     Change::Upsert { batch, .. } => by_rows(batch)?.unwrap_or(Split::AllInZero),
                     Change::Delete { keys, .. } => by_rows(keys)?.unwrap_or(Split::Whole),
                     Change::DeleteMissing {
