@@ -42,8 +42,20 @@ impl Doc {
     /// Parses a body (UTF-8 JSON); the error says why it is not JSON.
     pub(crate) fn parse(body: &[u8]) -> Result<Doc, String> {
         let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+        Doc::parse_text(text.to_owned())
+    }
+
+    /// [`Doc::parse`] of a response body, taking its buffer when no one else holds it (a
+    /// body read in several chunks is one such buffer) instead of copying it.
+    pub(crate) fn parse_bytes(body: bytes::Bytes) -> Result<Doc, String> {
+        let text = String::from_utf8(Vec::from(body))
+            .map_err(|e| format!("not UTF-8: {}", e.utf8_error()))?;
+        Doc::parse_text(text)
+    }
+
+    fn parse_text(text: String) -> Result<Doc, String> {
         let owner = Body {
-            text: text.to_owned(),
+            text,
             escaped_keys: Vec::new(),
         };
         let first = Doc::try_new_or_recover(owner, |b| parse_stacked(&b.text, &b.escaped_keys));
@@ -365,6 +377,8 @@ mod tests {
             assert_eq!(stacked, reference(text).unwrap(), "{text}");
             let doc = Doc::parse(text.as_bytes()).unwrap();
             assert_eq!(doc.value(), &reference(text).unwrap(), "{text}");
+            let doc = Doc::parse_bytes(bytes::Bytes::copy_from_slice(text.as_bytes())).unwrap();
+            assert_eq!(doc.value(), &reference(text).unwrap(), "{text}");
         }
     }
 
@@ -401,6 +415,8 @@ mod tests {
             b"{\"k\\u00e9\": 1} trailing",
         ] {
             assert!(Doc::parse(bad).is_err(), "{bad:?}");
+            let owned = Doc::parse_bytes(bytes::Bytes::copy_from_slice(bad));
+            assert_eq!(owned.unwrap_err(), Doc::parse(bad).unwrap_err(), "{bad:?}");
         }
     }
 }

@@ -404,7 +404,7 @@ impl Client {
         let parsed = self
             .0
             .metrics
-            .cpu_phase(Phase::Decode, || Doc::parse(&body));
+            .cpu_phase(Phase::Decode, || Doc::parse_bytes(body));
         match parsed {
             Ok(v) => Outcome::Done(v),
             // A complete HTTP 200 body that is not JSON (truncated or garbled by a proxy):
