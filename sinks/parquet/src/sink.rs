@@ -767,43 +767,24 @@ impl GroupWriter<'_> {
     }
 
     /// The rows `changes` give against no stored rows (the append path: no stored row of
-    /// the buckets is affected). When the commit's upserted keys are proved distinct, these
-    /// are the upserted rows themselves unless a delete of the commit removes one
-    /// ([`merge_into_empty`] checks, and merges otherwise).
-    fn merge_new(&self, changes: &[SinkChange]) -> Result<(RecordBatch, TableCommitStats)> {
+    /// the buckets is affected), in parts. When the commit's upserted keys are proved
+    /// distinct, these are the upserted batches themselves with their system columns, unless
+    /// a delete of the commit removes one ([`merge_into_empty`] checks, and merges otherwise).
+    fn merge_new(&self, changes: &[SinkChange]) -> Result<(Vec<RecordBatch>, TableCommitStats)> {
         Ok(merge_into_empty(self.spec, changes, self.keys_distinct)?)
     }
 
-    /// Appends the rows `changes` give against no stored rows to `buckets`, bucket by bucket,
-    /// in files of at most `max_rows_per_file` rows.
+    /// Appends the rows `changes` give against no stored rows to `buckets`: one new file per
+    /// bucket (another past `max_rows_per_file` rows), written part by part.
     async fn append(&mut self, buckets: &BTreeSet<u32>, changes: &[SinkChange]) -> Result<()> {
-        let (out, s) = self.merge_new(changes)?;
-        self.record(&out);
+        let (parts, s) = self.merge_new(changes)?;
         self.stats.add(&s);
-        self.write_rows(buckets, out).await
-    }
-
-    /// Writes `out` as new files, bucket by bucket (every row must fall in `buckets`), in
-    /// files of at most `max_rows_per_file` rows.
-    async fn write_rows(&mut self, buckets: &BTreeSet<u32>, out: RecordBatch) -> Result<()> {
-        let mut by_bucket: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for (row, b) in self.buckets_in(&out, buckets)?.into_iter().enumerate() {
-            by_bucket.entry(b).or_default().push(row as u32);
+        let mut open = OpenFiles::new();
+        for part in &parts {
+            self.record(part);
+            self.write_open(&mut open, buckets, part).await?;
         }
-        for (bucket, rows) in by_bucket {
-            for chunk in rows.chunks(self.sink.config.max_rows_per_file) {
-                let batch = if chunk.len() == out.num_rows() {
-                    out.clone()
-                } else {
-                    take_record_batch(&out, &UInt32Array::from(chunk.to_vec()))
-                        .map_err(sluice_core::Error::from)?
-                };
-                let mut file = self.start_file(bucket, batch.schema())?;
-                file.1.write(&batch).await?;
-                self.finish_file(bucket, file).await?;
-            }
-        }
-        Ok(())
+        self.finish_open(open).await
     }
 
     /// Starts a new data file of `bucket`: its name and writer.
@@ -884,12 +865,14 @@ impl GroupWriter<'_> {
     ) -> Result<()> {
         let (new, s) = self.merge_new(changes)?;
         self.stats.add(&s);
-        self.record(&new);
         let only = BTreeSet::from([bucket]);
-        self.buckets_in(&new, &only)?;
-        let schema = new.schema();
+        let schema = self.spec.arrow_schema();
         let mut file = self.start_file(bucket, Arc::clone(&schema))?;
-        file.1.write(&new).await?;
+        for part in &new {
+            self.record(part);
+            self.buckets_in(part, &only)?;
+            file.1.write(part).await?;
+        }
         drop(new);
         for f in files {
             let mut batches = self.stored_batches(f, &schema).await?;

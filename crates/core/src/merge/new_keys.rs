@@ -14,21 +14,22 @@ use crate::error::{Error, Result};
 use crate::message::{Change, Scope, SinkChange};
 use crate::sink::TableCommitStats;
 use crate::spec::{ACTIVE, DELETED, END, START, SYNCED, TableSpec};
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_null_array};
-use arrow::compute::concat;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
-/// `merge(spec, &[], changes)` for changes whose upserted keys are pairwise distinct, which
+/// `merge(spec, &[], changes)`, as one batch per upsert (their concatenation is `merge`'s
+/// batch; not copying them into one saves a copy of every row), for changes whose upserted
+/// keys are pairwise distinct, which
 /// the caller guarantees (for example by distinct key hashes). Returns `None` when a delete in
 /// `changes` might remove an upserted row (a `Delete` with keys, or a `DeleteMissing` whose
 /// scope holds an upserted row that its `keep` lacks); the caller then uses [`merge`].
 pub fn merge_new_keys(
     spec: &TableSpec,
     changes: &[SinkChange],
-) -> Result<Option<(RecordBatch, TableCommitStats)>> {
+) -> Result<Option<(Vec<RecordBatch>, TableCommitStats)>> {
     let schema = spec.arrow_schema();
     let mut upserts: Vec<(RecordBatch, i64)> = Vec::new();
     for c in changes {
@@ -47,43 +48,43 @@ pub fn merge_new_keys(
     {
         return Ok(None);
     }
-    let rows: usize = upserts.iter().map(|(b, _)| b.num_rows()).sum();
-    // Each row's sync time: its `_fivetran_synced`, else its change's.
-    let mut synced: Vec<i64> = Vec::with_capacity(rows);
-    for (b, at) in &upserts {
-        match b
+    let mut stats = TableCommitStats::default();
+    let mut parts = Vec::with_capacity(upserts.len());
+    for (b, at) in upserts {
+        let rows = b.num_rows();
+        stats.inserted += rows as u64;
+        // Each row's sync time: its `_fivetran_synced`, else its change's.
+        let synced: Vec<i64> = match b
             .column_by_name(SYNCED)
             .map(|c| c.as_primitive::<TimestampMicrosecondType>())
         {
-            Some(t) => {
-                synced.extend((0..t.len()).map(|r| if t.is_valid(r) { t.value(r) } else { *at }))
-            }
-            None => synced.extend(std::iter::repeat_n(*at, b.num_rows())),
-        }
-    }
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (i, field) in schema.fields().iter().enumerate() {
-        let col: ArrayRef = match field.name().as_str() {
-            SYNCED | START => Arc::new(ts(synced.iter().copied())),
-            DELETED => Arc::new(BooleanArray::from(vec![false; rows])),
-            END => Arc::new(ts(std::iter::repeat_n(END_OF_TIME_US, rows))),
-            ACTIVE => Arc::new(BooleanArray::from(vec![true; rows])),
-            _ if rows == 0 => new_null_array(field.data_type(), 0),
-            _ => {
-                let parts: Vec<&dyn Array> =
-                    upserts.iter().map(|(b, _)| b.column(i).as_ref()).collect();
-                concat(&parts)?
-            }
+            Some(t) => (0..rows)
+                .map(|r| if t.is_valid(r) { t.value(r) } else { at })
+                .collect(),
+            None => vec![at; rows],
         };
-        columns.push(col);
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| -> ArrayRef {
+                match field.name().as_str() {
+                    SYNCED | START => Arc::new(ts(synced.iter().copied())),
+                    DELETED => Arc::new(BooleanArray::from(vec![false; rows])),
+                    END => Arc::new(ts(std::iter::repeat_n(END_OF_TIME_US, rows))),
+                    ACTIVE => Arc::new(BooleanArray::from(vec![true; rows])),
+                    _ => b.column(i).clone(),
+                }
+            })
+            .collect();
+        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+        parts.push(RecordBatch::try_new_with_options(
+            Arc::clone(&schema),
+            columns,
+            &options,
+        )?);
     }
-    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
-    let out = RecordBatch::try_new_with_options(schema, columns, &options)?;
-    let stats = TableCommitStats {
-        inserted: rows as u64,
-        ..Default::default()
-    };
-    Ok(Some((out, stats)))
+    Ok(Some((parts, stats)))
 }
 
 /// The primary keys of some batches: the text of a single text key column, else the Arrow
@@ -265,16 +266,17 @@ fn kept_by_every_scope_delete(
     Ok(true)
 }
 
-/// [`merge_new_keys`] when it applies, else [`merge`] against no stored rows.
+/// [`merge_new_keys`] when it applies, else [`merge`] against no stored rows (one batch).
 pub fn merge_into_empty(
     spec: &TableSpec,
     changes: &[SinkChange],
     keys_distinct: bool,
-) -> Result<(RecordBatch, TableCommitStats)> {
+) -> Result<(Vec<RecordBatch>, TableCommitStats)> {
     if keys_distinct && let Some(done) = merge_new_keys(spec, changes)? {
         return Ok(done);
     }
-    merge(spec, &[], changes)
+    let (out, stats) = merge(spec, &[], changes)?;
+    Ok((vec![out], stats))
 }
 
 #[cfg(test)]
@@ -391,7 +393,8 @@ mod tests {
                     format!("seed {seed} soft {soft} history {history} composite {composite}");
                 let (want, ws) = merge(&t, &[], &changes).unwrap();
                 match merge_new_keys(&t, &changes).unwrap() {
-                    Some((got, gs)) => {
+                    Some((parts, gs)) => {
+                        let got = arrow::compute::concat_batches(&want.schema(), &parts).unwrap();
                         assert_eq!(got, want, "{case}");
                         assert_eq!(
                             (gs.inserted, gs.updated, gs.deleted, gs.unchanged),
