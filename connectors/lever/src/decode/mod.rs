@@ -602,21 +602,37 @@ impl Writer {
         // One row per key within a batch: the first occurrence wins (a template's fields are
         // repeated by every form that uses it; Lever may repeat a tag).
         if columns[0].len() > 1 {
-            let fields = key_idx
-                .iter()
-                .map(|&i| arrow::row::SortField::new(columns[i].data_type().clone()))
-                .collect();
-            let conv = arrow::row::RowConverter::new(fields)?;
-            let keys: Vec<ArrayRef> = key_idx.iter().map(|&i| columns[i].clone()).collect();
-            let rows = conv.convert_columns(&keys)?;
-            // FxHash: row keys of API data, not hash-flooding input; SipHash cost more here.
-            let mut seen: rustc_hash::FxHashSet<arrow::row::Row<'_>> =
-                rustc_hash::FxHashSet::with_capacity_and_hasher(
-                    rows.num_rows(),
-                    Default::default(),
-                );
-            let mask: arrow::array::BooleanArray =
-                rows.iter().map(|r| Some(seen.insert(r))).collect();
+            // FxHash: keys of API data, not hash-flooding input; SipHash cost more here.
+            let mask: arrow::array::BooleanArray = match key_idx.as_slice() {
+                // One text key (most tables): its values themselves, no row conversion.
+                [k] if columns[*k].as_any().is::<arrow::array::StringArray>() => {
+                    let keys = columns[*k]
+                        .as_any()
+                        .downcast_ref::<arrow::array::StringArray>()
+                        .expect("checked");
+                    let mut seen: rustc_hash::FxHashSet<Option<&str>> =
+                        rustc_hash::FxHashSet::with_capacity_and_hasher(
+                            keys.len(),
+                            Default::default(),
+                        );
+                    keys.iter().map(|v| Some(seen.insert(v))).collect()
+                }
+                _ => {
+                    let fields = key_idx
+                        .iter()
+                        .map(|&i| arrow::row::SortField::new(columns[i].data_type().clone()))
+                        .collect();
+                    let conv = arrow::row::RowConverter::new(fields)?;
+                    let keys: Vec<ArrayRef> = key_idx.iter().map(|&i| columns[i].clone()).collect();
+                    let rows = conv.convert_columns(&keys)?;
+                    let mut seen: rustc_hash::FxHashSet<arrow::row::Row<'_>> =
+                        rustc_hash::FxHashSet::with_capacity_and_hasher(
+                            rows.num_rows(),
+                            Default::default(),
+                        );
+                    rows.iter().map(|r| Some(seen.insert(r))).collect()
+                }
+            };
             if mask.false_count() > 0 {
                 columns = columns
                     .iter()
@@ -851,5 +867,24 @@ mod tests {
         let stage = b.schema().index_of("stage_id").unwrap();
         assert!(b.column(stage).is_null(1));
         assert_eq!(b.column(0).as_string::<i32>().value(1), "opp2");
+    }
+
+    #[test]
+    fn one_row_per_key_within_a_batch_first_wins() {
+        // A single text key (`users.id`) and a composite key (`opportunity_tag`).
+        let mut w = Writer::new(spec("users"), &[]);
+        for (id, name) in [("u1", "first"), ("u2", "other"), ("u1", "second")] {
+            w.push(&bv(json!({"id": id, "name": name})), &[]);
+        }
+        let b = w.finish().unwrap();
+        assert_eq!(b.num_rows(), 2);
+        let name = b.schema().index_of("name").unwrap();
+        assert_eq!(b.column(name).as_string::<i32>().value(0), "first");
+
+        let mut w = Writer::new(spec("opportunity_tag"), &[]);
+        for (opp, tag) in [("o1", "a"), ("o1", "b"), ("o1", "a"), ("o2", "a")] {
+            w.push(&bv(json!(tag)), &[Cell::S(opp)]);
+        }
+        assert_eq!(w.finish().unwrap().num_rows(), 3);
     }
 }
