@@ -446,18 +446,7 @@ pub(crate) fn merge_materialized(
                 }
             }
             Change::Delete { keys, .. } => {
-                let cols = spec
-                    .primary_key
-                    .iter()
-                    .map(|k| {
-                        keys.column_by_name(k).cloned().ok_or_else(|| {
-                            Error::internal(format!(
-                                "delete on `{}` lacks key column `{k}`",
-                                spec.name
-                            ))
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let cols = key_columns(spec, keys, "delete")?;
                 let deleted = key_conv.convert_columns(&cols)?;
                 for row in 0..keys.num_rows() {
                     if let Some(si) = rows.find(deleted.row(row).as_ref()) {
@@ -471,18 +460,7 @@ pub(crate) fn merge_materialized(
                 }
             }
             Change::DeleteMissing { scope, keep, .. } => {
-                let cols = spec
-                    .primary_key
-                    .iter()
-                    .map(|k| {
-                        keep.column_by_name(k).cloned().ok_or_else(|| {
-                            Error::internal(format!(
-                                "delete-missing on `{}` lacks key column `{k}`",
-                                spec.name
-                            ))
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let cols = key_columns(spec, keep, "delete-missing")?;
                 let keep_rows = key_conv.convert_columns(&cols)?;
                 let keep: HashSet<&[u8]> = (0..keep.num_rows())
                     .map(|r| keep_rows.row(r).data())
@@ -620,6 +598,18 @@ fn delete_slot(s: &mut Slot, at: i64, has_deleted: bool, history: bool) -> bool 
         s.live = false;
         true
     }
+}
+
+/// The primary-key columns of `batch` (the keys of a `what` change of `spec`'s table).
+fn key_columns(spec: &TableSpec, batch: &RecordBatch, what: &str) -> Result<Vec<ArrayRef>> {
+    spec.primary_key
+        .iter()
+        .map(|k| {
+            batch.column_by_name(k).cloned().ok_or_else(|| {
+                Error::internal(format!("{what} on `{}` lacks key column `{k}`", spec.name))
+            })
+        })
+        .collect()
 }
 
 fn pick(b: &RecordBatch, idx: &[usize]) -> Vec<ArrayRef> {

@@ -12,7 +12,7 @@
 //! the same counts; only the order of rows differs (a key's new history version follows its
 //! chunk rather than the table). Tested against [`merge`] on the model test's random cases.
 
-use super::{ScopeMatcher, bool_col, merge, pick};
+use super::{ScopeMatcher, bool_col, key_columns, merge, pick};
 use crate::error::{Error, Result};
 use crate::key_index::KeyIndex;
 use crate::message::{Change, Scope, SinkChange};
@@ -75,18 +75,7 @@ impl<'a> ChunkedMerge<'a> {
                 }
                 Change::DeleteMissing { .. } => continue,
             };
-            let cols = spec
-                .primary_key
-                .iter()
-                .map(|k| {
-                    keyed.column_by_name(k).cloned().ok_or_else(|| {
-                        Error::internal(format!(
-                            "a change of `{}` lacks key column `{k}`",
-                            spec.name
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let cols = key_columns(spec, keyed, "a change")?;
             let set = pending.add_rows(key_conv.convert_columns(&cols)?);
             for row in 0..keyed.num_rows() as u32 {
                 pending.entry(set, row).push((ci as u32, row));
