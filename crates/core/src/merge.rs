@@ -287,11 +287,7 @@ pub(crate) fn merge_materialized(
     run_factor: usize,
 ) -> Result<(RecordBatch, TableCommitStats)> {
     let schema = spec.arrow_schema();
-    let key_idx: Vec<usize> = spec
-        .primary_key
-        .iter()
-        .map(|k| schema.index_of(k))
-        .collect::<std::result::Result<_, _>>()?;
+    let (key_idx, key_conv) = key_layout(&schema, spec)?;
     let value_idx: Vec<usize> = schema
         .fields()
         .iter()
@@ -299,13 +295,7 @@ pub(crate) fn merge_materialized(
         .filter(|(_, f)| !crate::spec::SYSTEM_COLUMNS.contains(&f.name().as_str()))
         .map(|(i, _)| i)
         .collect();
-    let sort_fields = |idx: &[usize]| -> Vec<SortField> {
-        idx.iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-            .collect()
-    };
-    let key_conv = RowConverter::new(sort_fields(&key_idx))?;
-    let value_conv = RowConverter::new(sort_fields(&value_idx))?;
+    let value_conv = RowConverter::new(sort_fields(&schema, &value_idx))?;
 
     // Every stored and upserted row may be a distinct key.
     let most_keys = existing.iter().map(RecordBatch::num_rows).sum::<usize>()
@@ -598,6 +588,25 @@ fn delete_slot(s: &mut Slot, at: i64, has_deleted: bool, history: bool) -> bool 
         s.live = false;
         true
     }
+}
+
+/// Row-format sort fields of the columns `idx` of `schema`.
+fn sort_fields(schema: &SchemaRef, idx: &[usize]) -> Vec<SortField> {
+    idx.iter()
+        .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+        .collect()
+}
+
+/// The positions of `spec`'s primary-key columns in `schema` (its destination schema) and a
+/// converter of those columns to the row format.
+fn key_layout(schema: &SchemaRef, spec: &TableSpec) -> Result<(Vec<usize>, RowConverter)> {
+    let key_idx: Vec<usize> = spec
+        .primary_key
+        .iter()
+        .map(|k| schema.index_of(k))
+        .collect::<std::result::Result<_, _>>()?;
+    let conv = RowConverter::new(sort_fields(schema, &key_idx))?;
+    Ok((key_idx, conv))
 }
 
 /// The primary-key columns of `batch` (the keys of a `what` change of `spec`'s table).

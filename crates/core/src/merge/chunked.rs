@@ -12,7 +12,7 @@
 //! the same counts; only the order of rows differs (a key's new history version follows its
 //! chunk rather than the table). Tested against [`merge`] on the model test's random cases.
 
-use super::{ScopeMatcher, bool_col, key_columns, merge, pick};
+use super::{ScopeMatcher, bool_col, key_columns, key_layout, merge, pick};
 use crate::error::{Error, Result};
 use crate::key_index::KeyIndex;
 use crate::message::{Change, Scope, SinkChange};
@@ -20,7 +20,7 @@ use crate::sink::TableCommitStats;
 use crate::spec::{ACTIVE, DELETED, END, START, SYNCED, TableSpec};
 use arrow::array::{Array, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 
 /// A change row: (index of the change, row in its batch).
 type ChangeRow = (u32, u32);
@@ -48,18 +48,7 @@ pub enum Chunk {
 impl<'a> ChunkedMerge<'a> {
     /// Indexes the keys of `changes` (`Scope::Via` must be resolved already).
     pub fn new(spec: &'a TableSpec, changes: &'a [SinkChange]) -> Result<ChunkedMerge<'a>> {
-        let schema = spec.arrow_schema();
-        let key_idx: Vec<usize> = spec
-            .primary_key
-            .iter()
-            .map(|k| schema.index_of(k))
-            .collect::<std::result::Result<_, _>>()?;
-        let key_conv = RowConverter::new(
-            key_idx
-                .iter()
-                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-                .collect(),
-        )?;
+        let (key_idx, key_conv) = key_layout(&spec.arrow_schema(), spec)?;
         let mut pending: KeyIndex<Vec<ChangeRow>> = KeyIndex::default();
         for (ci, c) in changes.iter().enumerate() {
             let keyed = match &c.change {
