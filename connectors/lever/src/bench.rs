@@ -107,3 +107,21 @@ fn finished_rows(t: &mut Tables) -> usize {
         .map(|(_, b)| b.num_rows())
         .sum()
 }
+
+impl DecodeInput {
+    /// Parses every body once, without decoding; returns how many were JSON objects.
+    pub fn parse_all(&self) -> usize {
+        let pages = self.pages.iter();
+        let children = self
+            .children
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|(_, b)| b));
+        pages
+            .chain(children)
+            .map(|b| {
+                let doc = crate::http::Doc::parse(b).expect("emulator JSON");
+                usize::from(doc.value().is_object())
+            })
+            .sum()
+    }
+}

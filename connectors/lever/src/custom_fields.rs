@@ -14,7 +14,7 @@
 //!   kinds → STRING. Later values are converted leniently into the recorded type.
 
 use crate::decode::Ex;
-use crate::decode::{Field, Value};
+use crate::decode::{Field, Kind, Value};
 use serde::{Deserialize, Serialize};
 use sluice_core::spec::to_snake_case;
 use sluice_core::{ColumnSpec, ColumnType, TableSpec};
@@ -44,13 +44,13 @@ struct Kinds {
 }
 
 impl Kinds {
-    fn add(&mut self, v: &Value<'_>) {
-        match v {
-            Value::Number(n) if n.is_i64() || n.is_u64() => self.int = true,
-            Value::Number(_) => self.float = true,
-            Value::Bool(_) => self.boolean = true,
-            Value::Str(_) => self.string = true,
-            Value::Array(_) => self.array = true,
+    fn add(&mut self, v: Value<'_>) {
+        match v.kind() {
+            Kind::Number(n) if n.is_integer() => self.int = true,
+            Kind::Number(_) => self.float = true,
+            Kind::Bool(_) => self.boolean = true,
+            Kind::Str(_) => self.string = true,
+            Kind::Array(_) => self.array = true,
             _ => {}
         }
     }
@@ -83,9 +83,9 @@ impl Kinds {
 
 /// Adds the columns of keys first seen in `requisitions` to `known` (in place); returns
 /// whether anything was added.
-pub(crate) fn discover<'a, 'j: 'a>(
+pub(crate) fn discover<'a>(
     known: &mut Vec<CustomColumn>,
-    requisitions: impl IntoIterator<Item = &'a Value<'j>>,
+    requisitions: impl IntoIterator<Item = Value<'a>>,
 ) -> bool {
     let mut seen: BTreeMap<(String, Option<String>), Kinds> = BTreeMap::new();
     for r in requisitions {
@@ -93,9 +93,9 @@ pub(crate) fn discover<'a, 'j: 'a>(
             continue;
         };
         for (k, v) in cf.iter() {
-            match v {
-                Value::Null => {}
-                Value::Object(o) => {
+            match v.kind() {
+                Kind::Null => {}
+                Kind::Object(o) => {
                     for (s, sv) in o.iter() {
                         if !sv.is_null() {
                             seen.entry((k.to_owned(), Some(s.to_owned())))
@@ -104,7 +104,7 @@ pub(crate) fn discover<'a, 'j: 'a>(
                         }
                     }
                 }
-                v => seen.entry((k.to_owned(), None)).or_default().add(v),
+                _ => seen.entry((k.to_owned(), None)).or_default().add(v),
             }
         }
     }
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn columns_types_and_collisions() {
-        let reqs = vec![
+        let reqs = [
             crate::decode::bv(
                 json!({"customFields": {"cost_center": "A1", "budget_amount": 10, "location_details": {"city": "Berlin", "floor": 3}}}),
             ),
@@ -187,7 +187,7 @@ mod tests {
             crate::decode::bv(json!({"customFields": null})),
         ];
         let mut known = Vec::new();
-        assert!(discover(&mut known, &reqs));
+        assert!(discover(&mut known, reqs.iter().copied()));
         let by = |c: &str| known.iter().find(|k| k.column == c).unwrap().ty;
         assert_eq!(by("custom_field_budget_amount"), ColumnType::Float64);
         assert_eq!(by("custom_field_cost_center"), ColumnType::String);
@@ -206,7 +206,7 @@ mod tests {
             "custom_field_cost_center"
         );
         // Stable: nothing new the second time.
-        assert!(!discover(&mut known, &reqs));
+        assert!(!discover(&mut known, reqs.iter().copied()));
         let spec = requisition_spec(crate::catalog::spec("requisition"), &known);
         spec.validate().unwrap();
         assert_eq!(

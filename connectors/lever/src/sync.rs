@@ -471,7 +471,7 @@ impl Sync<'_> {
     }
 
     /// Reads the children of one page of opportunities and emits everything of the page.
-    async fn process_page(&self, opps: &[&Value<'_>], endpoints: &[Endpoint]) -> Result<()> {
+    async fn process_page(&self, opps: &[Value<'_>], endpoints: &[Endpoint]) -> Result<()> {
         if opps.is_empty() {
             return Ok(());
         }
@@ -479,13 +479,13 @@ impl Sync<'_> {
         let mut t = Tables::new(self.ctx.tables.values(), &family);
         let opp_ids: Vec<String> = opps
             .iter()
-            .filter_map(|o| get_str(o, "id").map(str::to_owned))
+            .filter_map(|o| get_str(*o, "id").map(str::to_owned))
             .collect();
         let mut contacts: Vec<String> = Vec::new();
         let mut seen_contacts = HashSet::new();
         let mut posting_form_ids = Vec::new();
         self.ctx.metrics.cpu_phase(Phase::Decode, || {
-            for o in opps {
+            for &o in opps {
                 let contact = contact_of(o);
                 let new_contact = contact.is_some_and(|c| seen_contacts.insert(c.to_owned()));
                 if new_contact {

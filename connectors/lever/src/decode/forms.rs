@@ -3,7 +3,7 @@
 //! definitions.
 
 use super::{Cell, SLOT_EXTRA, SLOT_INDEX, SLOT_PARENT, Tables, get_arr, get_str};
-use super::{Field, Value};
+use super::{Field, Kind, Value};
 
 /// Slots of a form-field row (after parent and index).
 pub(crate) const S_CODE_LANGUAGE: usize = SLOT_EXTRA;
@@ -24,15 +24,15 @@ pub(crate) const S_VALUE_INDEX: usize = SLOT_EXTRA + 7;
 const N_SLOTS: usize = SLOT_EXTRA + 8;
 
 /// The value rows of one field: slots per row (parent and field index filled by caller).
-fn route<'a>(field: &'a Value<'_>, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
+fn route<'a>(field: Value<'a>, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
     let ty = get_str(field, "type").unwrap_or("");
     let value = field.field("value").filter(|v| !v.is_null());
     let mut row = [Cell::Null; N_SLOTS];
     row[S_VALUE_INDEX] = Cell::I(0);
-    let scalar_text = |v: &'a Value<'_>| -> Cell<'a> { Cell::J(v) };
-    match (ty, value) {
+    let scalar_text = |v: Value<'a>| -> Cell<'a> { Cell::J(v) };
+    match (ty, value.map(|v| (v, v.kind()))) {
         (_, None) => emit(&row),
-        ("multiple-select", Some(Value::Array(items))) => {
+        ("multiple-select", Some((_, Kind::Array(items)))) => {
             if items.is_empty() {
                 emit(&row);
             }
@@ -43,7 +43,7 @@ fn route<'a>(field: &'a Value<'_>, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
                 emit(&r);
             }
         }
-        ("scorecard", Some(Value::Array(items))) => {
+        ("scorecard", Some((_, Kind::Array(items)))) => {
             if items.is_empty() {
                 emit(&row);
             }
@@ -55,40 +55,40 @@ fn route<'a>(field: &'a Value<'_>, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
                 emit(&r);
             }
         }
-        ("score", Some(v)) => {
+        ("score", Some((v, _))) => {
             row[S_NUMBER] = Cell::J(v);
             emit(&row);
         }
-        ("currency", Some(v)) => {
+        ("currency", Some((v, _))) => {
             row[S_DECIMAL] = Cell::J(v);
             row[S_CURRENCY] = Cell::from(field.field("currency"));
             emit(&row);
         }
-        ("date", Some(v)) => {
+        ("date", Some((v, _))) => {
             row[S_DATE] = Cell::J(v);
             emit(&row);
         }
-        ("file-upload", Some(v)) => {
-            row[S_FILE] = match v {
-                Value::Object(o) => Cell::from(o.field("id")),
-                other => Cell::J(other),
+        ("file-upload", Some((v, kind))) => {
+            row[S_FILE] = match kind {
+                Kind::Object(o) => Cell::from(o.field("id")),
+                _ => Cell::J(v),
             };
             emit(&row);
         }
-        ("code", Some(v)) => {
-            match v {
-                Value::Object(o) => {
+        ("code", Some((v, kind))) => {
+            match kind {
+                Kind::Object(o) => {
                     row[S_TEXT] = Cell::from(o.field("code").or_else(|| o.field("value")));
                     row[S_CODE_LANGUAGE] = Cell::from(o.field("language"));
                 }
-                other => {
-                    row[S_TEXT] = Cell::J(other);
+                _ => {
+                    row[S_TEXT] = Cell::J(v);
                     row[S_CODE_LANGUAGE] = Cell::from(field.field("language"));
                 }
             }
             emit(&row);
         }
-        (_, Some(Value::Array(items))) => {
+        (_, Some((_, Kind::Array(items)))) => {
             if items.is_empty() {
                 emit(&row);
             }
@@ -99,7 +99,7 @@ fn route<'a>(field: &'a Value<'_>, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
                 emit(&r);
             }
         }
-        (_, Some(v)) => {
+        (_, Some((v, _))) => {
             route_untyped(v, &mut row);
             emit(&row);
         }
@@ -107,17 +107,17 @@ fn route<'a>(field: &'a Value<'_>, mut emit: impl FnMut(&[Cell<'a>; N_SLOTS])) {
 }
 
 /// Text-like types and unknown types: by JSON value kind.
-fn route_untyped<'a>(v: &'a Value<'_>, row: &mut [Cell<'a>; N_SLOTS]) {
-    match v {
-        Value::Number(n) if n.is_i64() || n.is_u64() => row[S_NUMBER] = Cell::J(v),
-        Value::Number(_) => row[S_DECIMAL] = Cell::J(v),
-        _ => row[S_TEXT] = Cell::J(v),
+fn route_untyped<'a>(v: Value<'a>, row: &mut [Cell<'a>; N_SLOTS]) {
+    match v.as_number() {
+        Some(n) if n.is_integer() => row[S_NUMBER] = Cell::J(v),
+        Some(_) => row[S_DECIMAL] = Cell::J(v),
+        None => row[S_TEXT] = Cell::J(v),
     }
 }
 
 /// Writes the field rows of `form` into `field_table` (keyed by `form_id`), and the template
 /// definitions into `template_field` / `score_card_sub_field`.
-pub(crate) fn write_fields(t: &mut Tables, field_table: &str, form: &Value<'_>, form_id: &str) {
+pub(crate) fn write_fields(t: &mut Tables, field_table: &str, form: Value<'_>, form_id: &str) {
     if let Some(w) = t.writer(field_table) {
         let fields = w.arr(form, "fields");
         for (i, field) in fields.iter().enumerate() {
@@ -133,7 +133,7 @@ pub(crate) fn write_fields(t: &mut Tables, field_table: &str, form: &Value<'_>, 
 }
 
 /// Template field definitions from a form's `fields[]` (keyed by `baseTemplateId`).
-pub(crate) fn write_template(t: &mut Tables, form: &Value<'_>) {
+pub(crate) fn write_template(t: &mut Tables, form: Value<'_>) {
     let Some(template) = get_str(form, "baseTemplateId") else {
         return;
     };
@@ -164,10 +164,10 @@ pub(crate) fn write_template(t: &mut Tables, form: &Value<'_>) {
 }
 
 /// The text of a form's score-system answer (`feedback_form.score_system_value`).
-pub(crate) fn score_system_value<'a, 'j>(form: &'a Value<'j>) -> Option<&'a Value<'j>> {
+pub(crate) fn score_system_value(form: Value<'_>) -> Option<Value<'_>> {
     get_arr(form, "fields")
         .iter()
-        .find(|f| get_str(f, "type") == Some("score-system"))
+        .find(|f| get_str(*f, "type") == Some("score-system"))
         .and_then(|f| f.field("value"))
         .filter(|v| !v.is_null())
 }
@@ -206,7 +206,7 @@ mod tests {
                 {"type": "yes-no", "value": "yes"}
             ]
         }));
-        write_fields(&mut t, "feedback_form_field", &form, "f1");
+        write_fields(&mut t, "feedback_form_field", form, "f1");
         let out = t.finish_all().unwrap();
         let b = &out
             .iter()
@@ -249,9 +249,6 @@ mod tests {
                 .value(0),
             2
         );
-        assert_eq!(
-            score_system_value(&form).unwrap().as_str(),
-            Some("3 - Hire")
-        );
+        assert_eq!(score_system_value(form).unwrap().as_str(), Some("3 - Hire"));
     }
 }

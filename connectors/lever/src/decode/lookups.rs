@@ -2,17 +2,17 @@
 //! fields, with their child tables.
 
 use super::{Cell, Tables, get_arr, get_str};
-use super::{Field, Value};
+use super::{Field, Kind, Value};
 
 /// Writes one object of a flat lookup list (users, stage, archive_reason, requisition_fields).
-pub(crate) fn write_flat(t: &mut Tables, table: &str, item: &Value<'_>) {
+pub(crate) fn write_flat(t: &mut Tables, table: &str, item: Value<'_>) {
     if let Some(w) = t.writer(table) {
         w.push(item, &[]);
     }
 }
 
 /// Writes a posting and its tags, content lists and distribution channels.
-pub(crate) fn write_posting(t: &mut Tables, p: &Value<'_>) {
+pub(crate) fn write_posting(t: &mut Tables, p: Value<'_>) {
     let Some(id) = get_str(p, "id") else { return };
     if let Some(w) = t.writer("posting") {
         w.push(p, &[]);
@@ -29,8 +29,8 @@ pub(crate) fn write_posting(t: &mut Tables, p: &Value<'_>) {
         }
     }
     if let Some(w) = t.writer("posting_content_list") {
-        let content = p.field("content").unwrap_or(&Value::Null);
-        for (i, x) in get_arr(content, "lists").iter().enumerate() {
+        let lists = p.field("content").map(|c| get_arr(c, "lists"));
+        for (i, x) in lists.into_iter().flatten().enumerate() {
             w.push(x, &[Cell::S(id), Cell::I(i as i64)]);
         }
     }
@@ -39,23 +39,23 @@ pub(crate) fn write_posting(t: &mut Tables, p: &Value<'_>) {
 /// `requisition.headcount_infinite`: `headcountInfinite` when Lever sends it (older
 /// payloads), else whether `headcountTotal` is the string `unlimited` (`"false"` otherwise,
 /// also when `headcountTotal` is absent).
-pub(crate) fn headcount_infinite(r: &Value<'_>) -> Option<&'static str> {
-    match r.field("headcountInfinite") {
-        Some(Value::Bool(true)) => return Some("true"),
-        Some(Value::Bool(false)) => return Some("false"),
-        Some(Value::Str(s)) if s == "true" => return Some("true"),
-        Some(Value::Str(s)) if s == "false" => return Some("false"),
+pub(crate) fn headcount_infinite(r: Value<'_>) -> Option<&'static str> {
+    match r.field("headcountInfinite").map(Value::kind) {
+        Some(Kind::Bool(true)) => return Some("true"),
+        Some(Kind::Bool(false)) => return Some("false"),
+        Some(Kind::Str("true")) => return Some("true"),
+        Some(Kind::Str("false")) => return Some("false"),
         _ => {}
     }
-    match r.field("headcountTotal") {
-        Some(Value::Str(s)) if s.eq_ignore_ascii_case("unlimited") => Some("true"),
+    match r.field("headcountTotal").map(Value::kind) {
+        Some(Kind::Str(s)) if s.eq_ignore_ascii_case("unlimited") => Some("true"),
         _ => Some("false"),
     }
 }
 
 /// Writes a requisition (custom-field columns come from the writer's extractors) and its
 /// posting and offer links.
-pub(crate) fn write_requisition(t: &mut Tables, r: &Value<'_>) {
+pub(crate) fn write_requisition(t: &mut Tables, r: Value<'_>) {
     let Some(id) = get_str(r, "id") else { return };
     if let Some(w) = t.writer("requisition") {
         let hi = Cell::from(headcount_infinite(r));
@@ -93,7 +93,7 @@ mod tests {
             "approval": {"id": "a1", "startedAt": 1000, "steps": []},
             "postings": ["p1", "p2"], "offerIds": ["o1"], "creator": {"id": "u1"}
         }));
-        write_requisition(&mut t, &r);
+        write_requisition(&mut t, r);
         let out = t.finish_all().unwrap();
         let b = &out.iter().find(|(n, _)| n == "requisition").unwrap().1;
         let s = |c: &str| {
@@ -132,7 +132,7 @@ mod tests {
         );
         write_posting(
             &mut t,
-            &crate::decode::bv(
+            crate::decode::bv(
                 json!({"id": "p1", "tags": ["a"], "distributionChannels": ["public", "internal"],
                 "categories": {"team": "Eng"}, "content": {"description": "d", "lists": [{"text": "h", "content": "<li>"}]},
                 "reqCode": "R-1"}),

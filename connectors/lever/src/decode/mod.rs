@@ -21,30 +21,26 @@ use arrow::record_batch::RecordBatch;
 use sluice_core::{ColumnType, Result, TableSpec};
 use std::sync::Arc;
 
-/// A JSON value borrowing its strings from the response body (`serde_json_borrow`):
-/// parsing allocates no string that has no escapes, and objects are vectors of fields.
-pub(crate) use serde_json_borrow::Value;
+/// A JSON value of a parsed response body (a handle into its tape; see `http::json`).
+pub(crate) use crate::http::json::{Array as JsonArray, Kind, Number, Object, Value};
 
-/// Field access on JSON values, like `serde_json::Value::get`.
+/// Field access on JSON values and objects.
 pub(crate) trait Field<'a> {
     /// The field `key` of an object; `None` when absent or when `self` is not an object.
-    fn field(&self, key: &str) -> Option<&Value<'a>>;
+    fn field(&self, key: &str) -> Option<Value<'a>>;
 }
 
-impl<'a> Field<'a> for serde_json_borrow::ObjectAsVec<'a> {
+impl<'a> Field<'a> for Object<'a> {
     #[inline]
-    fn field(&self, key: &str) -> Option<&Value<'a>> {
+    fn field(&self, key: &str) -> Option<Value<'a>> {
         self.get(key)
     }
 }
 
 impl<'a> Field<'a> for Value<'a> {
     #[inline]
-    fn field(&self, key: &str) -> Option<&Value<'a>> {
-        match self {
-            Value::Object(o) => o.get(key),
-            _ => None,
-        }
+    fn field(&self, key: &str) -> Option<Value<'a>> {
+        self.get(key)
     }
 }
 
@@ -54,18 +50,18 @@ pub(crate) enum Cell<'a> {
     /// NULL.
     Null,
     /// A JSON value (converted leniently).
-    J(&'a Value<'a>),
+    J(Value<'a>),
     /// Text.
     S(&'a str),
     /// An integer.
     I(i64),
 }
 
-impl<'a> From<Option<&'a Value<'a>>> for Cell<'a> {
-    fn from(v: Option<&'a Value<'a>>) -> Self {
+impl<'a> From<Option<Value<'a>>> for Cell<'a> {
+    fn from(v: Option<Value<'a>>) -> Self {
         match v {
-            None | Some(Value::Null) => Cell::Null,
-            Some(v) => Cell::J(v),
+            Some(v) if !v.is_null() => Cell::J(v),
+            _ => Cell::Null,
         }
     }
 }
@@ -280,68 +276,104 @@ fn split_path(p: &str) -> Vec<String> {
 /// that must hold an object holds something else (`archived: 5` for `archived.archivedAt`).
 #[inline]
 pub(crate) fn lookup<'a, S: AsRef<str>>(
-    v: &'a Value<'a>,
+    v: Value<'a>,
     path: &[S],
-) -> std::result::Result<Option<&'a Value<'a>>, ()> {
+) -> std::result::Result<Option<Value<'a>>, ()> {
     let mut cur = v;
     for k in path {
-        cur = match cur {
-            Value::Object(o) => match o.get(k.as_ref()) {
+        cur = match cur.kind() {
+            Kind::Object(o) => match o.get(k.as_ref()) {
                 Some(x) => x,
                 None => return Ok(None),
             },
-            Value::Null => return Ok(None),
+            Kind::Null => return Ok(None),
             _ => return Err(()),
         };
     }
     Ok(if cur.is_null() { None } else { Some(cur) })
 }
 
-/// [`lookup`], with a guess of where the path's first key is in `v`'s fields: objects of one
-/// endpoint list their fields in the same order, so the guess (the position found in the
-/// previous object) usually saves the linear search of [`ObjectAsVec::get`]. The guess is
-/// updated whenever the key is found elsewhere.
-///
-/// [`ObjectAsVec::get`]: serde_json_borrow::ObjectAsVec::get
-#[inline]
-fn lookup_guessed<'a>(
-    v: &'a Value<'a>,
-    path: &[String],
-    guess: &mut usize,
-) -> std::result::Result<Option<&'a Value<'a>>, ()> {
-    let (Some((first, rest)), Value::Object(o)) = (path.split_first(), v) else {
-        return lookup(v, path);
-    };
-    let found = match o.get_key_value_at(*guess) {
-        Some((k, x)) if k == first => x,
-        _ => match o.get_entry(first) {
-            Some(e) => {
-                *guess = e.index;
-                e.value
+/// The fields of the object a [`Writer`] is reading, for its columns' lookups: objects of one
+/// endpoint list their fields in the same order, so each column first tries the field index
+/// where it found its key in the previous object, and searches only when that misses.
+#[derive(Default)]
+struct FieldGuesses {
+    /// Node positions of the current object's keys and values ([`Object::positions_into`]).
+    positions: Vec<(u32, u32)>,
+    /// Per column, the field index where its path's first key was last found.
+    guesses: Vec<usize>,
+}
+
+impl FieldGuesses {
+    fn new(columns: usize) -> FieldGuesses {
+        FieldGuesses {
+            positions: Vec::new(),
+            guesses: vec![0; columns],
+        }
+    }
+
+    /// Reads the positions of `v`'s fields (none when it is not an object).
+    fn read(&mut self, v: Value<'_>) {
+        self.positions.clear();
+        if let Some(o) = v.as_object() {
+            o.positions_into(&mut self.positions);
+        }
+    }
+
+    /// [`lookup`] of column `column`'s `path` in `v`, the object last given to
+    /// [`FieldGuesses::read`].
+    #[inline]
+    fn lookup<'a>(
+        &mut self,
+        v: Value<'a>,
+        column: usize,
+        path: &[String],
+    ) -> std::result::Result<Option<Value<'a>>, ()> {
+        let (Some((first, rest)), Some(o)) = (path.split_first(), v.as_object()) else {
+            return lookup(v, path);
+        };
+        let guess = &mut self.guesses[column];
+        let found = match self.positions.get(*guess).map(|p| o.field_at(*p)) {
+            Some((k, x)) if k == first => x,
+            _ => {
+                let hit = self
+                    .positions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (i, o.field_at(*p)))
+                    .find(|(_, (k, _))| k == first);
+                match hit {
+                    Some((i, (_, x))) => {
+                        *guess = i;
+                        x
+                    }
+                    None => return Ok(None),
+                }
             }
-            None => return Ok(None),
-        },
-    };
-    lookup(found, rest)
+        };
+        lookup(found, rest)
+    }
 }
 
 /// A string field.
 #[inline]
-pub(crate) fn get_str<'a>(v: &'a Value<'_>, key: &str) -> Option<&'a str> {
-    v.field(key).and_then(Value::as_str)
+pub(crate) fn get_str<'a>(v: Value<'a>, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
 }
 
 /// An array field (empty when absent or not an array).
 #[inline]
-pub(crate) fn get_arr<'a, 'j>(v: &'a Value<'j>, key: &str) -> &'a [Value<'j>] {
-    v.field(key).and_then(Value::as_array).unwrap_or(&[])
+pub(crate) fn get_arr<'a>(v: Value<'a>, key: &str) -> JsonArray<'a> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| JsonArray::empty())
 }
 
 /// An id that may arrive as a string or as an expanded object with `id`.
-pub(crate) fn id_of<'a>(v: &'a Value<'_>) -> Option<&'a str> {
-    match v {
-        Value::Str(s) => Some(s),
-        Value::Object(o) => o.get("id").and_then(Value::as_str),
+pub(crate) fn id_of(v: Value<'_>) -> Option<&str> {
+    match v.kind() {
+        Kind::Str(s) => Some(s),
+        Kind::Object(o) => o.get("id").and_then(Value::as_str),
         _ => None,
     }
 }
@@ -416,8 +448,8 @@ pub(crate) struct Writer {
     spec: Arc<TableSpec>,
     schema: arrow::datatypes::SchemaRef,
     ex: Arc<[Option<Ex>]>,
-    /// Per column, where its path's first key was in the last object (see [`lookup_guessed`]).
-    guesses: Vec<usize>,
+    /// Field positions of the object being read, and where each column found its key.
+    fields: FieldGuesses,
     builders: Vec<Builder>,
     scratch: String,
     /// Whether column `i` is part of the primary key.
@@ -459,7 +491,7 @@ impl Writer {
             schema: t.schema.clone(),
             spec: t.spec.clone(),
             ex: t.ex.clone(),
-            guesses: vec![0; n],
+            fields: FieldGuesses::new(n),
             builders,
             scratch: String::new(),
             is_key: t.is_key.clone(),
@@ -471,13 +503,13 @@ impl Writer {
 
     /// The array `key` of `obj`, for one child row per element: empty when absent or null;
     /// also empty, and counted as a problem of this table, when it is not an array.
-    pub(crate) fn arr<'v, 'j>(&mut self, obj: &'v Value<'j>, key: &str) -> &'v [Value<'j>] {
-        match obj.field(key) {
-            Some(Value::Array(a)) => a,
-            None | Some(Value::Null) => &[],
+    pub(crate) fn arr<'a>(&mut self, obj: Value<'a>, key: &str) -> JsonArray<'a> {
+        match obj.field(key).map(Value::kind) {
+            Some(Kind::Array(a)) => a,
+            None | Some(Kind::Null) => JsonArray::empty(),
             Some(_) => {
                 *self.bad_arrays.entry(key.to_owned()).or_default() += 1;
-                &[]
+                JsonArray::empty()
             }
         }
     }
@@ -513,10 +545,11 @@ impl Writer {
 
     /// Appends one row: each column from `obj` (or the element `elem`) via its extractor, or
     /// from `slots`.
-    pub(crate) fn push(&mut self, obj: &Value<'_>, slots: &[Cell<'_>]) {
+    pub(crate) fn push(&mut self, obj: Value<'_>, slots: &[Cell<'_>]) {
+        self.fields.read(obj);
         for i in 0..self.builders.len() {
             let cell = match &self.ex[i] {
-                Some(Ex::Path(p)) => match lookup_guessed(obj, p, &mut self.guesses[i]) {
+                Some(Ex::Path(p)) => match self.fields.lookup(obj, i, p) {
                     Ok(v) => Cell::from(v),
                     Err(()) => {
                         self.bad(i);
@@ -658,25 +691,29 @@ fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) -> bool {
             match cell {
                 Cell::Null => b.append_null(),
                 Cell::S(s) => b.append_value(s),
-                Cell::J(v) => match v {
-                    Value::Str(s) => b.append_value(s),
-                    Value::Number(n) => {
+                Cell::J(v) => match v.kind() {
+                    Kind::Str(s) => b.append_value(s),
+                    Kind::Number(n) => {
                         scratch.clear();
                         use std::fmt::Write;
                         let _ = write!(scratch, "{n}");
                         b.append_value(&*scratch)
                     }
-                    Value::Bool(x) => b.append_value(if *x { "true" } else { "false" }),
-                    Value::Object(_) => match id_of(v) {
+                    Kind::Bool(x) => b.append_value(if x { "true" } else { "false" }),
+                    Kind::Object(_) => match id_of(v) {
                         Some(id) => b.append_value(id),
                         None => {
                             b.append_null();
                             return false;
                         }
                     },
-                    Value::Array(_) | Value::Null => {
+                    Kind::Array(_) => {
                         b.append_null();
-                        return !matches!(v, Value::Array(_));
+                        return false;
+                    }
+                    Kind::Null => {
+                        b.append_null();
+                        return true;
                     }
                 },
                 Cell::I(i) => b.append_value(i.to_string()),
@@ -713,13 +750,17 @@ fn append(b: &mut Builder, cell: Cell<'_>, scratch: &mut String) -> bool {
             v.is_some()
         }
     };
-    v || matches!(cell, Cell::Null | Cell::J(Value::Null))
+    v || match cell {
+        Cell::Null => true,
+        Cell::J(v) => v.is_null(),
+        _ => false,
+    }
 }
 
 /// The text of a string cell.
 fn text<'a>(cell: Cell<'a>) -> Option<&'a str> {
     match cell {
-        Cell::J(Value::Str(s)) => Some(s),
+        Cell::J(v) => v.as_str(),
         Cell::S(s) => Some(s),
         _ => None,
     }
@@ -735,7 +776,7 @@ pub(crate) fn to_bool(cell: Cell<'_>) -> Option<bool> {
         };
     }
     match cell {
-        Cell::J(Value::Bool(b)) => Some(*b),
+        Cell::J(v) => v.as_bool(),
         _ => None,
     }
 }
@@ -751,7 +792,9 @@ pub(crate) fn to_i64(cell: Cell<'_>) -> Option<i64> {
     }
     match cell {
         Cell::I(i) => Some(i),
-        Cell::J(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().and_then(float_to_i64)),
+        Cell::J(v) => v
+            .as_number()
+            .and_then(|n| n.as_i64().or_else(|| float_to_i64(n.as_f64()))),
         _ => None,
     }
 }
@@ -767,7 +810,7 @@ pub(crate) fn to_f64(cell: Cell<'_>) -> Option<f64> {
     }
     match cell {
         Cell::I(i) => Some(i as f64),
-        Cell::J(Value::Number(n)) => n.as_f64(),
+        Cell::J(v) => v.as_number().map(Number::as_f64),
         _ => None,
     }
 }
@@ -782,7 +825,9 @@ pub(crate) fn to_ts_us(cell: Cell<'_>) -> Option<i64> {
     } else {
         match cell {
             Cell::I(i) => Some(i),
-            Cell::J(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            Cell::J(v) => v
+                .as_number()
+                .map(|n| n.as_i64().unwrap_or(n.as_f64() as i64)),
             _ => None,
         }
     }?;
@@ -790,14 +835,15 @@ pub(crate) fn to_ts_us(cell: Cell<'_>) -> Option<i64> {
 }
 
 /// Epoch milliseconds of a JSON value (lenient), for cursors.
-pub(crate) fn ms_of(v: Option<&Value<'_>>) -> Option<i64> {
+pub(crate) fn ms_of(v: Option<Value<'_>>) -> Option<i64> {
     to_ts_us(Cell::from(v)).map(|us| us / 1_000)
 }
 
-/// A borrowed JSON value of a `serde_json` value, for tests (the source is leaked).
+/// A parsed JSON value of a `serde_json` value, for tests (the document is leaked).
 #[cfg(test)]
 pub(crate) fn bv(v: serde_json::Value) -> Value<'static> {
-    Value::from(&*Box::leak(Box::new(v)))
+    let doc = crate::http::Doc::parse(v.to_string().as_bytes()).expect("JSON");
+    Box::leak(Box::new(doc)).value()
 }
 
 #[cfg(test)]
@@ -810,18 +856,18 @@ mod tests {
 
     #[test]
     fn lenient_conversions() {
-        assert_eq!(to_i64(Cell::J(&bv(json!("1000")))), Some(1000));
-        assert_eq!(to_i64(Cell::J(&bv(json!(12.0)))), Some(12));
-        assert_eq!(to_i64(Cell::J(&bv(json!(12.5)))), None);
-        assert_eq!(to_i64(Cell::J(&bv(json!("unlimited")))), None);
+        assert_eq!(to_i64(Cell::J(bv(json!("1000")))), Some(1000));
+        assert_eq!(to_i64(Cell::J(bv(json!(12.0)))), Some(12));
+        assert_eq!(to_i64(Cell::J(bv(json!(12.5)))), None);
+        assert_eq!(to_i64(Cell::J(bv(json!("unlimited")))), None);
         assert_eq!(
-            to_ts_us(Cell::J(&bv(json!("1468953420000")))),
+            to_ts_us(Cell::J(bv(json!("1468953420000")))),
             Some(1_468_953_420_000_000)
         );
-        assert_eq!(to_ts_us(Cell::J(&bv(json!(1)))), Some(1000));
-        assert_eq!(to_f64(Cell::J(&bv(json!("2.5")))), Some(2.5));
-        assert_eq!(to_bool(Cell::J(&bv(json!("true")))), Some(true));
-        assert_eq!(to_bool(Cell::J(&bv(json!(1)))), None);
+        assert_eq!(to_ts_us(Cell::J(bv(json!(1)))), Some(1000));
+        assert_eq!(to_f64(Cell::J(bv(json!("2.5")))), Some(2.5));
+        assert_eq!(to_bool(Cell::J(bv(json!("true")))), Some(true));
+        assert_eq!(to_bool(Cell::J(bv(json!(1)))), None);
     }
 
     #[test]
@@ -849,10 +895,10 @@ mod tests {
         let mut w = Writer::new(spec("opportunity_stage_history"), &[]);
         let change =
             bv(json!({"toStageId": "s1", "toStageIndex": "2", "userId": "u", "updatedAt": 1500}));
-        w.push(&change, &[Cell::S("opp1")]);
-        w.push(&bv(json!({"updatedAt": 2000})), &[Cell::S("opp2")]);
+        w.push(change, &[Cell::S("opp1")]);
+        w.push(bv(json!({"updatedAt": 2000})), &[Cell::S("opp2")]);
         // A row without its key (updated_at) is dropped.
-        w.push(&bv(json!({})), &[Cell::S("opp3")]);
+        w.push(bv(json!({})), &[Cell::S("opp3")]);
         let b = w.finish().unwrap();
         assert_eq!(b.num_rows(), 2);
         let idx = b.schema().index_of("to_stage_index").unwrap();
@@ -874,7 +920,7 @@ mod tests {
         // A single text key (`users.id`) and a composite key (`opportunity_tag`).
         let mut w = Writer::new(spec("users"), &[]);
         for (id, name) in [("u1", "first"), ("u2", "other"), ("u1", "second")] {
-            w.push(&bv(json!({"id": id, "name": name})), &[]);
+            w.push(bv(json!({"id": id, "name": name})), &[]);
         }
         let b = w.finish().unwrap();
         assert_eq!(b.num_rows(), 2);
@@ -883,7 +929,7 @@ mod tests {
 
         let mut w = Writer::new(spec("opportunity_tag"), &[]);
         for (opp, tag) in [("o1", "a"), ("o1", "b"), ("o1", "a"), ("o2", "a")] {
-            w.push(&bv(json!(tag)), &[Cell::S(opp)]);
+            w.push(bv(json!(tag)), &[Cell::S(opp)]);
         }
         assert_eq!(w.finish().unwrap().num_rows(), 3);
     }

@@ -3,7 +3,7 @@
 
 use super::forms::{score_system_value, write_fields, write_template};
 use super::{Cell, Tables, get_arr, get_str};
-use super::{Field, Value};
+use super::{Field, Kind, Value};
 use sha2::{Digest, Sha256};
 
 /// Tables filled from the `/opportunities` list itself.
@@ -138,13 +138,13 @@ pub(crate) fn link_id(contact: &str, link: &str) -> String {
 }
 
 /// The contact id of an opportunity (`contact`, possibly expanded).
-pub(crate) fn contact_of<'a>(opp: &'a Value<'_>) -> Option<&'a str> {
+pub(crate) fn contact_of<'a>(opp: Value<'a>) -> Option<&'a str> {
     opp.field("contact").and_then(super::id_of)
 }
 
 /// Writes one opportunity and its inline children. `new_contact` is false when this page
 /// already wrote the contact's rows (opportunities of one person share them).
-pub(crate) fn write_opportunity(t: &mut Tables, o: &Value<'_>, new_contact: bool) {
+pub(crate) fn write_opportunity(t: &mut Tables, o: Value<'_>, new_contact: bool) {
     let Some(id) = get_str(o, "id") else { return };
     if let Some(w) = t.writer("opportunity") {
         w.push(o, &[]);
@@ -171,9 +171,9 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: &Value<'_>, new_contact: bool
                 "id" => c,
                 "name" => Cell::from(o.field("name")),
                 "headline" => Cell::from(o.field("headline")),
-                "location" => Cell::from(o.field("location").map(|l| match l {
-                    Value::Object(m) => m.field("name").unwrap_or(&Value::Null),
-                    other => other,
+                "location" => Cell::from(o.field("location").and_then(|l| match l.kind() {
+                    Kind::Object(m) => m.field("name"),
+                    _ => Some(l),
                 })),
                 "is_anonymized" => Cell::from(o.field("isAnonymized")),
                 _ => Cell::Null,
@@ -222,12 +222,12 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: &Value<'_>, new_contact: bool
 }
 
 /// Writes the rows of one child endpoint's answer for opportunity `opp` (contact `contact`).
-pub(crate) fn write_children<'a, 'j: 'a>(
+pub(crate) fn write_children<'a>(
     t: &mut Tables,
     ep: Endpoint,
     opp: &str,
     contact: Option<&str>,
-    items: impl IntoIterator<Item = &'a Value<'j>>,
+    items: impl IntoIterator<Item = Value<'a>>,
 ) {
     let parent = [Cell::S(opp), Cell::Null, Cell::from(contact)];
     match ep {
@@ -346,14 +346,16 @@ pub(crate) fn write_children<'a, 'j: 'a>(
                 if let Some(w) = t.writer("resume") {
                     w.push(r, &parent);
                 }
-                let parsed = r.field("parsedData").unwrap_or(&Value::Null);
+                let parsed = r.field("parsedData");
                 if let Some(w) = t.writer("opportunity_position") {
-                    for (i, x) in w.arr(parsed, "positions").iter().enumerate() {
+                    let positions = parsed.map(|p| w.arr(p, "positions"));
+                    for (i, x) in positions.into_iter().flatten().enumerate() {
                         w.push(x, &[Cell::S(rid), Cell::I(i as i64)]);
                     }
                 }
                 if let Some(w) = t.writer("opportunity_school") {
-                    for (i, x) in w.arr(parsed, "schools").iter().enumerate() {
+                    let schools = parsed.map(|p| w.arr(p, "schools"));
+                    for (i, x) in schools.into_iter().flatten().enumerate() {
                         w.push(x, &[Cell::S(rid), Cell::I(i as i64)]);
                     }
                 }
@@ -422,7 +424,7 @@ mod tests {
     #[test]
     fn opportunity_and_inline_children() {
         let mut t = Tables::new(catalog().iter(), INLINE_TABLES);
-        write_opportunity(&mut t, &example(), true);
+        write_opportunity(&mut t, example(), true);
         let out = t.finish_all().unwrap();
         let rows = |n: &str| out.iter().find(|(x, _)| x == n).unwrap().1.num_rows();
         assert_eq!(rows("opportunity"), 1);
@@ -495,7 +497,7 @@ mod tests {
             Endpoint::Interviews,
             "o1",
             Some("c1"),
-            [&crate::decode::bv(json!({
+            [crate::decode::bv(json!({
                 "id": "i1", "panel": "p1", "interviewers": [{"id": "u1", "name": "A"}, {"id": "u2"}],
                 "feedbackForms": ["f1"], "postings": ["po1"], "duration": "60", "date": 1000
             }))],
@@ -505,7 +507,7 @@ mod tests {
             Endpoint::Files,
             "o1",
             Some("c1"),
-            [&crate::decode::bv(
+            [crate::decode::bv(
                 json!({"id": "fi1", "size": "1000", "uploadedAt": "1468953420000"}),
             )],
         );
@@ -514,7 +516,7 @@ mod tests {
             Endpoint::Resumes,
             "o1",
             Some("c1"),
-            [&crate::decode::bv(
+            [crate::decode::bv(
                 json!({"id": "r1", "file": {"name": "cv.pdf"},
             "parsedData": {"positions": [{"org": "X", "start": {"year": 2019, "month": 3}}], "schools": []}}),
             )],
@@ -524,7 +526,7 @@ mod tests {
             Endpoint::Panels,
             "o1",
             None,
-            [&crate::decode::bv(
+            [crate::decode::bv(
                 json!({"id": "p1", "end": 5, "applications": ["a1"], "interviews": [{"id": "i1"}]}),
             )],
         );

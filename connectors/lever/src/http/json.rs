@@ -1,42 +1,76 @@
-//! [`Doc`]: a response body parsed into a borrowed JSON DOM (`serde_json_borrow::Value`),
-//! with one exact-size allocation per object and array.
+//! [`Doc`]: a response body parsed into a flat tape of JSON nodes, and [`Value`], a handle to
+//! one node that reads like a JSON value.
 //!
-//! `serde_json_borrow`'s own deserializer pushes each object's fields into a vector that
-//! starts empty (serde_json gives no size hint), so a 20-field object reallocates four
-//! times; in the throughput benchmark that growth was about a third of all JSON parsing.
-//! [`Doc::parse`] instead collects the fields and elements of every object and array being
-//! parsed on one scratch stack per document, and moves each into a vector of exactly its
-//! size when it ends. The crate is built without its `cowkeys` feature, so object keys are
-//! plain `&str` borrowed from the body and a finished object is moved as it is, with no
-//! per-key conversion.
+//! Parsing is `simd-json`'s tape parser (SIMD structural indexing, chosen at run time for the
+//! CPU; no allocation per object or array). Its tape borrows a scratch copy of the body that
+//! it unescapes in place, so it cannot outlive the parse; [`Doc::parse`] translates it at once
+//! into nodes that point into the body's own text by offset (strings without escape sequences,
+//! nearly all of them) or into a side table of unescaped strings. A document is then three
+//! allocations, whatever its shape: the text, the nodes, and the (usually empty) side table.
 //!
-//! A key with escape sequences (`"caf\u00e9"`) cannot borrow from the body. When a body has
-//! such keys, it is parsed twice: a first pass unescapes them, in document order, into the
-//! [`Body`] that owns the text; the second pass borrows each of them from there as it meets
-//! it. Bodies without such keys (all of Lever's) are parsed once.
+//! The tape lists each container's node before its children and records where it ends, so a
+//! reader skips a whole nested value in one step; [`Object::get`] is a linear scan over keys.
+//!
+//! Compared with the previous DOM (serde_json into a tree of vectors), parsing the emulator's
+//! pages takes about half the time; see `docs/benchmarks.md`.
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json_borrow::{Number, ObjectAsVec, Value};
-use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
-/// What a [`Doc`] owns: the body's text, and the object keys of the body that have escape
-/// sequences, unescaped, in the order the parser meets them (usually none).
-#[derive(Debug)]
-pub(crate) struct Body {
-    text: String,
-    escaped_keys: Vec<String>,
+/// How deep arrays and objects may nest (serde_json's own default limit, kept so that the
+/// recursive conversions of a value, such as [`Value::to_serde`], stay bounded).
+const MAX_DEPTH: usize = 128;
+
+/// One node of a document's tape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Node {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    /// A string that is `text[start..start + len]` of the body.
+    Str {
+        start: u32,
+        len: u32,
+    },
+    /// A string with escape sequences: entry `n` of [`Doc::escaped`].
+    Escaped(u32),
+    /// An array of `len` elements; its nodes end before node `end`.
+    Array {
+        len: u32,
+        end: u32,
+    },
+    /// An object of `len` fields (a key node, then the value's nodes, per field); its nodes
+    /// end before node `end`.
+    Object {
+        len: u32,
+        end: u32,
+    },
 }
 
-self_cell::self_cell!(
-    /// A parsed response body: its text and the DOM whose strings borrow from it.
-    pub(crate) struct Doc {
-        owner: Body,
-        #[covariant]
-        dependent: Value,
+/// A parsed response body.
+pub(crate) struct Doc {
+    text: String,
+    /// Strings with escape sequences, unescaped, in document order.
+    escaped: Vec<String>,
+    nodes: Vec<Node>,
+}
+
+impl fmt::Debug for Doc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Doc")
+            .field("bytes", &self.text.len())
+            .field("nodes", &self.nodes.len())
+            .finish()
     }
-    impl {Debug}
-);
+}
+
+thread_local! {
+    /// The parser's scratch copy of the body and its buffers, reused by each parse on the
+    /// thread.
+    static SCRATCH: RefCell<(Vec<u8>, simd_json::Buffers)> = RefCell::new(Default::default());
+}
 
 impl Doc {
     /// Parses a body (UTF-8 JSON); the error says why it is not JSON.
@@ -54,312 +88,498 @@ impl Doc {
     }
 
     fn parse_text(text: String) -> Result<Doc, String> {
-        let owner = Body {
+        if u32::try_from(text.len()).is_err() {
+            return Err(format!("body of {} bytes: over 4 GiB", text.len()));
+        }
+        let (escaped, nodes) = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let (copy, buffers) = &mut *scratch;
+            copy.clear();
+            copy.extend_from_slice(text.as_bytes());
+            let base = copy.as_ptr() as usize;
+            let tape = simd_json::to_tape_with_buffers(copy, buffers).map_err(|e| e.to_string())?;
+            translate(&tape.0, &text, base)
+        })?;
+        Ok(Doc {
             text,
-            escaped_keys: Vec::new(),
-        };
-        let first = Doc::try_new_or_recover(owner, |b| parse_stacked(&b.text, &b.escaped_keys));
-        let (mut owner, err) = match first {
-            Ok(doc) => return Ok(doc),
-            Err(recovered) => recovered,
-        };
-        // Either not JSON, or a key with escape sequences: the first pass tells which.
-        owner.escaped_keys = escaped_keys(&owner.text).map_err(|e| e.to_string())?;
-        if owner.escaped_keys.is_empty() {
-            return Err(err.to_string());
-        }
-        Doc::try_new(owner, |b| parse_stacked(&b.text, &b.escaped_keys)).map_err(|e| e.to_string())
+            escaped,
+            nodes,
+        })
     }
 
-    /// The parsed value.
-    pub(crate) fn value(&self) -> &Value<'_> {
-        self.borrow_dependent()
-    }
-}
-
-/// Parses `text` with the scratch-stack visitor; keys with escape sequences are taken, in
-/// order, from `escaped_keys` (an error when there are more of them than that).
-fn parse_stacked<'de>(
-    text: &'de str,
-    escaped_keys: &'de [String],
-) -> Result<Value<'de>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let mut scratch = Scratch {
-        fields: Vec::new(),
-        elements: Vec::new(),
-        escaped_keys,
-        next_escaped: 0,
-    };
-    let value = Node {
-        scratch: &mut scratch,
-    }
-    .deserialize(&mut de)?;
-    de.end()?;
-    Ok(value)
-}
-
-/// The first pass over a body with escaped keys: validates it as JSON and returns those keys,
-/// unescaped, in document order.
-fn escaped_keys(text: &str) -> Result<Vec<String>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let mut keys = Vec::new();
-    CollectKeys { keys: &mut keys }.deserialize(&mut de)?;
-    de.end()?;
-    Ok(keys)
-}
-
-/// Fields and elements of the objects and arrays still open, innermost last.
-struct Scratch<'de> {
-    fields: Vec<(&'de str, Value<'de>)>,
-    elements: Vec<Value<'de>>,
-    /// Unescaped keys (see [`escaped_keys`]), and how many of them were used so far.
-    escaped_keys: &'de [String],
-    next_escaped: usize,
-}
-
-/// The elements of `stack` from `start` on, moved into a vector of exactly their number.
-fn take_from<T>(stack: &mut Vec<T>, start: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(stack.len() - start);
-    out.extend(stack.drain(start..));
-    out
-}
-
-/// Deserializes one JSON value, using the document's scratch stack.
-struct Node<'s, 'de> {
-    scratch: &'s mut Scratch<'de>,
-}
-
-impl<'de> DeserializeSeed<'de> for Node<'_, 'de> {
-    type Value = Value<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Node<'_, 'de> {
-    type Value = Value<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
+    /// The document's root value.
+    pub(crate) fn value(&self) -> Value<'_> {
+        Value { doc: self, at: 0 }
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value<'de>, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value<'de>, E> {
-        Ok(Value::Number(Number::from(v)))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value<'de>, E> {
-        Ok(Value::Number(Number::from(v)))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value<'de>, E> {
-        Ok(Value::Number(Number::from(v)))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value<'de>, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value<'de>, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
-        self.deserialize(d)
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value<'de>, E> {
-        Ok(Value::Str(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value<'de>, E> {
-        Ok(Value::Str(Cow::Owned(v.to_owned())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value<'de>, E> {
-        Ok(Value::Str(Cow::Owned(v)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'de>, A::Error> {
-        let scratch = self.scratch;
-        let start = scratch.elements.len();
-        while let Some(v) = seq.next_element_seed(Node {
-            scratch: &mut *scratch,
-        })? {
-            scratch.elements.push(v);
-        }
-        Ok(Value::Array(take_from(&mut scratch.elements, start)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
-        let scratch = self.scratch;
-        let start = scratch.fields.len();
-        while let Some(key) = map.next_key_seed(Key {
-            escaped_keys: scratch.escaped_keys,
-            next: &mut scratch.next_escaped,
-        })? {
-            let v = map.next_value_seed(Node {
-                scratch: &mut *scratch,
-            })?;
-            scratch.fields.push((key, v));
-        }
-        Ok(Value::Object(ObjectAsVec::from(take_from(
-            &mut scratch.fields,
-            start,
-        ))))
-    }
-}
-
-/// Deserializes an object key as a `&str` of the body's lifetime: borrowed from the text, or,
-/// when it has escape sequences, the next of the unescaped keys.
-struct Key<'s, 'de> {
-    escaped_keys: &'de [String],
-    next: &'s mut usize,
-}
-
-impl<'de> DeserializeSeed<'de> for Key<'_, 'de> {
-    type Value = &'de str;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'de str, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_, 'de> {
-    type Value = &'de str;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<&'de str, E> {
-        Ok(v)
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<&'de str, E> {
-        match self.escaped_keys.get(*self.next) {
-            Some(k) if k == v => {
-                *self.next += 1;
-                Ok(k.as_str())
+    /// The text of string node `at` (empty for any other node).
+    #[inline]
+    fn str_at(&self, at: usize) -> &str {
+        match self.nodes[at] {
+            Node::Str { start, len } => {
+                let start = start as usize;
+                self.text.get(start..start + len as usize).unwrap_or("")
             }
-            _ => Err(E::custom("object key with escape sequences")),
+            Node::Escaped(n) => self.escaped.get(n as usize).map_or("", String::as_str),
+            _ => "",
+        }
+    }
+
+    /// The node after the value starting at node `at` (skipping a container's children).
+    #[inline]
+    fn next(&self, at: usize) -> usize {
+        match self.nodes[at] {
+            Node::Array { end, .. } | Node::Object { end, .. } => end as usize,
+            _ => at + 1,
         }
     }
 }
 
-/// The first pass of a body with escaped keys: walks every value, keeping those keys.
-struct CollectKeys<'k> {
-    keys: &'k mut Vec<String>,
-}
-
-impl<'de> DeserializeSeed<'de> for CollectKeys<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for CollectKeys<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(CollectKeys {
-                keys: &mut *self.keys,
-            })?
-            .is_some()
-        {}
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map
-            .next_key_seed(EscapedKey {
-                keys: &mut *self.keys,
-            })?
-            .is_some()
-        {
-            map.next_value_seed(CollectKeys {
-                keys: &mut *self.keys,
-            })?;
+/// Translates simd-json's tape into [`Node`]s. `copy_base` is the address of the scratch copy
+/// the tape's strings point into: a string whose bytes are those at the same offset of `text`
+/// had no escape sequences and is referred to there; any other goes to the side table.
+fn translate(
+    tape: &[simd_json::Node<'_>],
+    text: &str,
+    copy_base: usize,
+) -> Result<(Vec<String>, Vec<Node>), String> {
+    use simd_json::{Node as T, StaticNode as S};
+    let mut nodes = Vec::with_capacity(tape.len());
+    let mut escaped = Vec::new();
+    // Where each open container ends, innermost last (for the depth limit).
+    let mut open: Vec<usize> = Vec::new();
+    let index = |n: usize| u32::try_from(n).map_err(|_| "JSON body with over 4 billion values");
+    // Without a backslash in the body no string was unescaped, so the copy is the text and
+    // every string's bytes are the text's at the same offset: the comparison can be skipped.
+    let unescaped_somewhere = text.as_bytes().contains(&b'\\');
+    for (i, node) in tape.iter().enumerate() {
+        while open.last() == Some(&i) {
+            open.pop();
         }
-        Ok(())
+        let node = match *node {
+            T::Static(S::Null) => Node::Null,
+            T::Static(S::Bool(b)) => Node::Bool(b),
+            T::Static(S::I64(n)) => Node::Int(n),
+            T::Static(S::U64(n)) => Node::UInt(n),
+            T::Static(S::F64(f)) => Node::Float(f),
+            T::String(s) => {
+                let offset = (s.as_ptr() as usize).wrapping_sub(copy_base);
+                let same = offset
+                    .checked_add(s.len())
+                    .and_then(|end| text.get(offset..end))
+                    .is_some_and(|t| !unescaped_somewhere || t == s);
+                if same {
+                    Node::Str {
+                        start: index(offset)?,
+                        len: index(s.len())?,
+                    }
+                } else {
+                    escaped.push(s.to_owned());
+                    Node::Escaped(index(escaped.len() - 1)?)
+                }
+            }
+            T::Array { len, count } | T::Object { len, count } => {
+                let end = i + count + 1;
+                open.push(end);
+                if open.len() > MAX_DEPTH {
+                    return Err(format!("arrays and objects nested over {MAX_DEPTH} deep"));
+                }
+                let (len, end) = (index(len)?, index(end)?);
+                if matches!(node, T::Array { .. }) {
+                    Node::Array { len, end }
+                } else {
+                    Node::Object { len, end }
+                }
+            }
+        };
+        nodes.push(node);
+    }
+    Ok((escaped, nodes))
+}
+
+/// A JSON number as parsed: an integer when it has neither fraction nor exponent and fits 64
+/// bits, a float otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Number {
+    /// A negative or small integer.
+    Int(i64),
+    /// An integer over `i64::MAX`.
+    UInt(u64),
+    /// Any other number.
+    Float(f64),
+}
+
+impl Number {
+    /// The number as an `i64` when it is an integer that fits.
+    pub(crate) fn as_i64(self) -> Option<i64> {
+        match self {
+            Number::Int(n) => Some(n),
+            Number::UInt(n) => i64::try_from(n).ok(),
+            Number::Float(_) => None,
+        }
+    }
+
+    /// The number as an `f64` (integers converted).
+    pub(crate) fn as_f64(self) -> f64 {
+        match self {
+            Number::Int(n) => n as f64,
+            Number::UInt(n) => n as f64,
+            Number::Float(f) => f,
+        }
+    }
+
+    /// Whether the number was written as an integer.
+    pub(crate) fn is_integer(self) -> bool {
+        !matches!(self, Number::Float(_))
     }
 }
 
-/// An object key in the first pass: kept when it had escape sequences (not borrowable).
-struct EscapedKey<'k> {
-    keys: &'k mut Vec<String>,
-}
-
-impl<'de> DeserializeSeed<'de> for EscapedKey<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
+impl fmt::Display for Number {
+    /// Rust's own formatting (`1.5`, `2`, `100000000000000000000`), as text columns hold it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Number::Int(n) => write!(f, "{n}"),
+            Number::UInt(n) => write!(f, "{n}"),
+            Number::Float(x) => write!(f, "{x}"),
+        }
     }
 }
 
-impl<'de> Visitor<'de> for EscapedKey<'_> {
-    type Value = ();
+/// A value of a [`Doc`]: copied freely, borrowing the document.
+#[derive(Clone, Copy)]
+pub(crate) struct Value<'a> {
+    doc: &'a Doc,
+    at: usize,
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
+/// What a [`Value`] holds, for `match`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number.
+    Number(Number),
+    /// A string.
+    Str(&'a str),
+    /// An array.
+    Array(Array<'a>),
+    /// An object.
+    Object(Object<'a>),
+}
+
+impl<'a> Value<'a> {
+    /// What the value holds.
+    #[inline]
+    pub(crate) fn kind(self) -> Kind<'a> {
+        match self.doc.nodes[self.at] {
+            Node::Null => Kind::Null,
+            Node::Bool(b) => Kind::Bool(b),
+            Node::Int(n) => Kind::Number(Number::Int(n)),
+            Node::UInt(n) => Kind::Number(Number::UInt(n)),
+            Node::Float(f) => Kind::Number(Number::Float(f)),
+            Node::Str { .. } | Node::Escaped(_) => Kind::Str(self.doc.str_at(self.at)),
+            Node::Array { len, .. } => Kind::Array(Array {
+                doc: self.doc,
+                at: self.at,
+                len: len as usize,
+            }),
+            Node::Object { len, .. } => Kind::Object(Object {
+                doc: self.doc,
+                at: self.at,
+                len: len as usize,
+            }),
+        }
     }
 
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<(), E> {
-        Ok(())
+    /// Whether the value is `null`.
+    #[inline]
+    pub(crate) fn is_null(self) -> bool {
+        matches!(self.doc.nodes[self.at], Node::Null)
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.keys.push(v.to_owned());
-        Ok(())
+    /// The text of a string.
+    #[inline]
+    pub(crate) fn as_str(self) -> Option<&'a str> {
+        match self.doc.nodes[self.at] {
+            Node::Str { .. } | Node::Escaped(_) => Some(self.doc.str_at(self.at)),
+            _ => None,
+        }
+    }
+
+    /// A boolean.
+    #[inline]
+    pub(crate) fn as_bool(self) -> Option<bool> {
+        match self.doc.nodes[self.at] {
+            Node::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A number.
+    #[inline]
+    pub(crate) fn as_number(self) -> Option<Number> {
+        match self.kind() {
+            Kind::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// An array.
+    #[inline]
+    pub(crate) fn as_array(self) -> Option<Array<'a>> {
+        match self.kind() {
+            Kind::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// An object.
+    #[inline]
+    pub(crate) fn as_object(self) -> Option<Object<'a>> {
+        match self.kind() {
+            Kind::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Whether the value is an object.
+    pub(crate) fn is_object(self) -> bool {
+        matches!(self.doc.nodes[self.at], Node::Object { .. })
+    }
+
+    /// The field `key` of an object; `None` when absent or when the value is not an object.
+    #[inline]
+    pub(crate) fn get(self, key: &str) -> Option<Value<'a>> {
+        self.as_object().and_then(|o| o.get(key))
+    }
+
+    /// The value as a `serde_json::Value` (objects with sorted keys; of repeated keys, the
+    /// last one wins).
+    pub(crate) fn to_serde(self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self.kind() {
+            Kind::Null => J::Null,
+            Kind::Bool(b) => J::Bool(b),
+            Kind::Number(Number::Int(n)) => J::from(n),
+            Kind::Number(Number::UInt(n)) => J::from(n),
+            Kind::Number(Number::Float(f)) => {
+                serde_json::Number::from_f64(f).map_or(J::Null, J::Number)
+            }
+            Kind::Str(s) => J::String(s.to_owned()),
+            Kind::Array(a) => J::Array(a.iter().map(Value::to_serde).collect()),
+            Kind::Object(o) => J::Object(
+                o.iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_serde()))
+                    .collect(),
+            ),
+        }
     }
 }
+
+impl fmt::Debug for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_serde())
+    }
+}
+
+impl fmt::Display for Value<'_> {
+    /// Compact JSON text, as serde_json writes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_serde())
+    }
+}
+
+impl PartialEq<serde_json::Value> for Value<'_> {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.to_serde() == *other
+    }
+}
+
+/// An array of a [`Doc`].
+#[derive(Clone, Copy)]
+pub(crate) struct Array<'a> {
+    doc: &'a Doc,
+    at: usize,
+    len: usize,
+}
+
+impl fmt::Debug for Array<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> Array<'a> {
+    /// An array with no elements (of no document).
+    pub(crate) fn empty() -> Array<'static> {
+        static EMPTY: Doc = Doc {
+            text: String::new(),
+            escaped: Vec::new(),
+            nodes: Vec::new(),
+        };
+        Array {
+            doc: &EMPTY,
+            at: 0,
+            len: 0,
+        }
+    }
+
+    /// The number of elements.
+    pub(crate) fn len(self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no element.
+    pub(crate) fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
+    /// The elements, in order.
+    pub(crate) fn iter(self) -> Elements<'a> {
+        Elements {
+            doc: self.doc,
+            next: self.at + 1,
+            left: self.len,
+        }
+    }
+}
+
+impl<'a> IntoIterator for Array<'a> {
+    type Item = Value<'a>;
+    type IntoIter = Elements<'a>;
+
+    fn into_iter(self) -> Elements<'a> {
+        self.iter()
+    }
+}
+
+/// The elements of an [`Array`].
+#[derive(Clone)]
+pub(crate) struct Elements<'a> {
+    doc: &'a Doc,
+    next: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = Value<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Value<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let at = self.next;
+        self.next = self.doc.next(at);
+        Some(Value { doc: self.doc, at })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Elements<'_> {}
+
+/// An object of a [`Doc`]: its fields in document order.
+#[derive(Clone, Copy)]
+pub(crate) struct Object<'a> {
+    doc: &'a Doc,
+    at: usize,
+    len: usize,
+}
+
+impl fmt::Debug for Object<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> Object<'a> {
+    /// The value of the first field named `key`.
+    #[inline]
+    pub(crate) fn get(self, key: &str) -> Option<Value<'a>> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The fields, in document order.
+    #[inline]
+    pub(crate) fn iter(self) -> Fields<'a> {
+        Fields {
+            doc: self.doc,
+            next: self.at + 1,
+            left: self.len,
+        }
+    }
+
+    /// Appends the node positions of each field's key and value to `out` (see
+    /// [`Object::field_at`]), for repeated lookups in one object.
+    pub(crate) fn positions_into(self, out: &mut Vec<(u32, u32)>) {
+        let mut next = self.at + 1;
+        for _ in 0..self.len {
+            let value = next + 1;
+            // Positions fit u32: `translate` checked the tape's length.
+            out.push((next as u32, value as u32));
+            next = self.doc.next(value);
+        }
+    }
+
+    /// The key and value of a field whose node positions [`Object::positions_into`] gave.
+    #[inline]
+    pub(crate) fn field_at(self, (key, value): (u32, u32)) -> (&'a str, Value<'a>) {
+        (
+            self.doc.str_at(key as usize),
+            Value {
+                doc: self.doc,
+                at: value as usize,
+            },
+        )
+    }
+}
+
+/// The fields of an [`Object`].
+#[derive(Clone)]
+pub(crate) struct Fields<'a> {
+    doc: &'a Doc,
+    next: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a str, Value<'a>);
+
+    #[inline]
+    fn next(&mut self) -> Option<(&'a str, Value<'a>)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let key = self.doc.str_at(self.next);
+        let at = self.next + 1;
+        self.next = self.doc.next(at);
+        Some((key, Value { doc: self.doc, at }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Fields<'_> {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn reference(text: &str) -> Result<Value<'_>, serde_json::Error> {
-        serde_json::from_str::<Value<'_>>(text)
+    fn reference(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap()
     }
 
     #[test]
-    fn same_tree_as_serde_json_borrow() {
+    fn same_values_as_serde_json() {
         let docs = [
             r#"{"data": [{"id": "a", "n": -3, "big": 18446744073709551615, "f": 1.5e3,
                 "t": true, "f2": false, "z": null, "arr": [[], {}, [1, [2, {"k": "v"}]]],
@@ -369,36 +589,100 @@ mod tests {
             "{}",
             "\"just a string\"",
             "42",
+            "-0.5",
             r#"[{"a": 1, "b": {"c": [true, null, "x"], "d": {}}, "e": []}, {"a": 2}]"#,
             r#"{"dup": 1, "dup": 2}"#,
+            r#"{"quo\"ted": {"inner\u00e9": [1, {"a\\b": 2, "c": 3}]}, "x": [{"caf\u00e9": "v\u00e9"}]}"#,
         ];
         for text in docs {
-            let stacked = parse_stacked(text, &[]).unwrap();
-            assert_eq!(stacked, reference(text).unwrap(), "{text}");
             let doc = Doc::parse(text.as_bytes()).unwrap();
-            assert_eq!(doc.value(), &reference(text).unwrap(), "{text}");
+            assert_eq!(doc.value().to_serde(), reference(text), "{text}");
             let doc = Doc::parse_bytes(bytes::Bytes::copy_from_slice(text.as_bytes())).unwrap();
-            assert_eq!(doc.value(), &reference(text).unwrap(), "{text}");
+            assert_eq!(doc.value().to_serde(), reference(text), "{text}");
         }
     }
 
     #[test]
-    fn escaped_keys_are_unescaped_in_a_second_pass() {
-        let text = r#"{"plain": 1, "quo\"ted": {"inner\u00e9": [1, {"a\\b": 2, "c": 3}]},
-            "x": [{"caf\u00e9": "v"}, {"caf\u00e9": "w"}]}"#;
-        assert!(parse_stacked(text, &[]).is_err());
-        assert_eq!(
-            escaped_keys(text).unwrap(),
-            ["quo\"ted", "inner\u{e9}", "a\\b", "caf\u{e9}", "caf\u{e9}"]
-        );
+    fn reads_fields_elements_and_kinds() {
+        let text = r#"{"a": {"deep": [1, 2, {"x": 3}]}, "b": "s", "k\u00e9y": 2.5,
+            "big": 18446744073709551615, "dup": 1, "dup": 2, "t": true, "n": null}"#;
         let doc = Doc::parse(text.as_bytes()).unwrap();
-        let expected: serde_json::Value = serde_json::from_str(text).unwrap();
-        assert_eq!(serde_json::Value::from(doc.value()), expected);
-        let obj = doc.value().as_object().unwrap();
-        assert!(obj.get("quo\"ted").is_some());
-        // A key list that does not match the body is an error, never a wrong key.
-        let wrong = ["other".to_owned()];
-        assert!(parse_stacked(text, &wrong).is_err());
+        let root = doc.value();
+        let o = root.as_object().unwrap();
+        assert_eq!(o.iter().len(), 8);
+        let keys: Vec<&str> = o.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b", "k\u{e9}y", "big", "dup", "dup", "t", "n"]);
+        // Fields after a nested value are found: the nested nodes are skipped.
+        assert_eq!(root.get("b").and_then(Value::as_str), Some("s"));
+        let int = |v: Option<Value<'_>>| v.and_then(Value::as_number).and_then(Number::as_i64);
+        assert_eq!(int(root.get("dup")), Some(1), "first wins");
+        assert_eq!(
+            root.get("k\u{e9}y").and_then(Value::as_number),
+            Some(Number::Float(2.5))
+        );
+        assert_eq!(
+            root.get("big").and_then(Value::as_number),
+            Some(Number::UInt(u64::MAX))
+        );
+        assert_eq!(int(root.get("big")), None);
+        assert_eq!(root.get("t").and_then(Value::as_bool), Some(true));
+        assert!(root.get("n").unwrap().is_null());
+        assert!(root.get("missing").is_none());
+        assert!(root.get("b").unwrap().get("b").is_none(), "not an object");
+        let deep = root
+            .get("a")
+            .unwrap()
+            .get("deep")
+            .unwrap()
+            .as_array()
+            .unwrap();
+        assert_eq!(deep.len(), 3);
+        let elems: Vec<String> = deep.iter().map(|v| v.to_string()).collect();
+        assert_eq!(elems, ["1", "2", r#"{"x":3}"#]);
+        let mut positions = Vec::new();
+        o.positions_into(&mut positions);
+        let fields: Vec<(&str, String)> = positions
+            .iter()
+            .map(|p| {
+                let (k, v) = o.field_at(*p);
+                (k, v.to_string())
+            })
+            .collect();
+        let expected: Vec<(&str, String)> = o.iter().map(|(k, v)| (k, v.to_string())).collect();
+        assert_eq!(fields, expected);
+        assert!(Array::empty().iter().next().is_none());
+    }
+
+    #[test]
+    fn numbers_print_as_text_columns_hold_them() {
+        let doc = Doc::parse(br#"[1, -2, 1.5, 2.0, 1e20, 18446744073709551615]"#).unwrap();
+        let printed: Vec<String> = doc
+            .value()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_number().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            printed,
+            [
+                "1",
+                "-2",
+                "1.5",
+                "2",
+                "100000000000000000000",
+                "18446744073709551615"
+            ]
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(Doc::parse(ok.as_bytes()).is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let err = Doc::parse(deep.as_bytes()).unwrap_err();
+        assert!(err.contains("nested"), "{err}");
     }
 
     #[test]
@@ -413,6 +697,9 @@ mod tests {
             b"{\"\xc3\": 1}",
             b"{\"k\\u00e9\": [1, 2",
             b"{\"k\\u00e9\": 1} trailing",
+            b"{\"a\": 1,}",
+            b"[1 2]",
+            b"{\"a\" 1}",
         ] {
             assert!(Doc::parse(bad).is_err(), "{bad:?}");
             let owned = Doc::parse_bytes(bytes::Bytes::copy_from_slice(bad));

@@ -2,9 +2,9 @@
 //! exponential backoff, OAuth refresh, and offset pagination.
 
 pub(crate) mod auth;
-mod json;
+pub(crate) mod json;
 
-use crate::decode::{Field, Value};
+use crate::decode::{Field, JsonArray, Kind, Value};
 use auth::{Auth, without_url};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -77,8 +77,8 @@ pub(crate) struct Page {
 
 impl Page {
     /// The page's items.
-    pub(crate) fn data(&self) -> &[Value<'_>] {
-        list_of(self.body.value()).unwrap_or(&[])
+    pub(crate) fn data(&self) -> JsonArray<'_> {
+        list_of(self.body.value()).unwrap_or_else(|_| JsonArray::empty())
     }
 }
 
@@ -90,7 +90,7 @@ pub(crate) struct Items {
 
 impl Items {
     /// The items, in order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Value<'_>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Value<'_>> {
         self.pages.iter().flat_map(Page::data)
     }
 
@@ -509,14 +509,14 @@ impl Client {
 }
 
 /// The JSON kind of `v`, for messages.
-pub(crate) fn kind_of(v: &Value<'_>) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::Str(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+pub(crate) fn kind_of(v: Value<'_>) -> &'static str {
+    match v.kind() {
+        Kind::Null => "null",
+        Kind::Bool(_) => "a boolean",
+        Kind::Number(_) => "a number",
+        Kind::Str(_) => "a string",
+        Kind::Array(_) => "an array",
+        Kind::Object(_) => "an object",
     }
 }
 
@@ -527,8 +527,8 @@ pub(crate) fn kind_of(v: &Value<'_>) -> &'static str {
 pub(crate) fn into_page(body: Doc) -> std::result::Result<Page, String> {
     let v = body.value();
     list_of(v)?;
-    let next = match v {
-        Value::Object(o) if o.field("hasNext").and_then(Value::as_bool) != Some(false) => o
+    let next = match v.kind() {
+        Kind::Object(o) if o.field("hasNext").and_then(Value::as_bool) != Some(false) => o
             .field("next")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
@@ -539,17 +539,17 @@ pub(crate) fn into_page(body: Doc) -> std::result::Result<Page, String> {
 }
 
 /// The item list of a list response (see [`into_page`]), or why there is none.
-fn list_of<'a, 'j>(v: &'a Value<'j>) -> std::result::Result<&'a [Value<'j>], String> {
-    match v {
-        Value::Object(o) => match o.field("data") {
-            Some(Value::Array(a)) => Ok(a),
-            Some(Value::Object(d)) => match d.field("eeoResponses") {
-                Some(Value::Array(a)) => Ok(a),
+fn list_of(v: Value<'_>) -> std::result::Result<JsonArray<'_>, String> {
+    match v.kind() {
+        Kind::Object(o) => match o.field("data").map(|d| (d, d.kind())) {
+            Some((_, Kind::Array(a))) => Ok(a),
+            Some((_, Kind::Object(d))) => match d.field("eeoResponses").map(Value::kind) {
+                Some(Kind::Array(a)) => Ok(a),
                 _ => Err("`data` is an object, not a list".into()),
             },
-            Some(other) => Err(format!("`data` is {}, not a list", kind_of(other))),
+            Some((other, _)) => Err(format!("`data` is {}, not a list", kind_of(other))),
             None => {
-                let mut keys: Vec<&str> = o.keys().take(5).collect();
+                let mut keys: Vec<&str> = o.iter().map(|(k, _)| k).take(5).collect();
                 keys.sort_unstable();
                 Err(format!(
                     "no `data` field (fields: {})",
@@ -561,30 +561,30 @@ fn list_of<'a, 'j>(v: &'a Value<'j>) -> std::result::Result<&'a [Value<'j>], Str
                 ))
             }
         },
-        Value::Array(a) => Ok(a),
-        other => Err(format!("the body is {}", kind_of(other))),
+        Kind::Array(a) => Ok(a),
+        _ => Err(format!("the body is {}", kind_of(v))),
     }
 }
 
 /// Every item of a page must be an object with a non-empty string `id` (the primary key of
 /// the table it feeds, or the parent key of its child rows); an opportunity's expanded
 /// applications too.
-pub(crate) fn check_ids(items: &[Value<'_>], label: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_ids(items: JsonArray<'_>, label: &str) -> std::result::Result<(), String> {
     let n = items.len();
     for (i, item) in items.iter().enumerate() {
-        let Value::Object(o) = item else {
+        let Some(o) = item.as_object() else {
             return Err(format!(
                 "item {} of {n} is {}, not an object",
                 i + 1,
                 kind_of(item)
             ));
         };
-        match o.get("id") {
-            Some(Value::Str(s)) if !s.is_empty() => {}
-            None | Some(Value::Null) => {
+        match o.get("id").map(|id| (id, id.kind())) {
+            Some((_, Kind::Str(s))) if !s.is_empty() => {}
+            None | Some((_, Kind::Null)) => {
                 return Err(format!("item {} of {n} has no `id`", i + 1));
             }
-            Some(other) => {
+            Some((other, _)) => {
                 return Err(format!(
                     "item {} of {n} has an `id` that is {}, not a string",
                     i + 1,
@@ -593,11 +593,13 @@ pub(crate) fn check_ids(items: &[Value<'_>], label: &str) -> std::result::Result
             }
         }
         if label == "opportunities"
-            && let Some(Value::Array(apps)) = o.get("applications")
+            && let Some(apps) = o.get("applications").and_then(Value::as_array)
         {
             for a in apps {
-                if let Value::Object(a) = a
-                    && !matches!(a.get("id"), Some(Value::Str(s)) if !s.is_empty())
+                if let Some(a) = a.as_object()
+                    && a.get("id")
+                        .and_then(Value::as_str)
+                        .is_none_or(|s| s.is_empty())
                 {
                     return Err(format!(
                         "item {} of {n} (opportunity {}) has an application without a string `id` (table application)",
@@ -710,33 +712,27 @@ mod tests {
 
     #[test]
     fn items_need_a_string_id() {
-        assert!(check_ids(&[crate::decode::bv(json!({"id": "a"}))], "users").is_ok());
-        let e = check_ids(
-            &[
-                crate::decode::bv(json!({"id": "a"})),
-                crate::decode::bv(json!({"name": "x"})),
-            ],
-            "users",
-        )
-        .unwrap_err();
+        let list = |v: serde_json::Value| crate::decode::bv(v).as_array().unwrap();
+        assert!(check_ids(list(json!([{"id": "a"}])), "users").is_ok());
+        let e = check_ids(list(json!([{"id": "a"}, {"name": "x"}])), "users").unwrap_err();
         assert_eq!(e, "item 2 of 2 has no `id`");
         assert!(
-            check_ids(&[crate::decode::bv(json!({"id": 5}))], "users")
+            check_ids(list(json!([{"id": 5}])), "users")
                 .unwrap_err()
                 .contains("a number")
         );
         assert!(
-            check_ids(&[crate::decode::bv(json!("a"))], "users")
+            check_ids(list(json!(["a"])), "users")
                 .unwrap_err()
                 .contains("a string")
         );
-        let opp = crate::decode::bv(json!({"id": "o", "applications": [{"type": "posting"}]}));
+        let opp = json!([{"id": "o", "applications": [{"type": "posting"}]}]);
         assert!(
-            check_ids(std::slice::from_ref(&opp), "opportunities")
+            check_ids(list(opp.clone()), "opportunities")
                 .unwrap_err()
                 .contains("application")
         );
-        assert!(check_ids(&[opp], "users").is_ok());
+        assert!(check_ids(list(opp), "users").is_ok());
     }
 
     #[test]
