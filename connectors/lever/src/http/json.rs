@@ -4,15 +4,14 @@
 //! Parsing is `simd-json`'s tape parser (SIMD structural indexing, chosen at run time for the
 //! CPU; no allocation per object or array). Its tape borrows a scratch copy of the body that
 //! it unescapes in place, so it cannot outlive the parse; [`Doc::parse`] translates it at once
-//! into nodes that point into the body's own text by offset (strings without escape sequences,
-//! nearly all of them) or into a side table of unescaped strings. A document is then three
-//! allocations, whatever its shape: the text, the nodes, and the (usually empty) side table.
+//! into nodes whose strings borrow from the body itself (strings without escape sequences,
+//! nearly all of them) or index a side table of unescaped strings. `self_cell` keeps the body
+//! and the nodes borrowing from it together (the workspace forbids `unsafe`). A document is
+//! then three allocations, whatever its shape: the body, the nodes, and the (usually empty)
+//! side table.
 //!
 //! The tape lists each container's node before its children and records where it ends, so a
 //! reader skips a whole nested value in one step; [`Object::get`] is a linear scan over keys.
-//!
-//! Compared with the previous DOM (serde_json into a tree of vectors), parsing the emulator's
-//! pages takes about half the time; see `docs/benchmarks.md`.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -23,18 +22,15 @@ const MAX_DEPTH: usize = 128;
 
 /// One node of a document's tape.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Node {
+enum Node<'a> {
     Null,
     Bool(bool),
     Int(i64),
     UInt(u64),
     Float(f64),
-    /// A string that is `text[start..start + len]` of the body.
-    Str {
-        start: u32,
-        len: u32,
-    },
-    /// A string with escape sequences: entry `n` of [`Doc::escaped`].
+    /// A string without escape sequences, borrowed from the body.
+    Str(&'a str),
+    /// A string with escape sequences: entry `n` of [`Tape::escaped`].
     Escaped(u32),
     /// An array of `len` elements; its nodes end before node `end`.
     Array {
@@ -49,19 +45,28 @@ enum Node {
     },
 }
 
-/// A parsed response body.
-pub(crate) struct Doc {
-    text: String,
+/// The parsed form of a body: its nodes, and the strings that had escape sequences.
+#[derive(Debug)]
+struct Tape<'a> {
+    nodes: Vec<Node<'a>>,
     /// Strings with escape sequences, unescaped, in document order.
     escaped: Vec<String>,
-    nodes: Vec<Node>,
 }
+
+self_cell::self_cell!(
+    /// A parsed response body: its bytes and the tape whose strings borrow from them.
+    pub(crate) struct Doc {
+        owner: Vec<u8>,
+        #[covariant]
+        dependent: Tape,
+    }
+);
 
 impl fmt::Debug for Doc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Doc")
-            .field("bytes", &self.text.len())
-            .field("nodes", &self.nodes.len())
+            .field("bytes", &self.borrow_owner().len())
+            .field("nodes", &self.borrow_dependent().nodes.len())
             .finish()
     }
 }
@@ -75,51 +80,50 @@ thread_local! {
 impl Doc {
     /// Parses a body (UTF-8 JSON); the error says why it is not JSON.
     pub(crate) fn parse(body: &[u8]) -> Result<Doc, String> {
-        let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
-        Doc::parse_text(text.to_owned())
+        Doc::parse_vec(body.to_vec())
     }
 
     /// [`Doc::parse`] of a response body, taking its buffer when no one else holds it (a
     /// body read in several chunks is one such buffer) instead of copying it.
     pub(crate) fn parse_bytes(body: bytes::Bytes) -> Result<Doc, String> {
-        let text = String::from_utf8(Vec::from(body))
-            .map_err(|e| format!("not UTF-8: {}", e.utf8_error()))?;
-        Doc::parse_text(text)
+        Doc::parse_vec(Vec::from(body))
     }
 
-    fn parse_text(text: String) -> Result<Doc, String> {
-        if u32::try_from(text.len()).is_err() {
-            return Err(format!("body of {} bytes: over 4 GiB", text.len()));
+    fn parse_vec(body: Vec<u8>) -> Result<Doc, String> {
+        if u32::try_from(body.len()).is_err() {
+            return Err(format!("body of {} bytes: over 4 GiB", body.len()));
         }
-        let (escaped, nodes) = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let (copy, buffers) = &mut *scratch;
-            copy.clear();
-            copy.extend_from_slice(text.as_bytes());
-            let base = copy.as_ptr() as usize;
-            let tape = simd_json::to_tape_with_buffers(copy, buffers).map_err(|e| e.to_string())?;
-            translate(&tape.0, &text, base)
-        })?;
-        Ok(Doc {
-            text,
-            escaped,
-            nodes,
+        Doc::try_new(body, |body| {
+            // simdutf8: the same check as `std::str::from_utf8`, with SIMD.
+            let text = simdutf8::basic::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let (copy, buffers) = &mut *scratch;
+                copy.clear();
+                copy.extend_from_slice(body);
+                let base = copy.as_ptr() as usize;
+                let tape =
+                    simd_json::to_tape_with_buffers(copy, buffers).map_err(|e| e.to_string())?;
+                translate(&tape.0, text, base)
+            })
         })
     }
 
     /// The document's root value.
     pub(crate) fn value(&self) -> Value<'_> {
-        Value { doc: self, at: 0 }
+        Value {
+            tape: self.borrow_dependent(),
+            at: 0,
+        }
     }
+}
 
+impl<'a> Tape<'a> {
     /// The text of string node `at` (empty for any other node).
     #[inline]
     fn str_at(&self, at: usize) -> &str {
         match self.nodes[at] {
-            Node::Str { start, len } => {
-                let start = start as usize;
-                self.text.get(start..start + len as usize).unwrap_or("")
-            }
+            Node::Str(s) => s,
             Node::Escaped(n) => self.escaped.get(n as usize).map_or("", String::as_str),
             _ => "",
         }
@@ -135,14 +139,15 @@ impl Doc {
     }
 }
 
-/// Translates simd-json's tape into [`Node`]s. `copy_base` is the address of the scratch copy
-/// the tape's strings point into: a string whose bytes are those at the same offset of `text`
-/// had no escape sequences and is referred to there; any other goes to the side table.
-fn translate(
+/// Translates simd-json's tape into a [`Tape`] borrowing from `text`. `copy_base` is the
+/// address of the scratch copy the tape's strings point into: a string whose bytes are those
+/// at the same offset of `text` had no escape sequences and is borrowed from there; any other
+/// goes to the side table.
+fn translate<'a>(
     tape: &[simd_json::Node<'_>],
-    text: &str,
+    text: &'a str,
     copy_base: usize,
-) -> Result<(Vec<String>, Vec<Node>), String> {
+) -> Result<Tape<'a>, String> {
     use simd_json::{Node as T, StaticNode as S};
     let mut nodes = Vec::with_capacity(tape.len());
     let mut escaped = Vec::new();
@@ -164,18 +169,16 @@ fn translate(
             T::Static(S::F64(f)) => Node::Float(f),
             T::String(s) => {
                 let offset = (s.as_ptr() as usize).wrapping_sub(copy_base);
-                let same = offset
+                let borrowed = offset
                     .checked_add(s.len())
                     .and_then(|end| text.get(offset..end))
-                    .is_some_and(|t| !unescaped_somewhere || t == s);
-                if same {
-                    Node::Str {
-                        start: index(offset)?,
-                        len: index(s.len())?,
+                    .filter(|t| !unescaped_somewhere || *t == s);
+                match borrowed {
+                    Some(t) => Node::Str(t),
+                    None => {
+                        escaped.push(s.to_owned());
+                        Node::Escaped(index(escaped.len() - 1)?)
                     }
-                } else {
-                    escaped.push(s.to_owned());
-                    Node::Escaped(index(escaped.len() - 1)?)
                 }
             }
             T::Array { len, count } | T::Object { len, count } => {
@@ -194,7 +197,7 @@ fn translate(
         };
         nodes.push(node);
     }
-    Ok((escaped, nodes))
+    Ok(Tape { nodes, escaped })
 }
 
 /// A JSON number as parsed: an integer when it has neither fraction nor exponent and fits 64
@@ -248,7 +251,7 @@ impl fmt::Display for Number {
 /// A value of a [`Doc`]: copied freely, borrowing the document.
 #[derive(Clone, Copy)]
 pub(crate) struct Value<'a> {
-    doc: &'a Doc,
+    tape: &'a Tape<'a>,
     at: usize,
 }
 
@@ -273,20 +276,20 @@ impl<'a> Value<'a> {
     /// What the value holds.
     #[inline]
     pub(crate) fn kind(self) -> Kind<'a> {
-        match self.doc.nodes[self.at] {
+        match self.tape.nodes[self.at] {
             Node::Null => Kind::Null,
             Node::Bool(b) => Kind::Bool(b),
             Node::Int(n) => Kind::Number(Number::Int(n)),
             Node::UInt(n) => Kind::Number(Number::UInt(n)),
             Node::Float(f) => Kind::Number(Number::Float(f)),
-            Node::Str { .. } | Node::Escaped(_) => Kind::Str(self.doc.str_at(self.at)),
+            Node::Str(_) | Node::Escaped(_) => Kind::Str(self.tape.str_at(self.at)),
             Node::Array { len, .. } => Kind::Array(Array {
-                doc: self.doc,
+                tape: self.tape,
                 at: self.at,
                 len: len as usize,
             }),
             Node::Object { len, .. } => Kind::Object(Object {
-                doc: self.doc,
+                tape: self.tape,
                 at: self.at,
                 len: len as usize,
             }),
@@ -296,14 +299,14 @@ impl<'a> Value<'a> {
     /// Whether the value is `null`.
     #[inline]
     pub(crate) fn is_null(self) -> bool {
-        matches!(self.doc.nodes[self.at], Node::Null)
+        matches!(self.tape.nodes[self.at], Node::Null)
     }
 
     /// The text of a string.
     #[inline]
     pub(crate) fn as_str(self) -> Option<&'a str> {
-        match self.doc.nodes[self.at] {
-            Node::Str { .. } | Node::Escaped(_) => Some(self.doc.str_at(self.at)),
+        match self.tape.nodes[self.at] {
+            Node::Str(_) | Node::Escaped(_) => Some(self.tape.str_at(self.at)),
             _ => None,
         }
     }
@@ -311,7 +314,7 @@ impl<'a> Value<'a> {
     /// A boolean.
     #[inline]
     pub(crate) fn as_bool(self) -> Option<bool> {
-        match self.doc.nodes[self.at] {
+        match self.tape.nodes[self.at] {
             Node::Bool(b) => Some(b),
             _ => None,
         }
@@ -346,7 +349,7 @@ impl<'a> Value<'a> {
 
     /// Whether the value is an object.
     pub(crate) fn is_object(self) -> bool {
-        matches!(self.doc.nodes[self.at], Node::Object { .. })
+        matches!(self.tape.nodes[self.at], Node::Object { .. })
     }
 
     /// The field `key` of an object; `None` when absent or when the value is not an object.
@@ -400,7 +403,7 @@ impl PartialEq<serde_json::Value> for Value<'_> {
 /// An array of a [`Doc`].
 #[derive(Clone, Copy)]
 pub(crate) struct Array<'a> {
-    doc: &'a Doc,
+    tape: &'a Tape<'a>,
     at: usize,
     len: usize,
 }
@@ -414,13 +417,12 @@ impl fmt::Debug for Array<'_> {
 impl<'a> Array<'a> {
     /// An array with no elements (of no document).
     pub(crate) fn empty() -> Array<'static> {
-        static EMPTY: Doc = Doc {
-            text: String::new(),
-            escaped: Vec::new(),
+        static EMPTY: Tape<'static> = Tape {
             nodes: Vec::new(),
+            escaped: Vec::new(),
         };
         Array {
-            doc: &EMPTY,
+            tape: &EMPTY,
             at: 0,
             len: 0,
         }
@@ -439,7 +441,7 @@ impl<'a> Array<'a> {
     /// The elements, in order.
     pub(crate) fn iter(self) -> Elements<'a> {
         Elements {
-            doc: self.doc,
+            tape: self.tape,
             next: self.at + 1,
             left: self.len,
         }
@@ -458,7 +460,7 @@ impl<'a> IntoIterator for Array<'a> {
 /// The elements of an [`Array`].
 #[derive(Clone)]
 pub(crate) struct Elements<'a> {
-    doc: &'a Doc,
+    tape: &'a Tape<'a>,
     next: usize,
     left: usize,
 }
@@ -473,8 +475,11 @@ impl<'a> Iterator for Elements<'a> {
         }
         self.left -= 1;
         let at = self.next;
-        self.next = self.doc.next(at);
-        Some(Value { doc: self.doc, at })
+        self.next = self.tape.next(at);
+        Some(Value {
+            tape: self.tape,
+            at,
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -487,7 +492,7 @@ impl ExactSizeIterator for Elements<'_> {}
 /// An object of a [`Doc`]: its fields in document order.
 #[derive(Clone, Copy)]
 pub(crate) struct Object<'a> {
-    doc: &'a Doc,
+    tape: &'a Tape<'a>,
     at: usize,
     len: usize,
 }
@@ -509,7 +514,7 @@ impl<'a> Object<'a> {
     #[inline]
     pub(crate) fn iter(self) -> Fields<'a> {
         Fields {
-            doc: self.doc,
+            tape: self.tape,
             next: self.at + 1,
             left: self.len,
         }
@@ -523,7 +528,7 @@ impl<'a> Object<'a> {
             let value = next + 1;
             // Positions fit u32: `translate` checked the tape's length.
             out.push((next as u32, value as u32));
-            next = self.doc.next(value);
+            next = self.tape.next(value);
         }
     }
 
@@ -531,9 +536,9 @@ impl<'a> Object<'a> {
     #[inline]
     pub(crate) fn field_at(self, (key, value): (u32, u32)) -> (&'a str, Value<'a>) {
         (
-            self.doc.str_at(key as usize),
+            self.tape.str_at(key as usize),
             Value {
-                doc: self.doc,
+                tape: self.tape,
                 at: value as usize,
             },
         )
@@ -543,7 +548,7 @@ impl<'a> Object<'a> {
 /// The fields of an [`Object`].
 #[derive(Clone)]
 pub(crate) struct Fields<'a> {
-    doc: &'a Doc,
+    tape: &'a Tape<'a>,
     next: usize,
     left: usize,
 }
@@ -557,10 +562,16 @@ impl<'a> Iterator for Fields<'a> {
             return None;
         }
         self.left -= 1;
-        let key = self.doc.str_at(self.next);
+        let key = self.tape.str_at(self.next);
         let at = self.next + 1;
-        self.next = self.doc.next(at);
-        Some((key, Value { doc: self.doc, at }))
+        self.next = self.tape.next(at);
+        Some((
+            key,
+            Value {
+                tape: self.tape,
+                at,
+            },
+        ))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
