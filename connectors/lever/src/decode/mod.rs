@@ -387,6 +387,20 @@ enum Builder {
     Ts(TimestampMicrosecondBuilder),
 }
 
+impl Builder {
+    /// Rows appended so far.
+    fn len(&self) -> usize {
+        use arrow::array::ArrayBuilder;
+        match self {
+            Builder::Str(b) | Builder::Json(b) => b.len(),
+            Builder::Bool(b) => b.len(),
+            Builder::Int(b) => b.len(),
+            Builder::F64(b) => b.len(),
+            Builder::Ts(b) => b.len(),
+        }
+    }
+}
+
 /// What a [`Writer`] derives from its table's declaration once: the extractors (from the
 /// schema's `api` paths and the overrides), the key columns and the Arrow schema. Cached per
 /// table so that the writers of every page do not derive them again.
@@ -395,6 +409,49 @@ struct Template {
     schema: arrow::datatypes::SchemaRef,
     ex: Arc<[Option<Ex>]>,
     is_key: Arc<[bool]>,
+    sizes: Arc<LastSizes>,
+}
+
+/// How many rows, and per text column how many bytes, the table's last finished writer held:
+/// the next writer's builders start at that capacity instead of growing to it (pages of one
+/// endpoint are alike). A hint only, shared by the writers of every thread.
+struct LastSizes {
+    rows: std::sync::atomic::AtomicUsize,
+    bytes: Box<[std::sync::atomic::AtomicUsize]>,
+}
+
+impl LastSizes {
+    /// Capacities beyond these are not reserved up front (one unusual page must not make
+    /// every later writer allocate for it).
+    const MAX_ROWS: usize = 1 << 16;
+    const MAX_BYTES: usize = 1 << 22;
+
+    fn new(columns: usize) -> LastSizes {
+        LastSizes {
+            rows: Default::default(),
+            bytes: (0..columns).map(|_| Default::default()).collect(),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.rows
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(Self::MAX_ROWS)
+    }
+
+    fn bytes(&self, column: usize) -> usize {
+        self.bytes[column]
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(Self::MAX_BYTES)
+    }
+
+    fn remember(&self, rows: usize, column_bytes: impl Iterator<Item = (usize, usize)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rows.store(rows, Relaxed);
+        for (i, b) in column_bytes {
+            self.bytes[i].store(b, Relaxed);
+        }
+    }
 }
 
 impl Template {
@@ -420,6 +477,7 @@ impl Template {
             spec: Arc::new(spec.clone()),
             ex,
             is_key: spec.columns.iter().map(|c| spec.is_key(&c.name)).collect(),
+            sizes: Arc::new(LastSizes::new(spec.columns.len())),
         }
     }
 
@@ -454,6 +512,8 @@ pub(crate) struct Writer {
     scratch: String,
     /// Whether column `i` is part of the primary key.
     is_key: Arc<[bool]>,
+    /// The table's last writer's sizes (the builders' starting capacity).
+    sizes: Arc<LastSizes>,
     /// Values of an unexpected type written as NULL, per column (key columns excluded: their
     /// rows are dropped and counted in `dropped`).
     nulled: Vec<u64>,
@@ -472,17 +532,22 @@ impl Writer {
         } else {
             Arc::new(Template::build(spec, extra))
         };
+        let rows = t.sizes.rows();
         let builders = spec
             .columns
             .iter()
-            .map(|c| match c.ty {
-                ColumnType::String => Builder::Str(StringBuilder::new()),
-                ColumnType::Json => Builder::Json(StringBuilder::new()),
-                ColumnType::Boolean => Builder::Bool(BooleanBuilder::new()),
-                ColumnType::Int64 => Builder::Int(Int64Builder::new()),
-                ColumnType::Float64 => Builder::F64(Float64Builder::new()),
-                ColumnType::Timestamp => {
-                    Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            .enumerate()
+            .map(|(i, c)| {
+                let text = || StringBuilder::with_capacity(rows, t.sizes.bytes(i));
+                match c.ty {
+                    ColumnType::String => Builder::Str(text()),
+                    ColumnType::Json => Builder::Json(text()),
+                    ColumnType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+                    ColumnType::Int64 => Builder::Int(Int64Builder::with_capacity(rows)),
+                    ColumnType::Float64 => Builder::F64(Float64Builder::with_capacity(rows)),
+                    ColumnType::Timestamp => Builder::Ts(
+                        TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+                    ),
                 }
             })
             .collect();
@@ -495,6 +560,7 @@ impl Writer {
             builders,
             scratch: String::new(),
             is_key: t.is_key.clone(),
+            sizes: t.sizes.clone(),
             nulled: vec![0; n],
             dropped: vec![0; n],
             bad_arrays: Default::default(),
@@ -586,6 +652,16 @@ impl Writer {
 
     /// Takes the rows built so far as a batch with the table's source schema.
     pub(crate) fn finish(&mut self) -> Result<RecordBatch> {
+        let text_bytes = self
+            .builders
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match b {
+                Builder::Str(b) | Builder::Json(b) => Some((i, b.values_slice().len())),
+                _ => None,
+            });
+        let rows = self.builders.first().map_or(0, Builder::len);
+        self.sizes.remember(rows, text_bytes);
         let columns: Vec<ArrayRef> = self
             .builders
             .iter_mut()

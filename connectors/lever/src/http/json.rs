@@ -156,7 +156,7 @@ fn translate<'a>(
     let index = |n: usize| u32::try_from(n).map_err(|_| "JSON body with over 4 billion values");
     // Without a backslash in the body no string was unescaped, so the copy is the text and
     // every string's bytes are the text's at the same offset: the comparison can be skipped.
-    let unescaped_somewhere = text.as_bytes().contains(&b'\\');
+    let unescaped_somewhere = memchr::memchr(b'\\', text.as_bytes()).is_some();
     for (i, node) in tape.iter().enumerate() {
         while open.last() == Some(&i) {
             open.pop();
