@@ -228,42 +228,72 @@ fn kept_by_every_scope_delete(
         let Change::DeleteMissing { scope, keep, .. } = &c.change else {
             continue;
         };
-        let Some(kept_keys) = codec.keys(&[keep])? else {
-            return Ok(false);
-        };
-        let kept: HashSet<&[u8]> = (0..keep.num_rows())
-            .filter_map(|r| kept_keys.key(0, r))
-            .collect();
-        let is_kept = |(bi, r): (usize, usize)| keys.key(bi, r).is_some_and(|k| kept.contains(k));
-        let all_kept = match scope {
-            Scope::All => batches
-                .iter()
-                .enumerate()
-                .all(|(bi, b)| (0..b.num_rows()).all(|r| is_kept((bi, r)))),
+        // A `keep` projected from an upserted batch (what a source sends when it replaces a
+        // parent's children) keeps every row of that batch: no key of it needs hashing.
+        let own = batch_of_keep(spec, keep, &batches);
+        // The scope's upserted rows outside that batch, which `keep` must list.
+        let mut others: Vec<(usize, usize)> = Vec::new();
+        match scope {
+            Scope::All => {
+                for (bi, b) in batches.iter().enumerate() {
+                    if Some(bi) != own {
+                        others.extend((0..b.num_rows()).map(|r| (bi, r)));
+                    }
+                }
+            }
             Scope::Where { column, values } => {
                 let at = columns
                     .iter()
                     .position(|(n, _)| n == column)
                     .expect("indexed above");
                 let (first, next) = &chains[at];
-                values.iter().all(|v| {
+                for v in values {
                     let mut row = first.get(v.as_str()).copied().unwrap_or(END);
                     while row != END {
-                        if !is_kept(locate(row as usize)) {
-                            return false;
+                        let (bi, r) = locate(row as usize);
+                        if Some(bi) != own {
+                            others.push((bi, r));
                         }
                         row = next[row as usize];
                     }
-                    true
-                })
+                }
             }
             Scope::Via { .. } => return Ok(false),
+        }
+        if others.is_empty() {
+            continue;
+        }
+        let Some(kept_keys) = codec.keys(&[keep])? else {
+            return Ok(false);
         };
+        let kept: HashSet<&[u8]> = (0..keep.num_rows())
+            .filter_map(|r| kept_keys.key(0, r))
+            .collect();
+        let all_kept = others
+            .into_iter()
+            .all(|(bi, r)| keys.key(bi, r).is_some_and(|k| kept.contains(k)));
         if !all_kept {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The upserted batch whose key columns are `keep`'s own arrays (same buffers, offset and
+/// length), if any: `keep` then lists exactly that batch's keys.
+fn batch_of_keep(spec: &TableSpec, keep: &RecordBatch, batches: &[&RecordBatch]) -> Option<usize> {
+    let keep_columns: Vec<arrow::array::ArrayData> = spec
+        .primary_key
+        .iter()
+        .map(|k| keep.column_by_name(k).map(|c| c.to_data()))
+        .collect::<Option<_>>()?;
+    batches.iter().position(|b| {
+        b.num_rows() == keep.num_rows()
+            && spec.primary_key.iter().zip(&keep_columns).all(|(k, kept)| {
+                b.column_by_name(k)
+                    .is_some_and(|c| c.to_data().ptr_eq(kept))
+            })
+    })
 }
 
 /// [`merge_new_keys`] when it applies, else [`merge`] against no stored rows (one batch).
@@ -329,7 +359,7 @@ mod tests {
                 let mut at = 1_000_000;
                 for _ in 0..1 + below(6) {
                     at += 1_000_000;
-                    match below(7) {
+                    match below(8) {
                         0..=2 => {
                             let first = upserted.len();
                             for _ in 0..1 + below(4) {
@@ -356,6 +386,32 @@ mod tests {
                                 change: Change::Delete {
                                     table: t.name.clone(),
                                     keys: key_rows(&which, composite),
+                                },
+                                synced_at_us: at,
+                            });
+                        }
+                        7 => {
+                            // A parent's children replaced: `keep` projects the last upsert's
+                            // key columns (the same arrays), scoped to one parent.
+                            let Some(batch) = changes.iter().rev().find_map(|c| match &c.change {
+                                Change::Upsert { batch, .. } => Some(batch.clone()),
+                                _ => None,
+                            }) else {
+                                continue;
+                            };
+                            let key_idx: Vec<usize> = t
+                                .primary_key
+                                .iter()
+                                .map(|k| batch.schema().index_of(k).unwrap())
+                                .collect();
+                            changes.push(SinkChange {
+                                change: Change::DeleteMissing {
+                                    table: t.name.clone(),
+                                    scope: Scope::Where {
+                                        column: "opportunity_id".into(),
+                                        values: vec![opps[below(3) as usize].into()],
+                                    },
+                                    keep: batch.project(&key_idx).unwrap(),
                                 },
                                 synced_at_us: at,
                             });
@@ -412,5 +468,53 @@ mod tests {
             taken > 300 && declined > 300 && taken_composite > 100,
             "taken {taken} ({taken_composite} composite), declined {declined}"
         );
+    }
+
+    /// A `keep` that is the projection of an upserted batch keeps that batch's rows without
+    /// hashing them, but rows of other batches in the scope still need to be in it.
+    #[test]
+    fn keep_projected_from_an_upsert_still_checks_the_other_batches() {
+        let t = spec(false, false);
+        let first = up(&t, &[("k0", "o1", 0), ("k1", "o1", 0)], 1_000_000);
+        let second = up(&t, &[("k2", "o1", 0), ("k3", "o2", 0)], 2_000_000);
+        let projected = |c: &SinkChange| match &c.change {
+            Change::Upsert { batch, .. } => {
+                let id = batch.schema().index_of("id").unwrap();
+                batch.project(&[id]).unwrap()
+            }
+            _ => unreachable!(),
+        };
+        let replace = |keep: RecordBatch, opp: &str| SinkChange {
+            change: Change::DeleteMissing {
+                table: t.name.clone(),
+                scope: Scope::Where {
+                    column: "opportunity_id".into(),
+                    values: vec![opp.into()],
+                },
+                keep,
+            },
+            synced_at_us: 3_000_000,
+        };
+        // o1's children replaced by the second batch's: k0 and k1 go, so it declines.
+        let changes = [
+            first.clone(),
+            second.clone(),
+            replace(projected(&second), "o1"),
+        ];
+        assert!(merge_new_keys(&t, &changes).unwrap().is_none());
+        // o2's children replaced by the second batch's: every o2 row is in it.
+        let changes = [
+            first.clone(),
+            second.clone(),
+            replace(projected(&second), "o2"),
+        ];
+        let (parts, stats) = merge_new_keys(&t, &changes).unwrap().expect("taken");
+        let (want, _) = merge(&t, &[], &changes).unwrap();
+        let got = arrow::compute::concat_batches(&want.schema(), &parts).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(stats.inserted, 4);
+        // The first batch's own keys for o1: kept by construction.
+        let changes = [first.clone(), replace(projected(&first), "o1")];
+        assert!(merge_new_keys(&t, &changes).unwrap().is_some());
     }
 }
