@@ -9,14 +9,26 @@ use futures::{FutureExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
-use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::arrow::{
+    ArrowSchemaConverter, ParquetRecordBatchStreamBuilder, ProjectionMask,
+    add_encoded_arrow_schema_to_metadata,
+};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData,
+};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use sluice_core::TableSpec;
 use std::ops::Range;
@@ -46,13 +58,61 @@ pub(crate) fn writer_properties(spec: &TableSpec, row_group_rows: usize) -> Writ
     props.build()
 }
 
-/// A data file being written: batches are encoded into row groups as they arrive, so a
-/// writer holds at most one row group of rows, not the whole file.
+/// A data file being written: batches are encoded into row groups as they arrive (a writer
+/// holds the encoded pages of one row group, not its rows), and whole row groups of stored
+/// files can be spliced in as they are ([`FileWriter::splice`]: their encoded column chunks
+/// copied byte for byte, no decoding or encoding).
+///
+/// Built on parquet's lower-level writer (`SerializedFileWriter` with Arrow column writers,
+/// which is what `ArrowWriter` does inside) because `ArrowWriter` cannot take already
+/// encoded row groups. The file is encoded into a memory buffer that is handed to the object
+/// store after each row group, as `AsyncArrowWriter` does.
 pub(crate) struct FileWriter {
-    writer: AsyncArrowWriter<BufWriter>,
+    file: SerializedFileWriter<Shared>,
+    buffer: Shared,
+    columns: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    sink: BufWriter,
+    /// The row group being encoded: one writer per column, and its rows so far.
+    open: Option<(Vec<ArrowColumnWriter>, usize)>,
+    row_group_rows: usize,
     path: Path,
     rows: u64,
+    bytes: u64,
 }
+
+/// The writer's output buffer, shared with the parquet writer that appends to it.
+#[derive(Clone, Default)]
+struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("parquet buffer poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
+    }
+}
+
+/// Stored row groups with fewer rows than this (a quarter of `row_group_rows`) are decoded
+/// and encoded again by [`FileWriter::splice`], into the row group being written, so that
+/// small row groups (a first sync's commits) merge as files are compacted; larger ones are
+/// copied as they are.
+const SPLICE_MIN_SHARE: usize = 4;
 
 impl FileWriter {
     /// Starts a new object at `path` (nothing is visible until [`FileWriter::finish`]).
@@ -62,13 +122,34 @@ impl FileWriter {
         schema: SchemaRef,
         props: WriterProperties,
     ) -> Result<FileWriter> {
-        let sink = BufWriter::new(Arc::clone(store), path.clone());
-        let writer = AsyncArrowWriter::try_new(sink, schema, Some(props))
-            .map_err(|e| ParquetSinkError::parquet("writing", path, e))?;
+        let err = |e| ParquetSinkError::parquet("writing", path, e);
+        let mut props = props;
+        // The Arrow schema travels in the footer (`ARROW:schema`), as ArrowWriter writes it.
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let parquet_schema = ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)
+            .map_err(err)?;
+        let row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+        let buffer = Shared::default();
+        let file = SerializedFileWriter::new(
+            buffer.clone(),
+            parquet_schema.root_schema_ptr(),
+            Arc::new(props),
+        )
+        .map_err(err)?;
+        let columns = ArrowRowGroupWriterFactory::new(&file, Arc::clone(&schema));
         Ok(FileWriter {
-            writer,
+            file,
+            buffer,
+            columns,
+            schema,
+            sink: BufWriter::new(Arc::clone(store), path.clone()),
+            open: None,
+            row_group_rows,
             path: path.clone(),
             rows: 0,
+            bytes: 0,
         })
     }
 
@@ -77,25 +158,211 @@ impl FileWriter {
         self.rows
     }
 
+    fn err(&self, e: ParquetError) -> ParquetSinkError {
+        ParquetSinkError::parquet("writing", &self.path, e)
+    }
+
     /// Appends `batch` (with the writer's schema).
     pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer
-            .write(batch)
-            .await
-            .map_err(|e| ParquetSinkError::parquet("writing", &self.path, e))?;
-        self.rows += batch.num_rows() as u64;
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let (writers, rows) = match self.open.take() {
+                Some(open) => open,
+                None => {
+                    let index = self.file.flushed_row_groups().len();
+                    let writers = self
+                        .columns
+                        .create_column_writers(index)
+                        .map_err(|e| self.err(e))?;
+                    (writers, 0)
+                }
+            };
+            let n = (self.row_group_rows - rows).min(batch.num_rows() - at);
+            let part = batch.slice(at, n);
+            let mut writers = writers;
+            let mut leaf_writers = writers.iter_mut();
+            for (field, column) in self.schema.fields().iter().zip(part.columns()) {
+                for leaf in compute_leaves(field, column).map_err(|e| self.err(e))? {
+                    let w = leaf_writers.next().ok_or_else(|| {
+                        self.err(ParquetError::General(
+                            "more leaves than column writers".into(),
+                        ))
+                    })?;
+                    w.write(&leaf).map_err(|e| self.err(e))?;
+                }
+            }
+            at += n;
+            self.rows += n as u64;
+            self.open = Some((writers, rows + n));
+            if rows + n >= self.row_group_rows {
+                self.close_row_group().await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Ends the row group being encoded (if any) and hands its bytes to the object store.
+    async fn close_row_group(&mut self) -> Result<()> {
+        let Some((writers, _)) = self.open.take() else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let err = |e| ParquetSinkError::parquet("writing", &path, e);
+        let mut group = self.file.next_row_group().map_err(err)?;
+        for w in writers {
+            w.close()
+                .and_then(|chunk| chunk.append_to_row_group(&mut group))
+                .map_err(err)?;
+        }
+        group.close().map_err(err)?;
+        self.drain().await
+    }
+
+    /// Moves the encoded bytes so far to the object store.
+    async fn drain(&mut self) -> Result<()> {
+        let bytes = self.buffer.take();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.bytes += bytes.len() as u64;
+        self.sink
+            .write(Bytes::from(bytes))
+            .await
+            .map_err(|e| ParquetSinkError::parquet("writing", &self.path, e))
+    }
+
+    /// Appends every row of the stored file `path` (`size` bytes). When its Parquet schema is
+    /// the writer's, each row group of at least a quarter of `row_group_rows` rows is copied
+    /// as encoded (with its statistics and page index) and smaller ones are decoded into the
+    /// row group being written; returns `false`, having written nothing, when the schema
+    /// differs (a column added since): the caller then copies the file's rows by decoding.
+    pub(crate) async fn splice(
+        &mut self,
+        store: &Arc<dyn ObjectStore>,
+        path: &Path,
+        size: u64,
+    ) -> Result<bool> {
+        let rerr = |e| ParquetSinkError::parquet("reading", path, e);
+        let mut reader = ObjectReader {
+            store: Arc::clone(store),
+            path: path.clone(),
+            size,
+        };
+        let meta = ParquetMetaDataReader::new()
+            .with_prefetch_hint(Some(64 * 1024))
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .load_and_finish(&mut reader, size)
+            .await
+            .map_err(rerr)?;
+        if meta.file_metadata().schema_descr().root_schema()
+            != self.file.schema_descr().root_schema()
+        {
+            return Ok(false);
+        }
+        let meta = Arc::new(meta);
+        let dest = self.path.clone();
+        let min_rows = (self.row_group_rows / SPLICE_MIN_SHARE).max(1);
+        for (i, group) in meta.row_groups().iter().enumerate() {
+            let span = group_span(group);
+            let bytes = store
+                .get_range(path, span.clone())
+                .await
+                .map_err(|e| ParquetSinkError::store("reading", path.to_string(), e))?;
+            let chunk = Span {
+                start: span.start,
+                bytes,
+            };
+            if (group.num_rows() as usize) < min_rows {
+                let options = ArrowReaderOptions::new().with_schema(Arc::clone(&self.schema));
+                let reader_meta =
+                    ArrowReaderMetadata::try_new(Arc::clone(&meta), options).map_err(rerr)?;
+                let batches =
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(chunk, reader_meta)
+                        .with_row_groups(vec![i])
+                        .build()
+                        .map_err(rerr)?;
+                for batch in batches {
+                    let batch = batch.map_err(|e| rerr(ParquetError::from(e)))?;
+                    self.write(&batch).await?;
+                }
+                continue;
+            }
+            let werr = |e| ParquetSinkError::parquet("writing", &dest, e);
+            let mut out = self.file.next_row_group().map_err(werr)?;
+            for (j, column) in group.columns().iter().enumerate() {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: group.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: meta.column_index().and_then(|c| c.get(i)?.get(j).cloned()),
+                    offset_index: meta.offset_index().and_then(|o| o.get(i)?.get(j).cloned()),
+                };
+                out.append_column(&chunk, close).map_err(werr)?;
+            }
+            out.close().map_err(werr)?;
+            self.rows += group.num_rows() as u64;
+            self.drain().await?;
+        }
+        Ok(true)
     }
 
     /// Writes the footer and completes the object; returns its size in bytes. On error
     /// nothing became visible: a failed single PUT writes nothing, and an unfinished
     /// multipart upload is never listed (S3 lifecycle rules expire its parts).
     pub(crate) async fn finish(mut self) -> Result<u64> {
-        self.writer
-            .finish()
+        self.close_row_group().await?;
+        self.file.finish().map_err(|e| self.err(e))?;
+        self.drain().await?;
+        self.sink
+            .complete()
             .await
             .map_err(|e| ParquetSinkError::parquet("writing", &self.path, e))?;
-        Ok(self.writer.bytes_written() as u64)
+        Ok(self.bytes)
+    }
+}
+
+/// The bytes of a row group's column chunks in its file (they are contiguous).
+fn group_span(group: &RowGroupMetaData) -> Range<u64> {
+    let chunks = group.columns().iter().map(|c| {
+        let start = c
+            .dictionary_page_offset()
+            .unwrap_or_else(|| c.data_page_offset()) as u64;
+        start..start + c.compressed_size() as u64
+    });
+    let start = chunks.clone().map(|r| r.start).min().unwrap_or(0);
+    let end = chunks.map(|r| r.end).max().unwrap_or(start);
+    start..end
+}
+
+/// A byte range of a stored file, read at the file's own offsets.
+struct Span {
+    start: u64,
+    bytes: Bytes,
+}
+
+impl Length for Span {
+    fn len(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+impl ChunkReader for Span {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        Ok(self.get_bytes(start, self.bytes.len())?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let from = start
+            .checked_sub(self.start)
+            .map(|f| f as usize)
+            .filter(|f| *f <= self.bytes.len())
+            .ok_or_else(|| ParquetError::General(format!("read at {start} outside the span")))?;
+        let to = (from + length).min(self.bytes.len());
+        Ok(self.bytes.slice(from..to))
     }
 }
 
@@ -216,4 +483,142 @@ pub(crate) async fn fsync(path: std::path::PathBuf) -> Result<()> {
             },
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use object_store::memory::InMemory;
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+        ]))
+    }
+
+    fn rows(from: i64, to: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (from..to).map(|i| format!("k{i:05}")),
+                )),
+                Arc::new(Int64Array::from_iter(
+                    (from..to).map(|i| (i % 7 != 0).then_some(i)),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn props(row_group_rows: usize) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(row_group_rows))
+            .set_data_page_row_count_limit(16)
+            .set_write_batch_size(16)
+            .build()
+    }
+
+    async fn write(store: &Arc<dyn ObjectStore>, name: &str, batches: &[RecordBatch]) -> u64 {
+        let mut w = FileWriter::create(store, &Path::from(name), schema(), props(100)).unwrap();
+        for b in batches {
+            w.write(b).await.unwrap();
+        }
+        w.finish().await.unwrap()
+    }
+
+    /// The ids and values of `batches`, in order.
+    fn values(batches: &[RecordBatch]) -> Vec<(String, Option<i64>)> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column(0).as_string::<i32>().clone();
+                let n = b.column(1).as_primitive::<Int64Type>().clone();
+                (0..b.num_rows())
+                    .map(move |r| (ids.value(r).to_owned(), n.is_valid(r).then(|| n.value(r))))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn splicing_copies_large_row_groups_and_merges_small_ones() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // 250 rows in row groups of 100, 100 and 50; 30; 10 (the last below a quarter of 100).
+        let a = write(&store, "a.parquet", &[rows(0, 120), rows(120, 250)]).await;
+        let b = write(&store, "b.parquet", &[rows(250, 280)]).await;
+        let c = write(&store, "c.parquet", &[rows(280, 290)]).await;
+
+        let out = Path::from("out.parquet");
+        let mut w = FileWriter::create(&store, &out, schema(), props(100)).unwrap();
+        w.write(&rows(290, 300)).await.unwrap();
+        for (name, size) in [("a.parquet", a), ("b.parquet", b), ("c.parquet", c)] {
+            assert!(w.splice(&store, &Path::from(name), size).await.unwrap());
+        }
+        assert_eq!(w.rows(), 300);
+        let size = w.finish().await.unwrap();
+
+        let meta = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .load_and_finish(
+                &mut ObjectReader {
+                    store: Arc::clone(&store),
+                    path: out.clone(),
+                    size,
+                },
+                size,
+            )
+            .await
+            .unwrap();
+        let groups: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+        // Copied: 100, 100, 50 and 30; the new rows and c's 10 were encoded together.
+        assert_eq!(groups, [100, 100, 50, 30, 20]);
+        assert_eq!(meta.offset_index().map(Vec::len), Some(5));
+
+        let mut want = values(&[rows(0, 300)]);
+        let mut got = values(&read_file(&store, &out, size, None, None).await.unwrap());
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+
+        // Page-level reads (through the copied offset indexes) land on the right rows.
+        let reader = ObjectReader {
+            store: Arc::clone(&store),
+            path: out.clone(),
+            size,
+        };
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let selection = RowSelection::from(vec![RowSelector::skip(137), RowSelector::select(40)]);
+        let picked: Vec<RecordBatch> =
+            ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+                .await
+                .unwrap()
+                .with_row_selection(selection)
+                .build()
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+        assert_eq!(values(&picked), values(&[rows(137, 177)]));
+    }
+
+    #[tokio::test]
+    async fn a_file_of_another_schema_is_not_spliced() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = write(&store, "a.parquet", &[rows(0, 50)]).await;
+        let wider = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+            Field::new("extra", DataType::Int64, true),
+        ]));
+        let out = Path::from("out.parquet");
+        let mut w = FileWriter::create(&store, &out, wider, props(100)).unwrap();
+        assert!(!w.splice(&store, &Path::from("a.parquet"), a).await.unwrap());
+        assert_eq!(w.rows(), 0);
+    }
 }

@@ -854,9 +854,11 @@ impl GroupWriter<'_> {
     }
 
     /// Compacts `bucket`, which no change affects: the changes merged into an empty table,
-    /// then the rows of `files` copied batch by batch, go into one new file. Exact for the
-    /// fast path's reason (their keys are disjoint); holds one row group of stored rows at a
-    /// time, not the bucket.
+    /// then the rows of `files`, go into one new file. Exact for the fast path's reason (their
+    /// keys are disjoint). Stored row groups are spliced in as encoded
+    /// ([`io::FileWriter::splice`]; small ones are re-encoded together), or, for a file of an
+    /// older schema, copied batch by batch; either way it holds one row group at a time, not
+    /// the bucket.
     async fn compact(
         &mut self,
         bucket: u32,
@@ -875,6 +877,12 @@ impl GroupWriter<'_> {
         }
         drop(new);
         for f in files {
+            // Row groups are copied as encoded when the file has the table's current schema
+            // (their rows were checked to be in this bucket when they were written).
+            let path = self.sink.file_path(&self.spec.name, &f.name);
+            if file.1.splice(&self.sink.dest.store, &path, f.size).await? {
+                continue;
+            }
             let mut batches = self.stored_batches(f, &schema).await?;
             while let Some(batch) = batches.try_next().await? {
                 self.buckets_in(&batch, &only)?;

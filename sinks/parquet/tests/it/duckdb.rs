@@ -4,24 +4,46 @@ use crate::common::*;
 use sluice_core::{ColumnSpec, ColumnType, Sink};
 use std::process::Command;
 
-#[tokio::test]
-async fn duckdb_reads_the_table_folder() {
+/// Whether python3 with duckdb is there; panics when it is not, unless
+/// `SLUICE_SKIP_DUCKDB_TESTS=1` (then the test is skipped).
+fn duckdb_available() -> bool {
     let skip = std::env::var("SLUICE_SKIP_DUCKDB_TESTS").is_ok_and(|v| v == "1");
     let probe = Command::new("python3")
         .args(["-c", "import duckdb"])
         .output();
     match probe {
-        Ok(o) if o.status.success() => {}
+        Ok(o) if o.status.success() => true,
         other => {
             if skip {
                 eprintln!("skipping: python3 with duckdb is not available ({other:?})");
-                return;
+                return false;
             }
             panic!(
                 "this test needs python3 with duckdb (pip install duckdb): {other:?}; set \
                  SLUICE_SKIP_DUCKDB_TESTS=1 to skip it"
             );
         }
+    }
+}
+
+/// Runs a python script with duckdb and parses the JSON it prints.
+fn duckdb_json(script: &str) -> serde_json::Value {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json from duckdb")
+}
+
+#[tokio::test]
+async fn duckdb_reads_the_table_folder() {
+    if !duckdb_available() {
+        return;
     }
     let mut lake = Lake::local();
     lake.config.table_buckets.insert("opp".into(), 8);
@@ -65,16 +87,7 @@ print(json.dumps({{"total": total, "distinct": distinct, "types": types, "extra"
 "#,
         dir = dir.display()
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "duckdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from duckdb");
+    let v = duckdb_json(&script);
     assert_eq!(v["total"], 201, "{v}");
     assert_eq!(v["distinct"], 201, "exactly one row per key: {v}");
     assert_eq!(v["extra"], 3, "{v}");
@@ -85,4 +98,67 @@ print(json.dumps({{"total": total, "distinct": distinct, "types": types, "extra"
     assert_eq!(v["types"]["updated_at"], "TIMESTAMP WITH TIME ZONE", "{v}");
     assert_eq!(v["types"]["extra"], "BIGINT", "{v}");
     let _ = lake.sink().read_state().await.unwrap();
+}
+
+/// Compactions splice stored row groups into the new file as encoded (large ones) or
+/// re-encode them (small ones): DuckDB reads the result, with its statistics and page
+/// indexes, and finds every row once with its values.
+#[tokio::test]
+async fn duckdb_reads_compacted_files_with_spliced_row_groups() {
+    if !duckdb_available() {
+        return;
+    }
+    let mut lake = Lake::local();
+    lake.config.row_group_rows = 40;
+    lake.config.max_files_per_bucket = 3;
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    // Commits of 100, then 5 rows: row groups of 40, 40 and 20 (spliced), and of 5 (merged).
+    let mut next = 0;
+    for (commit, n) in [100, 5, 100, 5, 100, 5, 100].into_iter().enumerate() {
+        let rows: Vec<(String, String, i64)> = (next..next + n)
+            .map(|i| (format!("id{i:04}"), format!("name {i}"), i))
+            .collect();
+        next += n;
+        let rows: Vec<(&str, &str, i64)> = rows
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), *c))
+            .collect();
+        s.write(stamp(opp_rows("opp", &rows), T1)).await.unwrap();
+        s.commit(&state(commit as i64 + 1)).await.unwrap();
+    }
+    s.close().await.unwrap();
+
+    let dir = lake.tmp.as_ref().unwrap().path().join("lake/opp");
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert!(files < 7, "compactions ran: {files} files");
+    let script = format!(
+        r#"
+import duckdb, json
+con = duckdb.connect()
+src = "read_parquet('{dir}/*.parquet')"
+total, distinct, sum_n = con.execute(f"select count(*), count(distinct id), sum(len(name)) from {{src}}").fetchone()
+picked = con.execute(f"select id, name from {{src}} where id between 'id0150' and 'id0152' order by id").fetchall()
+short = con.execute(f"select max(n) from (select count(*) as n from parquet_metadata('{dir}/*.parquet') where column_id = 0 and row_group_num_rows < 40 group by file_name)").fetchone()[0]
+print(json.dumps({{"total": total, "distinct": distinct, "name_bytes": sum_n, "picked": picked, "short": short}}))
+"#,
+        dir = dir.display()
+    );
+    let v = duckdb_json(&script);
+    assert_eq!(v["total"], next, "{v}");
+    assert_eq!(v["distinct"], next, "exactly one row per key: {v}");
+    let name_bytes: usize = (0..next).map(|i| format!("name {i}").len()).sum();
+    assert_eq!(v["name_bytes"], name_bytes, "{v}");
+    assert_eq!(
+        v["picked"],
+        serde_json::json!([
+            ["id0150", "name 150"],
+            ["id0151", "name 151"],
+            ["id0152", "name 152"]
+        ]),
+        "{v}"
+    );
+    // Spliced row groups keep their size: a file holds several short ones (20 rows each),
+    // where a file written row by row has at most one (its last).
+    assert!(v["short"].as_u64().unwrap() >= 2, "{v}");
 }
