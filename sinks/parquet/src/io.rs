@@ -108,11 +108,13 @@ impl Shared {
     }
 }
 
-/// Stored row groups with fewer rows than this (a quarter of `row_group_rows`) are decoded
-/// and encoded again by [`FileWriter::splice`], into the row group being written, so that
-/// small row groups (a first sync's commits) merge as files are compacted; larger ones are
-/// copied as they are.
-const SPLICE_MIN_SHARE: usize = 4;
+/// Stored row groups with fewer rows than `row_group_rows / SPLICE_MIN_SHARE` (8,192 by
+/// default) are decoded and encoded again by [`FileWriter::splice`], into the row group
+/// being written, so that tiny row groups merge as files are compacted; larger ones are
+/// copied as they are. At 16, the row groups a first sync's commits write for the tables that
+/// hold most rows (5,000–30,000 rows each at 100,000 opportunities) are copied, not
+/// re-encoded at every compaction.
+const SPLICE_MIN_SHARE: usize = 16;
 
 impl FileWriter {
     /// Starts a new object at `path` (nothing is visible until [`FileWriter::finish`]).
@@ -232,7 +234,7 @@ impl FileWriter {
     }
 
     /// Appends every row of the stored file `path` (`size` bytes). When its Parquet schema is
-    /// the writer's, each row group of at least a quarter of `row_group_rows` rows is copied
+    /// the writer's, each row group of at least a sixteenth of `row_group_rows` rows is copied
     /// as encoded (with its statistics and page index) and smaller ones are decoded into the
     /// row group being written; returns `false`, having written nothing, when the schema
     /// differs (a column added since): the caller then copies the file's rows by decoding.
@@ -549,14 +551,14 @@ mod tests {
     #[tokio::test]
     async fn splicing_copies_large_row_groups_and_merges_small_ones() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        // 250 rows in row groups of 100, 100 and 50; 30; 10 (the last below a quarter of 100).
+        // 250 rows in row groups of 100, 100 and 50; 30; 5 (below a sixteenth of 100).
         let a = write(&store, "a.parquet", &[rows(0, 120), rows(120, 250)]).await;
         let b = write(&store, "b.parquet", &[rows(250, 280)]).await;
-        let c = write(&store, "c.parquet", &[rows(280, 290)]).await;
+        let c = write(&store, "c.parquet", &[rows(280, 285)]).await;
 
         let out = Path::from("out.parquet");
         let mut w = FileWriter::create(&store, &out, schema(), props(100)).unwrap();
-        w.write(&rows(290, 300)).await.unwrap();
+        w.write(&rows(285, 300)).await.unwrap();
         for (name, size) in [("a.parquet", a), ("b.parquet", b), ("c.parquet", c)] {
             assert!(w.splice(&store, &Path::from(name), size).await.unwrap());
         }
@@ -576,7 +578,7 @@ mod tests {
             .await
             .unwrap();
         let groups: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
-        // Copied: 100, 100, 50 and 30; the new rows and c's 10 were encoded together.
+        // Copied: 100, 100, 50 and 30; the new rows and c's 5 were encoded together.
         assert_eq!(groups, [100, 100, 50, 30, 20]);
         assert_eq!(meta.offset_index().map(Vec::len), Some(5));
 
