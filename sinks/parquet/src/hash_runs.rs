@@ -5,14 +5,22 @@
 //! bytes and the free slots left after each doubling), which was the largest part of the
 //! memory that grows with the account. Here members live in one sorted vector, sized
 //! exactly, with a directory of where each run of equal leading bits starts; new members
-//! wait in a small hash set and are merged into the vector in batches of [`PENDING_MAX`].
+//! wait in a hash set and are merged into the vector in batches of [`PENDING_MAX`] or an
+//! eighth of the vector, whichever is larger (so merging stays linear in total: 5,000,000
+//! members inserted and looked up in batches of 25,000 took 2.5 s with fixed batches, 1.3 s
+//! with growing ones). The waiting set adds up to ~2 bytes per member before a merge.
 //! Lookups read the directory, then a handful of neighbouring members.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Members waiting to be merged into the sorted vector at most.
+/// Members waiting to be merged into the sorted vector at most, for a small set.
 const PENDING_MAX: usize = 1 << 16;
+
+/// For a larger set, members wait until they are this fraction of the merged ones: about
+/// two more bytes per member at the peak (the pending hash set), for merges that copy each
+/// member ~9 times in all instead of once per [`PENDING_MAX`] inserts (quadratic).
+const PENDING_SHARE: usize = 8;
 
 /// A hasher for values that are already hashes.
 #[derive(Default)]
@@ -81,7 +89,9 @@ impl HashRuns {
     pub(crate) fn extend(&mut self, hashes: impl IntoIterator<Item = u64>) {
         for h in hashes {
             self.pending.insert(h);
-            if self.pending.len() >= PENDING_MAX {
+            // Merging copies the whole sorted vector, so the batch grows with it (an eighth):
+            // each member is copied a bounded number of times, not once per 65,536 inserts.
+            if self.pending.len() >= PENDING_MAX.max(self.sorted.len() / PENDING_SHARE) {
                 self.merge_pending();
             }
         }

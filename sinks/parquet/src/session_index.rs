@@ -10,7 +10,7 @@
 //! cannot decide) falls back to the exact check on the files, so a hash collision costs a
 //! file read, never correctness. Tables that held rows before the run always use the files.
 //!
-//! Memory: about 8.5 bytes per key and per distinct bucket-column value written in the run
+//! Memory: about 8.5 bytes (up to ~10.5 before a merge) per key and per distinct bucket-column value written in the run
 //! ([`HashRuns`]).
 
 use crate::hash_runs::HashRuns;
