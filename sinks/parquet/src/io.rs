@@ -264,6 +264,9 @@ impl FileWriter {
         let meta = Arc::new(meta);
         let dest = self.path.clone();
         let min_rows = (self.row_group_rows / SPLICE_MIN_SHARE).max(1);
+        // How to decode the file's small row groups, built once per file (and only if it
+        // has one).
+        let mut decoding: Option<ArrowReaderMetadata> = None;
         for (i, group) in meta.row_groups().iter().enumerate() {
             let span = group_span(group);
             let bytes = store
@@ -275,9 +278,16 @@ impl FileWriter {
                 bytes,
             };
             if (group.num_rows() as usize) < min_rows {
-                let options = ArrowReaderOptions::new().with_schema(Arc::clone(&self.schema));
-                let reader_meta =
-                    ArrowReaderMetadata::try_new(Arc::clone(&meta), options).map_err(rerr)?;
+                let reader_meta = match &decoding {
+                    Some(m) => m.clone(),
+                    None => {
+                        let options =
+                            ArrowReaderOptions::new().with_schema(Arc::clone(&self.schema));
+                        let m = ArrowReaderMetadata::try_new(Arc::clone(&meta), options)
+                            .map_err(rerr)?;
+                        decoding.insert(m).clone()
+                    }
+                };
                 let batches =
                     ParquetRecordBatchReaderBuilder::new_with_metadata(chunk, reader_meta)
                         .with_row_groups(vec![i])

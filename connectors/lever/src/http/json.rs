@@ -94,7 +94,8 @@ impl Doc {
             return Err(format!("body of {} bytes: over 4 GiB", body.len()));
         }
         Doc::try_new(body, |body| {
-            // simdutf8: the same check as `std::str::from_utf8`, with SIMD.
+            // simdutf8: the same check as `std::str::from_utf8`, with SIMD. simd-json checks
+            // UTF-8 too, but only this check gives a `&str` to borrow from without `unsafe`.
             let text = simdutf8::basic::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
             SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
