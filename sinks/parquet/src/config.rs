@@ -85,6 +85,28 @@ pub struct ParquetSinkConfig {
     /// How many manifest versions to keep (default 10; at least 1).
     #[serde(default = "default_keep_manifests")]
     pub keep_manifests: usize,
+    /// `parquet` (the default): every table folder holds exactly its live rows, for readers
+    /// that glob `*.parquet`. `delta`: every table folder is also a Delta Lake table, and a
+    /// commit that changes a few stored rows marks them deleted in deletion vectors instead
+    /// of rewriting their files; read such tables through Delta (see `docs/delta-sink.md`).
+    /// The `delta` sink is this sink with `table_format = "delta"`.
+    #[serde(default)]
+    pub table_format: TableFormat,
+    /// Delta mode: a file whose deleted rows reach this share of its rows is rewritten
+    /// without them at the next commit that touches it (default 0.25).
+    #[serde(default = "default_max_deleted_share")]
+    pub max_deleted_share: f64,
+}
+
+/// How table folders are laid out; see [`ParquetSinkConfig::table_format`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// Plain Parquet files: one row per key across the files of a table.
+    #[default]
+    Parquet,
+    /// A Delta Lake table with deletion vectors.
+    Delta,
 }
 
 fn default_row_group_rows() -> usize {
@@ -108,6 +130,9 @@ fn default_lease_ttl_secs() -> u64 {
 fn default_keep_manifests() -> usize {
     10
 }
+fn default_max_deleted_share() -> f64 {
+    0.25
+}
 
 impl Default for ParquetSinkConfig {
     fn default() -> Self {
@@ -128,6 +153,8 @@ impl Default for ParquetSinkConfig {
             rewrite_chunk_rows: default_rewrite_chunk_rows(),
             lease_ttl_secs: default_lease_ttl_secs(),
             keep_manifests: default_keep_manifests(),
+            table_format: TableFormat::default(),
+            max_deleted_share: default_max_deleted_share(),
         }
     }
 }
@@ -160,6 +187,9 @@ impl ParquetSinkConfig {
         }
         if self.rewrite_chunk_rows == 0 {
             return bad("sink.rewrite_chunk_rows must be at least 1");
+        }
+        if !(self.max_deleted_share > 0.0 && self.max_deleted_share <= 1.0) {
+            return bad("sink.max_deleted_share must be above 0 and at most 1");
         }
         if self.lease_ttl_secs == 0 {
             return bad("sink.lease_ttl_secs must be at least 1");

@@ -94,6 +94,14 @@ pub enum ParquetSinkError {
         /// What is wrong.
         detail: String,
     },
+    /// A deletion vector or Delta log object is unreadable or inconsistent.
+    #[error("{path}: {detail}; the destination is damaged (restore it or re-sync into a new one)")]
+    Damaged {
+        /// The object.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// An error from sluice-core (merge, alignment).
     #[error(transparent)]
     Core(#[from] sluice_core::Error),

@@ -10,7 +10,7 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::async_reader::AsyncFileReader;
@@ -30,6 +30,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use roaring::RoaringTreemap;
 use sluice_core::TableSpec;
 use std::ops::Range;
 use std::sync::Arc;
@@ -467,6 +468,52 @@ pub(crate) async fn open_file(
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
     builder.with_projection(mask).build().map_err(err)
+}
+
+/// Like [`open_file`] (every column), only the rows at the positions in `rows`: pages
+/// without any of them are skipped (page index).
+pub(crate) async fn open_rows(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    size: u64,
+    rows: &RoaringTreemap,
+    keep: Option<&SchemaRef>,
+) -> Result<ParquetRecordBatchStream<ObjectReader>> {
+    let err = |e| ParquetSinkError::parquet("reading", path, e);
+    let reader = ObjectReader {
+        store: Arc::clone(store),
+        path: path.clone(),
+        size,
+    };
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+        .await
+        .map_err(err)?;
+    let total = builder.metadata().file_metadata().num_rows() as u64;
+    let file_schema = Arc::clone(builder.schema());
+    let wanted: Vec<usize> = file_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| keep.is_none_or(|k| k.field_with_name(f.name()).is_ok()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+    // Runs of consecutive positions, as the selection's ranges.
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for p in rows.iter().take_while(|&p| p < total) {
+        let p = p as usize;
+        match ranges.last_mut() {
+            Some(r) if r.end == p => r.end = p + 1,
+            _ => ranges.push(p..p + 1),
+        }
+    }
+    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total as usize);
+    builder
+        .with_projection(mask)
+        .with_row_selection(selection)
+        .build()
+        .map_err(err)
 }
 
 /// Fsyncs a local file and its folder (object_store's local put renames a staged file into

@@ -37,6 +37,8 @@
 //! that no manifest lists (orphans of steps 1 and 3) and continues. See `docs/parquet-sink.md`.
 
 mod config;
+mod delta_log;
+mod dv;
 mod error;
 mod hash_runs;
 mod io;
@@ -48,14 +50,22 @@ mod probe;
 mod session_index;
 mod sink;
 
-pub use config::{DEFAULT_DEST, Destination, ParquetSinkConfig};
+pub use config::{DEFAULT_DEST, Destination, ParquetSinkConfig, TableFormat};
 pub use error::ParquetSinkError;
-pub use sink::{ParquetSink, ParquetSinkFactory};
+pub use sink::{DeltaSinkFactory, ParquetSink, ParquetSinkFactory};
 
 sluice_core::inventory::submit! {
     sluice_core::SinkPlugin::new(
         "parquet",
         "Parquet files on local disk or S3 (object_store URL)",
         sluice_core::build_sink::<ParquetSinkFactory>,
+    )
+}
+
+sluice_core::inventory::submit! {
+    sluice_core::SinkPlugin::new(
+        "delta",
+        "Delta Lake tables with deletion vectors on local disk or S3 (the parquet sink, table_format = \"delta\")",
+        sluice_core::build_sink::<DeltaSinkFactory>,
     )
 }

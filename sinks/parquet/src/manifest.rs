@@ -3,6 +3,8 @@
 //! destination's content; versions are created with put-if-not-exists, so two runs can never
 //! both commit the same version.
 
+use crate::delta_log::DeltaState;
+use crate::dv::Descriptor;
 use crate::error::{ParquetSinkError, Result};
 use crate::layout;
 use arrow::datatypes::DataType;
@@ -56,6 +58,9 @@ pub(crate) struct TableEntry {
     pub columns: Vec<StoredColumn>,
     /// The live data files.
     pub files: Vec<FileEntry>,
+    /// Delta mode: the table's Delta log as of this manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaState>,
 }
 
 /// A stored column.
@@ -77,8 +82,18 @@ pub(crate) struct FileEntry {
     pub bucket: u32,
     /// Size in bytes.
     pub size: u64,
-    /// Rows.
+    /// Rows in the file (deleted ones included).
     pub rows: u64,
+    /// Delta mode: the rows of the file that are no longer live (see `dv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dv: Option<Descriptor>,
+}
+
+impl FileEntry {
+    /// The live rows of the file.
+    pub(crate) fn live_rows(&self) -> u64 {
+        self.rows - self.dv.as_ref().map_or(0, |d| d.cardinality)
+    }
 }
 
 /// The declared columns of `spec`, system columns included.
@@ -105,6 +120,7 @@ impl TableEntry {
             bucket_column: spec.bucket_column().to_owned(),
             columns: declared_columns(spec),
             files: Vec::new(),
+            delta: None,
         }
     }
 

@@ -24,6 +24,7 @@ use crate::partition::Partitioned;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
+use roaring::RoaringTreemap;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use sluice_core::key_index::KeyIndex;
 use sluice_core::spec::{ACTIVE, DELETED};
@@ -301,6 +302,33 @@ impl Probe {
         batch: &RecordBatch,
         found: &mut Findings,
     ) -> Result<()> {
+        self.scan(bucket, batch, found, None)
+    }
+
+    /// Like [`Probe::check`], and also records the position of every affected row in `hits`:
+    /// row `i` of `batch` is position `first + i` of its file. Rows whose position is in
+    /// `deleted` (the file's deletion vector) are not live and are skipped.
+    pub(crate) fn check_rows(
+        &self,
+        bucket: u32,
+        batch: &RecordBatch,
+        found: &mut Findings,
+        first: u64,
+        deleted: Option<&RoaringTreemap>,
+        hits: &mut RoaringTreemap,
+    ) -> Result<()> {
+        self.scan(bucket, batch, found, Some((first, deleted, hits)))
+    }
+
+    /// [`Probe::check`] and [`Probe::check_rows`]: with `rows`, every row is examined (no
+    /// early exit once the bucket is known to be affected).
+    fn scan(
+        &self,
+        bucket: u32,
+        batch: &RecordBatch,
+        found: &mut Findings,
+        mut rows_out: Option<(u64, Option<&RoaringTreemap>, &mut RoaringTreemap)>,
+    ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -324,11 +352,18 @@ impl Probe {
                 },
             })
             .collect::<Result<Vec<_>>>()?;
+        let exhaustive = rows_out.is_some();
         for row in 0..batch.num_rows() {
-            if self.key_in_bucket && found.affected.contains(&bucket) {
+            if !exhaustive && self.key_in_bucket && found.affected.contains(&bucket) {
                 // Nothing more to learn: keys of this table cannot live in other buckets.
                 break;
             }
+            if let Some((first, Some(deleted), _)) = &rows_out
+                && deleted.contains(first + row as u64)
+            {
+                continue;
+            }
+            let mut hit = false;
             let is_active = !self.history
                 || active
                     .as_ref()
@@ -349,27 +384,38 @@ impl Probe {
             if let Some(u) = self.keys.get(key)
                 && ((u.upsert && is_active) || (u.delete && deletable))
             {
-                found.affected.insert(bucket);
+                hit = true;
                 for b in u.buckets.iter() {
                     if b != bucket {
                         found.links.push((bucket, b));
                     }
                 }
             }
-            if !deletable || found.affected.contains(&bucket) {
-                continue;
-            }
-            for (m, scope) in self.missing.iter().zip(&scopes) {
-                let in_scope = match (scope, &m.scope) {
-                    (None, _) => true,
-                    (Some(Some(col)), Some((_, values))) => {
-                        let s = col.as_string::<i32>();
-                        s.is_valid(row) && values.contains(s.value(row))
+            let known = if exhaustive {
+                hit
+            } else {
+                hit || found.affected.contains(&bucket)
+            };
+            if deletable && !known {
+                for (m, scope) in self.missing.iter().zip(&scopes) {
+                    let in_scope = match (scope, &m.scope) {
+                        (None, _) => true,
+                        (Some(Some(col)), Some((_, values))) => {
+                            let s = col.as_string::<i32>();
+                            s.is_valid(row) && values.contains(s.value(row))
+                        }
+                        _ => false,
+                    };
+                    if in_scope && !m.keep.contains(key) {
+                        hit = true;
+                        break;
                     }
-                    _ => false,
-                };
-                if in_scope && !m.keep.contains(key) {
-                    found.affected.insert(bucket);
+                }
+            }
+            if hit {
+                found.affected.insert(bucket);
+                if let Some((first, _, hits)) = &mut rows_out {
+                    hits.insert(*first + row as u64);
                 }
             }
         }

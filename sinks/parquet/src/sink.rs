@@ -1,6 +1,8 @@
 //! [`ParquetSink`]: the [`Sink`] implementation (open, stage, commit, scan).
 
-use crate::config::{Destination, ParquetSinkConfig};
+use crate::config::{Destination, ParquetSinkConfig, TableFormat};
+use crate::delta_log;
+use crate::dv::{self, Descriptor};
 use crate::error::{ParquetSinkError, Result};
 use crate::io;
 use crate::layout::{self, buckets_of};
@@ -10,7 +12,7 @@ use crate::partition::Partitioned;
 use crate::probe::{self, Findings, Probe};
 use crate::session_index::{Proof, SessionIndex};
 use arrow::array::UInt32Array;
-use arrow::compute::take_record_batch;
+use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
@@ -18,6 +20,8 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use roaring::RoaringTreemap;
+use rustc_hash::FxHashMap;
 use sluice_core::merge::{Chunk, ChunkedMerge, align, merge_into_empty, select_values};
 use sluice_core::{
     Change, CommitReport, Scope, Sink, SinkChange, SinkFactory, State, SyncKind, TableCommitStats,
@@ -38,6 +42,18 @@ impl SinkFactory for ParquetSinkFactory {
     }
 }
 
+/// Builds [`ParquetSink`]s in Delta mode (registered as `delta`): the `[sink]` section of the
+/// `parquet` sink with `table_format = "delta"`.
+pub struct DeltaSinkFactory;
+
+impl SinkFactory for DeltaSinkFactory {
+    type Config = ParquetSinkConfig;
+    fn build(mut config: ParquetSinkConfig) -> sluice_core::Result<Box<dyn Sink>> {
+        config.table_format = TableFormat::Delta;
+        Ok(Box::new(ParquetSink::new(config)?))
+    }
+}
+
 /// A Parquet lake on local disk or S3. See the crate docs for the layout and commit protocol.
 pub struct ParquetSink {
     dest: Destination,
@@ -49,6 +65,8 @@ pub struct ParquetSink {
     pending: Vec<SinkChange>,
     /// Keys this run wrote to tables that started empty (see `session_index`).
     index: std::sync::Mutex<BTreeMap<String, SessionIndex>>,
+    /// Delta mode: tables whose Delta log lacks the version the live manifest records.
+    unpublished: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -87,7 +105,46 @@ impl ParquetSink {
             specs: BTreeMap::new(),
             pending: Vec::new(),
             index: std::sync::Mutex::default(),
+            unpublished: BTreeSet::new(),
         }
+    }
+
+    /// Whether table folders are Delta tables (deletion vectors instead of rewrites).
+    fn delta(&self) -> bool {
+        self.config.table_format == TableFormat::Delta
+    }
+
+    /// The rows of the stored file `f` of `table` that are no longer live (Delta mode).
+    async fn deleted_rows(&self, table: &str, f: &FileEntry) -> Result<Option<RoaringTreemap>> {
+        match &f.dv {
+            None => Ok(None),
+            Some(d) => Ok(Some(
+                dv::read(
+                    &self.dest.store,
+                    &layout::table_dir(&self.dest.root, table),
+                    d,
+                )
+                .await?,
+            )),
+        }
+    }
+
+    /// Publishes the Delta log version of every table in [`Self::unpublished`].
+    async fn publish_delta(&mut self) -> Result<()> {
+        let Some(m) = &self.manifest else {
+            return Ok(());
+        };
+        for table in std::mem::take(&mut self.unpublished) {
+            if let Some(state) = m.tables.get(&table).and_then(|e| e.delta.as_ref()) {
+                let dir = layout::table_dir(&self.dest.root, &table);
+                if let Err(e) = delta_log::publish(self.dest.store.as_ref(), &dir, state).await {
+                    let rest = m.tables.keys().filter(|t| **t >= table).cloned();
+                    self.unpublished.extend(rest);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The resolved destination.
@@ -107,6 +164,23 @@ impl ParquetSink {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Every object of `table` the committed manifest refers to: its live data files and,
+    /// in Delta mode, their deletion vector files (the `_delta_log` folder aside).
+    pub async fn live_objects(&self, table: &str) -> sluice_core::Result<Vec<String>> {
+        let m = manifest::latest(self.dest.store.as_ref(), &self.dest.root).await?;
+        let Some(entry) = m.and_then(|m| m.tables.get(table).cloned()) else {
+            return Ok(Vec::new());
+        };
+        let names = entry
+            .files
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(dv_files(&entry.files));
+        Ok(names
+            .map(|n| self.file_path(table, &n).to_string())
+            .collect())
     }
 
     fn lease_path(&self) -> Path {
@@ -144,7 +218,7 @@ impl ParquetSink {
         if !self.sized_by_rows(spec) {
             return None;
         }
-        let rows = entry.files.iter().map(|f| f.rows).sum::<u64>() + incoming;
+        let rows = entry.files.iter().map(FileEntry::live_rows).sum::<u64>() + incoming;
         let mut n = entry.buckets.max(1);
         while rows > u64::from(n) * self.config.bucket_rows && n < MAX_SIZED_BUCKETS {
             n *= 4;
@@ -198,7 +272,30 @@ impl ParquetSink {
             Some(m) => m.state()?,
             None => None,
         };
+        if let Some(m) = &manifest {
+            let delta_tables = m
+                .tables
+                .values()
+                .any(|e| e.delta.is_some() || e.files.iter().any(|f| f.dv.is_some()));
+            if delta_tables && !self.delta() {
+                return Err(ParquetSinkError::Config(format!(
+                    "destination {} holds Delta tables with deletion vectors (written by the \
+                     `delta` sink); write to it with `--sink delta` (or table_format = \"delta\")",
+                    self.dest.url
+                )));
+            }
+            if self.delta() {
+                self.unpublished = m
+                    .tables
+                    .iter()
+                    .filter(|(_, e)| e.delta.is_some())
+                    .map(|(t, _)| t.clone())
+                    .collect();
+            }
+        }
         self.manifest = manifest;
+        // A run stopped between a manifest commit and its Delta log versions: publish them.
+        self.publish_delta().await?;
         self.remove_orphans().await;
         self.prune_manifests().await;
         Ok(state)
@@ -214,6 +311,10 @@ impl ParquetSink {
             let live: HashSet<&str> = tables
                 .get(table)
                 .map(|e| e.files.iter().map(|f| f.name.as_str()).collect())
+                .unwrap_or_default();
+            let live_dvs: HashSet<String> = tables
+                .get(table)
+                .map(|e| dv_files(&e.files))
                 .unwrap_or_default();
             let dir = layout::table_dir(&self.dest.root, table);
             let listed: Vec<_> = {
@@ -237,7 +338,9 @@ impl ParquetSink {
                 let Some(name) = meta.location.filename() else {
                     continue;
                 };
-                if layout::is_data_file(name) && !live.contains(name) {
+                let orphan = (layout::is_data_file(name) && !live.contains(name))
+                    || (dv::is_dv_file(name) && !live_dvs.contains(name));
+                if orphan {
                     tracing::info!(file = %meta.location, "removing a data file of an interrupted commit");
                     if let Err(e) = self.dest.store.delete(&meta.location).await {
                         tracing::warn!(error = %e, file = %meta.location, "cannot remove an orphan file");
@@ -279,7 +382,13 @@ impl ParquetSink {
         let mut out = Vec::new();
         for f in files {
             let path = self.file_path(table, &f.name);
-            out.extend(io::read_file(&self.dest.store, &path, f.size, columns, keep).await?);
+            let deleted = self.deleted_rows(table, &f).await?;
+            let mut first = 0;
+            for b in io::read_file(&self.dest.store, &path, f.size, columns, keep).await? {
+                let n = b.num_rows() as u64;
+                out.push(without_deleted(b, deleted.as_ref(), first)?);
+                first += n;
+            }
         }
         Ok(out)
     }
@@ -443,6 +552,8 @@ impl ParquetSink {
             stored.entry(f.bucket).or_default().push(f.clone());
         }
         let mut found = Findings::default();
+        // Delta mode: the positions of the affected rows of each stored file.
+        let mut hits: FxHashMap<String, RoaringTreemap> = FxHashMap::default();
         let columns = probe.columns();
         for (&bucket, files) in &stored {
             if untouched || !probe.must_check(bucket) {
@@ -452,6 +563,25 @@ impl ParquetSink {
                 let path = self.file_path(&spec.name, &f.name);
                 let batches =
                     io::read_file(&self.dest.store, &path, f.size, Some(&columns), None).await?;
+                if self.delta() {
+                    let deleted = self.deleted_rows(&spec.name, f).await?;
+                    let (mut first, mut rows) = (0, RoaringTreemap::new());
+                    for b in &batches {
+                        probe.check_rows(
+                            bucket,
+                            b,
+                            &mut found,
+                            first,
+                            deleted.as_ref(),
+                            &mut rows,
+                        )?;
+                        first += b.num_rows() as u64;
+                    }
+                    if !rows.is_empty() {
+                        hits.insert(f.name.clone(), rows);
+                    }
+                    continue;
+                }
                 for b in &batches {
                     probe.check(bucket, b, &mut found)?;
                 }
@@ -485,10 +615,27 @@ impl ParquetSink {
         };
         // Files replaced by this commit's rewrites and compactions.
         let mut replaced: HashSet<String> = HashSet::new();
+        // Delta mode: the new deletion vectors of files that stay.
+        let mut deletions: Vec<(String, RoaringTreemap)> = Vec::new();
         let mut appended: Vec<BTreeSet<u32>> = Vec::new();
         for group in groups {
             let affected = group.iter().any(|b| found.affected.contains(b));
             let files_of = |b: &u32| stored.get(b).into_iter().flatten().cloned();
+            if affected && self.delta() {
+                // Delta mode: the affected rows are merged and written to a new file, and
+                // marked deleted where they were; files mostly deleted are folded in.
+                let files: Vec<FileEntry> = group.iter().flat_map(files_of).collect();
+                let group_changes: Cow<'_, [SinkChange]> = if n > 1 {
+                    Cow::Owned(parts.restrict(&group)?)
+                } else {
+                    Cow::Borrowed(changes)
+                };
+                let folded = out
+                    .patch(&group, &files, &hits, &group_changes, &mut deletions)
+                    .await?;
+                replaced.extend(folded);
+                continue;
+            }
             // A group with an affected row is rewritten from all its files. Otherwise only
             // buckets about to exceed `max_files_per_bucket` merge some of their files with
             // the new rows (size-tiered, see `compaction_set`); the rest append.
@@ -552,23 +699,56 @@ impl ParquetSink {
         let (split_stats, split_replaced) = split;
         stats.add(&split_stats);
 
+        // Delta mode: this commit's deletion vectors, all in one new vector file.
+        let mut vectors: FxHashMap<String, Descriptor> = FxHashMap::default();
+        if !deletions.is_empty() {
+            let mut file = dv::FileBuilder::new();
+            for (name, rows) in &deletions {
+                vectors.insert(name.clone(), file.push(rows));
+            }
+            let path = self.file_path(&spec.name, &file.name());
+            new_files.push(path.clone());
+            let bytes = file.into_bytes();
+            stats.bytes_written += bytes.len() as u64;
+            stats.files_written += 1;
+            self.dest
+                .store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(|e| ParquetSinkError::store("writing", &path, e))?;
+            if let Some(fs) = self.dest.fs_path(&path) {
+                io::fsync(fs).await?;
+            }
+        }
+        let vectors_before = base.map(|e| dv_files(&e.files)).unwrap_or_default();
+
         // 3. The new file list: replaced files go, every other file stays as it was.
         let mut superseded: Vec<Path> = split_replaced
             .iter()
             .map(|f| self.file_path(&spec.name, &f.name))
             .collect();
         let mut files = Vec::new();
-        for f in entry.files.drain(..) {
+        for mut f in entry.files.drain(..) {
             if replaced.contains(&f.name) {
                 stats.bytes_rewritten += f.size;
                 superseded.push(self.file_path(&spec.name, &f.name));
             } else {
+                if let Some(d) = vectors.remove(&f.name) {
+                    f.dv = Some(d);
+                }
                 files.push(f);
             }
         }
         files.extend(written);
         files.sort_by(|a, b| (a.bucket, &a.name).cmp(&(b.bucket, &b.name)));
         entry.files = files;
+        // Vector files no live file refers to any more.
+        let vectors_after = dv_files(&entry.files);
+        superseded.extend(
+            vectors_before
+                .difference(&vectors_after)
+                .map(|name| self.file_path(&spec.name, name)),
+        );
         Ok((entry, stats, superseded))
     }
 
@@ -661,6 +841,26 @@ impl ParquetSink {
                 entry.absorb(spec);
             }
         }
+        // Delta mode: each changed table's next log version, published after the manifest.
+        let mut to_publish = BTreeSet::new();
+        if self.delta() {
+            if let Err(e) = self.publish_delta().await {
+                self.delete_quietly(&new_files, "a data file of a failed commit")
+                    .await;
+                return Err(e);
+            }
+            let now = sluice_core::now_ms();
+            for (name, entry) in next.tables.iter_mut() {
+                let old = base.as_ref().and_then(|m| m.tables.get(name));
+                let state = delta_log::next_state(old, entry, now);
+                if state.as_ref().map(|s| s.version) != entry.delta.as_ref().map(|s| s.version)
+                    || entry.delta.is_none()
+                {
+                    to_publish.insert(name.clone());
+                }
+                entry.delta = state;
+            }
+        }
         next.format = MANIFEST_FORMAT;
         next.version = base.as_ref().map_or(1, |m| m.version + 1);
         next.commit_id = uuid::Uuid::new_v4().to_string();
@@ -722,6 +922,11 @@ impl ParquetSink {
             io::fsync(fs).await?;
         }
         self.manifest = Some(next);
+        self.unpublished.extend(to_publish);
+        if let Err(e) = self.publish_delta().await {
+            // Committed: the next commit or run publishes the missing versions first.
+            tracing::warn!(error = %e, "cannot publish a Delta log version; it is retried at the next commit");
+        }
 
         // (3) Only now delete what the new manifest no longer lists.
         self.delete_quietly(&superseded, "a superseded data file")
@@ -815,6 +1020,7 @@ impl GroupWriter<'_> {
             bucket,
             size,
             rows,
+            dv: None,
         });
         Ok(())
     }
@@ -841,15 +1047,31 @@ impl GroupWriter<'_> {
         f: &FileEntry,
         schema: &SchemaRef,
     ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let deleted = self.sink.deleted_rows(&self.spec.name, f).await?;
+        self.stored_batches_without(f, schema, deleted).await
+    }
+
+    /// [`Self::stored_batches`] without the rows at the positions in `deleted`.
+    async fn stored_batches_without(
+        &self,
+        f: &FileEntry,
+        schema: &SchemaRef,
+        deleted: Option<RoaringTreemap>,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let path = self.sink.file_path(&self.spec.name, &f.name);
         let store = &self.sink.dest.store;
         let batches = io::open_file(store, &path, f.size, None, Some(schema)).await?;
         let (schema, table) = (Arc::clone(schema), self.spec.name.clone());
+        let mut first = 0;
         Ok(batches
             .map(move |b| {
                 let b = b.map_err(|e| ParquetSinkError::parquet("reading", &path, e))?;
+                let n = b.num_rows() as u64;
+                let b = without_deleted(b, deleted.as_ref(), first)?;
+                first += n;
                 Ok(align(&b, &schema, &table)?)
             })
+            .try_filter(|b| futures::future::ready(b.num_rows() > 0))
             .boxed())
     }
 
@@ -880,7 +1102,7 @@ impl GroupWriter<'_> {
             // Row groups are copied as encoded when the file has the table's current schema
             // (their rows were checked to be in this bucket when they were written).
             let path = self.sink.file_path(&self.spec.name, &f.name);
-            if file.1.splice(&self.sink.dest.store, &path, f.size).await? {
+            if f.dv.is_none() && file.1.splice(&self.sink.dest.store, &path, f.size).await? {
                 continue;
             }
             let mut batches = self.stored_batches(f, &schema).await?;
@@ -890,6 +1112,109 @@ impl GroupWriter<'_> {
             }
         }
         self.finish_file(bucket, file).await
+    }
+
+    /// Delta mode: merges `changes` into the buckets `buckets` (a group with an affected row)
+    /// without rewriting their files. The affected rows of each file (`hits`, by position) are
+    /// read, merged with the changes (as [`ChunkedMerge`] would merge them with the whole
+    /// group: unaffected rows are exactly those no change alters) and written, with the rows
+    /// of new keys, to new files; their old positions join the files' deletion vectors
+    /// (pushed to `deletions`). A file whose deleted share reaches `max_deleted_share`, or
+    /// the smallest files of a bucket about to exceed `max_files_per_bucket`, are folded:
+    /// their remaining live rows are copied into the new files and they go. Returns the
+    /// folded files' names.
+    async fn patch(
+        &mut self,
+        buckets: &BTreeSet<u32>,
+        files: &[FileEntry],
+        hits: &FxHashMap<String, RoaringTreemap>,
+        changes: &[SinkChange],
+        deletions: &mut Vec<(String, RoaringTreemap)>,
+    ) -> Result<Vec<String>> {
+        let spec = self.spec;
+        let schema = spec.arrow_schema();
+        // 1. The affected rows, read by position, and each file's deleted rows after them.
+        let mut affected: Vec<RecordBatch> = Vec::new();
+        let mut deleted: FxHashMap<&str, RoaringTreemap> = FxHashMap::default();
+        for f in files {
+            let Some(rows) = hits.get(&f.name) else {
+                continue;
+            };
+            let path = self.sink.file_path(&spec.name, &f.name);
+            let store = &self.sink.dest.store;
+            let mut batches = io::open_rows(store, &path, f.size, rows, Some(&schema)).await?;
+            while let Some(b) = batches
+                .try_next()
+                .await
+                .map_err(|e| ParquetSinkError::parquet("reading", &path, e))?
+            {
+                affected.push(align(&b, &schema, &spec.name)?);
+            }
+            let mut now = self
+                .sink
+                .deleted_rows(&spec.name, f)
+                .await?
+                .unwrap_or_default();
+            now |= rows;
+            deleted.insert(f.name.as_str(), now);
+        }
+        // 2. Which files to fold.
+        let share = self.sink.config.max_deleted_share;
+        let dead = |f: &FileEntry| {
+            deleted
+                .get(f.name.as_str())
+                .map_or_else(|| f.rows - f.live_rows(), RoaringTreemap::len)
+        };
+        let mut fold: BTreeSet<&str> = files
+            .iter()
+            .filter(|f| dead(f) as f64 >= share * f.rows as f64)
+            .map(|f| f.name.as_str())
+            .collect();
+        let max = self.sink.config.max_files_per_bucket.max(1);
+        for b in buckets {
+            let mut kept: Vec<&FileEntry> = files
+                .iter()
+                .filter(|f| f.bucket == *b && !fold.contains(f.name.as_str()))
+                .collect();
+            // The new file of this commit comes on top of the kept ones.
+            if kept.len() < max {
+                continue;
+            }
+            kept.sort_by_key(|f| (f.rows - dead(f), f.name.as_str()));
+            for f in &kept[..kept.len() + 1 - max] {
+                fold.insert(f.name.as_str());
+            }
+        }
+        // 3. The merged affected rows and new keys, then the folded files' live rows.
+        let mut merger = ChunkedMerge::new(spec, changes)?;
+        let mut open = OpenFiles::new();
+        if !affected.is_empty() {
+            self.merge_chunk(&mut merger, &mut open, buckets, &affected)
+                .await?;
+        }
+        drop(affected);
+        let (new, stats) = merger.finish()?;
+        self.record(&new);
+        self.write_open(&mut open, buckets, &new).await?;
+        self.stats.add(&stats);
+        for f in files.iter().filter(|f| fold.contains(f.name.as_str())) {
+            let gone = match deleted.remove(f.name.as_str()) {
+                Some(d) => Some(d),
+                None => self.sink.deleted_rows(&spec.name, f).await?,
+            };
+            let mut batches = self.stored_batches_without(f, &schema, gone).await?;
+            while let Some(batch) = batches.try_next().await? {
+                self.write_open(&mut open, buckets, &batch).await?;
+            }
+        }
+        self.finish_open(open).await?;
+        // 4. The files that stay get their new deletion vectors.
+        for (name, rows) in deleted {
+            if !fold.contains(name) {
+                deletions.push((name.to_owned(), rows));
+            }
+        }
+        Ok(fold.into_iter().map(str::to_owned).collect())
     }
 
     /// Copies the rows of `files` into new files of the buckets `targets` (after a split),
@@ -1023,6 +1348,28 @@ impl GroupWriter<'_> {
         }
         Ok(())
     }
+}
+
+/// `batch` without the rows whose positions are in `deleted`; row `i` of the batch is
+/// position `first + i` of its file.
+fn without_deleted(
+    batch: RecordBatch,
+    deleted: Option<&RoaringTreemap>,
+    first: u64,
+) -> Result<RecordBatch> {
+    match deleted.and_then(|d| dv::live_mask(d, first, batch.num_rows())) {
+        None => Ok(batch),
+        Some(mask) => Ok(filter_record_batch(&batch, &mask).map_err(sluice_core::Error::from)?),
+    }
+}
+
+/// The deletion vector files the given data files refer to.
+fn dv_files(files: &[FileEntry]) -> HashSet<String> {
+    files
+        .iter()
+        .filter_map(|f| f.dv.as_ref())
+        .filter_map(|d| d.file_name().ok())
+        .collect()
 }
 
 /// The file being written for each bucket (its name and writer), see

@@ -29,6 +29,7 @@ macro_rules! both {
 
 mod appends;
 mod common;
+mod delta;
 mod duckdb;
 mod failing;
 mod moto;

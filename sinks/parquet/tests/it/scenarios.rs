@@ -23,7 +23,7 @@ both!(
 
 /// Whole syncs through the engine (with a failing run in between) leave the same rows as the
 /// testkit's in-memory reference sink.
-async fn engine_matches_memory_sink(lake: Lake) {
+pub(crate) async fn engine_matches_memory_sink(lake: Lake) {
     use sluice_testkit::{MemoryDestination, TestSource, sync_with};
     let mem = MemoryDestination::new("test");
     let configs = [
@@ -75,7 +75,7 @@ async fn engine_matches_memory_sink(lake: Lake) {
     lake.assert_no_orphans(&["parent", "child", "lookup"]).await;
 }
 
-async fn conformance(lake: Lake) {
+pub(crate) async fn conformance(lake: Lake) {
     sluice_testkit::sink_conformance::run(|| Box::new(lake.sink()) as Box<dyn Sink>).await;
     lake.assert_no_orphans(&["parent", "child", "lookup", "grandchild", "parent_history"])
         .await;
@@ -83,7 +83,7 @@ async fn conformance(lake: Lake) {
 
 /// The conformance suite with rewrites merging stored rows 2 at a time (many chunks per
 /// rewritten bucket, see `rewrite_chunk_rows`).
-async fn conformance_in_small_chunks(mut lake: Lake) {
+pub(crate) async fn conformance_in_small_chunks(mut lake: Lake) {
     lake.config.rewrite_chunk_rows = 2;
     conformance(lake).await;
 }
@@ -377,7 +377,7 @@ async fn evolved_rows_survive_compaction_and_split(mut lake: Lake) {
     lake.assert_no_orphans(&["opp"]).await;
 }
 
-async fn schema_evolution(mut lake: Lake) {
+pub(crate) async fn schema_evolution(mut lake: Lake) {
     lake.config.table_buckets.insert("opp".into(), 8);
     let mut s = lake.sink();
     s.open(&specs()).await.unwrap();
@@ -531,7 +531,7 @@ async fn baseline(
     vec![scan(&r, &opp()).await, scan(&r, &note()).await]
 }
 
-async fn faults(mut lake: Lake) {
+pub(crate) async fn faults(mut lake: Lake) {
     lake.config.lease_ttl_secs = 1;
     lake.config.table_buckets.insert("opp".into(), 4);
     let cases: [(Op, &str, usize, &str, bool); 6] = [

@@ -1,0 +1,296 @@
+//! Delta mode (`table_format = "delta"`): the shared scenarios again, deletion vectors instead
+//! of rewrites, and the Delta log read by the `deltalake` Python package.
+
+use crate::common::*;
+use sluice_core::{Change, Scope, Sink};
+use sluice_sink_parquet::TableFormat;
+use std::collections::BTreeSet;
+use std::process::Command;
+
+both!(
+    delta_conformance,
+    delta_conformance_in_small_chunks,
+    delta_engine_matches_memory_sink,
+    delta_faults,
+    delta_schema_evolution,
+    delta_small_changes_write_small_files,
+);
+
+fn delta(mut lake: Lake) -> Lake {
+    lake.config.table_format = TableFormat::Delta;
+    lake
+}
+
+async fn delta_conformance(lake: Lake) {
+    crate::scenarios::conformance(delta(lake)).await;
+}
+
+async fn delta_conformance_in_small_chunks(lake: Lake) {
+    crate::scenarios::conformance_in_small_chunks(delta(lake)).await;
+}
+
+async fn delta_engine_matches_memory_sink(lake: Lake) {
+    crate::scenarios::engine_matches_memory_sink(delta(lake)).await;
+}
+
+async fn delta_faults(lake: Lake) {
+    crate::scenarios::faults(delta(lake)).await;
+}
+
+async fn delta_schema_evolution(lake: Lake) {
+    crate::scenarios::schema_evolution(delta(lake)).await;
+}
+
+/// The file names of a table's live files, and those with a deletion vector.
+async fn files_and_vectors(lake: &Lake, table: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let entry = lake.manifest_entry(table).await;
+    let files = entry["files"].as_array().expect("files");
+    let names = files
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    let with_dv = files
+        .iter()
+        .filter(|f| f.get("dv").is_some())
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    (names, with_dv)
+}
+
+/// A 1 % change of a one-bucket table writes about 1 % of it (a new file and a deletion
+/// vector) and rewrites nothing; once a file's deleted share reaches `max_deleted_share`
+/// it is folded into the commit's new file; scoped deletes are vectors too.
+async fn delta_small_changes_write_small_files(lake: Lake) {
+    let mut lake = delta(lake);
+    lake.config.max_deleted_share = 0.3;
+    let ids: Vec<String> = (0..10_000).map(|i| format!("opp-{i:05}")).collect();
+    // Names that do not compress to nothing, so that file sizes mean something.
+    let names: Vec<String> = (0..10_000u64)
+        .map(|i| format!("name {:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        .collect();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    let rows: Vec<(&str, &str, i64)> = ids
+        .iter()
+        .zip(&names)
+        .map(|(i, n)| (i.as_str(), n.as_str(), 1))
+        .collect();
+    s.write(stamp(opp_rows("opp", &rows), T1)).await.unwrap();
+    let notes: Vec<(String, String)> = ids
+        .iter()
+        .take(2000)
+        .map(|i| (format!("note-{i}"), i.clone()))
+        .collect();
+    let nrows: Vec<(&str, &str, &str)> = notes
+        .iter()
+        .map(|(n, o)| (n.as_str(), o.as_str(), "b"))
+        .collect();
+    s.write(stamp(note_rows(&nrows), T1)).await.unwrap();
+    let full = s.commit(&state(1)).await.unwrap().tables["opp"];
+    let (first, _) = files_and_vectors(&lake, "opp").await;
+
+    // 1 %: 100 keys.
+    let pct: Vec<(&str, &str, i64)> = ids
+        .iter()
+        .step_by(100)
+        .map(|i| (i.as_str(), "again", 2))
+        .collect();
+    s.write(stamp(opp_rows("opp", &pct), T2)).await.unwrap();
+    let t = s.commit(&state(2)).await.unwrap().tables["opp"];
+    assert_eq!(
+        (t.updated, t.inserted, t.bytes_rewritten),
+        (100, 0, 0),
+        "{t:?}"
+    );
+    assert!(
+        t.bytes_written * 10 < full.bytes_written,
+        "a 1% change wrote {} of {} bytes",
+        t.bytes_written,
+        full.bytes_written
+    );
+    eprintln!(
+        "[{}] 100 of 10000 keys: wrote {} B in {} files (full: {} B)",
+        lake.kind, t.bytes_written, t.files_written, full.bytes_written
+    );
+    let (files, vectors) = files_and_vectors(&lake, "opp").await;
+    assert!(first.is_subset(&files), "the first files stay");
+    assert_eq!(vectors, first, "the first files got deletion vectors");
+
+    // A scoped delete of one parent's notes: a vector, no new data file needed.
+    s.write(stamp(
+        Change::DeleteMissing {
+            table: "note".into(),
+            scope: Scope::Where {
+                column: "opp_id".into(),
+                values: vec![ids[7].clone()],
+            },
+            keep: keys(&[]),
+        },
+        T3,
+    ))
+    .await
+    .unwrap();
+    let r = s.commit(&state(3)).await.unwrap();
+    assert_eq!(r.tables["note"].deleted, 1);
+    assert_eq!(r.tables["note"].bytes_rewritten, 0);
+
+    // 35 % of the keys: the first file passes 30 % deleted and is folded.
+    let many: Vec<(&str, &str, i64)> = ids
+        .iter()
+        .take(3_500)
+        .map(|i| (i.as_str(), "many", 4))
+        .collect();
+    s.write(stamp(opp_rows("opp", &many), T4)).await.unwrap();
+    let t = s.commit(&state(4)).await.unwrap().tables["opp"];
+    assert!(t.bytes_rewritten > 0, "{t:?}");
+    let (files, vectors) = files_and_vectors(&lake, "opp").await;
+    assert!(first.is_disjoint(&files), "folded: {files:?}");
+    assert!(vectors.len() <= 1, "{vectors:?}");
+    s.close().await.unwrap();
+
+    let reader = lake.sink();
+    let all = scan(&reader, &opp()).await;
+    assert_eq!(all.len(), 10_000);
+    assert_eq!(all["opp-00100"]["name"], "many");
+    assert_eq!(all["opp-09900"]["name"], "again");
+    assert_eq!(all["opp-05001"]["name"], names[5001].as_str());
+    let notes = scan(&reader, &note()).await;
+    assert_eq!(notes.len(), 1999, "the scoped delete removed one note");
+    assert!(!notes.contains_key("note-opp-00007"));
+    lake.assert_no_orphans(&["opp", "note"]).await;
+}
+
+/// Whether python3 with deltalake is there; panics when it is not, unless
+/// `SLUICE_SKIP_DUCKDB_TESTS=1` (the switch of the Python-reader tests).
+fn deltalake_available() -> bool {
+    let skip = std::env::var("SLUICE_SKIP_DUCKDB_TESTS").is_ok_and(|v| v == "1");
+    let probe = Command::new("python3")
+        .args(["-c", "import deltalake, pyarrow"])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => true,
+        other => {
+            if skip {
+                eprintln!("skipping: python3 with deltalake is not available ({other:?})");
+                return false;
+            }
+            panic!(
+                "this test needs python3 with deltalake and pyarrow (pip install deltalake \
+                 pyarrow): {other:?}; set SLUICE_SKIP_DUCKDB_TESTS=1 to skip it"
+            );
+        }
+    }
+}
+
+/// The rows `deltalake` reads from a table folder, as `id -> name`, and the table version.
+fn deltalake_read(dir: &std::path::Path) -> (std::collections::BTreeMap<String, String>, u64) {
+    let script = format!(
+        r#"
+import json
+from deltalake import DeltaTable, QueryBuilder
+import pyarrow
+t = DeltaTable({dir:?})
+batches = QueryBuilder().register("t", t).execute("select id, name from t").read_all()
+rows = pyarrow.table(batches).to_pylist()
+print(json.dumps({{"version": t.version(), "rows": rows}}))
+"#,
+        dir = dir.display().to_string()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "deltalake failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut rows = std::collections::BTreeMap::new();
+    for r in v["rows"].as_array().unwrap() {
+        let id = r["id"].as_str().unwrap().to_owned();
+        let prev = rows.insert(id.clone(), r["name"].as_str().unwrap_or("").to_owned());
+        assert!(prev.is_none(), "deltalake reads {id} twice");
+    }
+    (rows, v["version"].as_u64().unwrap())
+}
+
+/// `deltalake` (delta-rs) reads each version's rows, deletion vectors applied, equal to the
+/// sink's own scan; a version left unpublished by a stopped run is published by the next.
+#[tokio::test]
+async fn deltalake_reads_the_tables_with_deletion_vectors() {
+    if !deltalake_available() {
+        return;
+    }
+    let lake = delta(Lake::local());
+    let dir = lake.tmp.as_ref().unwrap().path().join("lake/opp");
+    let ids: Vec<String> = (0..3_000).map(|i| format!("opp-{i:05}")).collect();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v1", 1)).collect();
+    s.write(stamp(opp_rows("opp", &rows), T1)).await.unwrap();
+    s.commit(&state(1)).await.unwrap();
+
+    let check =
+        |version: u64, sink_rows: &std::collections::BTreeMap<String, sluice_testkit::Row>| {
+            let (read, v) = deltalake_read(&dir);
+            assert_eq!(v, version);
+            let want: std::collections::BTreeMap<String, String> = sink_rows
+                .iter()
+                .map(|(k, r)| (k.clone(), r["name"].as_str().unwrap().to_owned()))
+                .collect();
+            assert_eq!(read, want, "version {version}");
+        };
+    check(0, &scan(&lake.sink(), &opp()).await);
+
+    // Updates, hard deletes, and new keys: vectors on the first file.
+    let upd: Vec<(&str, &str, i64)> = ids
+        .iter()
+        .step_by(7)
+        .map(|i| (i.as_str(), "v2", 2))
+        .chain([("opp-new", "v2", 2)])
+        .collect();
+    s.write(stamp(opp_rows("opp", &upd), T2)).await.unwrap();
+    s.write(stamp(
+        Change::Delete {
+            table: "opp".into(),
+            keys: keys(&["opp-00001", "opp-00002"]),
+        },
+        T2,
+    ))
+    .await
+    .unwrap();
+    s.commit(&state(2)).await.unwrap();
+    let (_, vectors) = files_and_vectors(&lake, "opp").await;
+    assert!(!vectors.is_empty());
+    let now = scan(&lake.sink(), &opp()).await;
+    assert_eq!(now["opp-00007"]["name"], "v2");
+    check(1, &now);
+
+    // The log version of a commit goes missing (a run stopped before publishing it): the
+    // next open publishes it again, byte for byte.
+    let upd: Vec<(&str, &str, i64)> = ids
+        .iter()
+        .step_by(11)
+        .map(|i| (i.as_str(), "v3", 3))
+        .collect();
+    s.write(stamp(opp_rows("opp", &upd), T3)).await.unwrap();
+    s.commit(&state(3)).await.unwrap();
+    s.close().await.unwrap();
+    let log = dir.join("_delta_log/00000000000000000002.json");
+    let text = std::fs::read(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    assert_eq!(std::fs::read(&log).unwrap(), text);
+    s.close().await.unwrap();
+    check(2, &scan(&lake.sink(), &opp()).await);
+
+    // Without Delta mode the destination is refused, naming the way out.
+    let mut plain = lake.config.clone();
+    plain.table_format = TableFormat::Parquet;
+    let mut p = sluice_sink_parquet::ParquetSink::new(plain).unwrap();
+    let e = p.open(&specs()).await.unwrap_err();
+    assert!(e.to_string().contains("--sink delta"), "{e}");
+    lake.assert_no_orphans(&["opp"]).await;
+}
