@@ -63,6 +63,8 @@ enum Scenario {
     All,
     Rate,
     Throughput,
+    /// The throughput and incremental syncs again with the `delta` sink (deletion vectors).
+    Delta,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +290,23 @@ fn row(out: &mut String, name: &str, value: String, target: &str) {
     out.push_str(&format!("| {name:<48} | {value:>18} | {target:<16} |\n"));
 }
 
+/// Changes `fraction` of the emulator's opportunities (updates, new ones, deletions; seeded)
+/// and returns how many changed.
+async fn mutate(emu: &EmulatorProcess, fraction: f64) -> Result<usize> {
+    let summary: serde_json::Value = reqwest::Client::new()
+        .post(emu.admin("/mutate"))
+        .json(&json!({"fraction": fraction, "seed": 7}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(["updated", "created", "deleted"]
+        .iter()
+        .map(|k| summary[k].as_array().map_or(0, Vec::len))
+        .sum::<usize>())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -417,19 +436,7 @@ async fn main() -> Result<()> {
             "bench 3: incremental after {}% of opportunities change",
             args.change_fraction * 100.0
         );
-        let client = reqwest::Client::new();
-        let summary: serde_json::Value = client
-            .post(emu.admin("/mutate"))
-            .json(&json!({"fraction": args.change_fraction, "seed": 7}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let changed = ["updated", "created", "deleted"]
-            .iter()
-            .map(|k| summary[k].as_array().map_or(0, Vec::len))
-            .sum::<usize>();
+        let changed = mutate(&emu, args.change_fraction).await?;
         let inc = sync(&emu, &dest, &sink_extra, unlimited, args.commit_max_rows).await?;
         emu.stop().await;
         row(
@@ -465,6 +472,68 @@ async fn main() -> Result<()> {
             "< 300",
         );
         results.insert("incremental".into(), json!({"change_fraction": args.change_fraction, "opportunities_changed": changed, "figures": inc, "full_requests": full.requests, "full_bytes_written": full.bytes_written, "peak_rss_mib": rss_after}));
+    }
+
+    if matches!(args.scenario, Scenario::All | Scenario::Delta) {
+        eprintln!(
+            "bench 4: the delta sink, {} opportunities, then {}% changed",
+            args.throughput_opportunities,
+            args.change_fraction * 100.0
+        );
+        let mut extra = sink_extra.clone();
+        extra.insert("table_format".into(), "delta".into());
+        let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
+        let dir = tempfile::tempdir()?;
+        let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
+        let unlimited = (1_000_000, 1_000_000);
+        let full = sync(&emu, &dest, &extra, unlimited, args.commit_max_rows).await?;
+        let per_pipeline_cpu = full.rows as f64 / full.pipeline_cpu_s().max(0.001);
+        let changed = mutate(&emu, args.change_fraction).await?;
+        let inc = sync(&emu, &dest, &extra, unlimited, args.commit_max_rows).await?;
+        emu.stop().await;
+        let rss = peak_rss_mib();
+        row(
+            &mut table,
+            "4. delta: rows per CPU-s of decode + transform + write (full sync)",
+            format!("{per_pipeline_cpu:.0}"),
+            "",
+        );
+        row(
+            &mut table,
+            "4. delta: opportunities changed",
+            changed.to_string(),
+            "",
+        );
+        row(
+            &mut table,
+            "4. delta: requests: incremental / full",
+            format!("{} / {}", inc.requests, full.requests),
+            "~ change share",
+        );
+        row(
+            &mut table,
+            "4. delta: bytes written: incremental / full",
+            format!(
+                "{} / {} ({:.2}%)",
+                inc.bytes_written,
+                full.bytes_written,
+                100.0 * inc.bytes_written as f64 / full.bytes_written.max(1) as f64
+            ),
+            "~ change share",
+        );
+        row(
+            &mut table,
+            "4. delta: bytes rewritten (incremental)",
+            inc.bytes_rewritten.to_string(),
+            "",
+        );
+        row(
+            &mut table,
+            "4. delta: peak RSS, MiB",
+            format!("{rss:.0}"),
+            "< 300",
+        );
+        results.insert("delta".into(), json!({"opportunities": args.throughput_opportunities, "change_fraction": args.change_fraction, "opportunities_changed": changed, "full": full, "incremental": inc, "rows_per_pipeline_cpu_second": per_pipeline_cpu, "peak_rss_mib": rss}));
     }
 
     println!("{table}");

@@ -35,6 +35,17 @@ pub(crate) fn is_data_file(name: &str) -> bool {
     name.starts_with(DATA_PREFIX) && name.ends_with(".parquet")
 }
 
+/// Whether `name` is a staging file that object_store's local store left behind when the
+/// process died during a put (`<name>#<n>`, renamed into place on success) of an object
+/// this sink writes in table folders: a data file, a deletion vector or a Delta log version.
+pub(crate) fn is_staging_leftover(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(base, n)| {
+        !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && (is_data_file(base) || crate::dv::is_dv_file(base) || base.ends_with(".json"))
+    })
+}
+
 /// The folder of manifest versions.
 pub(crate) fn manifest_dir(root: &Path) -> Path {
     root.clone().join(SLUICE_DIR).join("manifest")
@@ -99,6 +110,16 @@ pub(crate) fn buckets_of(column: &dyn Array, buckets: u32) -> Result<Vec<u32>> {
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
+
+    #[test]
+    fn staging_leftovers_are_recognised() {
+        assert!(is_staging_leftover("00000000000000000003.json#1"));
+        assert!(is_staging_leftover("part-b00001-abc.parquet#12"));
+        assert!(is_staging_leftover("deletion_vector_x.bin#2"));
+        assert!(!is_staging_leftover("part-b00001-abc.parquet"));
+        assert!(!is_staging_leftover("notes.txt#1"));
+        assert!(!is_staging_leftover("part-b00001-abc.parquet#"));
+    }
 
     #[test]
     fn bucket_hash_is_stable() {

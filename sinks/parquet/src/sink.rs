@@ -297,6 +297,7 @@ impl ParquetSink {
         // A run stopped between a manifest commit and its Delta log versions: publish them.
         self.publish_delta().await?;
         self.remove_orphans().await;
+        self.remove_staging_leftovers().await;
         self.prune_manifests().await;
         Ok(state)
     }
@@ -344,6 +345,38 @@ impl ParquetSink {
                     tracing::info!(file = %meta.location, "removing a data file of an interrupted commit");
                     if let Err(e) = self.dest.store.delete(&meta.location).await {
                         tracing::warn!(error = %e, file = %meta.location, "cannot remove an orphan file");
+                    }
+                }
+            }
+        }
+    }
+
+    /// On local disk: deletes the staging files of puts that a killed run left in the
+    /// table folders (object_store's local store writes `<name>#<n>` and renames it into
+    /// place; its listings hide such names, so [`Self::remove_orphans`] cannot see them).
+    /// Best effort, like orphan removal; the lease keeps other writers out meanwhile.
+    async fn remove_staging_leftovers(&self) {
+        let Some(root) = self.dest.fs_path(&self.dest.root) else {
+            return;
+        };
+        let tables: BTreeSet<&String> = self
+            .specs
+            .keys()
+            .chain(self.manifest.iter().flat_map(|m| m.tables.keys()))
+            .collect();
+        let mut dirs: Vec<std::path::PathBuf> = tables.into_iter().map(|t| root.join(t)).collect();
+        while let Some(dir) = dirs.pop() {
+            let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+                continue;
+            };
+            while let Ok(Some(e)) = entries.next_entry().await {
+                let path = e.path();
+                if e.file_type().await.is_ok_and(|t| t.is_dir()) {
+                    dirs.push(path);
+                } else if layout::is_staging_leftover(&e.file_name().to_string_lossy()) {
+                    tracing::info!(file = %path.display(), "removing a partial write of an interrupted run");
+                    if let Err(err) = tokio::fs::remove_file(&path).await {
+                        tracing::warn!(error = %err, file = %path.display(), "cannot remove a partial write");
                     }
                 }
             }

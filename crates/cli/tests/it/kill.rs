@@ -8,12 +8,17 @@ use std::time::{Duration, Instant};
 
 /// `sluice run lever --sink parquet --dest <dest> --config <cfg>`, quiet.
 fn sync_command(lever: &Lever, dest: &str, cfg: &str) -> tokio::process::Command {
+    sync_command_to(lever, "parquet", dest, cfg)
+}
+
+/// `sluice run lever --sink <sink> --dest <dest> --config <cfg>`, quiet.
+fn sync_command_to(lever: &Lever, sink: &str, dest: &str, cfg: &str) -> tokio::process::Command {
     lever.command(&[
         "--no-progress",
         "run",
         "lever",
         "--sink",
-        "parquet",
+        sink,
         "--dest",
         dest,
         "--config",
@@ -56,8 +61,150 @@ fn small_pages_config(dir: &Path) -> String {
     cfg.to_str().unwrap().to_owned()
 }
 
+/// Checks a Delta mode destination after a recovery run: every object in a table folder
+/// (outside `_delta_log`) is a live data file or deletion vector file of the manifest, and
+/// each table's Delta log has exactly the versions up to the one the manifest records.
+/// Returns how many deletion vector files there are.
+fn assert_delta_consistent(dest: &Path, kill: u32) -> usize {
+    let mut vector_files = 0;
+    let dir = dest.join("_sluice/manifest");
+    let latest = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .expect("a manifest");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
+    for (table, entry) in m["tables"].as_object().unwrap() {
+        let folder = dest.join(table);
+        let mut want: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for f in entry["files"].as_array().unwrap() {
+            want.insert(f["name"].as_str().unwrap().to_owned());
+        }
+        let mut found = std::collections::BTreeSet::new();
+        let mut versions = Vec::new();
+        for f in walk(&folder) {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            if f.parent().is_some_and(|p| p.ends_with("_delta_log")) {
+                versions.push(name);
+            } else if name.ends_with(".parquet") {
+                found.insert(name);
+            } else {
+                assert!(
+                    name.starts_with("deletion_vector_"),
+                    "kill {kill}: unexpected {name}"
+                );
+                vector_files += 1;
+            }
+        }
+        assert_eq!(
+            found, want,
+            "kill {kill}: table {table} differs from the manifest"
+        );
+        let version = entry["delta"]["version"].as_u64().expect("a Delta version");
+        versions.sort();
+        let expected: Vec<String> = (0..=version).map(|v| format!("{v:020}.json")).collect();
+        assert_eq!(versions, expected, "kill {kill}: table {table}'s Delta log");
+    }
+    vector_files
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
+    sigkill_at_twenty_points("parquet").await;
+}
+
+/// The same with the `delta` sink, whose commits also publish Delta log versions: after
+/// each recovery run every table's log has exactly the versions its manifest records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_twenty_points_then_rerun_matches_truth_with_the_delta_sink() {
+    sigkill_at_twenty_points("delta").await;
+}
+
+/// Changes half of the emulator's opportunities (notes, feedback, stage changes, field
+/// updates, in turn) and creates two. No opportunity is deleted: the connector deliberately
+/// keeps the other child rows of deleted opportunities (`connectors/lever/README.md`),
+/// which the truth drops.
+fn change_half(lever: &Lever, round: usize) {
+    let ids: Vec<String> = lever
+        .emu
+        .truth()
+        .opportunities
+        .iter()
+        .filter_map(|o| o["id"].as_str().map(str::to_owned))
+        .collect();
+    for (n, id) in ids.iter().enumerate().filter(|(n, _)| (n + round) % 2 == 0) {
+        match (n / 2 + round) % 4 {
+            0 => drop(lever.emu.add_note(id)),
+            1 => drop(lever.emu.add_feedback(id)),
+            2 => lever.emu.change_stage(id),
+            _ => lever.emu.update_opportunity(id),
+        }
+    }
+    lever.emu.create_opportunity();
+    lever.emu.create_opportunity();
+}
+
+/// The `delta` sink, killed at 10 points spread over incremental syncs that change stored
+/// rows (so that commits write deletion vectors), then run again: the output equals the
+/// truth, every data file is the manifest's, and each table's Delta log holds exactly the
+/// versions the manifest records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_incremental_syncs_with_the_delta_sink() {
+    let lever = Lever::start(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_pages_config(dir.path());
+    let sync = |dest: &str| sync_command_to(&lever, "delta", dest, &cfg);
+
+    // A clean full sync, a change, and a clean incremental sync measure the duration.
+    let clean = dir.path().join("clean");
+    let d = clean.to_str().unwrap().to_owned();
+    assert!(output(sync(&d)).await.status.success());
+    change_half(&lever, 1);
+    let t = Instant::now();
+    let o = output(sync(&d)).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let duration = t.elapsed();
+    assert_matches_truth(&clean, &lever.emu).await;
+    assert!(
+        assert_delta_consistent(&clean, 0) > 0,
+        "the incremental sync wrote no deletion vector"
+    );
+
+    let mut vector_files = 0;
+    let points = 10u32;
+    for i in 1..=points {
+        let dest = dir.path().join(format!("k{i}"));
+        let d = dest.to_str().unwrap().to_owned();
+        assert!(output(sync(&d)).await.status.success());
+        change_half(&lever, i as usize + 1);
+        let at = duration.mul_f64(f64::from(i) / f64::from(points + 1));
+        let mut child = sync(&d)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(at).await;
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+
+        let o = output(sync(&d)).await;
+        assert!(
+            o.status.success(),
+            "recovery run after kill {i} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_matches_truth(&dest, &lever.emu).await;
+        vector_files += assert_delta_consistent(&dest, i);
+    }
+    assert!(
+        vector_files > 0,
+        "no kill point left a deletion vector to check"
+    );
+}
+
+async fn sigkill_at_twenty_points(sink: &str) {
+    let sync_command =
+        |lever: &Lever, dest: &str, cfg: &str| sync_command_to(lever, sink, dest, cfg);
     let lever = Lever::start(20).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_pages_config(dir.path());
@@ -92,6 +239,10 @@ async fn sigkill_at_twenty_points_then_rerun_matches_truth() {
             String::from_utf8_lossy(&o.stderr)
         );
         assert_matches_truth(&dest, &lever.emu).await;
+        if sink == "delta" {
+            assert_delta_consistent(&dest, i);
+            continue;
+        }
         let committed = crate::harness::read_dest(&dest).await;
         for (table, n) in glob_rows(&dest) {
             let want = committed.get(&table).map_or(0, Vec::len);
