@@ -19,6 +19,6 @@ mod tests {
         let sources: Vec<_> = r.sources().iter().map(|p| p.name).collect();
         let sinks: Vec<_> = r.sinks().iter().map(|p| p.name).collect();
         assert_eq!(sources, ["lever"]);
-        assert_eq!(sinks, ["parquet"]);
+        assert_eq!(sinks, ["delta", "parquet"]);
     }
 }

@@ -37,7 +37,8 @@ pub(crate) fn is_data_file(name: &str) -> bool {
 
 /// Whether `name` is a staging file that object_store's local store left behind when the
 /// process died during a put (`<name>#<n>`, renamed into place on success) of an object
-/// this sink writes in table folders: a data file, a deletion vector or a Delta log version.
+/// this sink writes: a data file, a deletion vector, or a JSON object (a Delta log version,
+/// a manifest version, the lease).
 pub(crate) fn is_staging_leftover(name: &str) -> bool {
     name.rsplit_once('#').is_some_and(|(base, n)| {
         !n.is_empty()

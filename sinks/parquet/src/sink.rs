@@ -154,6 +154,7 @@ impl ParquetSink {
 
     /// The live data files of `table` according to the committed manifest, as object paths
     /// (for verification tools and tests; readers may use them for a consistent snapshot).
+    /// In Delta mode these files can hold deleted rows: read such tables through Delta.
     pub async fn live_files(&self, table: &str) -> sluice_core::Result<Vec<String>> {
         let m = manifest::latest(self.dest.store.as_ref(), &self.dest.root).await?;
         Ok(m.and_then(|m| m.tables.get(table).cloned())
@@ -352,8 +353,9 @@ impl ParquetSink {
     }
 
     /// On local disk: deletes the staging files of puts that a killed run left in the
-    /// table folders (object_store's local store writes `<name>#<n>` and renames it into
-    /// place; its listings hide such names, so [`Self::remove_orphans`] cannot see them).
+    /// table folders and `_sluice` (object_store's local store writes `<name>#<n>` and
+    /// renames or links it into place; its listings hide such names, so
+    /// [`Self::remove_orphans`] cannot see them).
     /// Best effort, like orphan removal; the lease keeps other writers out meanwhile.
     async fn remove_staging_leftovers(&self) {
         let Some(root) = self.dest.fs_path(&self.dest.root) else {
@@ -365,6 +367,7 @@ impl ParquetSink {
             .chain(self.manifest.iter().flat_map(|m| m.tables.keys()))
             .collect();
         let mut dirs: Vec<std::path::PathBuf> = tables.into_iter().map(|t| root.join(t)).collect();
+        dirs.push(root.join(layout::SLUICE_DIR));
         while let Some(dir) = dirs.pop() {
             let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
                 continue;

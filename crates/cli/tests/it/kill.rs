@@ -132,7 +132,11 @@ fn change_half(lever: &Lever, round: usize) {
         .iter()
         .filter_map(|o| o["id"].as_str().map(str::to_owned))
         .collect();
-    for (n, id) in ids.iter().enumerate().filter(|(n, _)| (n + round) % 2 == 0) {
+    for (n, id) in ids
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| (n + round).is_multiple_of(2))
+    {
         match (n / 2 + round) % 4 {
             0 => drop(lever.emu.add_note(id)),
             1 => drop(lever.emu.add_feedback(id)),

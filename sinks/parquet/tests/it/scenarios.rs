@@ -733,13 +733,64 @@ async fn local_errors_name_the_path_and_keep_data() {
     lake.assert_no_orphans(&["opp"]).await;
 }
 
+/// Staging files of puts a killed run left on local disk (`<name>#<n>`, which object_store
+/// listings hide) are removed at the next open; other files are left alone.
+#[tokio::test]
+async fn open_removes_staging_files_of_killed_puts() {
+    let lake = Lake::local();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("a", "A", 1)]), T1))
+        .await
+        .unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.close().await.unwrap();
+    let root = lake.tmp.as_ref().unwrap().path().join("lake");
+    let leftovers = [
+        root.join("opp/part-b00000-0123.parquet#1"),
+        root.join("_sluice/manifest/00000000000000000002.json#3"),
+    ];
+    let foreign = root.join("opp/README#1");
+    for p in leftovers.iter().chain([&foreign]) {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.close().await.unwrap();
+    for p in &leftovers {
+        assert!(!p.exists(), "{} left", p.display());
+    }
+    assert!(foreign.exists(), "a file sluice does not write stays");
+    assert_eq!(scan(&lake.sink(), &opp()).await.len(), 1);
+}
+
 #[tokio::test]
 async fn registered_and_configured_from_json() {
     let names: Vec<_> = sluice_core::inventory::iter::<sluice_core::SinkPlugin>
         .into_iter()
         .map(|p| p.name)
         .collect();
-    assert!(names.contains(&"parquet"));
+    assert!(names.contains(&"parquet") && names.contains(&"delta"));
+    // The delta sink is the parquet sink in Delta mode, from the same `[sink]` section.
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("d");
+    let cfg = serde_json::json!({"dest": lake.display().to_string()});
+    let mut sink = sluice_core::build_sink::<sluice_sink_parquet::DeltaSinkFactory>(&cfg).unwrap();
+    sink.open(&specs()).await.unwrap();
+    sink.write(stamp(opp_rows("opp", &[("a", "A", 1)]), T1))
+        .await
+        .unwrap();
+    sink.commit(&state(1)).await.unwrap();
+    sink.close().await.unwrap();
+    assert!(
+        lake.join("opp/_delta_log/00000000000000000000.json")
+            .exists()
+    );
+    let bad = serde_json::json!({"dest": "/tmp/x", "max_deleted_share": 0.0});
+    let Err(err) = sluice_core::build_sink::<sluice_sink_parquet::DeltaSinkFactory>(&bad) else {
+        panic!("a share of 0 must be rejected")
+    };
+    assert!(err.to_string().contains("sink.max_deleted_share"), "{err}");
     let tmp = tempfile::tempdir().unwrap();
     let cfg = serde_json::json!({"dest": tmp.path().join("l").display().to_string(), "buckets": 4});
     let mut sink =
