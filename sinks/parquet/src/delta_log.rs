@@ -10,18 +10,22 @@
 //! state), and version `v + 1` is never published before version `v`.
 //!
 //! Protocol: reader version 3 / writer version 7 with the `deletionVectors` feature; no
-//! partition columns; statistics give `numRecords` (physical rows). No checkpoints are written
-//! (readers replay the JSON commits).
+//! partition columns; statistics give `numRecords` (physical rows). Every
+//! [`CHECKPOINT_INTERVAL`]th version gets a Parquet checkpoint and `_last_checkpoint`.
 
 use crate::dv::Descriptor;
 use crate::error::{ParquetSinkError, Result};
 use crate::manifest::{FileEntry, TableEntry};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_core::ColumnType;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The folder of a table's Delta log.
 pub(crate) const LOG_DIR: &str = "_delta_log";
@@ -38,6 +42,9 @@ pub(crate) struct DeltaState {
     /// The text of version `version`'s log file, kept until a later version replaces it so
     /// that it can be published again if the run stopped before publishing it.
     pub commit: String,
+    /// When version 0 was written (epoch ms; `metaData.createdTime`).
+    #[serde(default)]
+    pub created_ms: i64,
 }
 
 /// The Delta type of a column type.
@@ -63,13 +70,39 @@ fn schema_string(entry: &TableEntry) -> String {
     json!({"type": "struct", "fields": fields}).to_string()
 }
 
+/// The protocol action: reader 3 / writer 7 with deletion vectors.
+fn protocol() -> Value {
+    json!({"protocol": {
+        "minReaderVersion": 3,
+        "minWriterVersion": 7,
+        "readerFeatures": ["deletionVectors"],
+        "writerFeatures": ["deletionVectors"],
+    }})
+}
+
+/// The metaData action of a table.
+fn metadata(table_id: &str, schema: &str, created_ms: i64) -> Value {
+    json!({"metaData": {
+        "id": table_id,
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": schema,
+        "partitionColumns": [],
+        "configuration": {"delta.enableDeletionVectors": "true"},
+        "createdTime": created_ms,
+    }})
+}
+
 fn add(f: &FileEntry, now_ms: i64) -> Value {
+    add_action(f, now_ms, true)
+}
+
+fn add_action(f: &FileEntry, now_ms: i64, data_change: bool) -> Value {
     let mut add = json!({
         "path": f.name,
         "partitionValues": {},
         "size": f.size,
         "modificationTime": now_ms,
-        "dataChange": true,
+        "dataChange": data_change,
         "stats": json!({"numRecords": f.rows}).to_string(),
     });
     if let Some(dv) = &f.dv {
@@ -134,9 +167,9 @@ pub(crate) fn next_state(
     if actions.is_empty() && !schema_changed {
         return prev.cloned();
     }
-    let (table_id, version) = match prev {
-        Some(p) => (p.table_id.clone(), p.version + 1),
-        None => (uuid::Uuid::new_v4().to_string(), 0),
+    let (table_id, version, created_ms) = match prev {
+        Some(p) => (p.table_id.clone(), p.version + 1, p.created_ms),
+        None => (uuid::Uuid::new_v4().to_string(), 0, now_ms),
     };
     let mut lines = vec![json!({"commitInfo": {
         "timestamp": now_ms,
@@ -146,22 +179,10 @@ pub(crate) fn next_state(
         "isBlindAppend": false,
     }})];
     if prev.is_none() {
-        lines.push(json!({"protocol": {
-            "minReaderVersion": 3,
-            "minWriterVersion": 7,
-            "readerFeatures": ["deletionVectors"],
-            "writerFeatures": ["deletionVectors"],
-        }}));
+        lines.push(protocol());
     }
     if schema_changed {
-        lines.push(json!({"metaData": {
-            "id": table_id,
-            "format": {"provider": "parquet", "options": {}},
-            "schemaString": schema,
-            "partitionColumns": [],
-            "configuration": {"delta.enableDeletionVectors": "true"},
-            "createdTime": now_ms,
-        }}));
+        lines.push(metadata(&table_id, &schema, created_ms));
     }
     lines.extend(actions);
     let mut commit = String::new();
@@ -174,6 +195,7 @@ pub(crate) fn next_state(
         version,
         schema,
         commit,
+        created_ms,
     })
 }
 
@@ -185,9 +207,14 @@ pub(crate) fn log_path(dir: &Path, version: u64) -> Path {
 }
 
 /// Publishes `state`'s version in the table folder `dir` unless it is there already (ours,
-/// from an earlier attempt: the same text). Another text under that version means another
-/// writer changed the log, which sluice does not support.
-pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, state: &DeltaState) -> Result<()> {
+/// from an earlier attempt: the same text); returns whether this call created it. Another
+/// text under that version means another writer changed the log, which sluice does not
+/// support.
+pub(crate) async fn publish(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    state: &DeltaState,
+) -> Result<bool> {
     let path = log_path(dir, state.version);
     let put = store
         .put_opts(
@@ -197,17 +224,11 @@ pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, state: &DeltaSt
         )
         .await;
     match put {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(object_store::Error::AlreadyExists { .. }) => {
-            let theirs = store
-                .get(&path)
-                .await
-                .map_err(|e| ParquetSinkError::store("reading", &path, e))?
-                .bytes()
-                .await
-                .map_err(|e| ParquetSinkError::store("reading", &path, e))?;
+            let theirs = crate::io::get_all(store, &path).await?;
             if theirs.as_ref() == state.commit.as_bytes() {
-                Ok(())
+                Ok(false)
             } else {
                 Err(ParquetSinkError::Damaged {
                     path: path.to_string(),
@@ -219,6 +240,156 @@ pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, state: &DeltaSt
         }
         Err(e) => Err(ParquetSinkError::store("writing", &path, e)),
     }
+}
+
+/// Versions between checkpoints (Delta's usual default).
+pub(crate) const CHECKPOINT_INTERVAL: u64 = 10;
+
+/// Whether version `version` gets a checkpoint.
+pub(crate) fn checkpoint_due(version: u64) -> bool {
+    version > 0 && version.is_multiple_of(CHECKPOINT_INTERVAL)
+}
+
+/// The schema of a checkpoint file: one nullable struct column per action type (every field
+/// nullable, as Delta writers do, since each row holds one action).
+fn checkpoint_schema() -> SchemaRef {
+    let text = |n: &str| Field::new(n, DataType::Utf8, true);
+    let long = |n: &str| Field::new(n, DataType::Int64, true);
+    let int = |n: &str| Field::new(n, DataType::Int32, true);
+    let map = |n: &str| {
+        Field::new_map(
+            n,
+            "key_value",
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", DataType::Utf8, true),
+            false,
+            true,
+        )
+    };
+    let list = |n: &str| Field::new_list(n, Field::new("element", DataType::Utf8, true), true);
+    let object = |n: &str, fields: Vec<Field>| Field::new_struct(n, fields, true);
+    Arc::new(Schema::new(vec![
+        object(
+            "protocol",
+            vec![
+                int("minReaderVersion"),
+                int("minWriterVersion"),
+                list("readerFeatures"),
+                list("writerFeatures"),
+            ],
+        ),
+        object(
+            "metaData",
+            vec![
+                text("id"),
+                text("name"),
+                text("description"),
+                object("format", vec![text("provider"), map("options")]),
+                text("schemaString"),
+                list("partitionColumns"),
+                map("configuration"),
+                long("createdTime"),
+            ],
+        ),
+        object(
+            "add",
+            vec![
+                text("path"),
+                map("partitionValues"),
+                long("size"),
+                long("modificationTime"),
+                Field::new("dataChange", DataType::Boolean, true),
+                text("stats"),
+                map("tags"),
+                object(
+                    "deletionVector",
+                    vec![
+                        text("storageType"),
+                        text("pathOrInlineDv"),
+                        int("offset"),
+                        int("sizeInBytes"),
+                        long("cardinality"),
+                    ],
+                ),
+            ],
+        ),
+        object(
+            "remove",
+            vec![
+                text("path"),
+                long("deletionTimestamp"),
+                Field::new("dataChange", DataType::Boolean, true),
+            ],
+        ),
+        object(
+            "txn",
+            vec![text("appId"), long("version"), long("lastUpdated")],
+        ),
+    ]))
+}
+
+/// The checkpoint of the table at `state.version`, whose live files are `entry.files`: the
+/// protocol, the metaData and one `add` per live file, as a Parquet file.
+pub(crate) fn checkpoint(entry: &TableEntry, state: &DeltaState, now_ms: i64) -> Result<Vec<u8>> {
+    let mut lines = vec![
+        protocol(),
+        metadata(&state.table_id, &state.schema, state.created_ms),
+    ];
+    lines.extend(entry.files.iter().map(|f| add_action(f, now_ms, false)));
+    let mut text = String::new();
+    for l in &lines {
+        text.push_str(&l.to_string());
+        text.push('\n');
+    }
+    let schema = checkpoint_schema();
+    let err = |e: arrow::error::ArrowError| {
+        ParquetSinkError::Core(sluice_core::Error::internal(format!(
+            "building a Delta checkpoint: {e}"
+        )))
+    };
+    let mut decoder = arrow_json::ReaderBuilder::new(Arc::clone(&schema))
+        .with_batch_size(lines.len())
+        .build_decoder()
+        .map_err(err)?;
+    decoder.decode(text.as_bytes()).map_err(err)?;
+    let batch = decoder
+        .flush()
+        .map_err(err)?
+        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&schema)));
+    let mut out = Vec::new();
+    let perr = |e| ParquetSinkError::parquet("writing", "a Delta checkpoint", e);
+    let mut w = ArrowWriter::try_new(&mut out, schema, None).map_err(perr)?;
+    w.write(&batch).map_err(perr)?;
+    w.close().map_err(perr)?;
+    Ok(out)
+}
+
+/// Writes the checkpoint of `state.version` and points `_last_checkpoint` at it. Readers
+/// then start from it instead of replaying every version.
+pub(crate) async fn write_checkpoint(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    entry: &TableEntry,
+    state: &DeltaState,
+) -> Result<()> {
+    let bytes = checkpoint(entry, state, sluice_core::now_ms())?;
+    let log = dir.clone().join(LOG_DIR);
+    let path = log
+        .clone()
+        .join(format!("{:020}.checkpoint.parquet", state.version));
+    let size = bytes.len();
+    store
+        .put(&path, PutPayload::from(bytes))
+        .await
+        .map_err(|e| ParquetSinkError::store("writing", &path, e))?;
+    let last = log.join("_last_checkpoint");
+    let pointer =
+        json!({"version": state.version, "size": entry.files.len() + 2, "sizeInBytes": size});
+    store
+        .put(&last, PutPayload::from(pointer.to_string().into_bytes()))
+        .await
+        .map_err(|e| ParquetSinkError::store("writing", &last, e))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -264,6 +435,37 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn checkpoints_hold_protocol_metadata_and_live_files() {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::Int64Type;
+        let cols = [("id", ColumnType::String)];
+        let e = entry(vec![file("a", 10, Some(3)), file("b", 5, None)], &cols);
+        let state = next_state(None, &e, 7).unwrap();
+        assert!(!checkpoint_due(0) && checkpoint_due(10) && !checkpoint_due(11));
+        let bytes = checkpoint(&e, &state, 9).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(bytes),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batch = reader.map(Result::unwrap).next().unwrap();
+        assert_eq!(batch.num_rows(), 4);
+        let protocol = batch.column_by_name("protocol").unwrap().as_struct();
+        assert!(protocol.is_valid(0) && !protocol.is_valid(1));
+        let meta = batch.column_by_name("metaData").unwrap().as_struct();
+        let id = meta.column_by_name("id").unwrap().as_string::<i32>();
+        assert_eq!(id.value(1), state.table_id);
+        let add = batch.column_by_name("add").unwrap().as_struct();
+        let path = add.column_by_name("path").unwrap().as_string::<i32>();
+        assert_eq!((path.value(2), path.value(3)), ("a", "b"));
+        let dv = add.column_by_name("deletionVector").unwrap().as_struct();
+        assert!(dv.is_valid(2) && !dv.is_valid(3));
+        let card = dv.column_by_name("cardinality").unwrap();
+        assert_eq!(card.as_primitive::<Int64Type>().value(2), 3);
     }
 
     #[test]

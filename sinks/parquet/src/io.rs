@@ -448,26 +448,12 @@ pub(crate) async fn open_file(
     columns: Option<&[String]>,
     keep: Option<&SchemaRef>,
 ) -> Result<ParquetRecordBatchStream<ObjectReader>> {
-    let err = |e| ParquetSinkError::parquet("reading", path, e);
-    let reader = ObjectReader {
-        store: Arc::clone(store),
-        path: path.clone(),
-        size,
-    };
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(err)?;
-    let file_schema = Arc::clone(builder.schema());
-    let wanted: Vec<usize> = file_schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| columns.is_none_or(|c| c.iter().any(|n| n == f.name())))
-        .filter(|(_, f)| keep.is_none_or(|k| k.field_with_name(f.name()).is_ok()))
-        .map(|(i, _)| i)
-        .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-    builder.with_projection(mask).build().map_err(err)
+    let builder = stream_builder(store, path, size, ArrowReaderOptions::new()).await?;
+    let mask = projection(&builder, columns, keep);
+    builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| ParquetSinkError::parquet("reading", path, e))
 }
 
 /// Like [`open_file`] (every column), only the rows at the positions in `rows`: pages
@@ -479,26 +465,10 @@ pub(crate) async fn open_rows(
     rows: &RoaringTreemap,
     keep: Option<&SchemaRef>,
 ) -> Result<ParquetRecordBatchStream<ObjectReader>> {
-    let err = |e| ParquetSinkError::parquet("reading", path, e);
-    let reader = ObjectReader {
-        store: Arc::clone(store),
-        path: path.clone(),
-        size,
-    };
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
-        .await
-        .map_err(err)?;
+    let builder = stream_builder(store, path, size, options).await?;
     let total = builder.metadata().file_metadata().num_rows() as u64;
-    let file_schema = Arc::clone(builder.schema());
-    let wanted: Vec<usize> = file_schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| keep.is_none_or(|k| k.field_with_name(f.name()).is_ok()))
-        .map(|(i, _)| i)
-        .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+    let mask = projection(&builder, None, keep);
     // Runs of consecutive positions, as the selection's ranges.
     let mut ranges: Vec<Range<usize>> = Vec::new();
     for p in rows.iter().take_while(|&p| p < total) {
@@ -513,6 +483,54 @@ pub(crate) async fn open_rows(
         .with_projection(mask)
         .with_row_selection(selection)
         .build()
+        .map_err(|e| ParquetSinkError::parquet("reading", path, e))
+}
+
+/// A stream reader of the data file `path` (footer read, nothing decoded yet).
+async fn stream_builder(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    size: u64,
+    options: ArrowReaderOptions,
+) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
+    let reader = ObjectReader {
+        store: Arc::clone(store),
+        path: path.clone(),
+        size,
+    };
+    ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+        .await
+        .map_err(|e| ParquetSinkError::parquet("reading", path, e))
+}
+
+/// The file's columns that are in `columns` (all when `None`) and in `keep` (all when
+/// `None`).
+fn projection(
+    builder: &ParquetRecordBatchStreamBuilder<ObjectReader>,
+    columns: Option<&[String]>,
+    keep: Option<&SchemaRef>,
+) -> ProjectionMask {
+    let wanted: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| columns.is_none_or(|c| c.iter().any(|n| n == f.name())))
+        .filter(|(_, f)| keep.is_none_or(|k| k.field_with_name(f.name()).is_ok()))
+        .map(|(i, _)| i)
+        .collect();
+    ProjectionMask::roots(builder.parquet_schema(), wanted)
+}
+
+/// The whole content of the object `path`.
+pub(crate) async fn get_all(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+    let err = |e| ParquetSinkError::store("reading", path, e);
+    store
+        .get(path)
+        .await
+        .map_err(err)?
+        .bytes()
+        .await
         .map_err(err)
 }
 

@@ -37,13 +37,17 @@ pub(crate) fn is_data_file(name: &str) -> bool {
 
 /// Whether `name` is a staging file that object_store's local store left behind when the
 /// process died during a put (`<name>#<n>`, renamed into place on success) of an object
-/// this sink writes: a data file, a deletion vector, or a JSON object (a Delta log version,
-/// a manifest version, the lease).
+/// this sink writes: a data file, a deletion vector, a JSON object (a Delta log version,
+/// a manifest version, the lease) or a Delta checkpoint.
 pub(crate) fn is_staging_leftover(name: &str) -> bool {
     name.rsplit_once('#').is_some_and(|(base, n)| {
         !n.is_empty()
             && n.bytes().all(|b| b.is_ascii_digit())
-            && (is_data_file(base) || crate::dv::is_dv_file(base) || base.ends_with(".json"))
+            && (is_data_file(base)
+                || crate::dv::is_dv_file(base)
+                || base.ends_with(".json")
+                || base.ends_with(".checkpoint.parquet")
+                || base == "_last_checkpoint")
     })
 }
 

@@ -9,8 +9,8 @@ use crate::error::{ParquetSinkError, Result};
 use crate::layout;
 use arrow::datatypes::DataType;
 use futures::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use sluice_core::{ColumnType, State, TableSpec};
 use std::collections::BTreeMap;
@@ -211,13 +211,7 @@ pub(crate) async fn versions(store: &dyn ObjectStore, root: &Path) -> Result<Vec
 /// Reads manifest `version`.
 pub(crate) async fn read(store: &dyn ObjectStore, root: &Path, version: u64) -> Result<Manifest> {
     let path = layout::manifest_path(root, version);
-    let bytes = store
-        .get(&path)
-        .await
-        .map_err(|e| ParquetSinkError::store("reading", &path, e))?
-        .bytes()
-        .await
-        .map_err(|e| ParquetSinkError::store("reading", &path, e))?;
+    let bytes = crate::io::get_all(store, &path).await?;
     Manifest::from_json(&bytes, &path)
 }
 

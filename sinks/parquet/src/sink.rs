@@ -135,9 +135,24 @@ impl ParquetSink {
             return Ok(());
         };
         for table in std::mem::take(&mut self.unpublished) {
-            if let Some(state) = m.tables.get(&table).and_then(|e| e.delta.as_ref()) {
-                let dir = layout::table_dir(&self.dest.root, &table);
-                if let Err(e) = delta_log::publish(self.dest.store.as_ref(), &dir, state).await {
+            let Some(entry) = m.tables.get(&table) else {
+                continue;
+            };
+            let Some(state) = entry.delta.as_ref() else {
+                continue;
+            };
+            let dir = layout::table_dir(&self.dest.root, &table);
+            let store = self.dest.store.as_ref();
+            match delta_log::publish(store, &dir, state).await {
+                Ok(true) if delta_log::checkpoint_due(state.version) => {
+                    // Optional for readers (they can replay every version): a failure is
+                    // only logged, and the next checkpoint is 10 versions on.
+                    if let Err(e) = delta_log::write_checkpoint(store, &dir, entry, state).await {
+                        tracing::warn!(error = %e, table = %table, "cannot write a Delta checkpoint");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
                     let rest = m.tables.keys().filter(|t| **t >= table).cloned();
                     self.unpublished.extend(rest);
                     return Err(e);

@@ -294,3 +294,51 @@ async fn deltalake_reads_the_tables_with_deletion_vectors() {
     assert!(e.to_string().contains("--sink delta"), "{e}");
     lake.assert_no_orphans(&["opp"]).await;
 }
+
+/// Every 10th Delta version gets a checkpoint and `_last_checkpoint`; delta-rs reads the
+/// table from the checkpoint alone (the versions before it removed), deletion vectors and
+/// schema included.
+#[tokio::test]
+async fn deltalake_reads_the_table_from_a_checkpoint() {
+    if !deltalake_available() {
+        return;
+    }
+    let lake = delta(Lake::local());
+    let dir = lake.tmp.as_ref().unwrap().path().join("lake/opp");
+    let ids: Vec<String> = (0..500).map(|i| format!("opp-{i:05}")).collect();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v0", 1)).collect();
+    s.write(stamp(opp_rows("opp", &rows), T1)).await.unwrap();
+    s.commit(&state(1)).await.unwrap();
+    // Versions 1..=11: each updates a few keys (new files and deletion vectors).
+    let names: Vec<String> = (1..=11).map(|v| format!("v{v}")).collect();
+    for (v, name) in names.iter().enumerate() {
+        let upd: Vec<(&str, &str, i64)> = ids
+            .iter()
+            .skip(v)
+            .step_by(37)
+            .map(|i| (i.as_str(), name.as_str(), 2))
+            .collect();
+        s.write(stamp(opp_rows("opp", &upd), T2)).await.unwrap();
+        s.commit(&state(2 + v as i64)).await.unwrap();
+    }
+    s.close().await.unwrap();
+    let log = dir.join("_delta_log");
+    assert!(log.join("00000000000000000010.checkpoint.parquet").exists());
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(log.join("_last_checkpoint")).unwrap()).unwrap();
+    assert_eq!(last["version"], 10);
+    for v in 0..10 {
+        std::fs::remove_file(log.join(format!("{v:020}.json"))).unwrap();
+    }
+    let (read, version) = deltalake_read(&dir);
+    assert_eq!(version, 11);
+    let want: std::collections::BTreeMap<String, String> = scan(&lake.sink(), &opp())
+        .await
+        .iter()
+        .map(|(k, r)| (k.clone(), r["name"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(read.len(), 500);
+    assert_eq!(read, want);
+}
