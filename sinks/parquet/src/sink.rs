@@ -1167,9 +1167,9 @@ impl GroupWriter<'_> {
 
     /// Delta mode: merges `changes` into the buckets `buckets` (a group with an affected row)
     /// without rewriting their files. The affected rows of each file (`hits`, by position) are
-    /// read, merged with the changes (as [`ChunkedMerge`] would merge them with the whole
-    /// group: unaffected rows are exactly those no change alters) and written, with the rows
-    /// of new keys, to new files; their old positions join the files' deletion vectors
+    /// read, merged with the changes chunk by chunk (as [`ChunkedMerge`] would merge them with
+    /// the whole group: unaffected rows are exactly those no change alters) and written, with
+    /// the rows of new keys, to new files; their old positions join the files' deletion vectors
     /// (pushed to `deletions`). A file whose deleted share reaches `max_deleted_share`, or
     /// the smallest files of a bucket about to exceed `max_files_per_bucket`, are folded:
     /// their remaining live rows are copied into the new files and they go. Returns the
@@ -1184,23 +1184,12 @@ impl GroupWriter<'_> {
     ) -> Result<Vec<String>> {
         let spec = self.spec;
         let schema = spec.arrow_schema();
-        // 1. The affected rows, read by position, and each file's deleted rows after them.
-        let mut affected: Vec<RecordBatch> = Vec::new();
+        // 1. Each file's deleted rows once the affected ones are added.
         let mut deleted: FxHashMap<&str, RoaringTreemap> = FxHashMap::default();
         for f in files {
             let Some(rows) = hits.get(&f.name) else {
                 continue;
             };
-            let path = self.sink.file_path(&spec.name, &f.name);
-            let store = &self.sink.dest.store;
-            let mut batches = io::open_rows(store, &path, f.size, rows, Some(&schema)).await?;
-            while let Some(b) = batches
-                .try_next()
-                .await
-                .map_err(|e| ParquetSinkError::parquet("reading", &path, e))?
-            {
-                affected.push(align(&b, &schema, &spec.name)?);
-            }
             let mut now = self
                 .sink
                 .deleted_rows(&spec.name, f)
@@ -1236,14 +1225,41 @@ impl GroupWriter<'_> {
                 fold.insert(f.name.as_str());
             }
         }
-        // 3. The merged affected rows and new keys, then the folded files' live rows.
+        // 3. The affected rows, read by position and merged `rewrite_chunk_rows` at a time
+        //    (memory holds one chunk even when a change touches most of a table), then the
+        //    rows of new keys, then the folded files' remaining live rows.
         let mut merger = ChunkedMerge::new(spec, changes)?;
         let mut open = OpenFiles::new();
-        if !affected.is_empty() {
-            self.merge_chunk(&mut merger, &mut open, buckets, &affected)
+        let cap = self.sink.config.rewrite_chunk_rows.max(1);
+        let mut chunk: Vec<RecordBatch> = Vec::new();
+        let mut chunk_rows = 0;
+        for f in files {
+            let Some(rows) = hits.get(&f.name) else {
+                continue;
+            };
+            let path = self.sink.file_path(&spec.name, &f.name);
+            let store = &self.sink.dest.store;
+            let mut batches = io::open_rows(store, &path, f.size, rows, Some(&schema)).await?;
+            while let Some(b) = batches
+                .try_next()
+                .await
+                .map_err(|e| ParquetSinkError::parquet("reading", &path, e))?
+            {
+                chunk_rows += b.num_rows();
+                chunk.push(align(&b, &schema, &spec.name)?);
+                if chunk_rows >= cap {
+                    self.merge_chunk(&mut merger, &mut open, buckets, &chunk)
+                        .await?;
+                    chunk.clear();
+                    chunk_rows = 0;
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            self.merge_chunk(&mut merger, &mut open, buckets, &chunk)
                 .await?;
         }
-        drop(affected);
+        drop(chunk);
         let (new, stats) = merger.finish()?;
         self.record(&new);
         self.write_open(&mut open, buckets, &new).await?;
