@@ -301,12 +301,18 @@ impl ParquetSink {
                 )));
             }
             if self.delta() {
-                self.unpublished = m
-                    .tables
-                    .iter()
-                    .filter(|(_, e)| e.delta.is_some())
-                    .map(|(t, _)| t.clone())
-                    .collect();
+                // The tables whose recorded log version is missing (one HEAD each).
+                self.unpublished.clear();
+                for (table, entry) in &m.tables {
+                    let Some(state) = &entry.delta else {
+                        continue;
+                    };
+                    let dir = layout::table_dir(&self.dest.root, table);
+                    let path = delta_log::log_path(&dir, state.version);
+                    if self.dest.store.head(&path).await.is_err() {
+                        self.unpublished.insert(table.clone());
+                    }
+                }
             }
         }
         self.manifest = manifest;
