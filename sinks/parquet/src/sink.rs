@@ -609,8 +609,8 @@ impl ParquetSink {
             stored.entry(f.bucket).or_default().push(f.clone());
         }
         let mut found = Findings::default();
-        // Delta mode: the positions of the affected rows of each stored file.
-        let mut hits: FxHashMap<String, RoaringTreemap> = FxHashMap::default();
+        // Delta mode: the affected rows of each stored file, with its deleted rows after them.
+        let mut hits: FxHashMap<String, Hit> = FxHashMap::default();
         let columns = probe.columns();
         for (&bucket, files) in &stored {
             if untouched || !probe.must_check(bucket) {
@@ -635,7 +635,15 @@ impl ParquetSink {
                         first += b.num_rows() as u64;
                     }
                     if !rows.is_empty() {
-                        hits.insert(f.name.clone(), rows);
+                        let mut after = deleted.unwrap_or_default();
+                        after |= &rows;
+                        hits.insert(
+                            f.name.clone(),
+                            Hit {
+                                rows,
+                                deleted: after,
+                            },
+                        );
                     }
                     continue;
                 }
@@ -1014,7 +1022,7 @@ struct GroupWriter<'a> {
     new_files: &'a mut Vec<Path>,
 }
 
-impl GroupWriter<'_> {
+impl<'a> GroupWriter<'a> {
     /// Adds rows written to the table's session index (when it keeps one).
     fn record(&self, rows: &RecordBatch) {
         if let Some(ix) = self
@@ -1184,26 +1192,18 @@ impl GroupWriter<'_> {
         &mut self,
         buckets: &BTreeSet<u32>,
         files: &[FileEntry],
-        hits: &FxHashMap<String, RoaringTreemap>,
+        hits: &FxHashMap<String, Hit>,
         changes: &[SinkChange],
         deletions: &mut Vec<(String, RoaringTreemap)>,
     ) -> Result<Vec<String>> {
         let spec = self.spec;
         let schema = spec.arrow_schema();
-        // 1. Each file's deleted rows once the affected ones are added.
-        let mut deleted: FxHashMap<&str, RoaringTreemap> = FxHashMap::default();
-        for f in files {
-            let Some(rows) = hits.get(&f.name) else {
-                continue;
-            };
-            let mut now = self
-                .sink
-                .deleted_rows(&spec.name, f)
-                .await?
-                .unwrap_or_default();
-            now |= rows;
-            deleted.insert(f.name.as_str(), now);
-        }
+        // 1. Each touched file's deleted rows once the affected ones are added (known from
+        //    the probe, which read the file's vector already).
+        let mut deleted: FxHashMap<&str, RoaringTreemap> = files
+            .iter()
+            .filter_map(|f| Some((f.name.as_str(), hits.get(&f.name)?.deleted.clone())))
+            .collect();
         // 2. Which files to fold.
         let share = self.sink.config.max_deleted_share;
         let dead = |f: &FileEntry| {
@@ -1234,42 +1234,25 @@ impl GroupWriter<'_> {
         // 3. The affected rows, read by position and merged `rewrite_chunk_rows` at a time
         //    (memory holds one chunk even when a change touches most of a table), then the
         //    rows of new keys, then the folded files' remaining live rows.
-        let mut merger = ChunkedMerge::new(spec, changes)?;
+        let mut merge = self.chunked(changes)?;
         let mut open = OpenFiles::new();
-        let cap = self.sink.config.rewrite_chunk_rows.max(1);
-        let mut chunk: Vec<RecordBatch> = Vec::new();
-        let mut chunk_rows = 0;
         for f in files {
-            let Some(rows) = hits.get(&f.name) else {
+            let Some(hit) = hits.get(&f.name) else {
                 continue;
             };
             let path = self.sink.file_path(&spec.name, &f.name);
             let store = &self.sink.dest.store;
-            let mut batches = io::open_rows(store, &path, f.size, rows, Some(&schema)).await?;
+            let mut batches = io::open_rows(store, &path, f.size, &hit.rows, Some(&schema)).await?;
             while let Some(b) = batches
                 .try_next()
                 .await
                 .map_err(|e| ParquetSinkError::parquet("reading", &path, e))?
             {
-                chunk_rows += b.num_rows();
-                chunk.push(align(&b, &schema, &spec.name)?);
-                if chunk_rows >= cap {
-                    self.merge_chunk(&mut merger, &mut open, buckets, &chunk)
-                        .await?;
-                    chunk.clear();
-                    chunk_rows = 0;
-                }
+                let b = align(&b, &schema, &spec.name)?;
+                self.feed(&mut merge, &mut open, buckets, &b).await?;
             }
         }
-        if !chunk.is_empty() {
-            self.merge_chunk(&mut merger, &mut open, buckets, &chunk)
-                .await?;
-        }
-        drop(chunk);
-        let (new, stats) = merger.finish()?;
-        self.record(&new);
-        self.write_open(&mut open, buckets, &new).await?;
-        self.stats.add(&stats);
+        self.finish_merge(merge, &mut open, buckets).await?;
         for f in files.iter().filter(|f| fold.contains(f.name.as_str())) {
             let gone = match deleted.remove(f.name.as_str()) {
                 Some(d) => Some(d),
@@ -1316,53 +1299,84 @@ impl GroupWriter<'_> {
         files: &[FileEntry],
         changes: &[SinkChange],
     ) -> Result<()> {
-        let spec = self.spec;
-        let schema = spec.arrow_schema();
-        let mut merger = ChunkedMerge::new(spec, changes)?;
+        let schema = self.spec.arrow_schema();
+        let mut merge = self.chunked(changes)?;
         let mut open = OpenFiles::new();
-        let cap = self.sink.config.rewrite_chunk_rows.max(1);
-        let mut chunk: Vec<RecordBatch> = Vec::new();
-        let mut chunk_rows = 0;
         for f in files {
             let mut batches = self.stored_batches(f, &schema).await?;
             while let Some(batch) = batches.try_next().await? {
-                let mut at = 0;
-                while at < batch.num_rows() {
-                    let take = (cap - chunk_rows).min(batch.num_rows() - at);
-                    chunk.push(batch.slice(at, take));
-                    chunk_rows += take;
-                    at += take;
-                    if chunk_rows == cap {
-                        self.merge_chunk(&mut merger, &mut open, buckets, &chunk)
-                            .await?;
-                        chunk.clear();
-                        chunk_rows = 0;
-                    }
-                }
+                self.feed(&mut merge, &mut open, buckets, &batch).await?;
             }
         }
-        if !chunk.is_empty() {
-            self.merge_chunk(&mut merger, &mut open, buckets, &chunk)
-                .await?;
-        }
-        let (new, stats) = merger.finish()?;
-        self.record(&new);
-        self.write_open(&mut open, buckets, &new).await?;
-        self.stats.add(&stats);
+        self.finish_merge(merge, &mut open, buckets).await?;
         self.finish_open(open).await
     }
 
-    /// One chunk of a [`Self::rewrite`]: merged, then written to the open files.
-    async fn merge_chunk(
+    /// A streamed merge of `changes` with stored rows given batch by batch
+    /// ([`Self::feed`]), `rewrite_chunk_rows` rows at a time.
+    fn chunked<'c>(&self, changes: &'c [SinkChange]) -> Result<Chunked<'c>>
+    where
+        'a: 'c,
+    {
+        Ok(Chunked {
+            merger: ChunkedMerge::new(self.spec, changes)?,
+            chunk: Vec::new(),
+            rows: 0,
+            cap: self.sink.config.rewrite_chunk_rows.max(1),
+        })
+    }
+
+    /// Adds stored rows (aligned to the table schema) to `merge`; each full chunk is merged
+    /// and written to the open files of `buckets`.
+    async fn feed(
         &mut self,
-        merger: &mut ChunkedMerge<'_>,
+        merge: &mut Chunked<'_>,
         open: &mut OpenFiles,
         buckets: &BTreeSet<u32>,
-        chunk: &[RecordBatch],
+        batch: &RecordBatch,
     ) -> Result<()> {
-        match merger.merge_chunk(chunk)? {
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let take = (merge.cap - merge.rows).min(batch.num_rows() - at);
+            merge.chunk.push(batch.slice(at, take));
+            merge.rows += take;
+            at += take;
+            if merge.rows == merge.cap {
+                self.merge_chunk(merge, open, buckets).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges the last chunk, then writes the rows of the keys no chunk held.
+    async fn finish_merge(
+        &mut self,
+        mut merge: Chunked<'_>,
+        open: &mut OpenFiles,
+        buckets: &BTreeSet<u32>,
+    ) -> Result<()> {
+        if !merge.chunk.is_empty() {
+            self.merge_chunk(&mut merge, open, buckets).await?;
+        }
+        let (new, stats) = merge.merger.finish()?;
+        self.record(&new);
+        self.write_open(open, buckets, &new).await?;
+        self.stats.add(&stats);
+        Ok(())
+    }
+
+    /// One chunk of a streamed merge: merged, written to the open files, then emptied.
+    async fn merge_chunk(
+        &mut self,
+        merge: &mut Chunked<'_>,
+        open: &mut OpenFiles,
+        buckets: &BTreeSet<u32>,
+    ) -> Result<()> {
+        let chunk = std::mem::take(&mut merge.chunk);
+        merge.rows = 0;
+        match merge.merger.merge_chunk(&chunk)? {
             Chunk::Unchanged => {
-                for batch in chunk {
+                for batch in &chunk {
                     self.write_open(open, buckets, batch).await?;
                 }
             }
@@ -1421,6 +1435,23 @@ impl GroupWriter<'_> {
         }
         Ok(())
     }
+}
+
+/// Delta mode: what the probe found in one stored file.
+struct Hit {
+    /// Positions of the affected rows.
+    rows: RoaringTreemap,
+    /// The file's deleted rows once the affected ones are added.
+    deleted: RoaringTreemap,
+}
+
+/// A streamed merge in progress (see [`GroupWriter::feed`]): the merger and the chunk of
+/// stored rows being gathered.
+struct Chunked<'c> {
+    merger: ChunkedMerge<'c>,
+    chunk: Vec<RecordBatch>,
+    rows: usize,
+    cap: usize,
 }
 
 /// `batch` without the rows whose positions are in `deleted`; row `i` of the batch is

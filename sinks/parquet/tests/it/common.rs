@@ -266,3 +266,26 @@ impl Lake {
         m["tables"][table].clone()
     }
 }
+
+/// Whether `python3` can run `import <modules>`; panics when it cannot, unless
+/// `SLUICE_SKIP_DUCKDB_TESTS=1` (the switch of the Python-reader tests; then the test is
+/// skipped). `pip` names what to install.
+pub fn python_modules_available(modules: &str, pip: &str) -> bool {
+    let skip = std::env::var("SLUICE_SKIP_DUCKDB_TESTS").is_ok_and(|v| v == "1");
+    let probe = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => true,
+        other => {
+            if skip {
+                eprintln!("skipping: python3 with {modules} is not available ({other:?})");
+                return false;
+            }
+            panic!(
+                "this test needs python3 with {modules} (pip install {pip}): {other:?}; set \
+                 SLUICE_SKIP_DUCKDB_TESTS=1 to skip it"
+            );
+        }
+    }
+}

@@ -160,26 +160,9 @@ async fn delta_small_changes_write_small_files(lake: Lake) {
     lake.assert_no_orphans(&["opp", "note"]).await;
 }
 
-/// Whether python3 with deltalake is there; panics when it is not, unless
-/// `SLUICE_SKIP_DUCKDB_TESTS=1` (the switch of the Python-reader tests).
+/// Whether python3 with deltalake and pyarrow is there (see [`python_modules_available`]).
 fn deltalake_available() -> bool {
-    let skip = std::env::var("SLUICE_SKIP_DUCKDB_TESTS").is_ok_and(|v| v == "1");
-    let probe = Command::new("python3")
-        .args(["-c", "import deltalake, pyarrow"])
-        .output();
-    match probe {
-        Ok(o) if o.status.success() => true,
-        other => {
-            if skip {
-                eprintln!("skipping: python3 with deltalake is not available ({other:?})");
-                return false;
-            }
-            panic!(
-                "this test needs python3 with deltalake and pyarrow (pip install deltalake \
-                 pyarrow): {other:?}; set SLUICE_SKIP_DUCKDB_TESTS=1 to skip it"
-            );
-        }
-    }
+    python_modules_available("deltalake, pyarrow", "deltalake pyarrow")
 }
 
 /// The rows `deltalake` reads from a table folder, as `id -> name`, and the table version.

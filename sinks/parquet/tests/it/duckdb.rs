@@ -4,26 +4,9 @@ use crate::common::*;
 use sluice_core::{ColumnSpec, ColumnType, Sink};
 use std::process::Command;
 
-/// Whether python3 with duckdb is there; panics when it is not, unless
-/// `SLUICE_SKIP_DUCKDB_TESTS=1` (then the test is skipped).
+/// Whether python3 with duckdb is there (see [`python_modules_available`]).
 fn duckdb_available() -> bool {
-    let skip = std::env::var("SLUICE_SKIP_DUCKDB_TESTS").is_ok_and(|v| v == "1");
-    let probe = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .output();
-    match probe {
-        Ok(o) if o.status.success() => true,
-        other => {
-            if skip {
-                eprintln!("skipping: python3 with duckdb is not available ({other:?})");
-                return false;
-            }
-            panic!(
-                "this test needs python3 with duckdb (pip install duckdb): {other:?}; set \
-                 SLUICE_SKIP_DUCKDB_TESTS=1 to skip it"
-            );
-        }
-    }
+    python_modules_available("duckdb", "duckdb")
 }
 
 /// Runs a python script with duckdb and parses the JSON it prints.
