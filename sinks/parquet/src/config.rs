@@ -1,9 +1,9 @@
 //! The `[sink]` settings and how they become an object store.
 
 use crate::error::{ParquetSinkError, Result};
+use crate::local_store::DurableLocalStore;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use serde::Deserialize;
 use sluice_core::Secret;
@@ -201,13 +201,13 @@ impl ParquetSinkConfig {
 /// A resolved destination: one object store and the root path of the lake inside it.
 #[derive(Clone)]
 pub struct Destination {
-    /// The store (local file system rooted at `/`, or one S3 bucket).
+    /// The store (the local file system rooted at `/`, every put durable, or one S3 bucket).
     pub store: Arc<dyn ObjectStore>,
     /// The lake's root inside the store.
     pub root: Path,
     /// The destination as the user should see it (no credentials).
     pub url: String,
-    /// For local destinations: the file-system path of the store's root (`/`), used to fsync.
+    /// Whether the store is the local file system (object paths are file paths).
     pub(crate) local: bool,
 }
 
@@ -268,7 +268,7 @@ impl Destination {
         let root = Path::from_absolute_path(&path)
             .map_err(|e| dest_error(&display, format!("not a valid path: {e}")))?;
         Ok(Destination {
-            store: Arc::new(LocalFileSystem::new()),
+            store: Arc::new(DurableLocalStore::new()),
             root,
             url: display,
             local: true,

@@ -534,34 +534,6 @@ pub(crate) async fn get_all(store: &dyn ObjectStore, path: &Path) -> Result<Byte
         .map_err(err)
 }
 
-/// Fsyncs a local file and its folder (object_store's local put renames a staged file into
-/// place, which is atomic but not durable across power loss on its own).
-pub(crate) async fn fsync(path: std::path::PathBuf) -> Result<()> {
-    let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::File::open(&path)?.sync_all()?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| ParquetSinkError::Manifest {
-        path: shown.clone(),
-        detail: format!("fsync task failed: {e}"),
-    })?
-    .map_err(|e| {
-        ParquetSinkError::store(
-            "syncing",
-            &shown,
-            object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: Box::new(e),
-            },
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

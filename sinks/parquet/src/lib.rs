@@ -38,12 +38,14 @@
 
 mod config;
 mod delta_log;
+mod durable;
 mod dv;
 mod error;
 mod hash_runs;
 mod io;
 mod layout;
 mod lease;
+mod local_store;
 mod manifest;
 mod partition;
 mod probe;

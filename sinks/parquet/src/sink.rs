@@ -781,9 +781,6 @@ impl ParquetSink {
                 .put(&path, PutPayload::from(bytes))
                 .await
                 .map_err(|e| ParquetSinkError::store("writing", &path, e))?;
-            if let Some(fs) = self.dest.fs_path(&path) {
-                io::fsync(fs).await?;
-            }
         }
         let vectors_before = base.map(|e| dv_files(&e.files)).unwrap_or_default();
 
@@ -983,9 +980,6 @@ impl ParquetSink {
                 return Err(ParquetSinkError::store("writing", &path, e));
             }
         }
-        if let Some(fs) = self.dest.fs_path(&path) {
-            io::fsync(fs).await?;
-        }
         self.manifest = Some(next);
         self.unpublished.extend(to_publish);
         if let Err(e) = self.publish_delta().await {
@@ -1066,7 +1060,7 @@ impl<'a> GroupWriter<'a> {
         Ok((name, w))
     }
 
-    /// Completes a file from [`Self::start_file`] (fsynced on local disk) and records it.
+    /// Completes a file from [`Self::start_file`] (durable when this returns) and records it.
     async fn finish_file(
         &mut self,
         bucket: u32,
@@ -1074,10 +1068,6 @@ impl<'a> GroupWriter<'a> {
     ) -> Result<()> {
         let rows = w.rows();
         let size = w.finish().await?;
-        let path = self.sink.file_path(&self.spec.name, &name);
-        if let Some(fs) = self.sink.dest.fs_path(&path) {
-            io::fsync(fs).await?;
-        }
         self.stats.bytes_written += size;
         self.stats.files_written += 1;
         self.written.push(FileEntry {
