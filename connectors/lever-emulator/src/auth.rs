@@ -45,6 +45,31 @@ pub(crate) type OAuthError = (u16, &'static str, String);
 struct Grant {
     client_id: String,
     confidential: bool,
+    /// The authorization this token descends from: every refresh token rotated from one
+    /// authorization (and every access token issued with them) shares it.
+    family: u64,
+}
+
+/// How the token endpoint treats a refresh token after it was rotated. Lever documents
+/// rotation but not whether the previous token keeps working for a while, so both are
+/// available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// How long a rotated refresh token still works (zero: it dies at once).
+    pub grace: Duration,
+    /// Whether presenting a dead rotated token revokes its whole family (every refresh and
+    /// access token descending from the same authorization), as reuse detection does.
+    pub reuse_revokes_family: bool,
+}
+
+impl Default for RotationPolicy {
+    /// The strictest reading: no grace, reuse revokes the family.
+    fn default() -> Self {
+        RotationPolicy {
+            grace: Duration::ZERO,
+            reuse_revokes_family: true,
+        }
+    }
 }
 
 /// Scopes granted to every OAuth token (plus `confidential:access:admin` when allowed).
@@ -68,8 +93,12 @@ pub(crate) struct AuthState {
     clients: HashMap<String, String>,
     codes: HashMap<String, Grant>,
     refresh: HashMap<String, Grant>,
-    rotated: HashSet<String>,
+    /// Rotated refresh tokens: their grant and when they were rotated.
+    rotated: HashMap<String, (Grant, Instant)>,
+    /// Families revoked by reuse detection.
+    revoked: HashSet<u64>,
     access: HashMap<String, (Grant, Instant)>,
+    pub(crate) policy: RotationPolicy,
     pub(crate) default_key: String,
 }
 
@@ -82,8 +111,10 @@ impl AuthState {
             clients: HashMap::new(),
             codes: HashMap::new(),
             refresh: HashMap::new(),
-            rotated: HashSet::new(),
+            rotated: HashMap::new(),
+            revoked: HashSet::new(),
             access: HashMap::new(),
+            policy: RotationPolicy::default(),
             default_key: String::new(),
         };
         s.default_key = s.create_api_key(true);
@@ -115,11 +146,14 @@ impl AuthState {
     pub(crate) fn issue_code(&mut self, client_id: &str, confidential: bool) -> Option<String> {
         self.clients.contains_key(client_id).then_some(())?;
         let code = self.secret("code");
+        self.counter += 1;
+        let family = self.counter;
         self.codes.insert(
             code.clone(),
             Grant {
                 client_id: client_id.to_string(),
                 confidential,
+                family,
             },
         );
         Some(code)
@@ -128,11 +162,14 @@ impl AuthState {
     pub(crate) fn issue_refresh(&mut self, client_id: &str, confidential: bool) -> Option<String> {
         self.clients.contains_key(client_id).then_some(())?;
         let token = self.secret("refresh");
+        self.counter += 1;
+        let family = self.counter;
         self.refresh.insert(
             token.clone(),
             Grant {
                 client_id: client_id.to_string(),
                 confidential,
+                family,
             },
         );
         Some(token)
@@ -163,23 +200,7 @@ impl AuthState {
                 "invalid_grant",
                 "Invalid or already used authorization code".to_string(),
             ))?,
-            "refresh_token" => {
-                let token = get("refresh_token");
-                if self.rotated.contains(token) {
-                    return Err((
-                        400,
-                        "invalid_grant",
-                        "Refresh token has been rotated and is no longer valid".into(),
-                    ));
-                }
-                let g = self.refresh.remove(token).ok_or((
-                    400,
-                    "invalid_grant",
-                    "Unknown refresh token".to_string(),
-                ))?;
-                self.rotated.insert(token.to_string());
-                g
-            }
+            "refresh_token" => self.redeem_refresh(get("refresh_token"), now)?,
             other => {
                 return Err((
                     400,
@@ -212,6 +233,48 @@ impl AuthState {
             scope,
             expires_in: ttl.as_secs(),
         })
+    }
+
+    /// Redeems a refresh token: a live one is rotated; a rotated one works within the grace
+    /// period and otherwise, with reuse detection, revokes its family.
+    fn redeem_refresh(&mut self, token: &str, now: Instant) -> Result<Grant, OAuthError> {
+        if let Some(g) = self.refresh.remove(token) {
+            self.rotated.insert(token.to_string(), (g.clone(), now));
+            return Ok(g);
+        }
+        let Some((g, rotated_at)) = self.rotated.get(token).cloned() else {
+            return Err((400, "invalid_grant", "Unknown refresh token".to_string()));
+        };
+        if self.revoked.contains(&g.family) {
+            return Err((
+                400,
+                "invalid_grant",
+                "Refresh token was revoked".to_string(),
+            ));
+        }
+        if now.saturating_duration_since(rotated_at) < self.policy.grace {
+            return Ok(g);
+        }
+        if self.policy.reuse_revokes_family {
+            self.revoke_family(g.family);
+            return Err((
+                400,
+                "invalid_grant",
+                "Refresh token reuse detected: every token of this authorization is revoked".into(),
+            ));
+        }
+        Err((
+            400,
+            "invalid_grant",
+            "Refresh token has been rotated and is no longer valid".into(),
+        ))
+    }
+
+    /// Revokes every refresh and access token of `family`.
+    fn revoke_family(&mut self, family: u64) {
+        self.revoked.insert(family);
+        self.refresh.retain(|_, g| g.family != family);
+        self.access.retain(|_, (g, _)| g.family != family);
     }
 
     /// Checks an `Authorization` header.
@@ -291,6 +354,7 @@ mod tests {
     #[test]
     fn refresh_rotation_and_expiry() {
         let mut a = AuthState::new(1);
+        a.policy.reuse_revokes_family = false;
         let now = Instant::now();
         let (id, secret) = a.register_client();
         let code = a.issue_code(&id, true).unwrap();
@@ -355,6 +419,82 @@ mod tests {
         assert_eq!(
             a.authenticate(Some(&bearer), now + ttl),
             Err(AuthFailure::Expired)
+        );
+    }
+
+    fn refresh_form(id: &str, secret: &str, token: &str) -> HashMap<String, String> {
+        [
+            ("grant_type", "refresh_token"),
+            ("client_id", id),
+            ("client_secret", secret),
+            ("refresh_token", token),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn reuse_of_a_rotated_token_revokes_its_family_or_works_within_grace() {
+        let ttl = Duration::from_secs(60);
+        let now = Instant::now();
+        // Strict (default): reusing the first token kills the second one too.
+        let mut a = AuthState::new(1);
+        let (id, secret) = a.register_client();
+        let first = a.issue_refresh(&id, true).unwrap();
+        let t1 = a
+            .token(&refresh_form(&id, &secret, &first), ttl, now)
+            .unwrap();
+        let access = format!("Bearer {}", t1.access_token);
+        assert!(a.authenticate(Some(&access), now).is_ok());
+        let e = a
+            .token(&refresh_form(&id, &secret, &first), ttl, now)
+            .unwrap_err();
+        assert!(e.2.contains("reuse"), "{e:?}");
+        assert!(
+            a.token(&refresh_form(&id, &secret, &t1.refresh_token), ttl, now)
+                .is_err()
+        );
+        assert_eq!(
+            a.authenticate(Some(&access), now),
+            Err(AuthFailure::BadToken)
+        );
+        // Another authorization of the same client is untouched.
+        let other = a.issue_refresh(&id, true).unwrap();
+        assert!(
+            a.token(&refresh_form(&id, &secret, &other), ttl, now)
+                .is_ok()
+        );
+        // With a grace period the rotated token still works for a while, then it is reuse.
+        let mut a = AuthState::new(2);
+        a.policy = RotationPolicy {
+            grace: Duration::from_secs(30),
+            reuse_revokes_family: false,
+        };
+        let (id, secret) = a.register_client();
+        let first = a.issue_refresh(&id, true).unwrap();
+        let t1 = a
+            .token(&refresh_form(&id, &secret, &first), ttl, now)
+            .unwrap();
+        assert!(
+            a.token(
+                &refresh_form(&id, &secret, &first),
+                ttl,
+                now + Duration::from_secs(10)
+            )
+            .is_ok()
+        );
+        assert!(
+            a.token(
+                &refresh_form(&id, &secret, &first),
+                ttl,
+                now + Duration::from_secs(31)
+            )
+            .is_err()
+        );
+        assert!(
+            a.token(&refresh_form(&id, &secret, &t1.refresh_token), ttl, now)
+                .is_ok()
         );
     }
 }

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 pub use limits::{Counters, EndpointCounters, FaultConfig, RateLimit};
 pub use state::{EmulatorError, MutationSummary};
+pub use auth::RotationPolicy;
 pub use truth::{OpportunityChildren, Truth};
 
 use server::lock;
@@ -40,6 +41,8 @@ pub struct EmulatorConfig {
     pub faults: FaultConfig,
     /// Lifetime of OAuth access tokens (real time).
     pub access_token_ttl: Duration,
+    /// What happens to a rotated OAuth refresh token (grace period, reuse detection).
+    pub oauth_rotation: RotationPolicy,
     /// Lifetime of pagination offset tokens (real time); older tokens answer 400.
     pub offset_token_ttl: Duration,
 }
@@ -53,6 +56,7 @@ impl Default for EmulatorConfig {
             latency: Duration::ZERO,
             faults: FaultConfig::default(),
             access_token_ttl: Duration::from_secs(3600),
+            oauth_rotation: RotationPolicy::default(),
             offset_token_ttl: Duration::from_secs(3600),
         }
     }
@@ -150,7 +154,11 @@ impl Emulator {
                 seed: config.seed,
                 access_token_ttl: config.access_token_ttl,
                 state: RwLock::new(st),
-                auth: Mutex::new(auth::AuthState::new(config.seed)),
+                auth: Mutex::new({
+                    let mut a = auth::AuthState::new(config.seed);
+                    a.policy = config.oauth_rotation;
+                    a
+                }),
                 runtime: Mutex::new(Runtime {
                     rate_limit: config.rate_limit,
                     latency: config.latency,

@@ -11,8 +11,8 @@ pub(crate) const DEFAULT_API_KEY_ENV: &str = "LEVER_API_KEY";
 /// Environment variable overriding the base URL.
 pub(crate) const BASE_URL_ENV: &str = "LEVER_BASE_URL";
 
-/// Settings of the Lever source. Every field is optional; with no credentials at all the
-/// source syncs demo data from the built-in emulator.
+/// Settings of the Lever source. Credentials are required (an API key, or OAuth), unless
+/// `demo` asks for the built-in emulator's demo data.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeverConfig {
@@ -44,6 +44,12 @@ pub struct LeverConfig {
     /// answers get this many retries more).
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Total time one request may spend retrying, waits included, in seconds (default 300).
+    #[serde(default)]
+    pub max_retry_secs: Option<u64>,
+    /// Largest response body accepted, in bytes (default 64 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
     /// Overlap of incremental opportunity reads, in seconds (default 3600).
     #[serde(default)]
     pub lookback_secs: Option<u64>,
@@ -57,6 +63,10 @@ pub struct LeverConfig {
     /// Page size of list requests, 1–100 (default 100).
     #[serde(default)]
     pub page_size: Option<u32>,
+    /// Sync demo data from the built-in Lever emulator instead of an account (`sluice run
+    /// --demo`). Never implied: a missing key is an error, not a reason to show demo data.
+    #[serde(default)]
+    pub demo: bool,
 }
 
 /// OAuth 2.0 refresh-token settings.
@@ -67,7 +77,8 @@ pub struct OAuthConfig {
     pub client_id: String,
     /// The app's client secret.
     pub client_secret: Secret,
-    /// The refresh token from the authorization; a rotated token saved in the state wins.
+    /// The refresh token from the authorization. A rotated token saved in the destination's
+    /// secret store wins; this one is tried when the saved one is rejected.
     pub refresh_token: Secret,
     /// Token endpoint (default `https://auth.lever.co/oauth/token`).
     #[serde(default)]
@@ -84,8 +95,8 @@ pub(crate) enum Credentials {
     ApiKey(Secret),
     /// OAuth refresh-token flow.
     OAuth(OAuthConfig),
-    /// Nothing configured: demo mode with the built-in emulator.
-    None,
+    /// `demo = true`: the built-in emulator's demo data.
+    Demo,
 }
 
 /// Effective settings with defaults applied.
@@ -99,6 +110,8 @@ pub(crate) struct Settings {
     pub(crate) request_timeout: Duration,
     pub(crate) max_retries: u32,
     pub(crate) lookback_ms: i64,
+    pub(crate) max_retry_time: Duration,
+    pub(crate) max_body_bytes: u64,
     pub(crate) reimport_interval_ms: i64,
     pub(crate) confidential: bool,
     pub(crate) page_size: u32,
@@ -111,24 +124,61 @@ impl LeverConfig {
             .api_key_env
             .clone()
             .unwrap_or_else(|| DEFAULT_API_KEY_ENV.to_owned());
-        let env_key = std::env::var(&env_name)
-            .ok()
-            .filter(|v| !v.trim().is_empty());
+        let env_key = match std::env::var(&env_name) {
+            Ok(v) if v.trim().is_empty() => {
+                return Err(Error::config(format!(
+                    "{env_name} is set but empty: set it to the Lever API key (a secret that failed to mount?), or unset it"
+                )));
+            }
+            Ok(v) => Some(Secret::new(v.trim())),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(Error::config(format!("{env_name} is not valid UTF-8")));
+            }
+        };
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|k| k.expose().trim().is_empty())
+        {
+            return Err(Error::config("[source].api_key: is empty"));
+        }
         let credentials = match (&self.api_key, env_key, &self.oauth) {
             (Some(_), _, Some(_)) => {
                 return Err(Error::config(
                     "[source]: set either `api_key` or `oauth`, not both",
                 ));
             }
-            (Some(k), _, None) if !k.is_empty() => Credentials::ApiKey(k.clone()),
-            (_, _, Some(o)) => Credentials::OAuth(o.clone()),
-            (_, Some(k), None) => Credentials::ApiKey(Secret::new(k.trim())),
-            _ => Credentials::None,
+            (Some(k), _, None) => Credentials::ApiKey(Secret::new(k.expose().trim())),
+            (None, _, Some(o)) => Credentials::OAuth(o.clone()),
+            (None, Some(k), None) => Credentials::ApiKey(k),
+            (None, None, None) if self.demo => Credentials::Demo,
+            (None, None, None) => {
+                return Err(Error::config(format!(
+                    "no Lever credentials: set {env_name} (or [source].api_key, or [source.oauth]); for the built-in emulator's demo data pass --demo"
+                )));
+            }
         };
-        let base_url = std::env::var(BASE_URL_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .or_else(|| self.base_url.clone());
+        if self.demo && !matches!(credentials, Credentials::Demo) {
+            return Err(Error::config(format!(
+                "--demo syncs the built-in emulator's demo data, but Lever credentials are configured ({env_name}, [source].api_key or [source.oauth]): drop one of them"
+            )));
+        }
+        if let Some(o) = &self.oauth {
+            check_oauth(o)?;
+        }
+        let base_url = match std::env::var(BASE_URL_ENV) {
+            Ok(v) if v.trim().is_empty() => {
+                return Err(Error::config(format!("{BASE_URL_ENV} is set but empty")));
+            }
+            Ok(v) => Some(v.trim().to_owned()),
+            Err(_) => self.base_url.clone(),
+        };
+        if self.demo && base_url.is_some() {
+            return Err(Error::config(format!(
+                "--demo uses the built-in emulator: unset [source].base_url and {BASE_URL_ENV}"
+            )));
+        }
         let positive = |name: &str, v: Option<u32>, default: u32| -> Result<u32> {
             match v {
                 Some(0) => Err(Error::config(format!(
@@ -159,10 +209,47 @@ impl LeverConfig {
             request_timeout: Duration::from_secs(self.request_timeout_secs.unwrap_or(60).max(1)),
             max_retries: self.max_retries.unwrap_or(8),
             lookback_ms: self.lookback_secs.unwrap_or(3600) as i64 * 1_000,
+            max_retry_time: Duration::from_secs(
+                self.max_retry_secs
+                    .unwrap_or(crate::http::DEFAULT_MAX_RETRY_SECS),
+            ),
+            max_body_bytes: self
+                .max_body_bytes
+                .unwrap_or(crate::http::DEFAULT_MAX_BODY_BYTES)
+                .max(1),
             reimport_interval_ms: (interval_h * 3_600_000.0) as i64,
             confidential: self.confidential.unwrap_or(true),
             page_size,
         })
+    }
+}
+
+/// Checks that the OAuth settings are usable before anything is requested.
+fn check_oauth(o: &OAuthConfig) -> Result<()> {
+    if o.client_id.trim().is_empty() {
+        return Err(Error::config("[source.oauth].client_id: is empty"));
+    }
+    if o.client_secret.expose().trim().is_empty() {
+        return Err(Error::config("[source.oauth].client_secret: is empty"));
+    }
+    if o.refresh_token.expose().trim().is_empty() {
+        return Err(Error::config("[source.oauth].refresh_token: is empty"));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// The endpoint this configuration reads (the base URL, or the demo emulator).
+    pub(crate) fn origin(&self) -> sluice_core::Origin {
+        match self.credentials {
+            Credentials::Demo => sluice_core::Origin::demo("built-in Lever emulator"),
+            _ => sluice_core::Origin::live(
+                self.base_url
+                    .as_deref()
+                    .unwrap_or(DEFAULT_BASE_URL)
+                    .trim_end_matches('/'),
+            ),
+        }
     }
 }
 

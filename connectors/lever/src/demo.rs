@@ -1,4 +1,4 @@
-//! Demo mode: with no credentials configured at all, the source starts the built-in Lever
+//! Demo mode (`demo = true`, `sluice run --demo`): the source starts the built-in Lever
 //! emulator in-process and syncs its demo data.
 
 use sluice_core::{Error, Result, Secret};

@@ -9,7 +9,8 @@
 //! * `http`: reqwest client, one shared rate limiter, retries with backoff, OAuth.
 //! * `sync`: re-imports, the incremental opportunity walk, deletes, checkpoints.
 //! * `custom_fields`: requisition custom fields as columns.
-//! * `demo`: with no credentials at all, the built-in emulator serves demo data.
+//! * `demo` (cargo feature `demo`): with `demo = true` (`sluice run --demo`), the built-in
+//!   emulator serves demo data. Never implied by missing credentials.
 //!
 //! Interpretation notes (also in the crate README, `connectors/lever/README.md`):
 //! `opportunity` captures deletes (a deliberate deviation: hard-deleted opportunities from
@@ -18,6 +19,7 @@
 //! comes from the deprecated `/candidates` endpoint: it is declared but never requested and
 //! stays empty.
 
+#[cfg(any(test, feature = "demo"))]
 #[doc(hidden)]
 #[path = "bench.rs"]
 pub mod __bench;
@@ -25,6 +27,7 @@ pub mod catalog;
 mod config;
 mod custom_fields;
 mod decode;
+#[cfg(feature = "demo")]
 mod demo;
 mod http;
 mod sync;
@@ -36,8 +39,10 @@ use config::{Credentials, Settings};
 use http::auth::{Auth, OAuth};
 use http::{Client, ClientOptions};
 use sluice_core::{
-    DynSource, Emitter, Error, Metrics, ReadContext, Result, Source, TableSpec, async_trait,
+    CheckContext, DynSource, Emitter, Error, Metrics, Origin, ReadContext, Result, Secret,
+    SecretStore, Source, TableSpec, async_trait,
 };
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -60,56 +65,62 @@ sluice_core::inventory::submit! {
 /// A connected client plus what keeps it alive (the demo emulator).
 struct Connection {
     client: Client,
+    #[cfg(feature = "demo")]
     _demo: Option<demo::Demo>,
     base_url: String,
 }
 
+/// Where OAuth saves rotated refresh tokens, and the token a format-1 state carried.
+struct TokenHome<'a> {
+    store: Option<Arc<dyn SecretStore>>,
+    legacy: Option<&'a Secret>,
+}
+
 async fn connect(
     settings: &Settings,
-    state_refresh: Option<&sluice_core::Secret>,
+    tokens: TokenHome<'_>,
     metrics: Metrics,
     cancel: CancellationToken,
 ) -> Result<Connection> {
+    #[allow(unused_mut)]
     let mut settings = settings.clone();
-    let (auth, demo, base_url) = match &settings.credentials {
-        Credentials::None => {
-            if settings.base_url.is_some() {
+    #[cfg(feature = "demo")]
+    let mut demo = None;
+    let (auth, base_url) = match &settings.credentials {
+        Credentials::Demo => {
+            #[cfg(feature = "demo")]
+            {
+                let d = demo::Demo::start().await?;
+                tracing::info!(
+                    "--demo: syncing demo data from the built-in Lever emulator, not a Lever account"
+                );
+                if settings.rate_per_second == 10 && settings.burst == 20 {
+                    // The in-process emulator has no rate limit; don't make the demo wait.
+                    settings.rate_per_second = 1_000;
+                    settings.burst = 1_000;
+                }
+                let auth = Auth::api_key(&d.api_key)?;
+                let url = d.base_url.clone();
+                demo = Some(d);
+                (auth, url)
+            }
+            #[cfg(not(feature = "demo"))]
+            {
                 return Err(Error::config(
-                    "[source]: base_url is set but no credentials: set LEVER_API_KEY (or [source].api_key, or [source].oauth)",
+                    "--demo: this build of sluice has no built-in Lever emulator (the `demo` feature of sluice-source-lever is off)",
                 ));
             }
-            let d = demo::Demo::start().await?;
-            tracing::info!(
-                "no Lever credentials configured (LEVER_API_KEY): syncing from the built-in Lever emulator with demo data"
-            );
-            if settings.rate_per_second == 10 && settings.burst == 20 {
-                // The in-process emulator has no rate limit; don't make the demo wait.
-                settings.rate_per_second = 1_000;
-                settings.burst = 1_000;
-            }
-            let auth = Auth::api_key(&d.api_key)?;
-            let url = d.base_url.clone();
-            (auth, Some(d), url)
         }
-        Credentials::ApiKey(k) => (
-            Auth::api_key(k)?,
-            None,
-            settings
-                .base_url
-                .clone()
-                .unwrap_or_else(|| config::DEFAULT_BASE_URL.to_owned()),
-        ),
+        Credentials::ApiKey(k) => (Auth::api_key(k)?, settings.origin().endpoint),
         Credentials::OAuth(o) => {
-            let refresh = state_refresh
-                .cloned()
-                .unwrap_or_else(|| o.refresh_token.clone());
+            let store = tokens.store.ok_or_else(|| {
+                Error::config(
+                    "[source.oauth]: OAuth needs a destination that keeps the rotated refresh token (Lever invalidates the previous one); this sink keeps none",
+                )
+            })?;
             (
-                Auth::OAuth(OAuth::new(o, refresh)),
-                None,
-                settings
-                    .base_url
-                    .clone()
-                    .unwrap_or_else(|| config::DEFAULT_BASE_URL.to_owned()),
+                Auth::OAuth(OAuth::new(o, store, tokens.legacy.cloned())),
+                settings.origin().endpoint,
             )
         }
     };
@@ -124,6 +135,8 @@ async fn connect(
             page_size: settings.page_size,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            max_retry_time: settings.max_retry_time,
+            max_body_bytes: settings.max_body_bytes,
         },
         auth,
         metrics,
@@ -131,6 +144,7 @@ async fn connect(
     )?;
     Ok(Connection {
         client,
+        #[cfg(feature = "demo")]
         _demo: demo,
         base_url,
     })
@@ -144,9 +158,17 @@ impl Source for LeverSource {
         catalog::catalog().to_vec()
     }
 
-    async fn check(&self, config: &LeverConfig) -> Result<String> {
+    fn origin(&self, config: &LeverConfig) -> Result<Option<Origin>> {
+        Ok(Some(config.settings()?.origin()))
+    }
+
+    async fn check(&self, config: &LeverConfig, ctx: CheckContext) -> Result<String> {
         let settings = config.settings()?;
-        let conn = connect(&settings, None, Metrics::new(), CancellationToken::new()).await?;
+        let tokens = TokenHome {
+            store: ctx.secrets,
+            legacy: None,
+        };
+        let conn = connect(&settings, tokens, Metrics::new(), CancellationToken::new()).await?;
         let q = [("limit", "1".to_owned())];
         conn.client
             .get("users", "/users", &q)
@@ -162,7 +184,7 @@ impl Source for LeverSource {
                 ))
             })?;
         let what = match settings.credentials {
-            Credentials::None => "the built-in Lever emulator (demo data)",
+            Credentials::Demo => "the built-in Lever emulator (demo data)",
             Credentials::ApiKey(_) => "Lever with an API key",
             Credentials::OAuth(_) => "Lever with OAuth",
         };
@@ -171,14 +193,11 @@ impl Source for LeverSource {
 
     async fn read(&self, config: &LeverConfig, ctx: ReadContext, out: Emitter) -> Result<()> {
         let settings = config.settings()?;
-        let state_refresh = ctx.state.secrets.get(REFRESH_TOKEN_STATE_KEY).cloned();
-        let conn = connect(
-            &settings,
-            state_refresh.as_ref(),
-            ctx.metrics.clone(),
-            ctx.cancel.clone(),
-        )
-        .await?;
+        let tokens = TokenHome {
+            store: ctx.secrets.clone(),
+            legacy: ctx.state.legacy_secrets.get(REFRESH_TOKEN_STATE_KEY),
+        };
+        let conn = connect(&settings, tokens, ctx.metrics.clone(), ctx.cancel.clone()).await?;
         let extra: sync::Extra = if ctx.state.extra.is_null() {
             sync::Extra::default()
         } else {
@@ -199,6 +218,7 @@ impl Source for LeverSource {
             state,
             extra,
             issues: Default::default(),
+            seen: Default::default(),
         };
         run.run().await
     }

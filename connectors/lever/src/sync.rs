@@ -9,7 +9,6 @@ use crate::decode::opportunity::{
 };
 use crate::decode::{Field, Value};
 use crate::decode::{Issues, Tables, Writer, get_str, ms_of};
-use crate::http::auth::REFRESH_TOKEN_STATE_KEY;
 use crate::http::{Client, Items, Page, PageError};
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{Schema, SchemaRef};
@@ -185,11 +184,6 @@ impl Sync<'_> {
     }
 
     async fn checkpoint(&mut self) -> Result<()> {
-        if let Some(t) = self.client.auth().refresh_token().await {
-            self.state
-                .secrets
-                .insert(REFRESH_TOKEN_STATE_KEY.to_owned(), t);
-        }
         self.state.extra = serde_json::to_value(&self.extra)
             .map_err(|e| Error::internal("serializing the Lever state").with_source(e))?;
         self.out.checkpoint(self.state.clone()).await

@@ -7,7 +7,7 @@ use crate::message::{SinkChange, SourceMessage};
 use crate::metrics::Metrics;
 use crate::sink::{CommitReport, Sink, TableCommitStats};
 use crate::source::{DynSource, Emitter, ReadContext};
-use crate::state::{STATE_VERSION, State};
+use crate::state::{Origin, STATE_VERSION, State};
 use crate::transform::{Plan, SyncSettings};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +37,10 @@ pub struct SyncOptions {
     /// Commit at the next checkpoint once this many rows are staged, whatever the interval
     /// (bounds the sink's memory).
     pub commit_max_rows: u64,
+    /// Accept a source whose [`Origin`] differs from the one recorded in the destination's
+    /// state (a moved proxy, a new base URL of the same account) and record the new one.
+    /// Off by default: a different origin is refused.
+    pub allow_origin_change: bool,
 }
 
 impl Default for SyncOptions {
@@ -50,6 +54,7 @@ impl Default for SyncOptions {
             started_at_ms: None,
             commit_interval: Duration::ZERO,
             commit_max_rows: 250_000,
+            allow_origin_change: false,
         }
     }
 }
@@ -104,6 +109,7 @@ pub async fn run_sync(
 ) -> Result<SyncReport> {
     let started = Instant::now();
     source.validate_config(config)?;
+    let origin = source.origin(config)?;
     let catalog = source.catalog();
     let mut plan = Plan::new(&catalog, &options.settings)?;
     let started_at_ms = options.started_at_ms.unwrap_or_else(now_ms);
@@ -121,6 +127,7 @@ pub async fn run_sync(
         &mut *sink,
         &mut plan,
         previous,
+        origin,
         started_at_ms,
         synced_at_us,
         &options,
@@ -154,6 +161,32 @@ pub async fn run_sync(
     }
 }
 
+/// Checks the source's origin against the one the destination's state records, and records
+/// it: a destination filled from one origin (an account's endpoint, or demo data) never
+/// receives rows of another unless `allow_change` says so.
+fn adopt_origin(mut state: State, origin: Option<&Origin>, allow_change: bool) -> Result<State> {
+    let Some(origin) = origin else {
+        return Ok(state);
+    };
+    match &state.origin {
+        Some(stored) if stored != origin && !allow_change => {
+            return Err(Error::config(format!(
+                "the destination holds data read from {stored}, but this run reads from {origin}: use another destination, or pass --allow-origin-change if this is the same account"
+            )));
+        }
+        Some(stored) if stored != origin => {
+            tracing::warn!(from = %stored, to = %origin, "the destination's origin changes (--allow-origin-change)");
+        }
+        Some(_) => {}
+        None if state.committed_at_ms > 0 => {
+            tracing::info!(origin = %origin, "recording the origin of a destination written by an older sluice");
+        }
+        None => {}
+    }
+    state.origin = Some(origin.clone());
+    Ok(state)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     source_name: &str,
@@ -162,6 +195,7 @@ async fn drive(
     sink: &mut dyn Sink,
     plan: &mut Plan,
     previous: Option<State>,
+    origin: Option<Origin>,
     started_at_ms: i64,
     synced_at_us: i64,
     options: &SyncOptions,
@@ -176,6 +210,7 @@ async fn drive(
         Some(s) => s,
         None => State::new(source_name),
     };
+    let state = adopt_origin(state, origin.as_ref(), options.allow_origin_change)?;
     let ctx = ReadContext {
         state: state.clone(),
         tables: plan
@@ -187,14 +222,18 @@ async fn drive(
         started_at_ms,
         cancel: options.cancel.clone(),
         metrics: options.metrics.clone(),
+        secrets: sink.secret_store(),
     };
-    let (tx, mut rx) = mpsc::channel::<SourceMessage>(options.channel_capacity.max(1));
+    let (tx, rx) = mpsc::channel::<SourceMessage>(options.channel_capacity.max(1));
     let emitter = Emitter::new(tx);
     let cancel = options.cancel.clone();
     let metrics = options.metrics.clone();
 
     let read = source.read(config, ctx, emitter);
     let consume = async {
+        // The consumer owns the receiving end: when it stops (a sink failure), the channel
+        // closes and a source blocked on a full channel stops too instead of waiting forever.
+        let mut rx = rx;
         let mut report = SyncReport::default();
         let mut last_state = state;
         let mut pending = false;
@@ -244,6 +283,7 @@ async fn drive(
                 SourceMessage::Checkpoint(mut state) => {
                     state.version = STATE_VERSION;
                     state.source = source_name.to_owned();
+                    state.origin = origin.clone().or(state.origin);
                     // The newest checkpoint covers everything staged before it; when a commit
                     // is not due yet, the data stays staged and a later commit carries it.
                     last_state = state;

@@ -21,6 +21,7 @@ pub mod message;
 pub mod metrics;
 pub mod registry;
 pub mod secret;
+pub mod secret_store;
 pub mod sink;
 pub mod source;
 pub mod spec;
@@ -34,10 +35,11 @@ pub use message::{Change, Scope, SinkChange, SourceMessage};
 pub use metrics::{Metrics, TableCounters};
 pub use registry::{Registry, SinkPlugin, SourcePlugin};
 pub use secret::Secret;
+pub use secret_store::SecretStore;
 pub use sink::{CommitReport, Sink, SinkFactory, TableCommitStats, build_sink};
-pub use source::{DynSource, Emitter, ReadContext, Source, parse_config};
+pub use source::{CheckContext, DynSource, Emitter, ReadContext, Source, parse_config};
 pub use spec::{ColumnSpec, ColumnType, SyncKind, TableSpec};
-pub use state::{Cursor, STATE_VERSION, State, TableState};
+pub use state::{Cursor, Origin, STATE_VERSION, State, TableState};
 pub use transform::{Plan, PlannedTable, SyncSettings, TableSettings};
 
 // Re-exported so plugins use the workspace's exact versions.

@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use crate::message::SinkChange;
+use crate::secret_store::SecretStore;
 use crate::source::parse_config;
 use crate::spec::TableSpec;
 use crate::state::State;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What one commit did to one table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -82,6 +84,14 @@ pub trait Sink: Send + Sync {
 
     /// Releases the lease.
     async fn close(&mut self) -> Result<()>;
+
+    /// Where sources keep secrets that must outlive a run (a rotated OAuth refresh token), next
+    /// to the state of this destination. Available without `open` (for `sluice check`).
+    /// Sinks that keep no state keep the default, `None`; a source that needs a store then
+    /// refuses to run rather than lose a token.
+    fn secret_store(&self) -> Option<Arc<dyn SecretStore>> {
+        None
+    }
 
     /// Reads the committed rows of `table` (destination schema). An optional capability used
     /// by the conformance suites and by verification tools; sinks that cannot read back keep

@@ -4,12 +4,14 @@
 use crate::error::{Error, Result};
 use crate::message::{Change, Scope, SourceMessage};
 use crate::metrics::Metrics;
+use crate::secret_store::SecretStore;
 use crate::spec::TableSpec;
-use crate::state::State;
+use crate::state::{Origin, State};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,25 @@ pub struct ReadContext {
     pub cancel: CancellationToken,
     /// Counters for the progress display and summary.
     pub metrics: Metrics,
+    /// Where secrets that must outlive the run are saved (see [`crate::secret_store`]); the
+    /// sink's store, `None` when the sink keeps none.
+    pub secrets: Option<Arc<dyn SecretStore>>,
+}
+
+/// Everything a source needs for [`Source::check`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CheckContext {
+    /// Where secrets that must outlive the check are saved: the same store a run of the same
+    /// destination uses, so that a token rotated by `check` is the one `run` starts from.
+    pub secrets: Option<Arc<dyn SecretStore>>,
+}
+
+impl CheckContext {
+    /// A context saving secrets to `secrets`.
+    pub fn new(secrets: Option<Arc<dyn SecretStore>>) -> Self {
+        CheckContext { secrets }
+    }
 }
 
 impl ReadContext {
@@ -118,9 +139,19 @@ pub trait Source: Send + Sync + 'static {
     /// at run time (custom fields) are announced with [`Emitter::schema`].
     fn catalog(&self) -> Vec<TableSpec>;
 
+    /// Where this configuration reads from (its endpoint, and whether it is demo data),
+    /// recorded in the destination's state so that a run reading from somewhere else is
+    /// refused instead of mixing two sources' rows. Derived from the configuration alone (no
+    /// request). The default, `None`, records nothing.
+    fn origin(&self, config: &Self::Config) -> Result<Option<Origin>> {
+        let _ = config;
+        Ok(None)
+    }
+
     /// Verifies credentials and reachability with as few requests as possible; returns a
-    /// one-line description of what was reached.
-    async fn check(&self, config: &Self::Config) -> Result<String>;
+    /// one-line description of what was reached. Secrets rotated by the check (OAuth refresh
+    /// tokens) are saved to `ctx.secrets`.
+    async fn check(&self, config: &Self::Config, ctx: CheckContext) -> Result<String>;
 
     /// Reads one sync: sends changes and checkpoints to `out`. Must send a final checkpoint
     /// when done. Must stop promptly with [`Error::cancelled`] when `ctx.cancel` fires.
@@ -134,8 +165,10 @@ pub trait DynSource: Send + Sync {
     fn catalog(&self) -> Vec<TableSpec>;
     /// Checks that `config` deserializes into the source's config type.
     fn validate_config(&self, config: &serde_json::Value) -> Result<()>;
+    /// See [`Source::origin`].
+    fn origin(&self, config: &serde_json::Value) -> Result<Option<Origin>>;
     /// See [`Source::check`].
-    async fn check(&self, config: &serde_json::Value) -> Result<String>;
+    async fn check(&self, config: &serde_json::Value, ctx: CheckContext) -> Result<String>;
     /// See [`Source::read`].
     async fn read(&self, config: &serde_json::Value, ctx: ReadContext, out: Emitter) -> Result<()>;
 }
@@ -158,9 +191,13 @@ impl<S: Source> DynSource for S {
     fn validate_config(&self, config: &serde_json::Value) -> Result<()> {
         parse_config::<S::Config>("source", config).map(|_| ())
     }
-    async fn check(&self, config: &serde_json::Value) -> Result<String> {
+    fn origin(&self, config: &serde_json::Value) -> Result<Option<Origin>> {
         let config = parse_config::<S::Config>("source", config)?;
-        Source::check(self, &config).await
+        Source::origin(self, &config)
+    }
+    async fn check(&self, config: &serde_json::Value, ctx: CheckContext) -> Result<String> {
+        let config = parse_config::<S::Config>("source", config)?;
+        Source::check(self, &config, ctx).await
     }
     async fn read(&self, config: &serde_json::Value, ctx: ReadContext, out: Emitter) -> Result<()> {
         let config = parse_config::<S::Config>("source", config)?;

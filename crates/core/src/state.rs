@@ -7,7 +7,55 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The state format this build writes and the newest it reads.
-pub const STATE_VERSION: u32 = 1;
+///
+/// * 1: cursors, re-import times, source extras, and secrets (a rotated OAuth refresh token)
+///   inside the state.
+/// * 2: the source's [`Origin`]; secrets are no longer part of the state (they live in the
+///   destination's [`crate::SecretStore`]). A format-1 sluice would write to a destination of
+///   another origin and lose the token, so it must refuse format 2.
+pub const STATE_VERSION: u32 = 2;
+
+/// Where a destination's data came from: the endpoint a source read, and whether it was demo
+/// data. Recorded in the state by the engine; a run whose source reads from another origin is
+/// refused, so demo rows never mix with an account's and one account's cursor never drives
+/// another's sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The endpoint read (a base URL, without credentials), or a fixed name for built-in demo
+    /// data.
+    pub endpoint: String,
+    /// Whether the data is demo data from a built-in emulator.
+    #[serde(default)]
+    pub demo: bool,
+}
+
+impl Origin {
+    /// A live endpoint.
+    pub fn live(endpoint: impl Into<String>) -> Self {
+        Origin {
+            endpoint: endpoint.into(),
+            demo: false,
+        }
+    }
+
+    /// Built-in demo data called `name`.
+    pub fn demo(name: impl Into<String>) -> Self {
+        Origin {
+            endpoint: name.into(),
+            demo: true,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.demo {
+            write!(f, "demo data ({})", self.endpoint)
+        } else {
+            f.write_str(&self.endpoint)
+        }
+    }
+}
 
 /// Where an incremental table resumes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,15 +100,20 @@ pub struct State {
     /// Source-specific state (page positions, windows).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub extra: serde_json::Value,
-    /// Source-specific secrets that must survive between runs (a rotated OAuth refresh
-    /// token). Written to the state file because the next run cannot work without them; never
-    /// printed (`sluice state show` redacts them).
+    /// Where the data came from (format 2 on); `None` in a state of format 1, adopted by the
+    /// next run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// Secrets found in a format-1 state (a rotated OAuth refresh token), for a source to
+    /// move into the [`crate::SecretStore`]. Read, never written: secrets are not part of the
+    /// state from format 2 on.
     #[serde(
         default,
-        with = "secret_map",
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing,
+        deserialize_with = "secret_map::deserialize"
     )]
-    pub secrets: BTreeMap<String, Secret>,
+    #[serde(rename = "secrets")]
+    pub legacy_secrets: BTreeMap<String, Secret>,
     /// When this state was committed (epoch ms).
     #[serde(default)]
     pub committed_at_ms: i64,
@@ -73,7 +126,11 @@ impl std::fmt::Debug for State {
             .field("source", &self.source)
             .field("tables", &self.tables)
             .field("extra", &self.extra)
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("origin", &self.origin)
+            .field(
+                "legacy_secrets",
+                &self.legacy_secrets.keys().collect::<Vec<_>>(),
+            )
             .field("committed_at_ms", &self.committed_at_ms)
             .finish()
     }
@@ -87,7 +144,8 @@ impl State {
             source: source.into(),
             tables: BTreeMap::new(),
             extra: serde_json::Value::Null,
-            secrets: BTreeMap::new(),
+            origin: None,
+            legacy_secrets: BTreeMap::new(),
             committed_at_ms: 0,
         }
     }
@@ -102,21 +160,16 @@ impl State {
         self.tables.entry(table.to_owned()).or_default()
     }
 
-    /// Serializes to pretty JSON (secrets included: this is the state file's content).
+    /// Serializes to pretty JSON (the state file's content; it holds no secrets).
     pub fn to_json(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("state serializes");
         bytes.push(b'\n');
         bytes
     }
 
-    /// The state as JSON with secrets replaced by `***`, for display.
+    /// The state as JSON for display (it holds no secrets; see [`State::legacy_secrets`]).
     pub fn to_redacted_json(&self) -> String {
-        let mut v = serde_json::to_value(self).expect("state serializes");
-        if let Some(secrets) = v.get_mut("secrets").and_then(|s| s.as_object_mut()) {
-            for value in secrets.values_mut() {
-                *value = serde_json::Value::String("***".into());
-            }
-        }
+        let v = serde_json::to_value(self).expect("state serializes");
         serde_json::to_string_pretty(&v).expect("state serializes")
     }
 
@@ -142,20 +195,10 @@ impl State {
 
 mod secret_map {
     use super::Secret;
-    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeMap};
+    use serde::{Deserialize, Deserializer};
     use std::collections::BTreeMap;
 
-    pub(super) fn serialize<S: Serializer>(
-        map: &BTreeMap<String, Secret>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(map.len()))?;
-        for (k, v) in map {
-            m.serialize_entry(k, v.expose())?;
-        }
-        m.end()
-    }
-
+    /// Format 1 kept secrets under `secrets`.
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<String, Secret>, D::Error> {
@@ -174,20 +217,34 @@ mod tests {
         s.table_mut("users").last_reimport_ms = Some(5);
         s.table_mut("stage").resync_requested = true;
         s.extra = serde_json::json!({"page": "abc"});
-        s.secrets
-            .insert("refresh_token".into(), Secret::new("rt-1"));
+        s.origin = Some(Origin::live("https://api.lever.co/v1"));
         let back = State::from_json(&s.to_json()).unwrap();
         assert_eq!(back, s);
-        assert_eq!(back.secrets["refresh_token"].expose(), "rt-1");
+        assert_eq!(back.version, STATE_VERSION);
     }
 
     #[test]
-    fn redacts_secrets_for_display() {
-        let mut s = State::new("lever");
-        s.secrets
-            .insert("refresh_token".into(), Secret::new("rt-secret"));
+    fn format_1_secrets_are_read_but_never_written() {
+        let v1 = br#"{"version": 1, "source": "lever", "secrets": {"lever_oauth_refresh_token": "rt-secret"}}"#;
+        let s = State::from_json(v1).unwrap();
+        assert_eq!(
+            s.legacy_secrets["lever_oauth_refresh_token"].expose(),
+            "rt-secret"
+        );
+        assert_eq!(s.origin, None);
+        let written = String::from_utf8(s.to_json()).unwrap();
+        assert!(!written.contains("rt-secret"), "{written}");
+        assert!(!written.contains("secrets"), "{written}");
         assert!(!s.to_redacted_json().contains("rt-secret"));
         assert!(!format!("{s:?}").contains("rt-secret"));
+    }
+
+    #[test]
+    fn origins_compare_endpoint_and_demo() {
+        assert_ne!(Origin::demo("emulator"), Origin::live("emulator"));
+        assert_ne!(Origin::live("https://a"), Origin::live("https://b"));
+        assert_eq!(Origin::live("https://a"), Origin::live("https://a"));
+        assert_eq!(Origin::demo("x").to_string(), "demo data (x)");
     }
 
     #[test]

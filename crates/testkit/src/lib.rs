@@ -9,12 +9,14 @@
 //!   on itself.
 //! * [`rows`]: Arrow batches as JSON rows for comparisons with ground truth.
 
+pub mod memory_secrets;
 pub mod memory_sink;
 pub mod rows;
 pub mod sink_conformance;
 pub mod source_conformance;
 pub mod test_source;
 
+pub use memory_secrets::MemorySecrets;
 pub use memory_sink::{FailPoint, MemoryDestination, MemorySink};
 pub use rows::{Row, batch_rows, rows_by_key};
 pub use test_source::{TestSource, TestSourceConfig};

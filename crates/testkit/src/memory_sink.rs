@@ -1,6 +1,7 @@
 //! An in-memory destination with the shared merge semantics and failure injection at every
 //! step of the commit protocol.
 
+use crate::memory_secrets::MemorySecrets;
 use crate::rows::{Row, batch_rows};
 use sluice_core::arrow::record_batch::RecordBatch;
 use sluice_core::merge::{merge, select_values};
@@ -37,6 +38,7 @@ struct Store {
 pub struct MemoryDestination {
     store: Arc<Mutex<Store>>,
     source: Arc<str>,
+    secrets: MemorySecrets,
 }
 
 impl MemoryDestination {
@@ -45,6 +47,7 @@ impl MemoryDestination {
         MemoryDestination {
             store: Arc::default(),
             source: source.into(),
+            secrets: MemorySecrets::default(),
         }
     }
     /// The source this destination is for.
@@ -60,6 +63,10 @@ impl MemoryDestination {
             writes: 0,
             open: false,
         }
+    }
+    /// The destination's secret store (what its sinks hand to sources).
+    pub fn secrets(&self) -> &MemorySecrets {
+        &self.secrets
     }
     /// Arms a one-shot failure.
     pub fn fail_at(&self, point: FailPoint) {
@@ -166,6 +173,10 @@ impl Drop for MemorySink {
 
 #[async_trait]
 impl Sink for MemorySink {
+    fn secret_store(&self) -> Option<Arc<dyn sluice_core::SecretStore>> {
+        Some(Arc::new(self.dest.secrets.clone()))
+    }
+
     async fn read_state(&self) -> Result<Option<State>> {
         Ok(self.dest.state())
     }

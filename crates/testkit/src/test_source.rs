@@ -113,7 +113,11 @@ impl Source for TestSource {
         Self::tables()
     }
 
-    async fn check(&self, _config: &Self::Config) -> Result<String> {
+    async fn check(
+        &self,
+        _config: &Self::Config,
+        _ctx: sluice_core::CheckContext,
+    ) -> Result<String> {
         Ok("test source: always reachable".into())
     }
 

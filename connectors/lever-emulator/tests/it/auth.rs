@@ -110,6 +110,12 @@ async fn oauth_code_refresh_rotation_and_expiry() {
         opportunities: 20,
         rate_limit: None,
         access_token_ttl: Duration::from_millis(1500),
+        // Reuse of a rotated token is refused without revoking the family here; the strict
+        // policy is tested in the emulator's unit tests and by the Lever source's tests.
+        oauth_rotation: sluice_lever_emulator::RotationPolicy {
+            grace: Duration::ZERO,
+            reuse_revokes_family: false,
+        },
         ..EmulatorConfig::default()
     })
     .await;

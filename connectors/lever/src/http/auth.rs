@@ -4,7 +4,8 @@ use crate::config::{DEFAULT_TOKEN_URL, OAuthConfig};
 use base64::Engine;
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
-use sluice_core::{Error, Result, Secret};
+use sluice_core::{Error, Result, Secret, SecretStore};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -12,7 +13,8 @@ use tokio::time::Instant;
 /// Refresh the access token this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(120);
 
-/// State key under which the rotated refresh token is kept between runs.
+/// Name under which the rotated refresh token is saved in the destination's secret store
+/// (and under which a state of format 1 kept it).
 pub const REFRESH_TOKEN_STATE_KEY: &str = "lever_oauth_refresh_token";
 
 /// Produces the `Authorization` header of each request.
@@ -56,14 +58,6 @@ impl Auth {
         }
     }
 
-    /// The current refresh token (OAuth), to be saved in the state.
-    pub(crate) async fn refresh_token(&self) -> Option<Secret> {
-        match self {
-            Auth::Basic(_) => None,
-            Auth::OAuth(o) => Some(o.inner.lock().await.refresh.clone()),
-        }
-    }
-
     /// Advice for a 401/403 answer.
     pub(crate) fn advice(&self) -> &'static str {
         match self {
@@ -77,11 +71,24 @@ impl Auth {
     }
 }
 
+/// Shortest access-token lifetime believed from the token endpoint (`expires_in` of 0 would
+/// otherwise mean a refresh before every request).
+const MIN_TOKEN_TTL: Duration = Duration::from_secs(30);
+/// Longest access-token lifetime believed (`expires_in` of 10^12 would overflow an instant).
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Largest token response read (a token response is a few hundred bytes).
+const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+/// Attempts at the token endpoint on connection errors and 5xx answers.
+const TOKEN_ATTEMPTS: u32 = 4;
+/// Attempts at saving a rotated refresh token before the run fails.
+const SAVE_ATTEMPTS: u32 = 3;
+
 struct TokenState {
     access: Option<(HeaderValue, Instant)>,
-    refresh: Secret,
-    /// The configuration's refresh token when it differs from `refresh` (the state's): tried
-    /// once when the state's token is rejected, so that re-authorizing and setting
+    /// The refresh token to use next; `None` until loaded from the store.
+    refresh: Option<Secret>,
+    /// The configuration's refresh token when it differs from `refresh` (the saved one):
+    /// tried once when the saved token is rejected, so that re-authorizing and setting
     /// `[source.oauth].refresh_token` is enough to recover.
     fallback: Option<Secret>,
     refreshed_after_401: bool,
@@ -93,12 +100,26 @@ impl std::fmt::Debug for TokenState {
     }
 }
 
-/// OAuth 2.0 refresh-token flow with rotation.
+/// What a refresh needs, shared with the task that performs it.
 #[derive(Debug)]
-pub(crate) struct OAuth {
+struct Endpoint {
     client_id: String,
     client_secret: Secret,
     token_url: String,
+    store: Arc<dyn SecretStore>,
+}
+
+/// OAuth 2.0 refresh-token flow with rotation.
+///
+/// Lever rotates the refresh token on every use and the previous one dies, so the rotated
+/// token is saved to the destination's [`SecretStore`] before the access token that came
+/// with it is used. The request and the save run in a task of their own: a caller dropped
+/// midway (Ctrl-C) does not drop the save.
+#[derive(Debug)]
+pub(crate) struct OAuth {
+    endpoint: Arc<Endpoint>,
+    configured: Secret,
+    legacy: Option<Secret>,
     inner: Mutex<TokenState>,
 }
 
@@ -108,25 +129,41 @@ struct TokenResponse {
     #[serde(default)]
     refresh_token: Option<String>,
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// A successful refresh: the access token's header and lifetime, and the refresh token to use
+/// next (already saved when it was rotated).
+struct Refreshed {
+    header: HeaderValue,
+    ttl: Duration,
+    next_refresh: Secret,
 }
 
 impl OAuth {
-    /// A token manager starting from `refresh` (the state's rotated token when present).
-    pub(crate) fn new(cfg: &OAuthConfig, refresh: Secret) -> OAuth {
-        let fallback =
-            (cfg.refresh_token.expose() != refresh.expose()).then(|| cfg.refresh_token.clone());
+    /// A token manager for `cfg`, saving rotated refresh tokens to `store`. `legacy` is a
+    /// refresh token found in a state of format 1, used when the store holds none.
+    pub(crate) fn new(
+        cfg: &OAuthConfig,
+        store: Arc<dyn SecretStore>,
+        legacy: Option<Secret>,
+    ) -> OAuth {
         OAuth {
-            client_id: cfg.client_id.clone(),
-            client_secret: cfg.client_secret.clone(),
-            token_url: cfg
-                .token_url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_TOKEN_URL.to_owned()),
+            endpoint: Arc::new(Endpoint {
+                client_id: cfg.client_id.clone(),
+                client_secret: cfg.client_secret.clone(),
+                token_url: cfg
+                    .token_url
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TOKEN_URL.to_owned()),
+                store,
+            }),
+            configured: cfg.refresh_token.clone(),
+            legacy,
             inner: Mutex::new(TokenState {
                 access: None,
-                refresh,
-                fallback,
+                refresh: None,
+                fallback: None,
                 refreshed_after_401: false,
             }),
         }
@@ -159,96 +196,213 @@ impl OAuth {
         Ok(true)
     }
 
+    /// Picks the first refresh token: the saved one, else a format-1 state's, else the
+    /// configuration's; the configuration's stays as the fallback when it differs.
+    async fn load(&self, st: &mut TokenState) -> Result<()> {
+        if st.refresh.is_some() {
+            return Ok(());
+        }
+        let saved = self
+            .endpoint
+            .store
+            .load(REFRESH_TOKEN_STATE_KEY)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "reading the saved OAuth refresh token from {}",
+                    self.endpoint.store.location()
+                ))
+            })?;
+        let first = saved
+            .or_else(|| self.legacy.clone())
+            .unwrap_or_else(|| self.configured.clone());
+        st.fallback = (first.expose() != self.configured.expose()).then(|| self.configured.clone());
+        st.refresh = Some(first);
+        Ok(())
+    }
+
     async fn refresh(&self, http: &reqwest::Client, st: &mut TokenState) -> Result<()> {
+        self.load(st).await?;
         loop {
-            match self.refresh_with(http, st).await {
+            let token = st.refresh.clone().expect("loaded");
+            let task = tokio::spawn(refresh_and_save(
+                http.clone(),
+                Arc::clone(&self.endpoint),
+                token,
+            ));
+            let result = task.await.map_err(|e| {
+                Error::internal("the OAuth token refresh task failed").with_source(e)
+            })?;
+            match result {
+                Ok(r) => {
+                    // Refresh ahead of expiry: 2 minutes early, or a quarter of a short
+                    // lifetime.
+                    let margin = REFRESH_MARGIN.min(r.ttl / 4);
+                    st.access = Some((r.header, Instant::now() + r.ttl - margin));
+                    st.refresh = Some(r.next_refresh);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == sluice_core::ErrorKind::Auth && st.fallback.is_some() => {
                     tracing::info!(
-                        "the OAuth refresh token kept in the state was rejected; trying [source.oauth].refresh_token of the configuration"
+                        "the saved OAuth refresh token was rejected; trying [source.oauth].refresh_token of the configuration"
                     );
-                    st.refresh = st.fallback.take().expect("checked");
+                    st.refresh = st.fallback.take();
                 }
-                r => return r,
+                Err(e) => return Err(e),
             }
         }
     }
+}
 
-    async fn refresh_with(&self, http: &reqwest::Client, st: &mut TokenState) -> Result<()> {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "refresh_token")
-            .append_pair("client_id", &self.client_id)
-            .append_pair("client_secret", self.client_secret.expose())
-            .append_pair("refresh_token", st.refresh.expose())
-            .finish();
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            let r = http
-                .post(&self.token_url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("accept", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            match r {
-                Ok(r) if r.status().is_server_error() && attempt < 4 => {}
-                Ok(r) => break r,
-                Err(e) if attempt < 4 => {
-                    tracing::debug!(error = %without_url(&e), "OAuth token request failed; retrying");
-                }
-                Err(e) => {
-                    return Err(Error::upstream(format!(
-                        "OAuth token endpoint {} unreachable: {}",
-                        self.token_url,
-                        without_url(&e)
-                    )));
-                }
+/// Exchanges `refresh` at the token endpoint and, when the answer rotates it, saves the new
+/// refresh token durably before returning the access token.
+async fn refresh_and_save(
+    http: reqwest::Client,
+    endpoint: Arc<Endpoint>,
+    refresh: Secret,
+) -> Result<Refreshed> {
+    let (header, ttl, rotated) = request_token(&http, &endpoint, &refresh).await?;
+    let next_refresh = match rotated {
+        Some(new) if new.expose() != refresh.expose() => {
+            save_rotated(&endpoint, &new).await?;
+            new
+        }
+        _ => refresh,
+    };
+    tracing::debug!(
+        expires_in_secs = ttl.as_secs(),
+        "OAuth access token refreshed"
+    );
+    Ok(Refreshed {
+        header,
+        ttl,
+        next_refresh,
+    })
+}
+
+/// Saves a rotated refresh token, retrying a failing store a few times: the previous token is
+/// dead, so this copy is the account's only authorization.
+async fn save_rotated(endpoint: &Endpoint, token: &Secret) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match endpoint.store.save(REFRESH_TOKEN_STATE_KEY, token).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < SAVE_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "saving the rotated OAuth refresh token failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
             }
-            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-        };
-        let status = resp.status();
-        if status.as_u16() == 400 || status.as_u16() == 401 || status.as_u16() == 403 {
-            return Err(Error::auth(format!(
-                "the OAuth refresh token was rejected by {} (HTTP {}): it is expired, revoked or was already rotated; re-authorize the Lever app and set [source.oauth].refresh_token to the new token (it replaces the one kept in the state)",
-                self.token_url,
-                status.as_u16()
-            ))
-            .with_retryable(false));
+            Err(e) => {
+                return Err(e.context(format!(
+                    "saving the rotated OAuth refresh token to {} failed, and the previous token is no longer valid: re-authorize the Lever app and set [source.oauth].refresh_token",
+                    endpoint.store.location()
+                )));
+            }
         }
-        if !status.is_success() {
-            return Err(Error::upstream(format!(
-                "OAuth token endpoint {} answered HTTP {}",
-                self.token_url,
-                status.as_u16()
-            )));
+    }
+}
+
+/// One refresh-token grant: the access token's header, its lifetime (clamped to
+/// [`MIN_TOKEN_TTL`]..=[`MAX_TOKEN_TTL`]) and the rotated refresh token, if any.
+async fn request_token(
+    http: &reqwest::Client,
+    endpoint: &Endpoint,
+    refresh: &Secret,
+) -> Result<(HeaderValue, Duration, Option<Secret>)> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "refresh_token")
+        .append_pair("client_id", &endpoint.client_id)
+        .append_pair("client_secret", endpoint.client_secret.expose())
+        .append_pair("refresh_token", refresh.expose())
+        .finish();
+    let token_url = &endpoint.token_url;
+    let mut attempt = 0;
+    let resp = loop {
+        attempt += 1;
+        let r = http
+            .post(token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_server_error() && attempt < TOKEN_ATTEMPTS => {}
+            Ok(r) => break r,
+            Err(e) if attempt < TOKEN_ATTEMPTS => {
+                tracing::debug!(error = %without_url(&e), "OAuth token request failed; retrying");
+            }
+            Err(e) => {
+                return Err(Error::upstream(format!(
+                    "OAuth token endpoint {token_url} unreachable: {}",
+                    without_url(&e)
+                )));
+            }
         }
-        let bytes = resp.bytes().await.map_err(|e| {
-            Error::upstream(format!(
-                "reading the OAuth token response: {}",
-                without_url(&e)
-            ))
-        })?;
-        let tok: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| {
-            Error::upstream(format!(
-                "OAuth token endpoint {} sent an unreadable token response",
-                self.token_url
-            ))
-        })?;
-        let mut h = HeaderValue::from_str(&format!("Bearer {}", tok.access_token))
-            .map_err(|_| Error::upstream("OAuth access token is not a valid header value"))?;
-        h.set_sensitive(true);
-        let ttl = Duration::from_secs(tok.expires_in.unwrap_or(3600));
-        // Refresh ahead of expiry: 2 minutes early, or a quarter of a short lifetime.
-        let margin = REFRESH_MARGIN.min(ttl / 4);
-        st.access = Some((h, Instant::now() + ttl - margin));
-        if let Some(r) = tok.refresh_token.filter(|r| !r.is_empty()) {
-            st.refresh = Secret::new(r);
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+    };
+    let status = resp.status();
+    if matches!(status.as_u16(), 400 | 401 | 403) {
+        return Err(Error::auth(format!(
+            "the OAuth refresh token was rejected by {token_url} (HTTP {}): it is expired, revoked or was already rotated; re-authorize the Lever app and set [source.oauth].refresh_token to the new token (it replaces the saved one)",
+            status.as_u16()
+        ))
+        .with_retryable(false));
+    }
+    if !status.is_success() {
+        return Err(Error::upstream(format!(
+            "OAuth token endpoint {token_url} answered HTTP {}",
+            status.as_u16()
+        )));
+    }
+    let bytes = read_capped(resp, MAX_TOKEN_RESPONSE_BYTES)
+        .await
+        .map_err(|why| Error::upstream(format!("OAuth token endpoint {token_url}: {why}")))?;
+    let tok: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| {
+        Error::upstream(format!(
+            "OAuth token endpoint {token_url} sent an unreadable token response"
+        ))
+    })?;
+    let mut header = HeaderValue::from_str(&format!("Bearer {}", tok.access_token))
+        .map_err(|_| Error::upstream("OAuth access token is not a valid header value"))?;
+    header.set_sensitive(true);
+    let ttl = token_ttl(tok.expires_in.as_ref());
+    let rotated = tok
+        .refresh_token
+        .filter(|r| !r.trim().is_empty())
+        .map(Secret::new);
+    Ok((header, ttl, rotated))
+}
+
+/// The access token's lifetime from `expires_in` (seconds): a missing or unreadable value is
+/// an hour, and any value is clamped so that neither a refresh storm nor an overflow follows.
+fn token_ttl(expires_in: Option<&serde_json::Value>) -> Duration {
+    let secs = match expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(3600.0),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().unwrap_or(3600.0),
+        _ => 3600.0,
+    };
+    let secs = if secs.is_finite() { secs } else { 3600.0 };
+    Duration::from_secs_f64(secs.clamp(MIN_TOKEN_TTL.as_secs_f64(), MAX_TOKEN_TTL.as_secs_f64()))
+}
+
+/// Reads a response body of at most `cap` bytes.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > cap {
+                    return Err(format!("response larger than {cap} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("reading the response: {}", without_url(&e))),
         }
-        tracing::debug!(
-            expires_in_secs = ttl.as_secs(),
-            "OAuth access token refreshed"
-        );
-        Ok(())
     }
 }
 

@@ -168,11 +168,6 @@ impl Client {
         self.0.opts.page_size
     }
 
-    /// The underlying HTTP client (token requests).
-    pub(crate) fn auth(&self) -> &Auth {
-        &self.0.auth
-    }
-
     /// GETs `path` with `query`; `label` names the endpoint in metrics and errors. Returns
     /// `None` on 404.
     pub(crate) async fn get(

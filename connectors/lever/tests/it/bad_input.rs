@@ -484,7 +484,10 @@ async fn revoked_refresh_token_says_how_to_reauthorize_and_a_new_one_recovers() 
     sync(&config(&first), &dest, at(1_000))
         .await
         .expect("first run");
-    let kept = dest.state().unwrap().secrets[sluice_source_lever::REFRESH_TOKEN_STATE_KEY]
+    let kept = dest
+        .secrets()
+        .get(sluice_source_lever::REFRESH_TOKEN_STATE_KEY)
+        .expect("saved")
         .expose()
         .to_owned();
     sync(&config(&kept), &MemoryDestination::new("lever"), at(1_000))

@@ -2,10 +2,10 @@
 
 use crate::common::*;
 use serde_json::{Value, json};
-use sluice_core::{DynSource, ErrorKind};
-use sluice_lever_emulator::EmulatorConfig;
+use sluice_core::{CheckContext, DynSource, ErrorKind, SecretStore};
+use sluice_lever_emulator::{EmulatorConfig, RotationPolicy};
 use sluice_source_lever::REFRESH_TOKEN_STATE_KEY;
-use sluice_testkit::MemoryDestination;
+use sluice_testkit::{FailPoint, MemoryDestination};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ async fn invalid_api_key_fails_fast_with_auth() {
     let msg = r.unwrap_err().to_string();
     assert!(!msg.contains("not-a-valid-key"), "{msg}");
     assert!(msg.contains("API key"), "{msg}");
-    let check = source().check(&config).await;
+    let check = source().check(&config, CheckContext::default()).await;
     assert_eq!(check.unwrap_err().kind(), ErrorKind::Auth);
 }
 
@@ -56,13 +56,19 @@ async fn confidential_off_and_on() {
     assert_eq!(confidential, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oauth_refresh_token_rotates_across_runs() {
+/// An emulator whose OAuth access tokens live `ttl`, and an OAuth configuration for a fresh
+/// authorization of a new client. Rotation is strict: a rotated refresh token dies at once,
+/// and presenting it again revokes the whole authorization.
+async fn oauth_env(ttl: Duration) -> (Env, Value, String) {
     let env = Env::with(EmulatorConfig {
         opportunities: 20,
         rate_limit: None,
-        access_token_ttl: Duration::from_secs(2),
+        access_token_ttl: ttl,
         latency: Duration::from_millis(3),
+        oauth_rotation: RotationPolicy {
+            grace: Duration::ZERO,
+            reuse_revokes_family: true,
+        },
         ..EmulatorConfig::default()
     })
     .await;
@@ -76,28 +82,114 @@ async fn oauth_refresh_token_rotates_across_runs() {
         },
         "rate_limit_per_second": 2000, "rate_limit_burst": 2000,
     });
+    (env, config, refresh)
+}
+
+fn saved_token(dest: &MemoryDestination) -> String {
+    dest.secrets()
+        .get(REFRESH_TOKEN_STATE_KEY)
+        .expect("a refresh token is saved")
+        .expose()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_refresh_token_rotates_across_runs() {
+    let (env, config, refresh) = oauth_env(Duration::from_secs(2)).await;
     let dest = MemoryDestination::new("lever");
     sync(&config, &dest, at(1_000))
         .await
         .expect("first OAuth run");
-    let rotated = dest.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY]
-        .expose()
-        .to_owned();
+    let rotated = saved_token(&dest);
     assert_ne!(rotated, refresh, "the refresh token rotated");
     assert_matches_oracle(&dest, &env.emu.truth(), true);
-    // The second run starts from the state's token (the config's is spent).
+    let state = dest.state().unwrap().to_json();
+    assert!(
+        !String::from_utf8(state).unwrap().contains(&rotated),
+        "the token is kept once, in the secret store, not in the state"
+    );
+    // The second run starts from the saved token (the configuration's is spent).
     sync(&config, &dest, at(2_000))
         .await
         .expect("second OAuth run");
-    let again = dest.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY]
-        .expose()
-        .to_owned();
+    let again = saved_token(&dest);
     assert_ne!(again, rotated);
-    // The old token is rejected by the emulator: a fresh destination with it fails (auth).
+    // The configuration's token was rotated long ago: presenting it on a fresh destination
+    // is reuse, which revokes the authorization (every later token of it).
     let fresh = MemoryDestination::new("lever");
     let r = sync(&config, &fresh, at(3_000)).await;
     assert_kind(&r, ErrorKind::Auth);
     assert!(r.unwrap_err().to_string().contains("refresh token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_check_then_run_starts_from_the_token_check_rotated() {
+    let (env, config, refresh) = oauth_env(Duration::from_secs(3600)).await;
+    let dest = MemoryDestination::new("lever");
+    let store: Arc<dyn SecretStore> = Arc::new(dest.secrets().clone());
+    let line = source()
+        .check(&config, CheckContext::new(Some(store)))
+        .await
+        .expect("check");
+    assert!(line.contains("OAuth"), "{line}");
+    let after_check = saved_token(&dest);
+    assert_ne!(
+        after_check, refresh,
+        "check rotated the token and saved the new one"
+    );
+    sync(&config, &dest, at(1_000))
+        .await
+        .expect("the run after check starts from the token check saved");
+    assert_matches_oracle(&dest, &env.emu.truth(), true);
+    // Without a store, OAuth refuses to start instead of losing the rotated token.
+    let r = source().check(&config, CheckContext::default()).await;
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::Config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_failing_run_then_rerun_keeps_a_working_token() {
+    let (env, config, _) = oauth_env(Duration::from_secs(3600)).await;
+    let dest = MemoryDestination::new("lever");
+    // The first write fails: the run stops before its first commit, after it refreshed.
+    dest.fail_at(FailPoint::Write(0));
+    let r = sync(&config, &dest, at(1_000)).await;
+    assert!(r.is_err(), "the injected failure stops the run");
+    assert!(dest.table_names().is_empty(), "no data was committed");
+    assert_eq!(
+        dest.secrets().saves(),
+        1,
+        "the rotated token was saved anyway"
+    );
+    sync(&config, &dest, at(2_000))
+        .await
+        .expect("the rerun starts from the saved token");
+    assert_matches_oracle(&dest, &env.emu.truth(), true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_token_that_cannot_be_saved_is_never_used() {
+    let (env, config, _) = oauth_env(Duration::from_secs(3600)).await;
+    let dest = MemoryDestination::new("lever");
+    dest.secrets().fail_saves(true);
+    let r = sync(&config, &dest, at(1_000)).await;
+    assert_kind(&r, ErrorKind::Destination);
+    let msg = r.unwrap_err().to_string();
+    assert!(
+        msg.contains("saving the rotated OAuth refresh token"),
+        "{msg}"
+    );
+    let data_requests = env
+        .emu
+        .counters()
+        .by_endpoint
+        .iter()
+        .filter(|(k, _)| !k.contains("oauth"))
+        .map(|(_, v)| v.requests)
+        .sum::<u64>();
+    assert_eq!(
+        data_requests, 0,
+        "no request used the unsaved token's access token"
+    );
 }
 
 #[derive(Clone, Default)]
@@ -135,9 +227,7 @@ async fn secrets_never_reach_trace_logs_errors_or_debug() {
     sync(&env.config(), &dest, at(1_000)).await.unwrap();
     let dest2 = MemoryDestination::new("lever");
     sync(&oauth, &dest2, at(1_000)).await.unwrap();
-    let rotated = dest2.state().unwrap().secrets[REFRESH_TOKEN_STATE_KEY]
-        .expose()
-        .to_owned();
+    let rotated = saved_token(&dest2);
     let mut bad = env.config();
     bad["api_key"] = json!("wrong-key-5f2e");
     let err = sync(&bad, &MemoryDestination::new("lever"), at(1_000))
@@ -165,17 +255,81 @@ async fn secrets_never_reach_trace_logs_errors_or_debug() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_mode_without_credentials() {
-    let config: Value = json!({"api_key_env": "SLUICE_TEST_NO_SUCH_VARIABLE"});
+async fn demo_mode_only_when_asked() {
     let src = source();
-    let line = src.check(&config).await.expect("demo check");
-    assert!(line.contains("emulator"), "{line}");
+    // No credentials is a config error naming the variable, not a demo.
+    let none: Value = json!({"api_key_env": "SLUICE_TEST_NO_SUCH_VARIABLE"});
+    let e = src.check(&none, CheckContext::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.to_string().contains("SLUICE_TEST_NO_SUCH_VARIABLE"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--demo"), "{e}");
     let dest = MemoryDestination::new("lever");
-    sync(&config, &dest, at(1_000)).await.expect("demo sync");
+    assert_kind(&sync(&none, &dest, at(1_000)).await, ErrorKind::Config);
+    assert!(dest.state().is_none() && dest.table_names().is_empty());
+    // Asked for, the built-in emulator serves demo data, and the state says so.
+    let demo: Value = json!({"api_key_env": "SLUICE_TEST_NO_SUCH_VARIABLE", "demo": true});
+    let line = src
+        .check(&demo, CheckContext::default())
+        .await
+        .expect("demo check");
+    assert!(line.contains("emulator"), "{line}");
+    sync(&demo, &dest, at(1_000)).await.expect("demo sync");
     assert_eq!(dest.committed_rows("opportunity").len(), 200);
-    // base_url without credentials is a config error, not a demo.
-    let r = src
-        .check(&json!({"api_key_env": "SLUICE_TEST_NO_SUCH_VARIABLE", "base_url": "http://127.0.0.1:9/v1"}))
-        .await;
-    assert_eq!(r.unwrap_err().kind(), ErrorKind::Config);
+    let origin = dest.state().unwrap().origin.expect("origin recorded");
+    assert!(origin.demo, "{origin:?}");
+    // Demo with credentials or a base URL is ambiguous: refused.
+    for bad in [
+        json!({"api_key_env": "SLUICE_TEST_NO_SUCH_VARIABLE", "demo": true, "api_key": "k"}),
+        json!({"api_key_env": "SLUICE_TEST_NO_SUCH_VARIABLE", "demo": true, "base_url": "http://127.0.0.1:9/v1"}),
+        json!({"api_key_env": "SLUICE_TEST_NO_SUCH_VARIABLE", "api_key": " "}),
+    ] {
+        let e = src.check(&bad, CheckContext::default()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{bad}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_of_another_origin_is_refused() {
+    let env = Env::start(5).await;
+    let dest = MemoryDestination::new("lever");
+    let demo: Value = json!({"api_key_env": "SLUICE_TEST_NO_SUCH_VARIABLE", "demo": true});
+    sync(&demo, &dest, at(1_000)).await.expect("demo sync");
+    let committed = dest.commits();
+    let before = dest.snapshot();
+    // A real account's run into the demo lake is refused before anything is requested.
+    let r = sync(&env.config(), &dest, at(2_000)).await;
+    assert_kind(&r, ErrorKind::Config);
+    let msg = r.unwrap_err().to_string();
+    assert!(
+        msg.contains("demo data") && msg.contains(&env.server.base_url()),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+    assert_eq!(env.emu.counters().total, 0, "nothing was requested");
+    assert_eq!(dest.commits(), committed);
+    assert_eq!(dest.snapshot(), before, "the demo lake is untouched");
+    // And the other way round: an account's lake never receives demo rows.
+    let real = MemoryDestination::new("lever");
+    sync(&env.config(), &real, at(1_000))
+        .await
+        .expect("real sync");
+    assert_kind(&sync(&demo, &real, at(2_000)).await, ErrorKind::Config);
+    // Explicitly allowed (a new base URL of the same account), the new origin is recorded.
+    let mut moved = env.config();
+    moved["base_url"] = json!(format!("{}/", env.server.base_url()));
+    sync(&moved, &real, at(3_000))
+        .await
+        .expect("a trailing slash is the same origin");
+    let options = sluice_core::SyncOptions {
+        allow_origin_change: true,
+        started_at_ms: Some(4_000),
+        ..Default::default()
+    };
+    sluice_testkit::sync_with(&source(), &demo, &real, options)
+        .await
+        .expect("allowed origin change");
+    assert!(real.state().unwrap().origin.unwrap().demo);
 }

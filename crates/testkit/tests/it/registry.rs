@@ -15,7 +15,11 @@ impl Source for BadSource {
         t[0].primary_key.clear();
         t
     }
-    async fn check(&self, _: &Self::Config) -> sluice_core::Result<String> {
+    async fn check(
+        &self,
+        _: &Self::Config,
+        _: sluice_core::CheckContext,
+    ) -> sluice_core::Result<String> {
         Ok(String::new())
     }
     async fn read(
