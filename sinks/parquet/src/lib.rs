@@ -49,6 +49,7 @@ mod local_store;
 mod manifest;
 mod partition;
 mod probe;
+mod secrets;
 mod session_index;
 mod sink;
 

@@ -1472,6 +1472,12 @@ type OpenFiles = BTreeMap<u32, (String, io::FileWriter)>;
 
 #[async_trait]
 impl Sink for ParquetSink {
+    fn secret_store(&self) -> Option<Arc<dyn sluice_core::SecretStore>> {
+        Some(Arc::new(crate::secrets::DestinationSecrets::new(
+            self.dest.clone(),
+        )))
+    }
+
     async fn read_state(&self) -> sluice_core::Result<Option<State>> {
         match manifest::latest(self.dest.store.as_ref(), &self.dest.root).await? {
             Some(m) => m.state(),
