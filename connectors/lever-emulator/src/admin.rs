@@ -13,6 +13,8 @@
 //! | `PUT /admin/faults` [`crate::FaultConfig`], `PUT /admin/rate_limit` [`crate::RateLimit`] or `null`, `PUT /admin/latency` `{"ms"}` | runtime settings |
 //! | `POST /admin/opportunities` | create, `{"id"}` |
 //! | `DELETE /admin/opportunities/{id}` | delete |
+//! | `POST /admin/opportunities/{id}/vanish` | delete without a row in `/opportunities/deleted` |
+//! | `PUT /admin/list_order` `"insertion"` or `"created_at"` | [`crate::ListOrder`] of `/opportunities` |
 //! | `POST /admin/opportunities/{id}/notes` / `feedback` | add, `{"id"}` |
 //! | `DELETE /admin/opportunities/{id}/notes/{note}` / `feedback/{fb}` | delete |
 //! | `POST /admin/opportunities/{id}/stage`, `POST /admin/opportunities/{id}/update` | stage change / field update |
@@ -32,7 +34,7 @@ use serde_json::{Value, json};
 
 use crate::server::{error, json_response};
 use crate::state::EmulatorError;
-use crate::{Emulator, FaultConfig, Inner, RateLimit};
+use crate::{Emulator, FaultConfig, Inner, ListOrder, RateLimit};
 
 type S = State<Arc<Inner>>;
 
@@ -128,6 +130,13 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router<Arc<Inner>> {
         }))
         .route("/opportunities", post(|State(i): S| async move { json_response(200, &json!({"id": emu(&i).create_opportunity()})) }))
         .route("/opportunities/{id}", delete(|State(i): S, Path(id): Path<String>| async move { unit(emu(&i).try_delete_opportunity(&id)) }))
+        .route("/opportunities/{id}/vanish", post(|State(i): S, Path(id): Path<String>| async move { unit(emu(&i).try_vanish_opportunity(&id)) }))
+        .route("/list_order", put(|State(i): S, b: Bytes| async move {
+            match serde_json::from_slice::<ListOrder>(&b) {
+                Ok(o) => { emu(&i).set_list_order(o); ok() }
+                Err(e) => error(400, "BadRequestError", e.to_string()),
+            }
+        }))
         .route("/opportunities/{id}/notes", post(|State(i): S, Path(id): Path<String>| async move { id_obj(emu(&i).try_add_note(&id)) }))
         .route("/opportunities/{id}/feedback", post(|State(i): S, Path(id): Path<String>| async move { id_obj(emu(&i).try_add_feedback(&id)) }))
         .route("/opportunities/{id}/notes/{child}", delete(|State(i): S, Path((id, c)): Path<(String, String)>| async move { unit(emu(&i).try_delete_note(&id, &c)) }))

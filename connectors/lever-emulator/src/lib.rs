@@ -19,9 +19,10 @@ use axum::serve::ListenerExt as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use limits::{Counters, EndpointCounters, FaultConfig, RateLimit};
-pub use state::{EmulatorError, MutationSummary};
 pub use auth::RotationPolicy;
+pub use limits::{Counters, EndpointCounters, FaultConfig, RateLimit};
+pub use server::ListOrder;
+pub use state::{EmulatorError, MutationSummary};
 pub use truth::{OpportunityChildren, Truth};
 
 use server::lock;
@@ -45,6 +46,8 @@ pub struct EmulatorConfig {
     pub oauth_rotation: RotationPolicy,
     /// Lifetime of pagination offset tokens (real time); older tokens answer 400.
     pub offset_token_ttl: Duration,
+    /// The order `/opportunities` lists opportunities in.
+    pub list_order: ListOrder,
 }
 
 impl Default for EmulatorConfig {
@@ -58,6 +61,7 @@ impl Default for EmulatorConfig {
             access_token_ttl: Duration::from_secs(3600),
             oauth_rotation: RotationPolicy::default(),
             offset_token_ttl: Duration::from_secs(3600),
+            list_order: ListOrder::default(),
         }
     }
 }
@@ -69,6 +73,23 @@ pub(crate) struct Runtime {
     pub(crate) latency: Duration,
     pub(crate) faults: FaultConfig,
     pub(crate) offset_token_ttl: Duration,
+    pub(crate) list_order: ListOrder,
+}
+
+/// Called before each `/opportunities` list request is answered, with the 1-based number of
+/// such requests so far: lets a test change the data in the middle of a walk, at an exact
+/// point of it.
+pub type ListHook = Arc<dyn Fn(&Emulator, u64) + Send + Sync>;
+
+/// The installed [`ListHook`], if any.
+#[derive(Default)]
+pub(crate) struct HookSlot(Mutex<Option<ListHook>>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = lock(&self.0).is_some();
+        f.debug_struct("HookSlot").field("set", &set).finish()
+    }
 }
 
 /// Shared state behind an [`Emulator`] handle.
@@ -84,6 +105,8 @@ pub(crate) struct Inner {
     pub(crate) fault_seq: AtomicU64,
     pub(crate) token_epoch: AtomicU64,
     pub(crate) started: Instant,
+    pub(crate) list_hook: HookSlot,
+    pub(crate) list_requests: AtomicU64,
 }
 
 /// A deterministic, mutable Lever Data API v1. Cheap to clone (an `Arc` inside); every clone
@@ -164,12 +187,15 @@ impl Emulator {
                     latency: config.latency,
                     faults: config.faults,
                     offset_token_ttl: config.offset_token_ttl,
+                    list_order: config.list_order,
                 }),
                 limiter: Mutex::new(limits::Limiter::default()),
                 counters: Mutex::new(Counters::default()),
                 fault_seq: AtomicU64::new(0),
                 token_epoch: AtomicU64::new(0),
                 started: Instant::now(),
+                list_hook: HookSlot::default(),
+                list_requests: AtomicU64::new(0),
             }),
         }
     }
@@ -365,6 +391,40 @@ impl Emulator {
         lock(&self.inner.runtime).offset_token_ttl = d;
     }
 
+    /// Changes the order `/opportunities` lists opportunities in (offset tokens issued under
+    /// the other order then point at other positions: switch between walks).
+    pub fn set_list_order(&self, order: ListOrder) {
+        lock(&self.inner.runtime).list_order = order;
+    }
+
+    /// The order `/opportunities` lists opportunities in.
+    pub fn list_order(&self) -> ListOrder {
+        lock(&self.inner.runtime).list_order
+    }
+
+    /// Installs (or with `None` removes) the hook called before each `/opportunities` list
+    /// request is answered; the request count restarts at 1.
+    pub fn set_list_hook(&self, hook: Option<ListHook>) {
+        *lock(&self.inner.list_hook.0) = hook;
+        self.inner.list_requests.store(0, Ordering::SeqCst);
+    }
+
+    /// Runs the list hook for the next `/opportunities` request.
+    pub(crate) fn run_list_hook(&self) {
+        let n = self.inner.list_requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let hook = lock(&self.inner.list_hook.0).clone();
+        if let Some(h) = hook {
+            h(self, n);
+        }
+    }
+
+    /// Ids of the live opportunities (every confidentiality) in the order `/opportunities`
+    /// lists them.
+    pub fn opportunity_ids_in_list_order(&self) -> Vec<String> {
+        let order = self.list_order();
+        self.read().ids_in_list_order(order)
+    }
+
     /// Makes every offset token issued so far stale (400 "Invalid offset token").
     pub fn expire_offset_tokens(&self) {
         self.inner.token_epoch.fetch_add(1, Ordering::SeqCst);
@@ -435,6 +495,20 @@ impl Emulator {
     /// Fallible [`Emulator::delete_opportunity`].
     pub fn try_delete_opportunity(&self, id: &str) -> Result<(), EmulatorError> {
         self.write().delete_opportunity(id)
+    }
+
+    /// Makes an opportunity vanish from every endpoint **without** a row in
+    /// `/opportunities/deleted` (as if Lever lost track of the deletion): only a full re-read
+    /// of the list can notice. Logged in `truth().deleted["opportunities"]`.
+    ///
+    /// # Panics
+    /// If the opportunity does not exist.
+    pub fn vanish_opportunity(&self, id: &str) {
+        must!(self.try_vanish_opportunity(id));
+    }
+    /// Fallible [`Emulator::vanish_opportunity`].
+    pub fn try_vanish_opportunity(&self, id: &str) -> Result<(), EmulatorError> {
+        self.write().vanish_opportunity(id)
     }
 
     /// Hard-removes a note; bumps the parent's `updatedAt`.
@@ -551,7 +625,8 @@ impl Emulator {
             applications: true,
             ..state::Expand::default()
         };
-        let (page, _) = server::opportunity_page(&self.read(), &f, expand, pos, limit);
+        let (page, _) =
+            server::opportunity_page(&self.read(), &f, expand, ListOrder::Insertion, pos, limit);
         let bytes = serde_json::to_vec(&page).map_or(0, |b| b.len());
         (page.len(), bytes)
     }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sluice_lever_emulator::{Emulator, EmulatorConfig, FaultConfig, RateLimit};
+use sluice_lever_emulator::{Emulator, EmulatorConfig, FaultConfig, ListOrder, RateLimit};
 
 /// Command line of the emulator.
 #[derive(Debug, Parser)]
@@ -33,9 +33,30 @@ struct Args {
     /// Share of data requests answering 500/503 (half as much again drops the connection).
     #[arg(long, default_value_t = 0.0)]
     fault_rate: f64,
+    /// Order of `/opportunities`: `insertion` or `created-at` (ascending createdAt, id).
+    #[arg(long, value_enum, default_value_t = OrderArg::Insertion)]
+    list_order: OrderArg,
     /// Measure RSS and page-render latency instead of serving.
     #[arg(long)]
     bench: bool,
+}
+
+/// `--list-order` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OrderArg {
+    /// Storage order (generated opportunities first, created ones last).
+    Insertion,
+    /// Ascending `(createdAt, id)`.
+    CreatedAt,
+}
+
+impl From<OrderArg> for ListOrder {
+    fn from(o: OrderArg) -> Self {
+        match o {
+            OrderArg::Insertion => ListOrder::Insertion,
+            OrderArg::CreatedAt => ListOrder::CreatedAt,
+        }
+    }
 }
 
 fn rss_mb() -> f64 {
@@ -193,6 +214,7 @@ async fn main() -> std::io::Result<()> {
             drop_rate: args.fault_rate / 2.0,
             seed: args.seed,
         },
+        list_order: args.list_order.into(),
         ..EmulatorConfig::default()
     });
     let server = emu.start_on(args.port).await?;

@@ -37,6 +37,19 @@ pub(crate) const CHILD_KINDS: [&str; 10] = [
     "referrals",
 ];
 
+/// The order `/opportunities` lists opportunities in (Lever documents none). Both are stable
+/// under updates: an offset token keeps pointing at the same place of the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOrder {
+    /// The order the opportunities were stored in: generated ones by generation index, created
+    /// ones last.
+    #[default]
+    Insertion,
+    /// Ascending `(createdAt, id)`.
+    CreatedAt,
+}
+
 /// Builds a JSON response with a single in-memory body.
 pub(crate) fn json_response(status: u16, v: &Value) -> Response {
     let bytes = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
@@ -161,8 +174,47 @@ fn read(inner: &Inner) -> std::sync::RwLockReadGuard<'_, Data> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The request pipeline of every data route.
+/// The request pipeline of every data route; every answer carries the logical clock as its
+/// `Date` header (as Lever's answers carry its clock).
 async fn pipeline(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    let mut resp = serve_data(inner.clone(), req, next).await;
+    let now_ms = read(&inner).clock;
+    if let Ok(v) = HeaderValue::from_str(&http_date(now_ms)) {
+        resp.headers_mut().insert(header::DATE, v);
+    }
+    resp
+}
+
+/// Formats epoch milliseconds as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub(crate) fn http_date(ms: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = ms.div_euclid(1000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Authentication, rate limit, latency and fault injection, then the handler.
+async fn serve_data(inner: Arc<Inner>, req: Request, next: Next) -> Response {
     let path = req
         .extensions()
         .get::<MatchedPath>()
@@ -480,18 +532,21 @@ pub(crate) fn opportunity_page(
     st: &Data,
     f: &OppFilter,
     expand: Expand,
+    order: ListOrder,
     pos: usize,
     limit: usize,
 ) -> (Vec<Value>, Option<usize>) {
     let mut out = Vec::with_capacity(limit);
     let mut i = pos;
-    while i < st.recs.len() && out.len() < limit {
-        if f.admits(&st.recs[i]) {
-            out.push(st.opportunity_json(&st.recs[i], expand));
+    while let Some(rec) = st.rec_at(order, i)
+        && out.len() < limit
+    {
+        if f.admits(rec) {
+            out.push(st.opportunity_json(rec, expand));
         }
         i += 1;
     }
-    let more = st.recs[i.min(st.recs.len())..].iter().any(|r| f.admits(r));
+    let more = (i..st.recs.len()).any(|p| st.rec_at(order, p).is_some_and(|r| f.admits(r)));
     (out, more.then_some(i))
 }
 
@@ -506,7 +561,12 @@ async fn list_opportunities(State(inner): S, Extension(cred): C, RawQuery(q): Q)
         archived: tri!(p.bool("archived")),
         conf: tri!(p.conf(&cred)),
     };
-    let (page, next) = opportunity_page(&read(&inner), &f, expand_of(&p), pos, limit);
+    let emu = crate::Emulator {
+        inner: inner.clone(),
+    };
+    emu.run_list_hook();
+    let order = lock(&inner.runtime).list_order;
+    let (page, next) = opportunity_page(&read(&inner), &f, expand_of(&p), order, pos, limit);
     envelope(&inner, page, next, fp)
 }
 
@@ -524,6 +584,7 @@ async fn list_deleted(State(inner): S, Extension(_cred): C, RawQuery(q): Q) -> R
 pub(crate) fn deleted_rows(st: &Data) -> Vec<Value> {
     st.recs
         .iter()
+        .filter(|r| !st.vanished.contains(&r.index))
         .filter_map(|r| {
             r.deleted.map(|(at, by)| json!({"id": data::opp_id(st.seed, r.index), "deletedAt": at, "deletedBy": st.lk.user_id(by as usize)}))
         })

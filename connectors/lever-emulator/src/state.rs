@@ -15,7 +15,11 @@
 //!   `lastAdvancedAt`) and `update_opportunity` (new version: tags and followers change) bump
 //!   `updatedAt` and `lastInteractionAt`.
 //! * Deleting an opportunity removes it and its children from every endpoint; it shows up in
-//!   `/opportunities/deleted` with `deletedAt` and `deletedBy`.
+//!   `/opportunities/deleted` with `deletedAt` and `deletedBy`. A *vanished* opportunity is
+//!   removed the same way but never shows up there (only a full re-read notices it).
+//! * `/opportunities` lists in one of two orders ([`ListOrder`]): insertion order (the
+//!   generation index, new opportunities last) or ascending `(createdAt, id)`. Positions in
+//!   either never move: updates change neither, deleted records keep their place unlisted.
 //! * Deleting a lookup (user, posting, stage, archive reason, requisition) removes it from its
 //!   list (users also from `includeDeactivated=true`); objects that referenced it keep the id,
 //!   as in Lever. Deactivating a user sets `deactivatedAt`.
@@ -29,6 +33,7 @@ use crate::data::{
     gen_children, gen_contact, gen_lookups, gen_rec, opp_id, opp_sources, opp_tags, stage_path,
 };
 use crate::rng::{Rng, uuid};
+use crate::server::ListOrder;
 
 /// An error of a mutation or lookup.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,6 +121,10 @@ pub(crate) struct State {
     /// Ids of deleted objects per kind (`opportunities`, `notes`, `feedback`, `users`, ...).
     pub(crate) deleted_log: BTreeMap<String, Vec<String>>,
     mut_seq: u64,
+    /// Record indices in ascending `(createdAt, id)` order (deleted ones included).
+    created_order: Vec<u32>,
+    /// Record indices of vanished opportunities (deleted, but not in `/opportunities/deleted`).
+    pub(crate) vanished: HashSet<u32>,
 }
 
 impl State {
@@ -151,6 +160,7 @@ impl State {
                 .collect();
             req.value["offerIds"] = Value::Array(offers);
         }
+        let created_order = created_order(seed, &recs);
         Self {
             seed,
             initial: opportunities as u32,
@@ -161,7 +171,27 @@ impl State {
             clock: T0,
             deleted_log: BTreeMap::new(),
             mut_seq: 0,
+            created_order,
+            vanished: HashSet::new(),
         }
+    }
+
+    /// The record at list position `pos` of `order` (deleted ones included).
+    pub(crate) fn rec_at(&self, order: ListOrder, pos: usize) -> Option<&OppRec> {
+        let i = match order {
+            ListOrder::Insertion => pos,
+            ListOrder::CreatedAt => *self.created_order.get(pos)? as usize,
+        };
+        self.recs.get(i)
+    }
+
+    /// Ids of the live opportunities in list `order`.
+    pub(crate) fn ids_in_list_order(&self, order: ListOrder) -> Vec<String> {
+        (0..self.recs.len())
+            .filter_map(|pos| self.rec_at(order, pos))
+            .filter(|r| r.deleted.is_none())
+            .map(|r| opp_id(self.seed, r.index))
+            .collect()
     }
 
     /// A fresh, strictly increasing instant.
@@ -440,9 +470,27 @@ impl State {
         let index = self.recs.len() as u32;
         let rec = gen_rec(self.seed, &self.lk, index, Some(t));
         let id = opp_id(self.seed, index);
+        let key = (rec.created_at, id.clone());
+        let at = self.created_order.partition_point(|&j| {
+            let r = &self.recs[j as usize];
+            (r.created_at, opp_id(self.seed, j)) < key
+        });
+        self.created_order.insert(at, index);
         self.recs.push(rec);
         self.by_id.insert(id.clone(), index);
         id
+    }
+
+    pub(crate) fn vanish_opportunity(&mut self, id: &str) -> Result<(), EmulatorError> {
+        self.delete_opportunity(id)?;
+        let i = self.opp_index_any(id);
+        self.vanished.extend(i);
+        Ok(())
+    }
+
+    /// Index of an opportunity, live or deleted.
+    fn opp_index_any(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
     }
 
     pub(crate) fn delete_opportunity(&mut self, id: &str) -> Result<(), EmulatorError> {
@@ -632,4 +680,16 @@ impl State {
         }
         summary
     }
+}
+
+/// Record indices sorted by ascending `(createdAt, id)`.
+fn created_order(seed: u64, recs: &[OppRec]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..recs.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, rb) = (&recs[a as usize], &recs[b as usize]);
+        ra.created_at
+            .cmp(&rb.created_at)
+            .then_with(|| opp_id(seed, ra.index).cmp(&opp_id(seed, rb.index)))
+    });
+    order
 }
