@@ -59,6 +59,18 @@ pub enum ParquetSinkError {
         /// What was found.
         detail: String,
     },
+    /// The destination's store does not keep conditional writes (create-if-absent,
+    /// replace-if-unchanged), on which the lease and the manifest rest.
+    #[error(
+        "destination {dest} cannot keep sluice's commit protocol: {detail}; sluice does not \
+         write to it (use a store that honours conditional writes: If-None-Match and If-Match)"
+    )]
+    Unsafe {
+        /// The destination URL.
+        dest: String,
+        /// What the probe found.
+        detail: String,
+    },
     /// A declared column type differs from the type stored in the destination.
     #[error(
         "table `{table}` column `{column}`: stored type {stored} is incompatible with declared \

@@ -69,6 +69,11 @@ pub(crate) fn manifest_version(name: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The folder of the probes of conditional writes (see `store_check`).
+pub(crate) fn probe_dir(root: &Path) -> Path {
+    root.clone().join(SLUICE_DIR).join("probe")
+}
+
 /// The lease object.
 pub(crate) fn lease_path(root: &Path) -> Path {
     root.clone().join(SLUICE_DIR).join("lease.json")

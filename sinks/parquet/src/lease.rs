@@ -1,19 +1,25 @@
 //! The destination lease: `<root>/_sluice/lease.json`, created with put-if-not-exists by
-//! `open`, renewed while the run writes and at each commit, deleted by `close`/`abort`.
+//! `open`, kept alive by a background task while the sink is open ([`LeaseKeeper`]),
+//! checked once more right before each manifest write (fencing), deleted by `close`/`abort`.
 //!
-//! A lease that was not renewed for its TTL (default 10 minutes, `sink.lease_ttl_secs`) is
-//! considered abandoned (the run was killed) and may be taken over; so is, at once, a lease
-//! whose holder was a process of this host and PID namespace that no longer exists (a run
-//! killed with SIGKILL, recovered on the same machine). Takeover happens: on S3 with a conditional
-//! PUT on the expired lease's ETag (exactly one taker wins); on a local file system, which
-//! has no compare-and-swap, by deleting it and creating a new one. The lease gives clear
-//! errors; correctness under a race does not rest on it alone, because each manifest version
-//! is itself created with put-if-not-exists.
+//! Every change to the lease after its creation is a conditional replace
+//! (`PutMode::Update` against the ETag this session last saw): a renewal fails if anyone
+//! else wrote the lease in between, and of two runs taking over the same expired lease
+//! exactly one succeeds. Local destinations get the conditional replace from
+//! [`crate::local_store`].
+//!
+//! A lease not renewed for its TTL (default 10 minutes, `sink.lease_ttl_secs`) is abandoned
+//! (the run was killed) and may be taken over. So is, at once, a lease whose holder was a
+//! process of this very machine and boot (same `/proc/sys/kernel/random/boot_id`), of this
+//! PID namespace, that no longer exists or whose PID now belongs to a process started at
+//! another time. Host names and PIDs alone prove nothing: containers on different machines
+//! share them.
 
 use crate::error::{ParquetSinkError, Result};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The content of the lease object.
@@ -29,10 +35,17 @@ pub(crate) struct LeaseDoc {
     pub acquired_at_ms: i64,
     /// When the lease expires unless renewed (epoch ms).
     pub expires_at_ms: i64,
-    /// The holder's PID namespace (`/proc/self/ns/pid` link), so a dead holder on the same
-    /// host is recognised without mistaking a process of another container for it.
+    /// The holder's PID namespace (`/proc/self/ns/pid` link).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<String>,
+    /// The holder machine's boot id (`/proc/sys/kernel/random/boot_id`): random per boot,
+    /// so equal only on the same machine since the same boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The holder process's start time (clock ticks since boot, `/proc/<pid>/stat`), which
+    /// tells it apart from a later process given the same PID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
 }
 
 /// The PID namespace of this process, when the platform exposes it.
@@ -42,14 +55,41 @@ fn pid_namespace() -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// Whether `held` was taken by a process of this host and PID namespace that no longer
-/// exists (killed, crashed): its lease can be taken over at once instead of after the TTL.
+/// This machine's boot id, when the platform exposes it.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), `None` when there is
+/// no such process (or no `/proc`).
+fn start_time(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `held` was taken by a process that no longer runs: a process of this machine
+/// since its last boot, in this PID namespace, whose PID is gone or now belongs to a process
+/// started at another time. Its lease can be taken over at once instead of after the TTL.
+/// Anything less certain (another machine or boot, another namespace, a holder that did
+/// not record these) waits for the TTL.
 fn holder_is_dead(held: &LeaseDoc) -> bool {
-    let same_namespace = held.pid_ns.is_some() && held.pid_ns == pid_namespace();
-    same_namespace
-        && held.host == host_name()
-        && held.pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{}", held.pid)).exists()
+    let same = |theirs: &Option<String>, ours: Option<String>| theirs.is_some() && *theirs == ours;
+    if !same(&held.boot_id, boot_id())
+        || !same(&held.pid_ns, pid_namespace())
+        || held.host != host_name()
+        || held.pid == std::process::id()
+    {
+        return false;
+    }
+    match start_time(&held.pid.to_string()) {
+        None => !std::path::Path::new(&format!("/proc/{}", held.pid)).exists(),
+        Some(now) => held.started.is_some_and(|then| then != now),
+    }
 }
 
 /// A lease this session holds.
@@ -58,7 +98,8 @@ pub(crate) struct Lease {
     doc: LeaseDoc,
     version: UpdateVersion,
     ttl: Duration,
-    renewed: SystemTime,
+    /// Why the lease is known to be lost (a renewal found another writer's version).
+    lost: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -155,6 +196,8 @@ impl Lease {
             acquired_at_ms: now,
             expires_at_ms: now + ttl.as_millis() as i64,
             pid_ns: pid_namespace(),
+            boot_id: boot_id(),
+            started: start_time("self"),
         };
         for _ in 0..3 {
             match ctx.put(&doc, PutMode::Create).await {
@@ -174,21 +217,13 @@ impl Lease {
                 expired = %rfc3339(held.expires_at_ms), holder_dead = dead,
                 "taking over the lease of an interrupted run"
             );
+            // Replaces exactly the version read: of several runs taking over, one wins.
             match ctx.put(&doc, PutMode::Update(version)).await {
                 Ok(version) => return Ok(Lease::held(doc, version, ttl)),
-                Err(object_store::Error::Precondition { .. }) => {
-                    // Someone else took it over first.
-                    if let Some((now_held, _)) = ctx.read().await? {
-                        return Err(ctx.in_use(&now_held));
-                    }
-                }
-                Err(object_store::Error::NotImplemented { .. }) => {
-                    // Local file systems have no compare-and-swap: delete, then create.
-                    match store.delete(path).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(ParquetSinkError::store("deleting", path, e)),
-                    }
-                }
+                // Someone else took it over or released it first: look again.
+                Err(
+                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+                ) => {}
                 Err(e) => return Err(ParquetSinkError::store("taking over the lease", path, e)),
             }
         }
@@ -206,80 +241,162 @@ impl Lease {
             doc,
             version,
             ttl,
-            renewed: SystemTime::now(),
+            lost: None,
         }
     }
 
-    /// Whether a third of the TTL has passed since the last renewal.
-    pub(crate) fn due(&self) -> bool {
-        self.renewed.elapsed().unwrap_or_default() >= self.ttl / 3
-    }
-
-    /// Extends the lease, failing with [`ParquetSinkError::LeaseLost`] if another run took it.
-    pub(crate) async fn renew(
-        &mut self,
-        store: &dyn ObjectStore,
-        path: &Path,
-        dest: &str,
-    ) -> Result<()> {
-        let ctx = Ctx { store, path, dest };
+    /// Extends the lease with a conditional replace of the version this session wrote last,
+    /// failing with [`ParquetSinkError::LeaseLost`] if anyone else wrote it since.
+    async fn renew(&mut self, ctx: &Ctx<'_>) -> Result<()> {
+        if let Some(detail) = &self.lost {
+            return Err(ParquetSinkError::LeaseLost {
+                dest: ctx.dest.to_owned(),
+                detail: detail.clone(),
+            });
+        }
         let mut doc = self.doc.clone();
         doc.expires_at_ms = now_ms() + self.ttl.as_millis() as i64;
-        let lost = |detail: String| ParquetSinkError::LeaseLost {
-            dest: dest.to_owned(),
-            detail,
-        };
-        let version = match ctx.put(&doc, PutMode::Update(self.version.clone())).await {
-            Ok(v) => v,
+        match ctx.put(&doc, PutMode::Update(self.version.clone())).await {
+            Ok(version) => {
+                self.doc = doc;
+                self.version = version;
+                Ok(())
+            }
             Err(
                 object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
             ) => {
-                return Err(lost(self.describe_holder(&ctx).await));
+                let detail = describe_holder(ctx).await;
+                self.lost = Some(detail.clone());
+                Err(ParquetSinkError::LeaseLost {
+                    dest: ctx.dest.to_owned(),
+                    detail,
+                })
             }
-            Err(object_store::Error::NotImplemented { .. }) => {
-                match ctx.read().await? {
-                    Some((held, _)) if held.owner == self.doc.owner => {}
-                    _ => return Err(lost(self.describe_holder(&ctx).await)),
-                }
-                ctx.put(&doc, PutMode::Overwrite)
-                    .await
-                    .map_err(|e| ParquetSinkError::store("renewing the lease", path, e))?
-            }
-            Err(e) => return Err(ParquetSinkError::store("renewing the lease", path, e)),
-        };
-        self.doc = doc;
-        self.version = version;
-        self.renewed = SystemTime::now();
-        Ok(())
+            Err(e) => Err(ParquetSinkError::store("renewing the lease", ctx.path, e)),
+        }
+    }
+}
+
+async fn describe_holder(ctx: &Ctx<'_>) -> String {
+    match ctx.read().await {
+        Ok(Some((held, _))) => format!(
+            "now held by pid {} on {} since {}",
+            held.pid,
+            held.host,
+            rfc3339(held.acquired_at_ms)
+        ),
+        Ok(None) => "the lease object was deleted".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The lease of an open sink and the task renewing it every third of its TTL, so that it
+/// stays held through long phases (a commit writing for longer than the TTL) without the
+/// sink's own steps renewing it. Dropping the keeper stops the renewals (as a killed run's
+/// stop), so the lease then expires after its TTL.
+#[derive(Debug)]
+pub(crate) struct LeaseKeeper {
+    lease: Arc<tokio::sync::Mutex<Lease>>,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    dest: String,
+    renewals: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    /// Takes the lease (see [`Lease::acquire`]) and starts renewing it.
+    pub(crate) async fn acquire(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        dest: String,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseKeeper> {
+        let lease = Lease::acquire(store.as_ref(), &path, &dest, owner, ttl).await?;
+        let lease = Arc::new(tokio::sync::Mutex::new(lease));
+        let renewals = tokio::spawn(renew_periodically(
+            Arc::clone(&lease),
+            Arc::clone(&store),
+            path.clone(),
+            dest.clone(),
+            ttl,
+        ));
+        Ok(LeaseKeeper {
+            lease,
+            store,
+            path,
+            dest,
+            renewals,
+        })
     }
 
-    async fn describe_holder(&self, ctx: &Ctx<'_>) -> String {
-        match ctx.read().await {
-            Ok(Some((held, _))) => format!(
-                "now held by pid {} on {} since {}",
-                held.pid,
-                held.host,
-                rfc3339(held.acquired_at_ms)
-            ),
-            Ok(None) => "the lease object was deleted".to_owned(),
-            Err(e) => e.to_string(),
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            store: self.store.as_ref(),
+            path: &self.path,
+            dest: &self.dest,
         }
     }
 
-    /// Deletes the lease if this session still holds it.
-    pub(crate) async fn release(
-        self,
-        store: &dyn ObjectStore,
-        path: &Path,
-        dest: &str,
-    ) -> Result<()> {
-        let ctx = Ctx { store, path, dest };
+    /// Proves the lease is still this session's by renewing it conditionally; call right
+    /// before writing anything that commits (the manifest). Fails with
+    /// [`ParquetSinkError::LeaseLost`] when another run took it over, with a store error when
+    /// it cannot be checked.
+    pub(crate) async fn fence(&self) -> Result<()> {
+        self.lease.lock().await.renew(&self.ctx()).await
+    }
+
+    /// Stops the renewals and deletes the lease if this session still holds it.
+    pub(crate) async fn release(self) -> Result<()> {
+        self.renewals.abort();
+        let lease = self.lease.lock().await;
+        let ctx = self.ctx();
+        // A lease taken over since is left alone.
         match ctx.read().await? {
-            Some((held, _)) if held.owner == self.doc.owner => match store.delete(path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(ParquetSinkError::store("releasing the lease", path, e)),
-            },
+            Some((held, _)) if held.owner == lease.doc.owner => {
+                match self.store.delete(&self.path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(ParquetSinkError::store(
+                        "releasing the lease",
+                        &self.path,
+                        e,
+                    )),
+                }
+            }
             _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.renewals.abort();
+    }
+}
+
+/// Renews `lease` every third of `ttl` until it is lost. Store errors are only logged (the
+/// next renewal, or the fence before the next manifest, tries again).
+async fn renew_periodically(
+    lease: Arc<tokio::sync::Mutex<Lease>>,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    dest: String,
+    ttl: Duration,
+) {
+    let ctx = Ctx {
+        store: store.as_ref(),
+        path: &path,
+        dest: &dest,
+    };
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match lease.lock().await.renew(&ctx).await {
+            Ok(()) => {}
+            Err(e @ ParquetSinkError::LeaseLost { .. }) => {
+                tracing::error!(error = %e, "lost the destination lease; the next commit fails");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot renew the destination lease; retrying"),
         }
     }
 }
@@ -288,44 +405,62 @@ impl Lease {
 mod dead_holder_tests {
     use super::*;
 
-    fn doc(pid: u32, ns: Option<String>, host: String) -> LeaseDoc {
+    fn doc(pid: u32, started: Option<u64>) -> LeaseDoc {
         LeaseDoc {
             owner: "o".into(),
-            host,
+            host: host_name(),
             pid,
             acquired_at_ms: 0,
             expires_at_ms: i64::MAX,
-            pid_ns: ns,
+            pid_ns: pid_namespace(),
+            boot_id: boot_id(),
+            started,
         }
     }
 
     #[test]
-    fn a_vanished_process_of_this_host_and_namespace_is_dead() {
+    fn only_a_vanished_process_of_this_boot_and_namespace_is_dead() {
+        if boot_id().is_none() || pid_namespace().is_none() {
+            eprintln!("no /proc here: every holder waits for the TTL");
+            return;
+        }
         // PIDs are below 2^22 on Linux: this one cannot exist.
-        assert!(holder_is_dead(&doc(
-            u32::MAX - 1,
-            pid_namespace(),
-            host_name()
-        )));
-        assert!(!holder_is_dead(&doc(
-            std::process::id(),
-            pid_namespace(),
-            host_name()
-        )));
+        let gone = u32::MAX - 1;
+        assert!(holder_is_dead(&doc(gone, Some(1))));
         assert!(
-            !holder_is_dead(&doc(1, pid_namespace(), host_name())),
-            "pid 1 is alive"
+            !holder_is_dead(&doc(std::process::id(), None)),
+            "this process"
         );
-        assert!(!holder_is_dead(&doc(
-            u32::MAX - 1,
-            Some("pid:[1]".into()),
-            host_name()
-        )));
-        assert!(!holder_is_dead(&doc(u32::MAX - 1, None, host_name())));
-        assert!(!holder_is_dead(&doc(
-            u32::MAX - 1,
-            pid_namespace(),
-            "other-host".into()
-        )));
+        // Another machine (or boot) with the same host name and namespace: alive.
+        let mut other_machine = doc(gone, Some(1));
+        other_machine.boot_id = Some("00000000-0000-0000-0000-000000000000".into());
+        assert!(!holder_is_dead(&other_machine));
+        // A holder that recorded no boot id (an older sluice): only the TTL.
+        let mut old = doc(gone, None);
+        old.boot_id = None;
+        assert!(!holder_is_dead(&old));
+        let mut other_ns = doc(gone, Some(1));
+        other_ns.pid_ns = Some("pid:[1]".into());
+        assert!(!holder_is_dead(&other_ns));
+        let mut other_host = doc(gone, Some(1));
+        other_host.host = "other-host".into();
+        assert!(!holder_is_dead(&other_host));
+
+        // A live process: alive with its own start time, dead if the PID was reused.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let started = start_time(&pid.to_string()).expect("child's start time");
+        assert!(!holder_is_dead(&doc(pid, Some(started))));
+        assert!(
+            !holder_is_dead(&doc(pid, None)),
+            "no start time recorded: alive"
+        );
+        assert!(holder_is_dead(&doc(pid, Some(started + 1))), "PID reused");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(holder_is_dead(&doc(pid, Some(started))), "exited");
     }
 }

@@ -52,6 +52,7 @@ mod probe;
 mod secrets;
 mod session_index;
 mod sink;
+mod store_check;
 
 pub use config::{DEFAULT_DEST, Destination, ParquetSinkConfig, TableFormat};
 pub use error::ParquetSinkError;

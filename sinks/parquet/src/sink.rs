@@ -6,11 +6,12 @@ use crate::dv::{self, Descriptor};
 use crate::error::{ParquetSinkError, Result};
 use crate::io;
 use crate::layout::{self, buckets_of};
-use crate::lease::Lease;
+use crate::lease::LeaseKeeper;
 use crate::manifest::{self, FileEntry, MANIFEST_FORMAT, Manifest, TableEntry};
 use crate::partition::Partitioned;
 use crate::probe::{self, Findings, Probe};
 use crate::session_index::{Proof, SessionIndex};
+use crate::store_check;
 use arrow::array::UInt32Array;
 use arrow::compute::{filter_record_batch, take_record_batch};
 use arrow::datatypes::SchemaRef;
@@ -59,7 +60,7 @@ pub struct ParquetSink {
     dest: Destination,
     config: ParquetSinkConfig,
     session: String,
-    lease: Option<Lease>,
+    lease: Option<LeaseKeeper>,
     manifest: Option<Manifest>,
     specs: BTreeMap<String, TableSpec>,
     pending: Vec<SinkChange>,
@@ -267,9 +268,7 @@ impl ParquetSink {
 
     async fn release(&mut self) -> Result<()> {
         if let Some(lease) = self.lease.take() {
-            lease
-                .release(self.dest.store.as_ref(), &self.lease_path(), &self.dest.url)
-                .await?;
+            lease.release().await?;
         }
         Ok(())
     }
@@ -377,7 +376,9 @@ impl ParquetSink {
     /// table folders and `_sluice` (object_store's local store writes `<name>#<n>` and
     /// renames or links it into place; its listings hide such names, so
     /// [`Self::remove_orphans`] cannot see them).
-    /// Best effort, like orphan removal; the lease keeps other writers out meanwhile.
+    /// Best effort, like orphan removal; the lease keeps other writers out meanwhile, except
+    /// from the lease object itself and the write probes, which runs write before holding
+    /// the lease: their staging files are only removed once an hour old.
     async fn remove_staging_leftovers(&self) {
         let Some(root) = self.dest.fs_path(&self.dest.root) else {
             return;
@@ -388,7 +389,10 @@ impl ParquetSink {
             .chain(self.manifest.iter().flat_map(|m| m.tables.keys()))
             .collect();
         let mut dirs: Vec<std::path::PathBuf> = tables.into_iter().map(|t| root.join(t)).collect();
-        dirs.push(root.join(layout::SLUICE_DIR));
+        let sluice = root.join(layout::SLUICE_DIR);
+        let probes = self.dest.fs_path(&layout::probe_dir(&self.dest.root));
+        let probes = probes.unwrap_or_default();
+        dirs.push(sluice.clone());
         while let Some(dir) = dirs.pop() {
             let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
                 continue;
@@ -398,6 +402,18 @@ impl ParquetSink {
                 if e.file_type().await.is_ok_and(|t| t.is_dir()) {
                     dirs.push(path);
                 } else if layout::is_staging_leftover(&e.file_name().to_string_lossy()) {
+                    let unleased = dir == probes
+                        || (dir == sluice
+                            && e.file_name().to_string_lossy().starts_with("lease.json#"));
+                    let young = |m: std::fs::Metadata| {
+                        m.modified()
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_none_or(|age| age < UNLEASED_STAGING_AGE)
+                    };
+                    if unleased && e.metadata().await.map_or(true, young) {
+                        continue;
+                    }
                     tracing::info!(file = %path.display(), "removing a partial write of an interrupted run");
                     if let Err(err) = tokio::fs::remove_file(&path).await {
                         tracing::warn!(error = %err, file = %path.display(), "cannot remove a partial write");
@@ -932,14 +948,11 @@ impl ParquetSink {
                 .map_err(|e| internal(format!("state does not round-trip: {e}")))?,
         );
 
-        // The lease must still be ours before the manifest is written.
-        let lease_path = self.lease_path();
-        let renewed = match self.lease.as_mut() {
-            Some(lease) => {
-                lease
-                    .renew(self.dest.store.as_ref(), &lease_path, &self.dest.url)
-                    .await
-            }
+        // Fencing: the lease must still be ours right before the manifest is written (a
+        // run that lost it, say after stalling past its TTL, stops here). The renewal just
+        // made leaves a whole TTL before anyone may take the lease over.
+        let renewed = match &self.lease {
+            Some(lease) => lease.fence().await,
             None => Err(internal("commit on a sink that is not open")),
         };
         if let Err(e) = renewed {
@@ -994,6 +1007,10 @@ impl ParquetSink {
         Ok(report)
     }
 }
+
+/// Age after which a staging file of an object written without the lease (the lease, a
+/// write probe) is a leftover of a killed run rather than another run's write in progress.
+const UNLEASED_STAGING_AGE: Duration = Duration::from_secs(3600);
 
 /// Passes over a table's append-path buckets per commit (see `commit_table`).
 const APPEND_PASSES: usize = 2;
@@ -1491,11 +1508,17 @@ impl Sink for ParquetSink {
                 "the parquet sink is already open",
             ));
         }
-        let ttl = Duration::from_secs(self.config.lease_ttl_secs);
-        let lease = Lease::acquire(
+        store_check::require_conditional_writes(
             self.dest.store.as_ref(),
-            &self.lease_path(),
+            &self.dest.root,
             &self.dest.url,
+        )
+        .await?;
+        let ttl = Duration::from_secs(self.config.lease_ttl_secs);
+        let lease = LeaseKeeper::acquire(
+            Arc::clone(&self.dest.store),
+            self.lease_path(),
+            self.dest.url.clone(),
             &self.session,
             ttl,
         )
@@ -1526,22 +1549,16 @@ impl Sink for ParquetSink {
     }
 
     async fn write(&mut self, change: SinkChange) -> sluice_core::Result<()> {
-        let lease_path = self.lease_path();
-        let Some(lease) = self.lease.as_mut() else {
+        if self.lease.is_none() {
             return Err(sluice_core::Error::internal(
                 "write on a parquet sink that is not open",
             ));
-        };
+        }
         if !self.specs.contains_key(change.change.table()) {
             return Err(sluice_core::Error::internal(format!(
                 "write to undeclared table `{}`",
                 change.change.table()
             )));
-        }
-        if lease.due() {
-            lease
-                .renew(self.dest.store.as_ref(), &lease_path, &self.dest.url)
-                .await?;
         }
         self.pending.push(change);
         Ok(())

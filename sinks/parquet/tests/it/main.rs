@@ -32,5 +32,7 @@ mod common;
 mod delta;
 mod duckdb;
 mod failing;
+mod hooks;
+mod lease_safety;
 mod moto;
 mod scenarios;
