@@ -3,20 +3,41 @@
 use crate::config;
 use crate::summary;
 use crate::tables_doc;
-use crate::{Command, Dest, StateCommand};
+use crate::{Command, Dest, SourceFlags, StateCommand};
 use indicatif::MultiProgress;
-use sluice_core::{Error, Registry, Result, Sink, SyncOptions};
+use sluice_core::{CheckContext, Error, Registry, Result, Sink, SyncOptions};
 use std::collections::BTreeSet;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) async fn dispatch(command: Command, bars: MultiProgress) -> Result<()> {
     let registry = sluice_plugins::registry()?;
     match command {
-        Command::Run { source, sink, dest } => run(&registry, &source, &sink, &dest, bars).await,
-        Command::Check { source, config } => {
-            let cfg = config::load(config.as_deref())?;
+        Command::Run {
+            source,
+            sink,
+            dest,
+            source_flags,
+            allow_origin_change,
+        } => {
+            let how = RunFlags {
+                source: source_flags,
+                allow_origin_change,
+            };
+            run(&registry, &source, &sink, &dest, how, bars).await
+        }
+        Command::Check {
+            source,
+            sink,
+            dest,
+            source_flags,
+        } => {
+            let cfg = config::load(dest.config.as_deref())?;
             let plugin = registry.source(&source)?;
-            let line = (plugin.build)().check(&cfg.source_json()).await?;
+            let sink = (registry.sink(&sink)?.build)(&cfg.sink_json(dest.dest.as_deref()))?;
+            let ctx = CheckContext::new(sink.secret_store());
+            let line = (plugin.build)()
+                .check(&source_json(&cfg, source_flags), ctx)
+                .await?;
             println!("ok: {line}");
             Ok(())
         }
@@ -58,6 +79,22 @@ pub(crate) async fn dispatch(command: Command, bars: MultiProgress) -> Result<()
     }
 }
 
+/// How `sluice run` was asked to run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunFlags {
+    source: SourceFlags,
+    allow_origin_change: bool,
+}
+
+/// The `[source]` section with the command line's source flags applied.
+fn source_json(cfg: &config::ConfigFile, flags: SourceFlags) -> serde_json::Value {
+    let mut json = cfg.source_json();
+    if flags.demo {
+        json["demo"] = serde_json::Value::Bool(true);
+    }
+    json
+}
+
 fn open_sink(registry: &Registry, name: &str, dest: &Dest) -> Result<Box<dyn Sink>> {
     let cfg = config::load(dest.config.as_deref())?;
     let plugin = registry.sink(name)?;
@@ -69,9 +106,11 @@ async fn run(
     source_name: &str,
     sink_name: &str,
     dest: &Dest,
+    flags: RunFlags,
     bars: MultiProgress,
 ) -> Result<()> {
     let cfg = config::load(dest.config.as_deref())?;
+    let source_config = source_json(&cfg, flags.source);
     let source_plugin = registry.source(source_name)?;
     let sink_plugin = registry.sink(sink_name)?;
     let source = (source_plugin.build)();
@@ -80,16 +119,11 @@ async fn run(
         settings: cfg.sync_settings(),
         commit_interval: std::time::Duration::from_secs(cfg.commit_interval_secs.unwrap_or(30)),
         commit_max_rows: cfg.commit_max_rows.unwrap_or(250_000).max(1),
+        allow_origin_change: flags.allow_origin_change,
         ..Default::default()
     };
 
-    let cancel = options.cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("interrupted: stopping at the last committed checkpoint");
-            cancel.cancel();
-        }
-    });
+    crate::signals::stop_on_signals(options.cancel.clone());
     let stop_bars = CancellationToken::new();
     let bars_task = tokio::spawn(crate::progress::drive(
         bars,
@@ -100,7 +134,7 @@ async fn run(
     let result = sluice_core::run_sync(
         source_name,
         source.as_ref(),
-        &cfg.source_json(),
+        &source_config,
         sink.as_mut(),
         options,
     )

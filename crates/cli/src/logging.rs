@@ -47,13 +47,25 @@ impl<'a> MakeWriter<'a> for BarAwareStderr {
     }
 }
 
+/// Whether log lines may carry ANSI colour codes: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+pub(crate) fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber.
 pub(crate) fn init(format: LogFormat, bars: &MultiProgress) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let writer = BarAwareStderr(bars.clone());
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(colour)
         .with_target(false);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -61,5 +73,19 @@ pub(crate) fn init(format: LogFormat, bars: &MultiProgress) {
     };
     if let Err(e) = result {
         eprintln!("warning: logging not initialised: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
     }
 }

@@ -1,12 +1,13 @@
 //! `sluice`: ELT from SaaS APIs into Parquet data lakes.
 //!
 //! Exit codes: 0 ok, 2 config or usage, 3 auth, 4 upstream API, 5 destination, 1 internal,
-//! 130 interrupted.
+//! 130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM.
 
 mod commands;
 mod config;
 mod logging;
 mod progress;
+mod signals;
 mod summary;
 mod tables_doc;
 
@@ -38,6 +39,15 @@ struct Dest {
     config: Option<PathBuf>,
 }
 
+/// Flags that change the source's settings.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct SourceFlags {
+    /// Read demo data from the source's built-in emulator instead of an account (sets
+    /// `demo = true` in `[source]`). Never implied by missing credentials.
+    #[arg(long)]
+    demo: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Sync a source into a sink.
@@ -49,14 +59,25 @@ enum Command {
         sink: String,
         #[command(flatten)]
         dest: Dest,
+        #[command(flatten)]
+        source_flags: SourceFlags,
+        /// Accept a source that reads from another endpoint than the one the destination's
+        /// data came from (a new base URL or proxy of the same account) and record it.
+        #[arg(long)]
+        allow_origin_change: bool,
     },
-    /// Verify credentials and reachability of a source with one request.
+    /// Verify credentials and reachability of a source with one request. An OAuth refresh
+    /// token rotated by the check is saved in the destination, where `run` finds it.
     Check {
         /// Source plugin.
         source: String,
-        /// Configuration file (default: ./sluice.toml when present).
-        #[arg(long)]
-        config: Option<PathBuf>,
+        /// Sink plugin holding the destination.
+        #[arg(long, default_value = "parquet")]
+        sink: String,
+        #[command(flatten)]
+        dest: Dest,
+        #[command(flatten)]
+        source_flags: SourceFlags,
     },
     /// List a source's tables and columns.
     Tables {
@@ -125,7 +146,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            let code = match e.kind() {
+                sluice_core::ErrorKind::Cancelled => signals::cancelled_exit_code(),
+                _ => e.exit_code(),
+            };
+            ExitCode::from(code as u8)
         }
     }
 }

@@ -54,7 +54,10 @@ impl DestinationSecrets {
 #[async_trait]
 impl SecretStore for DestinationSecrets {
     fn location(&self) -> String {
-        format!("{}/_sluice/{SECRETS_DIR}", self.dest.url.trim_end_matches('/'))
+        format!(
+            "{}/_sluice/{SECRETS_DIR}",
+            self.dest.url.trim_end_matches('/')
+        )
     }
 
     async fn load(&self, name: &str) -> Result<Option<Secret>> {

@@ -72,8 +72,9 @@ impl Auth {
 }
 
 /// Shortest access-token lifetime believed from the token endpoint (`expires_in` of 0 would
-/// otherwise mean a refresh before every request).
-const MIN_TOKEN_TTL: Duration = Duration::from_secs(30);
+/// otherwise mean a refresh before every request); a token that dies sooner is refreshed on
+/// its first 401.
+const MIN_TOKEN_TTL: Duration = Duration::from_secs(5);
 /// Longest access-token lifetime believed (`expires_in` of 10^12 would overflow an instant).
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Largest token response read (a token response is a few hundred bytes).
@@ -91,7 +92,10 @@ struct TokenState {
     /// tried once when the saved token is rejected, so that re-authorizing and setting
     /// `[source.oauth].refresh_token` is enough to recover.
     fallback: Option<Secret>,
-    refreshed_after_401: bool,
+    /// When the current access token was fetched because its predecessor got a 401, and the
+    /// lifetime the token endpoint stated for it: a 401 on it within a quarter of that
+    /// lifetime means the token is rejected, not expired, and refreshing does not help.
+    fetched_after_401: Option<(Instant, Duration)>,
 }
 
 impl std::fmt::Debug for TokenState {
@@ -164,7 +168,7 @@ impl OAuth {
                 access: None,
                 refresh: None,
                 fallback: None,
-                refreshed_after_401: false,
+                fetched_after_401: None,
             }),
         }
     }
@@ -177,6 +181,7 @@ impl OAuth {
             return Ok(h.clone());
         }
         self.refresh(http, &mut st).await?;
+        st.fetched_after_401 = None;
         Ok(st.access.as_ref().expect("refreshed").0.clone())
     }
 
@@ -188,11 +193,14 @@ impl OAuth {
             // Another request refreshed meanwhile.
             return Ok(true);
         }
-        if st.refreshed_after_401 {
+        if st
+            .fetched_after_401
+            .is_some_and(|(at, stated)| at.elapsed() < stated / 4)
+        {
             return Ok(false);
         }
-        st.refreshed_after_401 = true;
-        self.refresh(http, &mut st).await?;
+        let stated = self.refresh(http, &mut st).await?;
+        st.fetched_after_401 = Some((Instant::now(), stated));
         Ok(true)
     }
 
@@ -221,7 +229,8 @@ impl OAuth {
         Ok(())
     }
 
-    async fn refresh(&self, http: &reqwest::Client, st: &mut TokenState) -> Result<()> {
+    /// Fetches a new access token; returns the lifetime the token endpoint stated for it.
+    async fn refresh(&self, http: &reqwest::Client, st: &mut TokenState) -> Result<Duration> {
         self.load(st).await?;
         loop {
             let token = st.refresh.clone().expect("loaded");
@@ -236,11 +245,13 @@ impl OAuth {
             match result {
                 Ok(r) => {
                     // Refresh ahead of expiry: 2 minutes early, or a quarter of a short
-                    // lifetime.
-                    let margin = REFRESH_MARGIN.min(r.ttl / 4);
-                    st.access = Some((r.header, Instant::now() + r.ttl - margin));
+                    // lifetime; never sooner than MIN_TOKEN_TTL (a token that dies sooner is
+                    // refreshed on its 401).
+                    let ttl = r.ttl.max(MIN_TOKEN_TTL);
+                    let margin = REFRESH_MARGIN.min(ttl / 4);
+                    st.access = Some((r.header, Instant::now() + ttl - margin));
                     st.refresh = Some(r.next_refresh);
-                    return Ok(());
+                    return Ok(r.ttl);
                 }
                 Err(e) if e.kind() == sluice_core::ErrorKind::Auth && st.fallback.is_some() => {
                     tracing::info!(
@@ -302,8 +313,8 @@ async fn save_rotated(endpoint: &Endpoint, token: &Secret) -> Result<()> {
     }
 }
 
-/// One refresh-token grant: the access token's header, its lifetime (clamped to
-/// [`MIN_TOKEN_TTL`]..=[`MAX_TOKEN_TTL`]) and the rotated refresh token, if any.
+/// One refresh-token grant: the access token's header, its stated lifetime (see
+/// [`token_ttl`]) and the rotated refresh token, if any.
 async fn request_token(
     http: &reqwest::Client,
     endpoint: &Endpoint,
@@ -375,7 +386,7 @@ async fn request_token(
 }
 
 /// The access token's lifetime from `expires_in` (seconds): a missing or unreadable value is
-/// an hour, and any value is clamped so that neither a refresh storm nor an overflow follows.
+/// an hour, a negative one zero, and a huge one [`MAX_TOKEN_TTL`] (no instant overflows).
 fn token_ttl(expires_in: Option<&serde_json::Value>) -> Duration {
     let secs = match expires_in {
         Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(3600.0),
@@ -383,7 +394,7 @@ fn token_ttl(expires_in: Option<&serde_json::Value>) -> Duration {
         _ => 3600.0,
     };
     let secs = if secs.is_finite() { secs } else { 3600.0 };
-    Duration::from_secs_f64(secs.clamp(MIN_TOKEN_TTL.as_secs_f64(), MAX_TOKEN_TTL.as_secs_f64()))
+    Duration::from_secs_f64(secs.clamp(0.0, MAX_TOKEN_TTL.as_secs_f64()))
 }
 
 /// Reads a response body of at most `cap` bytes.
@@ -416,5 +427,30 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
         "request timed out".to_owned()
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn any_expires_in_gives_a_usable_lifetime() {
+        let ttl = |v: serde_json::Value| token_ttl(Some(&v));
+        assert_eq!(ttl(json!(3600)), Duration::from_secs(3600));
+        assert_eq!(ttl(json!(0)), Duration::ZERO);
+        assert_eq!(ttl(json!(-5)), Duration::ZERO);
+        assert_eq!(ttl(json!(1_000_000_000_000u64)), MAX_TOKEN_TTL);
+        assert_eq!(ttl(json!(1e300)), MAX_TOKEN_TTL);
+        assert_eq!(ttl(json!("120")), Duration::from_secs(120));
+        assert_eq!(ttl(json!("soon")), Duration::from_secs(3600));
+        assert_eq!(ttl(json!(null)), Duration::from_secs(3600));
+        assert_eq!(token_ttl(None), Duration::from_secs(3600));
+        // Scheduling from any of them does not overflow an instant.
+        for v in [json!(0), json!(1_000_000_000_000u64)] {
+            let t = ttl(v).max(MIN_TOKEN_TTL);
+            let _ = Instant::now() + t - REFRESH_MARGIN.min(t / 4);
+        }
     }
 }

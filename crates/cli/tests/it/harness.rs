@@ -26,11 +26,17 @@ pub(crate) const FAST_SOURCE: &str =
 
 impl Lever {
     pub(crate) async fn start(opportunities: usize) -> Lever {
-        let emu = Emulator::new(EmulatorConfig {
+        Lever::with(EmulatorConfig {
             opportunities,
             rate_limit: None,
             ..EmulatorConfig::default()
-        });
+        })
+        .await
+    }
+
+    /// An emulator with `config`.
+    pub(crate) async fn with(config: EmulatorConfig) -> Lever {
+        let emu = Emulator::new(config);
         let server = emu.start().await.expect("emulator starts");
         let config_dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(config_dir.path().join("fast.toml"), FAST_SOURCE).expect("write config");

@@ -266,8 +266,10 @@ async fn sigkill_at_twenty_points(sink: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_at_a_consistent_point_with_exit_130() {
+/// Sends `signal` to a sync once its first commit is durable, with the emulator slowed so
+/// the sync is certainly still running; it must stop at its last committed checkpoint with
+/// `exit_code`, release the lease, and a rerun must converge to the truth.
+async fn stop_signal_stops_at_a_consistent_point(signal: &str, exit_code: i32) {
     let lever = Lever::start(20).await;
     lever.emu.set_latency(Duration::from_millis(20));
     let dir = tempfile::tempdir().unwrap();
@@ -279,33 +281,51 @@ async fn ctrl_c_stops_at_a_consistent_point_with_exit_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Interrupt once the first commit is durable (the state exists), mid-sync.
-    let state = dest.join("_sluice");
+    let manifests = dest.join("_sluice").join("manifest");
     let t = Instant::now();
-    while !state.exists() && t.elapsed() < Duration::from_secs(60) {
+    while std::fs::read_dir(&manifests).map_or(0, |d| d.count()) == 0
+        && t.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Every request now takes a second: the sync cannot finish before the signal lands.
+    lever.emu.set_latency(Duration::from_secs(1));
     let pid = child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args([&format!("-{signal}"), &pid])
         .status()
         .unwrap();
     assert!(status.success());
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .expect("stops promptly after Ctrl-C")
+        .expect("stops promptly after the signal")
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    // It either stopped at a checkpoint (130) or had already finished (0).
+    assert_eq!(out.status.code(), Some(exit_code), "{signal}: {err}");
     assert!(
-        matches!(out.status.code(), Some(130) | Some(0)),
-        "{:?}: {err}",
-        out.status
+        err.contains(signal) && err.contains("last committed checkpoint"),
+        "{err}"
     );
-    if out.status.code() == Some(130) {
-        assert!(err.contains("interrupted"), "{err}");
-    }
+    assert!(
+        !err.contains('\x1b'),
+        "no ANSI colour codes when stderr is a pipe: {err}"
+    );
+    assert!(
+        !dest.join("_sluice").join("lease.json").exists(),
+        "{signal}: the lease was released, so the next run takes over at once"
+    );
+    lever.emu.set_latency(Duration::ZERO);
     let o = output(sync_command(&lever, &d, &cfg)).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_matches_truth(&dest, &lever.emu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_at_a_consistent_point_with_exit_130() {
+    stop_signal_stops_at_a_consistent_point("INT", 130).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_at_a_consistent_point_releases_the_lease_with_exit_143() {
+    stop_signal_stops_at_a_consistent_point("TERM", 143).await;
 }
