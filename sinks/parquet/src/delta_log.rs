@@ -32,6 +32,7 @@ pub(crate) const LOG_DIR: &str = "_delta_log";
 
 /// A table's Delta log as of one manifest version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct DeltaState {
     /// The Delta table id (`metaData.id`), fixed at the table's first version.
     pub table_id: String,

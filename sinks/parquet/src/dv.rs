@@ -33,6 +33,7 @@ pub(crate) const DV_PREFIX: &str = "deletion_vector_";
 /// names as in the Delta log).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Descriptor {
     /// Always `u`: a file in the table folder named by a uuid.
     pub storage_type: String,

@@ -15,11 +15,23 @@ use serde::{Deserialize, Serialize};
 use sluice_core::{ColumnType, State, TableSpec};
 use std::collections::BTreeMap;
 
-/// The manifest format this build writes and the newest it reads.
-pub(crate) const MANIFEST_FORMAT: u32 = 1;
+/// The newest manifest format this build reads (and writes, for Delta destinations).
+///
+/// * 1: tables, their columns and files.
+/// * 2: also deletion vectors of files (`dv`) and tables' Delta log state (`delta`), which a
+///   format-1 reader would silently ignore and so read deleted rows as live.
+///
+/// Every change that an older reader would misread takes a new format; every struct read
+/// from a manifest denies unknown fields, so a field added without one fails loudly here.
+pub(crate) const MANIFEST_FORMAT: u32 = 2;
+
+/// The format of manifests without deletion vectors or Delta state (readable by older
+/// builds, which read them right).
+const PLAIN_FORMAT: u32 = 1;
 
 /// One committed version of the destination.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Manifest {
     /// Format version; see [`MANIFEST_FORMAT`].
     pub format: u32,
@@ -49,6 +61,7 @@ impl std::fmt::Debug for Manifest {
 
 /// One table of a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TableEntry {
     /// Number of buckets (fixed at creation).
     pub buckets: u32,
@@ -65,6 +78,7 @@ pub(crate) struct TableEntry {
 
 /// A stored column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct StoredColumn {
     /// Column name.
     pub name: String,
@@ -75,6 +89,7 @@ pub(crate) struct StoredColumn {
 
 /// A live data file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct FileEntry {
     /// File name inside the table folder.
     pub name: String,
@@ -167,6 +182,17 @@ impl Manifest {
         }
     }
 
+    /// The lowest format that holds this manifest: [`MANIFEST_FORMAT`] when a table has
+    /// Delta state or a file a deletion vector, else the plain format, which older builds
+    /// read right.
+    pub(crate) fn required_format(&self) -> u32 {
+        let delta = self
+            .tables
+            .values()
+            .any(|t| t.delta.is_some() || t.files.iter().any(|f| f.dv.is_some()));
+        if delta { MANIFEST_FORMAT } else { PLAIN_FORMAT }
+    }
+
     /// Serializes the manifest.
     pub(crate) fn to_json(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
@@ -185,7 +211,7 @@ impl Manifest {
         if format > u64::from(MANIFEST_FORMAT) {
             return Err(bad(format!(
                 "format {format} was written by a newer sluice (this build reads up to \
-                 {MANIFEST_FORMAT}); upgrade sluice"
+                 {MANIFEST_FORMAT}); upgrade sluice to write to this destination"
             )));
         }
         serde_json::from_value(v).map_err(|e| bad(format!("unexpected content: {e}")))
@@ -215,12 +241,77 @@ pub(crate) async fn read(store: &dyn ObjectStore, root: &Path, version: u64) -> 
     Manifest::from_json(&bytes, &path)
 }
 
-/// Reads the live (highest) manifest; `None` for a destination never committed to.
+/// Reads the live manifest; `None` for a destination never committed to.
 pub(crate) async fn latest(store: &dyn ObjectStore, root: &Path) -> Result<Option<Manifest>> {
-    match versions(store, root).await?.last() {
-        None => Ok(None),
-        Some(&v) => read(store, root, v).await.map(Some),
-    }
+    Ok(live(store, root).await?.map(|l| l.manifest))
+}
+
+/// The live manifest, and the version of a torn newest manifest it stands in for.
+#[derive(Debug)]
+pub(crate) struct Live {
+    /// The manifest in force.
+    pub manifest: Manifest,
+    /// A newest version cut short by a power loss (empty, zero-filled or truncated JSON),
+    /// which [`live`] fell back from.
+    pub torn: Option<u64>,
+}
+
+/// Reads the live manifest: the highest version, or, when that one is torn (a write cut
+/// short by a power loss on a disk that did not keep it: empty, zeros, or a JSON text that
+/// ends early), the one before it, with a warning. A torn manifest never committed
+/// anything (its run did not get to see it written), so the previous version is the
+/// destination's content. Anything else unreadable fails: a newest manifest that is
+/// complete but invalid, a torn one with no version before it, or a previous version that
+/// is unreadable too.
+pub(crate) async fn live(store: &dyn ObjectStore, root: &Path) -> Result<Option<Live>> {
+    let versions = versions(store, root).await?;
+    let Some(&newest) = versions.last() else {
+        return Ok(None);
+    };
+    let path = layout::manifest_path(root, newest);
+    let bytes = crate::io::get_all(store, &path).await?;
+    let failed = match Manifest::from_json(&bytes, &path) {
+        Ok(manifest) => {
+            return Ok(Some(Live {
+                manifest,
+                torn: None,
+            }));
+        }
+        Err(e) => e,
+    };
+    let previous = versions.len().checked_sub(2).map(|i| versions[i]);
+    let (true, Some(previous)) = (is_torn(&bytes), previous) else {
+        return Err(failed);
+    };
+    let manifest = read(store, root, previous)
+        .await
+        .map_err(|e| ParquetSinkError::Manifest {
+            path: path.to_string(),
+            detail: format!(
+                "cut short (a write interrupted by a power loss?), and the version before it is \
+             unreadable too ({e})"
+            ),
+        })?;
+    tracing::warn!(
+        manifest = %path, previous,
+        "the newest manifest is cut short (a write interrupted by a power loss?); using the \
+         version before it"
+    );
+    Ok(Some(Live {
+        manifest,
+        torn: Some(newest),
+    }))
+}
+
+/// Whether `bytes` look like a write cut short: nothing, zeros (blocks a file system
+/// allocated but never wrote), or a JSON text that ends early (after trailing zeros go).
+fn is_torn(bytes: &[u8]) -> bool {
+    let end = bytes
+        .iter()
+        .rposition(|b| *b != 0 && !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    let text = &bytes[..end];
+    text.is_empty() || serde_json::from_slice::<serde_json::Value>(text).is_err_and(|e| e.is_eof())
 }
 
 #[cfg(test)]
@@ -252,6 +343,60 @@ mod tests {
             e.contains("`t`") && e.contains("`n`") && e.contains("int64") && e.contains("string"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn torn_writes_are_told_from_other_damage() {
+        for torn in [
+            &b""[..],
+            b"\0\0\0\0",
+            b"  \n",
+            b"{\"format\": 2, \"version\": 3, \"tables\": {\"t\": {\"buck",
+            b"{\"format\": 2, \"ver\0\0\0\0",
+        ] {
+            assert!(is_torn(torn), "{:?}", String::from_utf8_lossy(torn));
+        }
+        for damaged in [
+            &b"{\"format\": 2} tail"[..],
+            b"garbage",
+            b"{\"format\": 2, \"version\": \"x\"}",
+            b"{\"format\": 2, \0\0 \"version\": 3}",
+        ] {
+            assert!(!is_torn(damaged), "{:?}", String::from_utf8_lossy(damaged));
+        }
+    }
+
+    #[test]
+    fn delta_fields_take_format_2_and_unknown_fields_are_refused() {
+        let plain: Manifest = Manifest::from_json(
+            br#"{"format": 1, "version": 1, "commit_id": "c", "committed_at_ms": 0,
+                 "tables": {"t": {"buckets": 1, "bucket_column": "id", "columns": [],
+                 "files": [{"name": "f", "bucket": 0, "size": 1, "rows": 4}]}}}"#,
+            &Path::from("m"),
+        )
+        .unwrap();
+        assert_eq!(plain.required_format(), 1);
+        // Written by the build before format 2 (format 1 with a deletion vector): still read.
+        let delta = Manifest::from_json(
+            br#"{"format": 1, "version": 1, "commit_id": "c", "committed_at_ms": 0,
+                 "tables": {"t": {"buckets": 1, "bucket_column": "id", "columns": [],
+                 "files": [{"name": "f", "bucket": 0, "size": 1, "rows": 4,
+                   "dv": {"storageType": "u", "pathOrInlineDv": "x", "offset": 1,
+                          "sizeInBytes": 2, "cardinality": 1}}]}}}"#,
+            &Path::from("m"),
+        )
+        .unwrap();
+        assert_eq!(delta.required_format(), 2);
+        assert_eq!(delta.tables["t"].files[0].live_rows(), 3);
+        let e = Manifest::from_json(
+            br#"{"format": 2, "version": 1, "commit_id": "c", "committed_at_ms": 0,
+                 "tables": {"t": {"buckets": 1, "bucket_column": "id", "columns": [],
+                 "files": [{"name": "f", "bucket": 0, "size": 1, "rows": 4, "new": 1}]}}}"#,
+            &Path::from("m"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `new`"), "{e}");
     }
 
     #[test]

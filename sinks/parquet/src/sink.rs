@@ -7,7 +7,7 @@ use crate::error::{ParquetSinkError, Result};
 use crate::io;
 use crate::layout::{self, buckets_of};
 use crate::lease::LeaseKeeper;
-use crate::manifest::{self, FileEntry, MANIFEST_FORMAT, Manifest, TableEntry};
+use crate::manifest::{self, FileEntry, Manifest, TableEntry};
 use crate::partition::Partitioned;
 use crate::probe::{self, Findings, Probe};
 use crate::session_index::{Proof, SessionIndex};
@@ -68,6 +68,9 @@ pub struct ParquetSink {
     index: std::sync::Mutex<BTreeMap<String, SessionIndex>>,
     /// Delta mode: tables whose Delta log lacks the version the live manifest records.
     unpublished: BTreeSet<String>,
+    /// Delta mode: files superseded by commits whose Delta log versions are not published
+    /// yet (Delta readers still read them), deleted once they are.
+    superseded_unpublished: Vec<Path>,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -107,6 +110,7 @@ impl ParquetSink {
             pending: Vec::new(),
             index: std::sync::Mutex::default(),
             unpublished: BTreeSet::new(),
+            superseded_unpublished: Vec::new(),
         }
     }
 
@@ -274,7 +278,16 @@ impl ParquetSink {
     }
 
     async fn open_inner(&mut self, tables: &[TableSpec]) -> Result<Option<State>> {
-        let manifest = manifest::latest(self.dest.store.as_ref(), &self.dest.root).await?;
+        let live = manifest::live(self.dest.store.as_ref(), &self.dest.root).await?;
+        let manifest = match live {
+            None => None,
+            Some(live) => {
+                if let Some(torn) = live.torn {
+                    self.set_aside_torn_manifest(torn).await?;
+                }
+                Some(live.manifest)
+            }
+        };
         if let Some(m) = &manifest {
             for spec in tables {
                 if let Some(entry) = m.tables.get(&spec.name) {
@@ -321,6 +334,19 @@ impl ParquetSink {
         self.remove_staging_leftovers().await;
         self.prune_manifests().await;
         Ok(state)
+    }
+
+    /// Moves a torn newest manifest (see [`manifest::live`]) to `<version>.json.torn`, out of
+    /// the versions, so that the next commit can create that version again.
+    async fn set_aside_torn_manifest(&self, version: u64) -> Result<()> {
+        let from = layout::manifest_path(&self.dest.root, version);
+        let to = Path::from(format!("{from}.torn"));
+        tracing::warn!(manifest = %from, kept_as = %to, "setting a torn manifest aside");
+        self.dest
+            .store
+            .rename(&from, &to)
+            .await
+            .map_err(|e| ParquetSinkError::store("setting aside", &from, e))
     }
 
     /// Deletes data files in table folders that the live manifest does not list (left by an
@@ -939,7 +965,7 @@ impl ParquetSink {
                 entry.delta = state;
             }
         }
-        next.format = MANIFEST_FORMAT;
+        next.format = next.required_format();
         next.version = base.as_ref().map_or(1, |m| m.version + 1);
         next.commit_id = uuid::Uuid::new_v4().to_string();
         next.committed_at_ms = sluice_core::now_ms();
@@ -996,13 +1022,19 @@ impl ParquetSink {
         self.manifest = Some(next);
         self.unpublished.extend(to_publish);
         if let Err(e) = self.publish_delta().await {
-            // Committed: the next commit or run publishes the missing versions first.
+            // Committed: the next commit or run publishes the missing versions first. Until
+            // then Delta readers read the last published version, which still names the
+            // files this commit superseded: they stay until it is published.
             tracing::warn!(error = %e, "cannot publish a Delta log version; it is retried at the next commit");
+            self.superseded_unpublished.extend(superseded);
+        } else {
+            // (3) Only now delete what the new manifest (and Delta log) no longer lists.
+            let earlier = std::mem::take(&mut self.superseded_unpublished);
+            self.delete_quietly(&earlier, "a superseded data file")
+                .await;
+            self.delete_quietly(&superseded, "a superseded data file")
+                .await;
         }
-
-        // (3) Only now delete what the new manifest no longer lists.
-        self.delete_quietly(&superseded, "a superseded data file")
-            .await;
         self.prune_manifests().await;
         Ok(report)
     }

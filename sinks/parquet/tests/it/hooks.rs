@@ -13,9 +13,17 @@ use object_store::{
 use std::fmt;
 use std::sync::Arc;
 
-/// Called with each put's path and mode; returns the mode to use. Multipart uploads are
-/// announced with `PutMode::Overwrite` (their mode cannot change).
-pub type PutHook = Arc<dyn Fn(Path, PutMode) -> BoxFuture<'static, PutMode> + Send + Sync>;
+/// Called with each put's path and mode; returns the mode to use, or an error to fail the put
+/// with. Multipart uploads are announced with `PutMode::Overwrite` (their mode cannot change).
+pub type PutHook = Arc<dyn Fn(Path, PutMode) -> BoxFuture<'static, Result<PutMode>> + Send + Sync>;
+
+/// The error a hook fails a put with.
+pub fn injected() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "HookStore",
+        source: "injected failure".into(),
+    }
+}
 
 pub struct HookStore {
     inner: Arc<dyn ObjectStore>,
@@ -48,7 +56,7 @@ impl ObjectStore for HookStore {
         payload: PutPayload,
         mut opts: PutOptions,
     ) -> Result<PutResult> {
-        opts.mode = (self.hook)(location.clone(), opts.mode.clone()).await;
+        opts.mode = (self.hook)(location.clone(), opts.mode.clone()).await?;
         self.inner.put_opts(location, payload, opts).await
     }
     async fn put_multipart_opts(
@@ -56,7 +64,7 @@ impl ObjectStore for HookStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        (self.hook)(location.clone(), PutMode::Overwrite).await;
+        (self.hook)(location.clone(), PutMode::Overwrite).await?;
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {

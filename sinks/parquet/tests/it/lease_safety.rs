@@ -78,7 +78,7 @@ async fn concurrent_takeovers_of_an_expired_lease_have_one_winner(mut lake: Lake
                         // Bounded: a racer that never arrives fails the assertion below.
                         let _ = tokio::time::timeout(Duration::from_secs(20), barrier.wait()).await;
                     }
-                    mode
+                    Ok(mode)
                 }
                 .boxed()
             });
@@ -123,7 +123,7 @@ async fn concurrent_takeovers_of_an_expired_lease_have_one_winner(mut lake: Lake
 /// A store that accepts conditional writes but ignores their conditions (turns them into
 /// plain overwrites) is refused at open, naming the destination, before anything is written.
 async fn a_store_ignoring_conditional_writes_is_refused(lake: Lake) {
-    let hook: PutHook = Arc::new(|_, _| async { PutMode::Overwrite }.boxed());
+    let hook: PutHook = Arc::new(|_, _| async { Ok(PutMode::Overwrite) }.boxed());
     let mut s = lake.sink_on(move |s| Arc::new(HookStore::new(s, hook)));
     let err = s.open(&specs()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Destination, "{err}");
@@ -175,7 +175,7 @@ async fn a_lease_stolen_during_a_commit_fails_it_before_the_manifest(lake: Lake)
                 let body = PutPayload::from(serde_json::to_vec(&doc).unwrap());
                 real.put(&thief_path, body).await.unwrap();
             }
-            mode
+            Ok(mode)
         }
         .boxed()
     });
@@ -221,7 +221,7 @@ async fn the_lease_is_renewed_through_a_commit_longer_than_its_ttl(mut lake: Lak
             if slow {
                 tokio::time::sleep(Duration::from_millis(2_500)).await;
             }
-            mode
+            Ok(mode)
         }
         .boxed()
     });

@@ -31,6 +31,7 @@ mod appends;
 mod common;
 mod delta;
 mod duckdb;
+mod durability;
 mod failing;
 mod hooks;
 mod lease_safety;
