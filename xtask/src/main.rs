@@ -106,6 +106,17 @@ fn docs(check: bool) -> Result<()> {
     Ok(())
 }
 
+/// Whether `cargo xtask run` should add `--demo`: the Lever source, no `--demo` already, no
+/// `LEVER_API_KEY` in the environment (an empty one is passed on, so that sluice refuses it),
+/// and no configuration file that could hold credentials.
+fn wants_demo(args: &[String]) -> bool {
+    args.first().is_some_and(|s| s == "lever")
+        && !args.iter().any(|a| a == "--demo" || a == "--config" || a.starts_with("--config="))
+        && std::env::var_os("LEVER_API_KEY").is_none()
+        && std::env::var_os("LEVER_BASE_URL").is_none()
+        && !root().join("sluice.toml").exists()
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -116,6 +127,12 @@ fn main() -> Result<()> {
                 c.arg("--release");
             }
             c.args(["--", "run"]).args(&args);
+            if wants_demo(&args) {
+                eprintln!(
+                    "xtask: no Lever credentials (LEVER_API_KEY unset, no --config or ./sluice.toml): running with --demo, demo data from the built-in Lever emulator"
+                );
+                c.arg("--demo");
+            }
             let s = c.status().context("starting cargo run")?;
             std::process::exit(s.code().unwrap_or(1));
         }

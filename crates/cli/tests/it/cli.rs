@@ -58,7 +58,9 @@ async fn config_errors_exit_2_with_one_line_naming_the_key() {
     ];
     for (i, (toml, expected)) in cases.iter().enumerate() {
         let cfg = write(dir.path(), &format!("c{i}.toml"), toml);
-        let mut args = vec!["run", "lever", "--sink", "parquet", "--config", &cfg];
+        let mut args = vec![
+            "run", "lever", "--sink", "parquet", "--demo", "--config", &cfg,
+        ];
         if !toml.starts_with("[sink]") {
             args.extend(["--dest", dest]);
         }
@@ -75,6 +77,25 @@ async fn config_errors_exit_2_with_one_line_naming_the_key() {
     assert!(
         !std::path::Path::new(dest).join("_sluice").exists(),
         "a config error touched the destination"
+    );
+    // Missing or empty credentials are config errors naming the variable, never a demo.
+    let run = ["run", "lever", "--sink", "parquet", "--dest", dest];
+    let o = output(base_command(&run)).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("LEVER_API_KEY") && err.contains("--demo"),
+        "{err}"
+    );
+    let mut c = base_command(&run);
+    c.env("LEVER_API_KEY", "");
+    let o = output(c).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("LEVER_API_KEY is set but empty"), "{err}");
+    assert!(
+        !std::path::Path::new(dest).exists(),
+        "a missing key wrote to the destination"
     );
     // Unknown plugin names and a missing config file are config errors too.
     let o = output(base_command(&["run", "lever", "--sink", "nope"])).await;
@@ -363,4 +384,39 @@ async fn the_documented_example_config_is_valid_and_runs() {
         history.contains("_fivetran_active") && history.contains("_fivetran_start"),
         "{history:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_lake_refuses_a_real_account_and_keeps_its_data() {
+    let lever = Lever::start(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("lake");
+    let d = dest.to_str().unwrap();
+    let o = output(base_command(&[
+        "run", "lever", "--sink", "parquet", "--demo", "--dest", d,
+    ]))
+    .await;
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("--demo") && err.contains("emulator"), "{err}");
+    let manifests = || {
+        std::fs::read_dir(dest.join("_sluice").join("manifest"))
+            .unwrap()
+            .count()
+    };
+    let before = manifests();
+    lever.emu.reset_counters();
+    let o = output(lever.command(&["run", "lever", "--sink", "parquet", "--dest", d])).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("sluice: config error:") && last.contains("demo data"),
+        "{last}"
+    );
+    assert_eq!(lever.emu.counters().total, 0, "nothing was requested");
+    assert_eq!(manifests(), before, "nothing was committed");
+    let o = output(base_command(&["state", "show", "--dest", d])).await;
+    let (out, _) = text(&o);
+    assert!(out.contains("\"demo\": true"), "{out}");
 }
