@@ -24,16 +24,19 @@
 //! ## Commit protocol
 //!
 //! 1. Each touched bucket gets an appended file of its new rows, or is read, merged with
-//!    [`sluice_core::merge::merge`] and rewritten; new files get new unique names (uuid); local files are fsynced. Nothing refers to them
-//!    yet, so readers of the manifest and of the previous files see no change.
-//! 2. The lease is renewed (failing if another run took it), then manifest version `N+1`
+//!    [`sluice_core::merge::merge`] and rewritten; new files get new unique names (uuid);
+//!    local puts are durable when they return (`local_store`). Nothing refers to them yet,
+//!    so readers of the manifest and of the previous files see no change.
+//! 2. The lease is renewed conditionally (fencing: failing if another run took it; a
+//!    background task also renews it every third of its TTL), then manifest version `N+1`
 //!    (holding the state passed to `commit` and every table's live files with bucket, size and
 //!    row count) is created with put-if-not-exists (`PutMode::Create`: a hard link on local
 //!    disk, `If-None-Match: *` on S3). This single atomic step is the commit: state never
 //!    runs ahead of data, and of two racing runs exactly one creates version `N+1`.
 //! 3. Only then are the superseded files and old manifest versions deleted.
 //!
-//! A run killed at any instant leaves version `N` valid; the next `open` deletes data files
+//! `open` first proves that the store honours conditional writes (`store_check`) and
+//! refuses it otherwise. A run killed at any instant leaves version `N` valid; the next `open` deletes data files
 //! that no manifest lists (orphans of steps 1 and 3) and continues. See `docs/parquet-sink.md`.
 
 mod config;
