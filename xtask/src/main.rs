@@ -111,7 +111,9 @@ fn docs(check: bool) -> Result<()> {
 /// and no configuration file that could hold credentials.
 fn wants_demo(args: &[String]) -> bool {
     args.first().is_some_and(|s| s == "lever")
-        && !args.iter().any(|a| a == "--demo" || a == "--config" || a.starts_with("--config="))
+        && !args
+            .iter()
+            .any(|a| a == "--demo" || a == "--config" || a.starts_with("--config="))
         && std::env::var_os("LEVER_API_KEY").is_none()
         && std::env::var_os("LEVER_BASE_URL").is_none()
         && !root().join("sluice.toml").exists()
