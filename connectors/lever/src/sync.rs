@@ -9,8 +9,8 @@ use crate::decode::opportunity::{
 };
 use crate::decode::{Field, Value};
 use crate::decode::{Issues, Tables, Writer, get_str, ms_of};
-use crate::http::{Client, Items, Page, PageError};
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use crate::http::{Client, Items, Page, PageError, PageGuard, PageRef};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,48 @@ pub(crate) struct Walk {
     pub(crate) pages: u64,
     /// Whether the walk re-reads everything (first sync or re-sync).
     pub(crate) full: bool,
+    /// Whether the walk is a re-sync: once complete, what it did not see is deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) reimport: bool,
+    /// When the walk began, epoch ms: the server's clock (`Date`) on its first page, or the
+    /// local clock when the server sends none. The cursor never passes it. `None` until the
+    /// first page is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) started_ms: Option<i64>,
+}
+
+/// Child tables that capture deletes: when their opportunity is deleted, their rows are
+/// soft-deleted with it.
+const SOFT_CHILDREN: [&str; 3] = ["note", "feedback_form", "profile_form"];
+
+/// The keys a re-sync walk has seen, for the deletion of what it did not see.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// Keys of [`SOFT_CHILDREN`] read in this run, per table.
+    children: BTreeMap<&'static str, StringBuilder>,
+}
+
+/// The cursor after a complete walk: the highest `updatedAt` read (for an incremental walk
+/// never below the previous cursor), but never past the walk's start. A change made while
+/// the walk ran may be on a page read before it, and Lever documents no list order: the next
+/// walk must start before it. A timestamp from the future must not pin the cursor either.
+pub(crate) fn next_cursor(previous: Option<i64>, walk: &Walk) -> Option<i64> {
+    let highest = match (previous, walk.max_updated) {
+        (Some(c), Some(m)) if !walk.full => Some(c.max(m)),
+        (_, Some(m)) => Some(m),
+        (c, None) => c,
+    };
+    match (highest, walk.started_ms) {
+        (Some(h), Some(start)) => Some(h.min(start)),
+        (h, _) => h,
+    }
+}
+
+/// The local clock, epoch ms.
+fn local_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Most opportunities remembered at the cursor boundary.
@@ -138,6 +180,8 @@ pub(crate) struct Sync<'a> {
     pub(crate) extra: Extra,
     /// Values of an unexpected type met in this run (reported once at the end).
     pub(crate) issues: std::sync::Mutex<Issues>,
+    /// Keys read by a re-sync walk in this run.
+    pub(crate) seen: std::sync::Mutex<Option<Seen>>,
 }
 
 impl Sync<'_> {
@@ -321,6 +365,7 @@ impl Sync<'_> {
                 cursor.map(|c| c - self.lookback_ms)
             },
             full: resync || cursor.is_none(),
+            reimport: resync,
             ..Walk::default()
         };
         let mut walk = match self.extra.walk.take() {
@@ -328,6 +373,13 @@ impl Sync<'_> {
             Some(w) if !resync || w.full => w,
             _ => fresh,
         };
+        // Keys seen before a kill are not known to a resumed walk: it lists the ids again at
+        // the end (see `delete_unseen`).
+        let resumed = walk.pages > 0;
+        if walk.reimport {
+            *self.seen.lock().expect("seen lock") = Some(Seen::default());
+        }
+        let local_start = local_now_ms();
         let mut query = vec![self.conf_query(), ("expand", "applications".to_owned())];
         if let Some(s) = walk.updated_start {
             query.push(("updated_at_start", s.to_string()));
@@ -335,6 +387,7 @@ impl Sync<'_> {
         let mut done: HashMap<String, Option<i64>> = HashMap::new();
         let mut new_boundary: BTreeMap<String, i64> = BTreeMap::new();
         let mut restarts = 0;
+        let mut guard = PageGuard::resuming(walk.offset.as_deref(), walk.pages);
         let mut prefetched: Option<std::result::Result<Option<Page>, PageError>> = None;
         loop {
             self.cancelled()?;
@@ -362,6 +415,8 @@ impl Sync<'_> {
                         "Lever rejected the opportunity offset token; restarting the walk from its start"
                     );
                     walk.offset = None;
+                    guard = PageGuard::default();
+                    prefetched = None;
                     continue;
                 }
                 Err(PageError::InvalidOffset) => {
@@ -371,6 +426,16 @@ impl Sync<'_> {
                 }
                 Err(PageError::Other(e)) => return Err(e),
             };
+            let at = PageRef {
+                path: "/opportunities",
+                page: walk.pages + 1,
+                offset: walk.offset.as_deref(),
+                tables: INLINE_TABLES,
+            };
+            guard.check(at, &page)?;
+            if walk.started_ms.is_none() {
+                walk.started_ms = Some(page.server_time_ms.unwrap_or(local_start));
+            }
             let next = page.next.clone();
             let mut opps = Vec::with_capacity(page.data().len());
             for o in page.data() {
@@ -426,6 +491,7 @@ impl Sync<'_> {
             walk.pages += 1;
             walk.offset = next;
             if let Some(m) = walk.max_updated {
+                let m = m.min(walk.started_ms.unwrap_or(m));
                 new_boundary.retain(|_, u| *u >= m - self.lookback_ms);
             }
             if walk.offset.is_none() {
@@ -434,13 +500,12 @@ impl Sync<'_> {
             self.extra.walk = Some(walk.clone());
             self.checkpoint().await?;
         }
-        // The walk is complete: advance the cursor and remember the boundary.
-        let new_cursor = match (cursor, walk.max_updated) {
-            (Some(c), Some(m)) if !walk.full => Some(c.max(m)),
-            (_, Some(m)) => Some(m),
-            (c, None) => c,
-        };
-        if let Some(c) = new_cursor {
+        // The walk is complete: delete what a re-sync did not see, advance the cursor and
+        // remember the boundary.
+        if walk.reimport {
+            self.delete_unseen(done.into_keys(), resumed).await?;
+        }
+        if let Some(c) = next_cursor(cursor, &walk) {
             self.state.table_mut(OPPORTUNITY).cursor = Some(Cursor::TimestampMs(c));
             let keep_from = c - self.lookback_ms;
             let mut boundary: BTreeMap<String, i64> = if walk.full {
@@ -537,6 +602,7 @@ impl Sync<'_> {
             t.finish_all()
         })?;
         let batches: BTreeMap<String, RecordBatch> = batches.into_iter().collect();
+        self.remember_children(&batches);
         self.collect_issues(&mut t);
         for (table, batch) in &batches {
             self.upsert(table, batch).await?;
@@ -627,10 +693,134 @@ impl Sync<'_> {
         Ok(())
     }
 
+    /// Adds the keys of the soft-deleting child tables in `batches` to what a re-sync saw.
+    fn remember_children(&self, batches: &BTreeMap<String, RecordBatch>) {
+        let mut seen = self.seen.lock().expect("seen lock");
+        let Some(seen) = seen.as_mut() else {
+            return;
+        };
+        for table in SOFT_CHILDREN {
+            let ids = batches
+                .get(table)
+                .and_then(|b| b.column_by_name("id"))
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+            if let Some(ids) = ids {
+                let keys = seen.children.entry(table).or_default();
+                for id in ids.iter().flatten() {
+                    keys.append_value(id);
+                }
+            }
+        }
+    }
+
+    /// After a complete re-sync walk: soft-deletes the opportunities it
+    /// did not see (gone from Lever without a row in `/opportunities/deleted`), and the notes,
+    /// feedback and profile forms it did not see, as a deletion through
+    /// `/opportunities/deleted` does. `ids` are the opportunities read in this run; a walk
+    /// resumed after a kill lists the ids once more (one cheap request per page, no
+    /// children) because those read before the kill are not known.
+    async fn delete_unseen(
+        &mut self,
+        ids: impl Iterator<Item = String>,
+        resumed: bool,
+    ) -> Result<()> {
+        let seen = self
+            .seen
+            .lock()
+            .expect("seen lock")
+            .take()
+            .unwrap_or_default();
+        if let Some(spec) = self.spec(OPPORTUNITY) {
+            let mut keep: HashSet<String> = ids.collect();
+            if resumed {
+                keep.extend(self.list_opportunity_ids().await?);
+            }
+            let keys = StringArray::from_iter_values(keep);
+            let batch = RecordBatch::try_new(key_schema(spec), vec![Arc::new(keys) as ArrayRef])?;
+            self.out
+                .delete_missing(OPPORTUNITY, Scope::All, batch)
+                .await?;
+        }
+        if resumed {
+            // The children read before the kill are unknown: their deletion waits for a walk
+            // that runs in one piece (docs/reliability.md, "Not guaranteed").
+            return Ok(());
+        }
+        let mut children = seen.children;
+        for table in SOFT_CHILDREN {
+            let Some(spec) = self.spec(table) else {
+                continue;
+            };
+            let keys = children.remove(table).map_or_else(
+                || StringArray::from(Vec::<String>::new()),
+                |mut b| b.finish(),
+            );
+            let batch = RecordBatch::try_new(key_schema(spec), vec![Arc::new(keys) as ArrayRef])?;
+            self.out.delete_missing(table, Scope::All, batch).await?;
+        }
+        Ok(())
+    }
+
+    /// The ids of every opportunity `/opportunities` lists now (no expansion, no children).
+    async fn list_opportunity_ids(&self) -> Result<HashSet<String>> {
+        let query = vec![self.conf_query()];
+        let mut ids = HashSet::new();
+        let mut restarts = 0;
+        let mut offset: Option<String> = None;
+        let mut guard = PageGuard::default();
+        let mut page_no = 0;
+        loop {
+            self.cancelled()?;
+            page_no += 1;
+            let result = self
+                .client
+                .page(
+                    "opportunities",
+                    "/opportunities",
+                    &query,
+                    offset.as_deref(),
+                    page_no,
+                    INLINE_TABLES,
+                )
+                .await;
+            let page = match result {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(Error::upstream("GET /opportunities answered 404")),
+                Err(PageError::InvalidOffset) if restarts < 5 => {
+                    restarts += 1;
+                    (offset, page_no, guard) = (None, 0, PageGuard::default());
+                    continue;
+                }
+                Err(PageError::InvalidOffset) => {
+                    return Err(Error::upstream(
+                        "GET /opportunities: Lever keeps rejecting its own offset tokens",
+                    ));
+                }
+                Err(PageError::Other(e)) => return Err(e),
+            };
+            let at = PageRef {
+                path: "/opportunities",
+                page: page_no,
+                offset: offset.as_deref(),
+                tables: INLINE_TABLES,
+            };
+            guard.check(at, &page)?;
+            ids.extend(
+                page.data()
+                    .iter()
+                    .filter_map(|o| get_str(o, "id").map(str::to_owned)),
+            );
+            offset = page.next.clone();
+            if offset.is_none() {
+                return Ok(ids);
+            }
+        }
+    }
+
     // ---- deleted opportunities --------------------------------------------------------------
 
     async fn deleted_opportunities(&mut self) -> Result<()> {
-        const SOFT: [&str; 3] = ["note", "feedback_form", "profile_form"];
+        const SOFT: [&str; 3] = SOFT_CHILDREN;
         if !self.ctx.is_enabled(OPPORTUNITY) && !self.ctx.any_enabled(SOFT) {
             return Ok(());
         }

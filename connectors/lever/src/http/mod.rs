@@ -12,7 +12,9 @@ pub(crate) use json::Doc;
 use reqwest::StatusCode;
 use sluice_core::cpu::Phase;
 use sluice_core::{Error, Metrics, Result};
+use std::collections::HashSet;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,6 +27,23 @@ const MAX_GARBLED_RETRIES: u32 = 2;
 /// Longest wait honoured from a `Retry-After` / `X-RateLimit-Reset` header.
 const MAX_SERVER_WAIT: Duration = Duration::from_secs(120);
 
+/// Default total time one request may spend retrying ([`ClientOptions::max_retry_time`]).
+pub(crate) const DEFAULT_MAX_RETRY_SECS: u64 = 300;
+
+/// Default cap on the size of one response body ([`ClientOptions::max_body_bytes`]).
+pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 64 << 20;
+
+/// Most pages one list walk may have: 10 million items at 100 a page, more than any Lever
+/// list holds. A server that keeps answering `hasNext` past it is looping.
+const MAX_PAGES: u64 = 100_000;
+
+/// Most empty pages in a row that still announce a next page.
+const MAX_EMPTY_PAGES_IN_A_ROW: u32 = 50;
+
+/// First and longest account-wide pause after a 429 without a server hint.
+const THROTTLE_MIN: Duration = Duration::from_millis(100);
+const THROTTLE_MAX: Duration = Duration::from_secs(4);
+
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 pub(crate) struct ClientOptions {
@@ -36,6 +55,11 @@ pub(crate) struct ClientOptions {
     pub(crate) page_size: u32,
     pub(crate) min_backoff: Duration,
     pub(crate) max_backoff: Duration,
+    /// Total time one request may spend retrying, waits included (default
+    /// [`DEFAULT_MAX_RETRY_SECS`]): past it, the request fails even with retries left.
+    pub(crate) max_retry_time: Duration,
+    /// Largest response body accepted, in bytes (default [`DEFAULT_MAX_BODY_BYTES`]).
+    pub(crate) max_body_bytes: u64,
 }
 
 /// A shared Lever client (cheap to clone).
@@ -46,7 +70,7 @@ struct Inner {
     http: reqwest::Client,
     auth: Auth,
     limiter: DefaultDirectRateLimiter,
-    pause_until: Mutex<Option<Instant>>,
+    pause: AccountPause,
     opts: ClientOptions,
     metrics: Metrics,
     cancel: CancellationToken,
@@ -67,12 +91,113 @@ impl From<Error> for PageError {
     }
 }
 
-/// One page of a list endpoint: its parsed body (whose strings the items borrow) and the
-/// offset token of the next page.
+/// The pause every request of the account waits out before it is sent: set by a 429 (for
+/// as long as the server asks, or growing from 100 ms to 4 s over consecutive 429s without a
+/// hint), so that one throttled request slows all of them.
+#[derive(Debug, Default)]
+pub(crate) struct AccountPause {
+    until: Mutex<Option<Instant>>,
+    /// 429s without a hint since the last success.
+    streak: AtomicU32,
+}
+
+impl AccountPause {
+    /// Keeps every request waiting for at least `wait` from now.
+    pub(crate) fn extend(&self, wait: Duration) {
+        let mut p = self.until.lock().expect("pause lock");
+        let until = Instant::now() + wait;
+        if p.is_none_or(|t| t < until) {
+            *p = Some(until);
+        }
+    }
+
+    /// A 429 without a hint: pauses the account for a jittered, growing delay; returns it.
+    pub(crate) fn throttled_without_hint(&self) -> Duration {
+        let streak = self.streak.fetch_add(1, Ordering::SeqCst).min(16);
+        let base = THROTTLE_MIN.saturating_mul(1 << streak).min(THROTTLE_MAX);
+        let delay = base.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        self.extend(delay);
+        delay
+    }
+
+    /// A request succeeded: the next 429 without a hint starts the pauses over.
+    pub(crate) fn relax(&self) {
+        self.streak.store(0, Ordering::SeqCst);
+    }
+
+    /// When the pause ends, if one is set.
+    pub(crate) fn until(&self) -> Option<Instant> {
+        *self.until.lock().expect("pause lock")
+    }
+
+    /// Waits until the pause is over.
+    async fn wait(&self) {
+        if let Some(until) = self.until()
+            && until > Instant::now()
+        {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+}
+
+/// One page of a list endpoint: its parsed body (whose strings the items borrow), the offset
+/// token of the next page and the server's clock when it answered.
 #[derive(Debug)]
 pub(crate) struct Page {
     body: Doc,
     pub(crate) next: Option<String>,
+    /// The answer's `Date` header (epoch ms), if it had a valid one.
+    pub(crate) server_time_ms: Option<i64>,
+}
+
+/// Checks that a walk over pages ends: an offset token is never answered twice, empty pages
+/// announcing more do not go on and on, and there are no more pages than any list holds.
+#[derive(Debug, Default)]
+pub(crate) struct PageGuard {
+    tokens: HashSet<String>,
+    empty_run: u32,
+    pages: u64,
+}
+
+impl PageGuard {
+    /// A guard for a walk that resumes at `offset` after `pages` pages.
+    pub(crate) fn resuming(offset: Option<&str>, pages: u64) -> PageGuard {
+        PageGuard {
+            tokens: offset.map(str::to_owned).into_iter().collect(),
+            empty_run: 0,
+            pages,
+        }
+    }
+
+    /// Accepts `page` (read at `at`) or says why the walk would never end.
+    pub(crate) fn check(&mut self, at: PageRef<'_>, page: &Page) -> Result<()> {
+        self.pages += 1;
+        let Some(next) = &page.next else {
+            return Ok(());
+        };
+        if self.pages >= MAX_PAGES {
+            return Err(Error::upstream(format!(
+                "{at}: Lever announces a next page after {MAX_PAGES} pages, more than any list holds; the list would never end"
+            )));
+        }
+        if page.data().is_empty() {
+            self.empty_run += 1;
+        } else {
+            self.empty_run = 0;
+        }
+        if self.empty_run > MAX_EMPTY_PAGES_IN_A_ROW {
+            return Err(Error::upstream(format!(
+                "{at}: Lever answered {} empty pages in a row that each announce a next page; the list would never end",
+                self.empty_run
+            )));
+        }
+        if !self.tokens.insert(next.clone()) {
+            return Err(Error::upstream(format!(
+                "{at}: Lever answered the offset token {next} a second time; the list would never end"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Page {
@@ -100,8 +225,14 @@ impl Items {
     }
 }
 
+/// A successful answer: the parsed body and the server's clock (`Date`, epoch ms).
+pub(crate) struct Answer {
+    body: Doc,
+    server_time_ms: Option<i64>,
+}
+
 enum Outcome {
-    Done(Doc),
+    Done(Answer),
     NotFound,
     Retry {
         why: String,
@@ -156,7 +287,7 @@ impl Client {
             http,
             auth,
             limiter: RateLimiter::direct(quota),
-            pause_until: Mutex::new(None),
+            pause: AccountPause::default(),
             opts,
             metrics,
             cancel,
@@ -175,7 +306,7 @@ impl Client {
         label: &str,
         path: &str,
         query: &[(&str, String)],
-    ) -> std::result::Result<Option<Doc>, PageError> {
+    ) -> std::result::Result<Option<Answer>, PageError> {
         let fetch = self.get_unmetered(label, path, query);
         self.0.metrics.metered(Phase::Fetch, fetch).await
     }
@@ -185,21 +316,14 @@ impl Client {
         label: &str,
         path: &str,
         query: &[(&str, String)],
-    ) -> std::result::Result<Option<Doc>, PageError> {
+    ) -> std::result::Result<Option<Answer>, PageError> {
         let inner = &*self.0;
+        let began = Instant::now();
         let url = format!("{}{}", inner.opts.base_url, path);
         let mut backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(inner.opts.min_backoff)
             .with_max_delay(inner.opts.max_backoff)
-            .with_factor(2.0)
-            .without_max_times()
-            .build();
-        // 429s without a server hint: short jittered waits (the shared limiter paces the rest).
-        let mut throttle_backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(4))
             .with_factor(2.0)
             .without_max_times()
             .build();
@@ -223,10 +347,13 @@ impl Client {
                 .send();
             let outcome = tokio::select! {
                 _ = inner.cancel.cancelled() => return Err(Error::cancelled().into()),
-                r = self.attempt(sent, &header, label) => r,
+                r = self.attempt(sent, &header, path, label) => r,
             };
             match outcome {
-                Outcome::Done(v) => return Ok(Some(v)),
+                Outcome::Done(v) => {
+                    inner.pause.relax();
+                    return Ok(Some(v));
+                }
                 Outcome::NotFound => return Ok(None),
                 Outcome::Fail(e) => return Err(e),
                 Outcome::Garbled(why) if garbled >= MAX_GARBLED_RETRIES => {
@@ -240,6 +367,7 @@ impl Client {
                     garbled += 1;
                     inner.metrics.retry();
                     let delay = backoff.next().unwrap_or(inner.opts.max_backoff);
+                    self.within_budget(path, label, began, delay, garbled, &why)?;
                     tracing::debug!(endpoint = label, %why, delay_ms = delay.as_millis() as u64, "retrying request");
                     tokio::select! {
                         _ = inner.cancel.cancelled() => return Err(Error::cancelled().into()),
@@ -269,16 +397,14 @@ impl Client {
                     inner.metrics.retry();
                     let delay = match (wait, throttled) {
                         (Some(w), _) => w,
-                        (None, true) => throttle_backoff.next().unwrap_or(Duration::from_secs(4)),
+                        // Every request of the account waits, not just this one.
+                        (None, true) => inner.pause.throttled_without_hint(),
                         (None, false) => backoff.next().unwrap_or(inner.opts.max_backoff),
                     };
+                    self.within_budget(path, label, began, delay, failures + throttles, &why)?;
                     if let (true, Some(w)) = (throttled, wait) {
                         // The server said how long the whole account must wait.
-                        let mut p = inner.pause_until.lock().expect("pause lock");
-                        let until = Instant::now() + w;
-                        if p.is_none_or(|t| t < until) {
-                            *p = Some(until);
-                        }
+                        inner.pause.extend(w);
                     }
                     tracing::debug!(endpoint = label, %why, delay_ms = delay.as_millis() as u64, "retrying request");
                     tokio::select! {
@@ -290,13 +416,32 @@ impl Client {
         }
     }
 
-    async fn wait_turn(&self) -> Result<()> {
-        let pause = *self.0.pause_until.lock().expect("pause lock");
-        if let Some(until) = pause
-            && until > Instant::now()
-        {
-            tokio::time::sleep_until(until).await;
+    /// Fails the request when waiting `delay` more would take its retries past
+    /// [`ClientOptions::max_retry_time`].
+    fn within_budget(
+        &self,
+        path: &str,
+        label: &str,
+        began: Instant,
+        delay: Duration,
+        attempts: u32,
+        why: &str,
+    ) -> std::result::Result<(), PageError> {
+        let budget = self.0.opts.max_retry_time;
+        if began.elapsed() + delay <= budget {
+            return Ok(());
         }
+        Err(Error::upstream(format!(
+            "GET {path} ({label}) still failing after {} attempts, and retrying in {:.1} s would pass the retry budget of {} s (max_retry_secs): {why}",
+            attempts + 1,
+            delay.as_secs_f64(),
+            budget.as_secs()
+        ))
+        .into())
+    }
+
+    async fn wait_turn(&self) -> Result<()> {
+        self.0.pause.wait().await;
         self.0.limiter.until_ready().await;
         Ok(())
     }
@@ -305,6 +450,7 @@ impl Client {
         &self,
         sent: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
         header: &reqwest::header::HeaderValue,
+        path: &str,
         label: &str,
     ) -> Outcome {
         let inner = &*self.0;
@@ -319,6 +465,7 @@ impl Client {
             }
         };
         let status = resp.status();
+        let server_time_ms = header_time_ms(resp.headers(), "date");
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Outcome::Retry {
                 why: "HTTP 429 (rate limited)".into(),
@@ -356,9 +503,18 @@ impl Client {
         if status == StatusCode::NOT_FOUND {
             return Outcome::NotFound;
         }
-        let body = match resp.bytes().await {
+        let cap = inner.opts.max_body_bytes;
+        let body = match read_capped(resp, cap).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(BodyError::TooLarge(seen)) => {
+                return Outcome::Fail(PageError::Other(
+                    Error::upstream(format!(
+                        "GET {path} ({label}): the answer is larger than the {cap}-byte cap (max_body_bytes; {seen} bytes or more)"
+                    ))
+                    .with_retryable(false),
+                ));
+            }
+            Err(BodyError::Transport(e)) => {
                 return Outcome::Retry {
                     why: format!(
                         "connection dropped while reading the body: {}",
@@ -401,7 +557,10 @@ impl Client {
             .metrics
             .cpu_phase(Phase::Decode, || Doc::parse_bytes(body));
         match parsed {
-            Ok(v) => Outcome::Done(v),
+            Ok(body) => Outcome::Done(Answer {
+                body,
+                server_time_ms,
+            }),
             // A complete HTTP 200 body that is not JSON (truncated or garbled by a proxy):
             // retried a little (a dropped connection is a transport error, retried above).
             Err(e) => Outcome::Garbled(e.to_string()),
@@ -439,7 +598,8 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let page = into_page(v).map_err(|why| {
+        let server_time_ms = v.server_time_ms;
+        let mut page = into_page(v.body).map_err(|why| {
             Error::upstream(format!(
                 "{at}: the answer is not a Lever list envelope ({why})"
             ))
@@ -452,6 +612,7 @@ impl Client {
             .with_retryable(false)
             .into());
         }
+        page.server_time_ms = server_time_ms;
         Ok(Some(page))
     }
 
@@ -469,6 +630,7 @@ impl Client {
             let mut out = Items::default();
             let mut offset: Option<String> = None;
             let mut page_no = 0;
+            let mut guard = PageGuard::default();
             loop {
                 page_no += 1;
                 match self
@@ -477,6 +639,13 @@ impl Client {
                 {
                     Ok(None) => return Ok(None),
                     Ok(Some(page)) => {
+                        let at = PageRef {
+                            path,
+                            page: page_no,
+                            offset: offset.as_deref(),
+                            tables,
+                        };
+                        guard.check(at, &page)?;
                         offset = page.next.clone();
                         out.pages.push(page);
                         if offset.is_none() {
@@ -523,14 +692,37 @@ pub(crate) fn into_page(body: Doc) -> std::result::Result<Page, String> {
     let v = body.value();
     list_of(v)?;
     let next = match v.kind() {
-        Kind::Object(o) if o.field("hasNext").and_then(Value::as_bool) != Some(false) => o
-            .field("next")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
+        Kind::Object(o) => next_token(o.field("hasNext"), o.field("next"))?,
         _ => None,
     };
-    Ok(Page { body, next })
+    Ok(Page {
+        body,
+        next,
+        server_time_ms: None,
+    })
+}
+
+/// The offset token of the next page from `hasNext` and `next`. `hasNext: true` without a
+/// usable token is an error: taking it for the end would truncate the list (and delete the
+/// rest downstream).
+fn next_token(
+    has_next: Option<Value<'_>>,
+    next: Option<Value<'_>>,
+) -> std::result::Result<Option<String>, String> {
+    let token = next
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty());
+    match (has_next.and_then(Value::as_bool), token) {
+        (Some(false), _) => Ok(None),
+        (Some(true), None) => Err(match next {
+            None => "`hasNext` is true but there is no `next` offset token".to_owned(),
+            Some(n) => format!(
+                "`hasNext` is true but `next` is {}, not an offset token",
+                kind_of(n)
+            ),
+        }),
+        (_, t) => Ok(t.map(str::to_owned)),
+    }
 }
 
 /// The item list of a list response (see [`into_page`]), or why there is none.
@@ -620,30 +812,108 @@ fn error_message(body: &[u8]) -> String {
         })
 }
 
-/// The wait a 429/5xx answer asks for: `Retry-After` (seconds) or `X-RateLimit-Reset`
-/// (seconds to wait, or an epoch in seconds or milliseconds).
+/// The wait a 429/5xx answer asks for: `Retry-After` (seconds, or an HTTP date, read against
+/// the answer's `Date`) or `X-RateLimit-Reset` (seconds to wait, or an epoch in seconds or
+/// milliseconds). Values that are negative or in the past mean no wait; values that are not
+/// numbers or dates are ignored; huge ones are capped at two minutes.
 fn server_wait(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let num =
-        |name: &str| -> Option<f64> { h.get(name)?.to_str().ok()?.trim().parse::<f64>().ok() };
-    let wait = if let Some(s) = num("retry-after") {
-        Duration::from_secs_f64(s.max(0.0))
-    } else if let Some(r) = num("x-ratelimit-reset") {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let secs = if r > 1e12 {
+    let local_now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let server_now_ms = header_time_ms(h, "date").unwrap_or(local_now_ms);
+    let text = |name: &str| h.get(name)?.to_str().ok().map(str::trim);
+    let secs = if let Some(v) = text("retry-after") {
+        match finite_number(v) {
+            Some(s) => s,
+            None => (parse_http_date(v)? - server_now_ms) as f64 / 1000.0,
+        }
+    } else {
+        let r = finite_number(text("x-ratelimit-reset")?)?;
+        let now = local_now_ms as f64 / 1000.0;
+        if r > 1e12 {
             r / 1000.0 - now
         } else if r > 1e9 {
             r - now
         } else {
             r
-        };
-        Duration::from_secs_f64(secs.max(0.0))
-    } else {
-        return None;
+        }
     };
-    Some(wait.min(MAX_SERVER_WAIT))
+    Some(Duration::from_secs_f64(
+        secs.clamp(0.0, MAX_SERVER_WAIT.as_secs_f64()),
+    ))
+}
+
+/// `v` as a finite number.
+fn finite_number(v: &str) -> Option<f64> {
+    v.parse::<f64>().ok().filter(|x| x.is_finite())
+}
+
+/// The time in header `name` (an HTTP date), epoch ms.
+fn header_time_ms(h: &reqwest::header::HeaderMap, name: &str) -> Option<i64> {
+    parse_http_date(h.get(name)?.to_str().ok()?.trim())
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, the form HTTP/1.1 senders must
+/// use) into epoch ms.
+pub(crate) fn parse_http_date(v: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (_, rest) = v.split_once(", ")?;
+    let mut parts = rest.split(' ');
+    let day: i64 = parts.next()?.parse().ok()?;
+    let month_name = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_name)? as i64 + 1;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (hms.next()??, hms.next()??, hms.next()??);
+    if parts.next()? != "GMT"
+        || parts.next().is_some()
+        || !(1..=31).contains(&day)
+        || !(0..=9999).contains(&year)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+    {
+        return None;
+    }
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000)
+}
+
+/// Why a body was not read.
+enum BodyError {
+    /// Past the cap: at least this many bytes.
+    TooLarge(u64),
+    /// The connection failed.
+    Transport(reqwest::Error),
+}
+
+/// Reads a body of at most `cap` bytes.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: u64,
+) -> std::result::Result<bytes::Bytes, BodyError> {
+    if let Some(len) = resp.content_length()
+        && len > cap
+    {
+        return Err(BodyError::TooLarge(len));
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if (buf.len() + chunk.len()) as u64 > cap {
+            return Err(BodyError::TooLarge((buf.len() + chunk.len()) as u64));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// The pooled HTTP client (rustls, per-request timeout).
@@ -739,5 +1009,130 @@ mod tests {
         h.insert("x-ratelimit-reset", "1".parse().unwrap());
         assert_eq!(server_wait(&h), Some(Duration::from_secs(1)));
         assert_eq!(server_wait(&reqwest::header::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn server_wait_survives_any_header() {
+        let wait = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("retry-after", v.parse().unwrap());
+            h.insert("date", "Sun, 01 Mar 2026 00:00:00 GMT".parse().unwrap());
+            server_wait(&h)
+        };
+        assert_eq!(wait("-3"), Some(Duration::ZERO));
+        assert_eq!(wait("1e300"), Some(MAX_SERVER_WAIT));
+        assert_eq!(wait("inf"), None);
+        assert_eq!(wait("NaN"), None);
+        assert_eq!(wait("later"), None);
+        assert_eq!(
+            wait("Sun, 01 Mar 2026 00:00:30 GMT"),
+            Some(Duration::from_secs(30)),
+            "a date is read against the answer's Date"
+        );
+        assert_eq!(wait("Sat, 28 Feb 2026 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(wait("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_SERVER_WAIT));
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+        assert_eq!(
+            parse_http_date("Sun, 01 Mar 2026 00:00:00 GMT"),
+            Some(1_772_323_200_000)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn has_next_needs_a_token() {
+        let e = into_page(ov(json!({"data": [], "hasNext": true}))).unwrap_err();
+        assert!(e.contains("no `next`"), "{e}");
+        let e = into_page(ov(json!({"data": [], "hasNext": true, "next": ""}))).unwrap_err();
+        assert!(e.contains("`next` is a string"), "{e}");
+        let e = into_page(ov(json!({"data": [], "hasNext": true, "next": 7}))).unwrap_err();
+        assert!(e.contains("a number"), "{e}");
+        assert!(
+            into_page(ov(json!({"data": [], "next": "t"})))
+                .unwrap()
+                .next
+                .is_some()
+        );
+        assert!(into_page(ov(json!({"data": []}))).unwrap().next.is_none());
+    }
+
+    #[test]
+    fn guard_stops_looping_walks() {
+        let at = PageRef {
+            path: "/users",
+            page: 2,
+            offset: Some("a"),
+            tables: &["users"],
+        };
+        let page = |v| into_page(ov(v)).unwrap();
+        let mut g = PageGuard::resuming(Some("a"), 1);
+        let e = g
+            .check(
+                at,
+                &page(json!({"data": [{"id": "x"}], "hasNext": true, "next": "a"})),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("GET /users page 2"), "{e}");
+        let mut g = PageGuard::default();
+        for k in 0..MAX_EMPTY_PAGES_IN_A_ROW {
+            g.check(
+                at,
+                &page(json!({"data": [], "hasNext": true, "next": k.to_string()})),
+            )
+            .unwrap();
+        }
+        assert!(
+            g.check(at, &page(json!({"data": [], "hasNext": true, "next": "z"})))
+                .is_err()
+        );
+        let mut g = PageGuard::resuming(None, MAX_PAGES - 1);
+        assert!(
+            g.check(
+                at,
+                &page(json!({"data": [{"id": "x"}], "hasNext": true, "next": "n"}))
+            )
+            .is_err()
+        );
+    }
+
+    /// A 429 without a hint pauses every request of the account (they all wait in
+    /// `wait_turn`), growing over consecutive 429s until a success.
+    #[test]
+    fn a_429_without_a_hint_pauses_the_whole_account() {
+        let pause = AccountPause::default();
+        assert!(pause.until().is_none());
+        let first = pause.throttled_without_hint();
+        let until = pause.until().expect("the account is paused");
+        assert!(until > Instant::now() && first >= THROTTLE_MIN / 2);
+        let mut longest = first;
+        for _ in 0..10 {
+            longest = longest.max(pause.throttled_without_hint());
+        }
+        assert!(
+            longest > THROTTLE_MIN && longest <= THROTTLE_MAX,
+            "{longest:?}"
+        );
+        assert!(
+            pause.until().unwrap() >= until,
+            "a pause is only ever extended"
+        );
+        pause.relax();
+        assert!(pause.throttled_without_hint() <= THROTTLE_MIN);
     }
 }

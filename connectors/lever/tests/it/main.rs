@@ -6,5 +6,8 @@ mod full;
 mod incremental;
 mod measure;
 mod resilience;
+mod resync;
 mod security;
 mod shape;
+mod untrusted;
+mod walk;
