@@ -76,6 +76,8 @@ pub struct SyncReport {
     pub throttled: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// The source's status line at the end of the run ([`Metrics::set_status`]).
+    pub status: Option<String>,
 }
 
 impl SyncReport {
@@ -150,6 +152,7 @@ pub async fn run_sync(
                 .map(|(t, c)| (t.clone(), c.requests))
                 .collect();
             report.elapsed = started.elapsed();
+            report.status = options.metrics.status();
             Ok(report)
         }
         Err(e) => {

@@ -71,6 +71,9 @@ struct Slot {
     end: i64,
     active: bool,
     live: bool,
+    /// When a soft delete in this merge marked the row: the value of the table's
+    /// [`TableSpec::deleted_at_column`] (else the column keeps the row's value).
+    deleted_at: Option<i64>,
 }
 
 /// The string values of `column` in `batches` for rows in `scope` (including soft-deleted
@@ -355,6 +358,7 @@ pub(crate) fn merge_materialized(
                     .as_ref()
                     .is_none_or(|a| !a.is_valid(row) || a.value(row)),
                 live: true,
+                deleted_at: None,
             };
             let si = rows.slots.len();
             rows.slots.push(slot);
@@ -391,6 +395,7 @@ pub(crate) fn merge_materialized(
                         end: END_OF_TIME_US,
                         active: true,
                         live: true,
+                        deleted_at: None,
                     };
                     let key = rows.live.key(bi as u32, row as u32);
                     match rows.find(key) {
@@ -543,6 +548,9 @@ pub(crate) fn merge_materialized(
         };
         columns.push(col);
     }
+    if let Some(i) = stamp_column(spec, &schema) {
+        columns[i] = stamp_deleted_at(&columns[i], &live)?;
+    }
     let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(live.len()));
     let out = RecordBatch::try_new_with_options(schema, columns, &options)?;
     Ok((out, stats))
@@ -564,6 +572,37 @@ fn runs_of(picks: &[(usize, usize)]) -> Vec<(usize, usize, usize)> {
     runs
 }
 
+/// The position of `spec`'s [`TableSpec::deleted_at_column`] in `schema`, when the table
+/// soft-deletes and the column reaches the destination as a timestamp (not blocked, not
+/// hashed).
+fn stamp_column(spec: &TableSpec, schema: &SchemaRef) -> Option<usize> {
+    let name = spec.deleted_at_column.as_deref()?;
+    let i = schema.index_of(name).ok()?;
+    let is_ts = matches!(
+        schema.field(i).data_type(),
+        arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _)
+    );
+    (spec.capture_deletes && is_ts).then_some(i)
+}
+
+/// `column` (the materialized deleted-at column of `live`) with the deletion time of every
+/// slot soft-deleted in this merge.
+fn stamp_deleted_at(column: &ArrayRef, live: &[&Slot]) -> Result<ArrayRef> {
+    if live.iter().all(|s| s.deleted_at.is_none()) {
+        return Ok(column.clone());
+    }
+    let old = column.as_primitive::<TimestampMicrosecondType>();
+    let stamped: TimestampMicrosecondArray = live
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.deleted_at
+                .or_else(|| old.is_valid(i).then(|| old.value(i)))
+        })
+        .collect();
+    Ok(Arc::new(stamped.with_timezone_opt(old.timezone())))
+}
+
 /// Deletes one slot; returns whether anything changed.
 fn delete_slot(s: &mut Slot, at: i64, has_deleted: bool, history: bool) -> bool {
     if history {
@@ -574,6 +613,7 @@ fn delete_slot(s: &mut Slot, at: i64, has_deleted: bool, history: bool) -> bool 
         s.end = at;
         if has_deleted {
             s.deleted = true;
+            s.deleted_at = Some(at);
         }
         return true;
     }
@@ -583,6 +623,7 @@ fn delete_slot(s: &mut Slot, at: i64, has_deleted: bool, history: bool) -> bool 
         }
         s.deleted = true;
         s.synced = at;
+        s.deleted_at = Some(at);
         true
     } else {
         s.live = false;
@@ -796,6 +837,83 @@ mod tests {
         .unwrap();
         let (out, _) = merge(&hard, &[out], &[del]).unwrap();
         assert_eq!(col(&out, "id"), ["b"]);
+    }
+
+    /// A soft delete sets the declared deleted-at column to the sync time, through `Delete`
+    /// and `DeleteMissing`; rows not deleted keep their value; an upsert brings the source's
+    /// value back; a row already deleted keeps its first deletion time.
+    #[test]
+    fn soft_deletes_stamp_the_declared_deleted_at_column() {
+        // Upserts carry no deleted-at value (aligned to NULL).
+        let base = spec(true, false);
+        let mut t = base
+            .clone()
+            .column(ColumnSpec::new("deleted_at", ColumnType::Timestamp));
+        t.deleted_at_column = Some("deleted_at".into());
+        t.validate().unwrap();
+        let stamps = |b: &RecordBatch| -> Vec<Option<i64>> {
+            let c = b.column_by_name("deleted_at").unwrap();
+            c.as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .collect()
+        };
+        let (out, _) = merge(
+            &t,
+            &[],
+            &[up(
+                &base,
+                &[("a", "o1", 1), ("b", "o1", 2), ("c", "o2", 3)],
+                10,
+            )],
+        )
+        .unwrap();
+        assert_eq!(stamps(&out), [None, None, None]);
+        let gone = SinkChange {
+            change: Change::DeleteMissing {
+                table: "note".into(),
+                scope: Scope::Where {
+                    column: "opportunity_id".into(),
+                    values: vec!["o1".into()],
+                },
+                keep: keys(&["b"]),
+            },
+            synced_at_us: 20_000_000,
+        };
+        let (out, stats) = merge(&t, &[out], &[gone.clone()]).unwrap();
+        assert_eq!(stats.deleted, 1);
+        assert_eq!(col(&out, DELETED), ["true", "false", "false"]);
+        assert_eq!(stamps(&out), [Some(20_000_000), None, None]);
+        // Deleting it again later keeps the first deletion time.
+        let again = SinkChange {
+            synced_at_us: 30_000_000,
+            ..gone
+        };
+        let del_c = SinkChange {
+            change: Change::Delete {
+                table: "note".into(),
+                keys: keys(&["c"]),
+            },
+            synced_at_us: 30_000_000,
+        };
+        let (out, _) = merge(&t, &[out], &[again, del_c]).unwrap();
+        assert_eq!(stamps(&out), [Some(20_000_000), None, Some(30_000_000)]);
+        // An upsert writes the source's value (none) again.
+        let (out, _) = merge(&t, &[out], &[up(&base, &[("a", "o1", 1)], 40)]).unwrap();
+        assert_eq!(stamps(&out)[0], None);
+        assert_eq!(col(&out, DELETED)[0], "false");
+        // Without the declaration the column is left alone.
+        let mut plain = t.clone();
+        plain.deleted_at_column = None;
+        let del = SinkChange {
+            change: Change::Delete {
+                table: "note".into(),
+                keys: keys(&["b"]),
+            },
+            synced_at_us: 50_000_000,
+        };
+        let (out, _) = merge(&plain, &[out], &[del]).unwrap();
+        assert_eq!(stamps(&out)[1], None);
+        assert_eq!(col(&out, DELETED)[1], "true");
     }
 
     #[test]

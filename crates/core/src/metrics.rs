@@ -25,6 +25,7 @@ struct Inner {
     retries: AtomicU64,
     tables: Mutex<BTreeMap<String, TableCounters>>,
     phase: Mutex<String>,
+    status: Mutex<Option<String>>,
     /// Whether CPU time is accounted by [`crate::cpu::Phase`].
     account_cpu: std::sync::atomic::AtomicBool,
     cpu_ns: [AtomicU64; 4],
@@ -71,6 +72,15 @@ impl Metrics {
     /// The current phase.
     pub fn phase(&self) -> String {
         self.0.phase.lock().expect("metrics lock").clone()
+    }
+    /// Sets the source's one-line status (e.g. how far back the data is complete), shown by
+    /// the progress display and carried into the run's report.
+    pub fn set_status(&self, status: impl Into<String>) {
+        *self.0.status.lock().expect("metrics lock") = Some(status.into());
+    }
+    /// The source's status line, if it set one.
+    pub fn status(&self) -> Option<String> {
+        self.0.status.lock().expect("metrics lock").clone()
     }
     /// Total requests.
     pub fn total_requests(&self) -> u64 {

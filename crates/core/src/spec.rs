@@ -173,6 +173,12 @@ pub struct TableSpec {
     pub bucket_column: Option<String>,
     /// The source-side API call this table comes from (for docs).
     pub origin: String,
+    /// A timestamp column that a soft delete sets to the sync time (besides
+    /// `_fivetran_deleted`), for tables whose source marks deleted objects with a deletion time
+    /// (Lever's `deletedAt`). Needs `capture_deletes`; an upsert writes the source's value
+    /// again. Ignored when the column is blocked or hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at_column: Option<String>,
 }
 
 impl TableSpec {
@@ -190,6 +196,7 @@ impl TableSpec {
             history_default: false,
             bucket_column: None,
             origin: String::new(),
+            deleted_at_column: None,
         }
     }
 
@@ -345,6 +352,25 @@ impl TableSpec {
         {
             return bad(format!("bucket column `{b}` is not declared"));
         }
+        if let Some(d) = &self.deleted_at_column {
+            match self.find(d) {
+                None => return bad(format!("deleted-at column `{d}` is not declared")),
+                Some(c) if c.ty != ColumnType::Timestamp => {
+                    return bad(format!("deleted-at column `{d}` is not a timestamp"));
+                }
+                Some(_) if self.is_key(d) => {
+                    return bad(format!(
+                        "deleted-at column `{d}` is part of the primary key"
+                    ));
+                }
+                Some(_) if !self.capture_deletes => {
+                    return bad(format!(
+                        "deleted-at column `{d}` needs a table that captures deletes"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         Ok(())
     }
 }
@@ -450,6 +476,21 @@ mod tests {
         assert!(t.validate().is_err());
         let t = table().column(ColumnSpec::new("id", ColumnType::String));
         assert!(t.validate().is_err());
+    }
+
+    #[test]
+    fn a_deleted_at_column_is_a_declared_timestamp_of_a_table_capturing_deletes() {
+        let with = |column: &str, capture: bool| {
+            let mut t = table();
+            t.capture_deletes = capture;
+            t.deleted_at_column = Some(column.into());
+            t.validate()
+        };
+        assert!(with("created_at", true).is_ok());
+        let why = |r: Result<()>| r.unwrap_err().to_string();
+        assert!(why(with("nope", true)).contains("not declared"));
+        assert!(why(with("opportunity_id", true)).contains("not a timestamp"));
+        assert!(why(with("created_at", false)).contains("captures deletes"));
     }
 
     #[test]
