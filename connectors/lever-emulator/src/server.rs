@@ -148,6 +148,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/oauth/token", post(oauth_token))
+        .route("/oauth/authorize", get(oauth_authorize))
         .nest("/admin", crate::admin::router(inner.clone()))
         .fallback(unmatched)
         .with_state(inner)
@@ -779,5 +780,52 @@ async fn oauth_token(State(inner): S, Form(form): Form<HashMap<String, String>>)
         }
     };
     lock(&inner.counters).record("POST /oauth/token", resp.status().as_u16(), false, false);
+    resp
+}
+
+/// `GET /oauth/authorize`: Lever's consent page, approved at once (the account's admin always
+/// says yes): redirects to `redirect_uri` with a one-time `code` and the caller's `state`, for
+/// the `authorization_code` grant. The code carries confidential access when the scope asks
+/// for `confidential:access:admin`.
+async fn oauth_authorize(State(inner): S, RawQuery(q): RawQuery) -> Response {
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+    let resp = if get("response_type") != "code" {
+        json_response(
+            400,
+            &json!({"error": "unsupported_response_type", "error_description": "response_type must be code"}),
+        )
+    } else if let Ok(mut redirect) = url::Url::parse(get("redirect_uri")) {
+        let confidential = get("scope")
+            .split(' ')
+            .any(|s| s == "confidential:access:admin");
+        match lock(&inner.auth).issue_code(get("client_id"), confidential) {
+            Some(code) => {
+                redirect
+                    .query_pairs_mut()
+                    .append_pair("code", &code)
+                    .append_pair("state", get("state"));
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::FOUND;
+                if let Ok(v) = HeaderValue::from_str(redirect.as_str()) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+            None => json_response(
+                400,
+                &json!({"error": "invalid_client", "error_description": "Unknown client_id"}),
+            ),
+        }
+    } else {
+        json_response(
+            400,
+            &json!({"error": "invalid_request", "error_description": "redirect_uri is not a URL"}),
+        )
+    };
+    lock(&inner.counters).record("GET /oauth/authorize", resp.status().as_u16(), false, false);
     resp
 }

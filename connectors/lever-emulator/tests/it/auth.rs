@@ -1,5 +1,6 @@
 //! API keys, confidential access and OAuth.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -245,5 +246,62 @@ async fn oauth_code_refresh_rotation_and_expiry() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_redirects_with_a_code_and_the_state() {
+    let env = env(EmulatorConfig {
+        opportunities: 5,
+        rate_limit: None,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (id, secret) = env.emu.register_oauth_client();
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let authorize = |client_id: &str, scope: &str| {
+        let mut url =
+            url::Url::parse(&format!("{}/oauth/authorize", env.server.root_url())).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", "http://127.0.0.1:9/cb?x=1")
+            .append_pair("response_type", "code")
+            .append_pair("state", "st ate")
+            .append_pair("scope", scope);
+        no_redirects.get(url).send()
+    };
+    let resp = authorize(&id, "offline_access confidential:access:admin")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 302);
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(location.path(), "/cb");
+    let q: HashMap<String, String> = location.query_pairs().into_owned().collect();
+    assert_eq!(q["x"], "1");
+    assert_eq!(q["state"], "st ate");
+    let (status, t) = token(
+        &env,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+            ("code", &q["code"]),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    assert!(
+        t["scope"]
+            .as_str()
+            .unwrap()
+            .contains("confidential:access:admin")
+    );
+    assert!(t["refresh_token"].as_str().is_some());
+    let unknown = authorize("client_nope", "offline_access").await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 400);
     env.stop().await;
 }
