@@ -9,13 +9,13 @@ use arrow::array::{Array, ArrayRef, StringArray, StringBuilder, TimestampMicrose
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The user's settings for one table (`[tables.<name>]` in `sluice.toml`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableSettings {
     /// `false` blocks the table: it is never requested and gets no folder.
