@@ -1,0 +1,44 @@
+"""Drives the status page in headless chromium: usage: status_page.py BASE_URL TOKEN CONNECTION_ID.
+
+Loads the page with the token, checks that the connection's row is there, presses its
+"Sync now" button and checks that the page comes back showing a run of it."""
+
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+base, token, connection = sys.argv[1:4]
+
+options = webdriver.ChromeOptions()
+for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+    options.add_argument(arg)
+options.binary_location = "/usr/bin/chromium"
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+try:
+    driver.set_page_load_timeout(30)
+    driver.get(f"{base}/?token={token}")
+    assert driver.title == "sluice", driver.title
+    row = driver.find_element(By.CSS_SELECTOR, f'tr[data-connection="{connection}"]')
+    assert "never" in row.text, row.text
+    row.find_element(By.XPATH, './/button[text()="Sync now"]').click()
+    # The form posts, the server starts the run and redirects back to the page.
+    deadline = time.time() + 60
+    while True:
+        row = driver.find_element(By.CSS_SELECTOR, f'tr[data-connection="{connection}"]')
+        status = row.find_elements(By.CSS_SELECTOR, ".status")
+        if status and status[0].text in ("queued", "running", "succeeded"):
+            print("after the click the page shows the run:", status[0].text)
+            break
+        if time.time() > deadline:
+            raise AssertionError(f"no run shown after the click: {row.text}")
+        time.sleep(0.5)
+        driver.get(f"{base}/")
+    # Without the cookie the page is closed.
+    driver.delete_all_cookies()
+    driver.get(f"{base}/")
+    assert "Enter the API token" in driver.page_source
+finally:
+    driver.quit()
