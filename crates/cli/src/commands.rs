@@ -5,7 +5,7 @@ use crate::summary;
 use crate::tables_doc;
 use crate::{Command, Dest, SourceFlags, StateCommand};
 use indicatif::MultiProgress;
-use sluice_core::{CheckContext, Error, Registry, Result, Sink, SyncOptions};
+use sluice_core::{CheckContext, Error, Registry, Result, Sink};
 use std::collections::BTreeSet;
 use tokio_util::sync::CancellationToken;
 
@@ -76,7 +76,34 @@ pub(crate) async fn dispatch(command: Command, bars: MultiProgress) -> Result<()
             sink,
             dest,
         } => resync(&registry, &source, table.as_deref(), &sink, &dest).await,
+        Command::Serve {
+            listen,
+            data_dir,
+            max_concurrent_runs,
+            public_url,
+        } => {
+            let mut options = sluice_server::ServeOptions::new(listen, data_dir);
+            options.api_token = std::env::var(sluice_server::API_TOKEN_ENV).ok();
+            options.master_key = std::env::var(sluice_server::crypto::MASTER_KEY_ENV).ok();
+            options.max_concurrent_runs = max_concurrent_runs.max(1);
+            options.public_url = public_url;
+            serve(registry, options).await
+        }
     }
+}
+
+/// `sluice serve`: runs until SIGINT or SIGTERM, which stop every sync at its last
+/// committed checkpoint.
+async fn serve(registry: Registry, options: sluice_server::ServeOptions) -> Result<()> {
+    let server = sluice_server::Server::start(options, registry).await?;
+    if let Some(token) = server.generated_token() {
+        println!(
+            "API token (shown once, only its hash is kept; set SLUICE_API_TOKEN to choose one): {token}"
+        );
+    }
+    println!("sluice serve: listening on http://{}", server.addr());
+    crate::signals::stop_on_signals(server.stopper());
+    server.wait().await
 }
 
 /// How `sluice run` was asked to run.
@@ -115,13 +142,7 @@ async fn run(
     let sink_plugin = registry.sink(sink_name)?;
     let source = (source_plugin.build)();
     let mut sink = (sink_plugin.build)(&cfg.sink_json(dest.dest.as_deref()))?;
-    let options = SyncOptions {
-        settings: cfg.sync_settings(),
-        commit_interval: std::time::Duration::from_secs(cfg.commit_interval_secs.unwrap_or(30)),
-        commit_max_rows: cfg.commit_max_rows.unwrap_or(250_000).max(1),
-        allow_origin_change: flags.allow_origin_change,
-        ..Default::default()
-    };
+    let options = cfg.run_settings(flags.allow_origin_change).sync_options();
 
     crate::signals::stop_on_signals(options.cancel.clone());
     let stop_bars = CancellationToken::new();

@@ -2,12 +2,9 @@
 //! name the offending key.
 
 use serde::Deserialize;
-use sluice_core::{Error, Result, Secret, SyncSettings, TableSettings};
+use sluice_core::{Error, Result, RunSettings, Secret, TableSettings};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// Environment variable holding the hashing salt.
-pub(crate) const SALT_ENV: &str = "SLUICE_HASH_SALT";
 
 /// The whole configuration file. Every section is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -71,24 +68,17 @@ impl ConfigFile {
 
     /// The sink section as JSON with `dest` overridden.
     pub(crate) fn sink_json(&self, dest: Option<&str>) -> serde_json::Value {
-        let mut v = table_json(self.sink.as_ref());
-        if let Some(dest) = dest {
-            v["dest"] = serde_json::Value::String(dest.to_owned());
-        }
-        v
+        sluice_core::sink_config(table_json(self.sink.as_ref()), dest)
     }
 
-    /// Per-table settings and the salt (from `SLUICE_HASH_SALT`, else the file).
-    pub(crate) fn sync_settings(&self) -> SyncSettings {
-        let salt = std::env::var(SALT_ENV)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .map(Secret::new)
-            .or_else(|| self.hash_salt.clone());
-        SyncSettings {
-            tables: self.tables.clone(),
-            hash_salt: salt,
-        }
+    /// The top-level settings of a sync, mapped to the engine's options the same way
+    /// `sluice serve` maps a connection's.
+    pub(crate) fn run_settings(&self, allow_origin_change: bool) -> RunSettings {
+        let mut settings = RunSettings::new(self.tables.clone(), self.hash_salt.clone());
+        settings.commit_interval_secs = self.commit_interval_secs;
+        settings.commit_max_rows = self.commit_max_rows;
+        settings.allow_origin_change = allow_origin_change;
+        settings
     }
 }
 

@@ -19,9 +19,10 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = None)]
 struct Cli {
-    /// Log line format on stderr (filter with RUST_LOG, default `info`).
-    #[arg(long, value_enum, default_value = "text", global = true)]
-    log_format: logging::LogFormat,
+    /// Log line format on stderr (filter with RUST_LOG, default `info`); `text` by default,
+    /// `json` for `serve`.
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<logging::LogFormat>,
     /// Never draw progress bars (they are already hidden when stderr is not a terminal).
     #[arg(long, global = true)]
     no_progress: bool,
@@ -94,6 +95,24 @@ enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Serve the management API, the scheduler, metrics and the status page (see
+    /// docs/api.md). Secrets are encrypted with SLUICE_MASTER_KEY or <data-dir>/master.key;
+    /// the API token is SLUICE_API_TOKEN, or one generated on first start and printed once.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: std::net::SocketAddr,
+        /// Where connections, run history and encrypted secrets live.
+        #[arg(long, default_value = "./sluice-data")]
+        data_dir: PathBuf,
+        /// At most this many syncs at once.
+        #[arg(long, default_value_t = 4)]
+        max_concurrent_runs: usize,
+        /// The server's URL as browsers reach it (for the OAuth redirect URI); default
+        /// `http://<listen>`.
+        #[arg(long)]
+        public_url: Option<String>,
+    },
     /// Make the next run re-import a table (or every table) from scratch.
     Resync {
         /// Source plugin.
@@ -130,7 +149,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let bars = progress::bars(!cli.no_progress);
-    logging::init(cli.log_format, &bars);
+    let log_format = cli.log_format.unwrap_or(match cli.command {
+        Command::Serve { .. } => logging::LogFormat::Json,
+        _ => logging::LogFormat::Text,
+    });
+    logging::init(log_format, &bars);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
