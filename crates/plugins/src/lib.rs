@@ -3,6 +3,7 @@
 //! A plugin crate that nothing references is not linked, and its `inventory::submit!`
 //! silently vanishes. Adding a plugin = one line here plus one name in the test below.
 
+use sluice_sink_delta as _;
 use sluice_sink_parquet as _;
 use sluice_source_lever as _;
 

@@ -10,7 +10,9 @@ use sluice_core::{
     Change, ColumnSpec, ColumnType, Cursor, Plan, Sink, SinkChange, State, SyncKind, SyncSettings,
     TableSpec,
 };
-use sluice_sink_parquet::{Destination, ParquetSink, ParquetSinkConfig};
+use sluice_lake::{Destination, LakeConfig, LakeSink, TableFormat};
+use sluice_sink_delta::{DeltaFormat, DeltaSinkConfig};
+use sluice_sink_parquet::ParquetFormat;
 use sluice_testkit::{Row, batch_rows, rows_by_key};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -155,7 +157,11 @@ pub async fn scan(sink: &dyn Sink, spec: &TableSpec) -> BTreeMap<String, Row> {
 
 /// A destination for one test.
 pub struct Lake {
-    pub config: ParquetSinkConfig,
+    /// The keys every lake format shares.
+    pub config: LakeConfig,
+    /// `Some`: the `delta` sink with these Delta keys (its `lake` field is unused);
+    /// `None`: the `parquet` sink.
+    pub delta: Option<DeltaSinkConfig>,
     pub kind: &'static str,
     pub tmp: Option<tempfile::TempDir>,
     _moto: Option<Moto>,
@@ -164,9 +170,10 @@ pub struct Lake {
 impl Lake {
     pub fn local() -> Lake {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let config = ParquetSinkConfig::new(tmp.path().join("lake").display().to_string());
+        let config = LakeConfig::new(tmp.path().join("lake").display().to_string());
         Lake {
             config,
+            delta: None,
             kind: "local",
             tmp: Some(tmp),
             _moto: None,
@@ -177,21 +184,46 @@ impl Lake {
     pub fn s3() -> Option<Lake> {
         let moto = Moto::start()?;
         moto.create_bucket("lake");
-        let mut config = ParquetSinkConfig::new("s3://lake/some/prefix");
+        let mut config = LakeConfig::new("s3://lake/some/prefix");
         config.endpoint = Some(moto.endpoint());
         config.region = Some("us-east-1".into());
         config.access_key_id = Some("testing".into());
         config.secret_access_key = Some(sluice_core::Secret::new("TOP-SECRET-KEY"));
         Some(Lake {
             config,
+            delta: None,
             kind: "s3",
             tmp: None,
             _moto: Some(moto),
         })
     }
 
-    pub fn sink(&self) -> ParquetSink {
-        ParquetSink::new(self.config.clone()).expect("valid config")
+    /// This lake as a `delta` destination (default Delta keys).
+    pub fn delta(mut self) -> Lake {
+        self.delta = Some(DeltaSinkConfig::default());
+        self
+    }
+
+    /// The Delta keys (panics on a `parquet` lake).
+    pub fn delta_config(&mut self) -> &mut DeltaSinkConfig {
+        self.delta.as_mut().expect("a delta lake")
+    }
+
+    /// The table format of this lake's sink.
+    pub fn format(&self) -> Arc<dyn TableFormat> {
+        match &self.delta {
+            Some(d) => Arc::new(DeltaFormat::new(d)),
+            None => Arc::new(ParquetFormat),
+        }
+    }
+
+    /// A `parquet` sink on this lake's destination, whatever its format.
+    pub fn parquet_sink(&self) -> LakeSink {
+        LakeSink::new(self.config.clone(), Arc::new(ParquetFormat)).expect("valid config")
+    }
+
+    pub fn sink(&self) -> LakeSink {
+        LakeSink::new(self.config.clone(), self.format()).expect("valid config")
     }
 
     pub fn dest(&self) -> Destination {
@@ -202,10 +234,10 @@ impl Lake {
     pub fn sink_on(
         &self,
         wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
-    ) -> ParquetSink {
+    ) -> LakeSink {
         let mut dest = self.dest();
         dest.store = wrap(Arc::clone(&dest.store));
-        ParquetSink::with_destination(dest, self.config.clone())
+        LakeSink::with_destination(dest, self.config.clone(), self.format())
     }
 
     /// Every object under `<root>/<under>`, as full object paths, sorted.

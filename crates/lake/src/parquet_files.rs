@@ -1,6 +1,6 @@
 //! Reading and writing Parquet data files through object_store.
 
-use crate::error::{ParquetSinkError, Result};
+use crate::error::{LakeError, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -125,7 +125,7 @@ impl FileWriter {
         schema: SchemaRef,
         props: WriterProperties,
     ) -> Result<FileWriter> {
-        let err = |e| ParquetSinkError::parquet("writing", path, e);
+        let err = |e| LakeError::parquet("writing", path, e);
         let mut props = props;
         // The Arrow schema travels in the footer (`ARROW:schema`), as ArrowWriter writes it.
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
@@ -161,8 +161,8 @@ impl FileWriter {
         self.rows
     }
 
-    fn err(&self, e: ParquetError) -> ParquetSinkError {
-        ParquetSinkError::parquet("writing", &self.path, e)
+    fn err(&self, e: ParquetError) -> LakeError {
+        LakeError::parquet("writing", &self.path, e)
     }
 
     /// Appends `batch` (with the writer's schema).
@@ -210,7 +210,7 @@ impl FileWriter {
             return Ok(());
         };
         let path = self.path.clone();
-        let err = |e| ParquetSinkError::parquet("writing", &path, e);
+        let err = |e| LakeError::parquet("writing", &path, e);
         let mut group = self.file.next_row_group().map_err(err)?;
         for w in writers {
             w.close()
@@ -231,7 +231,7 @@ impl FileWriter {
         self.sink
             .write(Bytes::from(bytes))
             .await
-            .map_err(|e| ParquetSinkError::parquet("writing", &self.path, e))
+            .map_err(|e| LakeError::parquet("writing", &self.path, e))
     }
 
     /// Appends every row of the stored file `path` (`size` bytes). When its Parquet schema is
@@ -245,7 +245,7 @@ impl FileWriter {
         path: &Path,
         size: u64,
     ) -> Result<bool> {
-        let rerr = |e| ParquetSinkError::parquet("reading", path, e);
+        let rerr = |e| LakeError::parquet("reading", path, e);
         let mut reader = ObjectReader {
             store: Arc::clone(store),
             path: path.clone(),
@@ -273,7 +273,7 @@ impl FileWriter {
             let bytes = store
                 .get_range(path, span.clone())
                 .await
-                .map_err(|e| ParquetSinkError::store("reading", path.to_string(), e))?;
+                .map_err(|e| LakeError::store("reading", path.to_string(), e))?;
             let chunk = Span {
                 start: span.start,
                 bytes,
@@ -300,7 +300,7 @@ impl FileWriter {
                 }
                 continue;
             }
-            let werr = |e| ParquetSinkError::parquet("writing", &dest, e);
+            let werr = |e| LakeError::parquet("writing", &dest, e);
             let mut out = self.file.next_row_group().map_err(werr)?;
             for (j, column) in group.columns().iter().enumerate() {
                 let close = ColumnCloseResult {
@@ -330,7 +330,7 @@ impl FileWriter {
         self.sink
             .complete()
             .await
-            .map_err(|e| ParquetSinkError::parquet("writing", &self.path, e))?;
+            .map_err(|e| LakeError::parquet("writing", &self.path, e))?;
         Ok(self.bytes)
     }
 }
@@ -435,7 +435,7 @@ pub(crate) async fn read_file(
     columns: Option<&[String]>,
     keep: Option<&SchemaRef>,
 ) -> Result<Vec<RecordBatch>> {
-    let err = |e| ParquetSinkError::parquet("reading", path, e);
+    let err = |e| LakeError::parquet("reading", path, e);
     let stream = open_file(store, path, size, columns, keep).await?;
     stream.try_collect().await.map_err(err)
 }
@@ -453,7 +453,7 @@ pub(crate) async fn open_file(
     builder
         .with_projection(mask)
         .build()
-        .map_err(|e| ParquetSinkError::parquet("reading", path, e))
+        .map_err(|e| LakeError::parquet("reading", path, e))
 }
 
 /// Like [`open_file`] (every column), only the rows at the positions in `rows`: pages
@@ -483,7 +483,7 @@ pub(crate) async fn open_rows(
         .with_projection(mask)
         .with_row_selection(selection)
         .build()
-        .map_err(|e| ParquetSinkError::parquet("reading", path, e))
+        .map_err(|e| LakeError::parquet("reading", path, e))
 }
 
 /// A stream reader of the data file `path` (footer read, nothing decoded yet).
@@ -500,7 +500,7 @@ async fn stream_builder(
     };
     ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
         .await
-        .map_err(|e| ParquetSinkError::parquet("reading", path, e))
+        .map_err(|e| LakeError::parquet("reading", path, e))
 }
 
 /// The file's columns that are in `columns` (all when `None`) and in `keep` (all when
@@ -523,8 +523,8 @@ fn projection(
 }
 
 /// The whole content of the object `path`.
-pub(crate) async fn get_all(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
-    let err = |e| ParquetSinkError::store("reading", path, e);
+pub async fn get_all(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+    let err = |e| LakeError::store("reading", path, e);
     store
         .get(path)
         .await

@@ -14,7 +14,7 @@
 //! * a descriptor names the file by its uuid (Z85, storage type `u`) and gives the offset of
 //!   the vector's size field and the vector's size and cardinality.
 
-use crate::error::{ParquetSinkError, Result};
+use crate::error::{LakeError, Result};
 use arrow::array::BooleanArray;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -34,7 +34,7 @@ pub(crate) const DV_PREFIX: &str = "deletion_vector_";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Descriptor {
+pub struct Descriptor {
     /// Always `u`: a file in the table folder named by a uuid.
     pub storage_type: String,
     /// The uuid of the vector file, Z85-encoded (20 characters).
@@ -55,8 +55,8 @@ impl Descriptor {
         Ok(file_name(id))
     }
 
-    fn corrupt(&self, what: &str) -> ParquetSinkError {
-        ParquetSinkError::Damaged {
+    fn corrupt(&self, what: &str) -> LakeError {
+        LakeError::Damaged {
             path: format!("deletion vector {}", self.path_or_inline_dv),
             detail: format!("invalid {what}"),
         }
@@ -141,8 +141,8 @@ pub(crate) async fn read(
     let bytes = store
         .get_range(&path, range)
         .await
-        .map_err(|e| ParquetSinkError::store("reading", &path, e))?;
-    let corrupt = |what: &str| ParquetSinkError::Damaged {
+        .map_err(|e| LakeError::store("reading", &path, e))?;
+    let corrupt = |what: &str| LakeError::Damaged {
         path: format!("{path} at offset {}", d.offset),
         detail: what.to_owned(),
     };

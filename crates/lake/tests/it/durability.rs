@@ -8,7 +8,6 @@ use futures::FutureExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use sluice_core::{ErrorKind, Sink};
-use sluice_sink_parquet::TableFormat;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,7 +223,7 @@ async fn a_manifest_of_a_newer_format_is_refused(mut lake: Lake) {
     assert!(lake.sink().read_state().await.is_err());
     dest.store.delete(&path(2)).await.unwrap();
 
-    lake.config.table_format = TableFormat::Delta;
+    lake.delta = Some(Default::default());
     let mut s = lake.sink();
     s.open(&specs()).await.unwrap();
     s.write(stamp(opp_rows("opp", &[("k1", "changed", 5)]), T2))
@@ -280,7 +279,7 @@ async fn delta_log_files(lake: &Lake, table: &str) -> BTreeSet<String> {
 /// read the last published version, which names them. The next open publishes the version
 /// and only then removes them.
 async fn superseded_files_stay_while_the_delta_log_is_unpublished(mut lake: Lake) {
-    lake.config.table_format = TableFormat::Delta;
+    lake.delta = Some(Default::default());
     let mut s = lake.sink();
     s.open(&specs()).await.unwrap();
     s.write(stamp(opp_rows("opp", &[("a", "A", 1), ("b", "B", 1)]), T1))

@@ -700,7 +700,7 @@ async fn local_errors_name_the_path_and_keep_data() {
     std::fs::write(base.join("file"), b"x").unwrap();
     let mut cfg = lake.config.clone();
     cfg.dest = Some(base.join("file/lake").display().to_string());
-    let mut s = sluice_sink_parquet::ParquetSink::new(cfg).unwrap();
+    let mut s = sluice_lake::LakeSink::new(cfg, lake.format()).unwrap();
     let err = s.open(&specs()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Destination);
     let msg = err.to_string();
@@ -771,11 +771,11 @@ async fn registered_and_configured_from_json() {
         .map(|p| p.name)
         .collect();
     assert!(names.contains(&"parquet") && names.contains(&"delta"));
-    // The delta sink is the parquet sink in Delta mode, from the same `[sink]` section.
+    // The delta sink takes the lake keys plus its own; `table_format` is gone.
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("d");
     let cfg = serde_json::json!({"dest": lake.display().to_string()});
-    let mut sink = sluice_core::build_sink::<sluice_sink_parquet::DeltaSinkFactory>(&cfg).unwrap();
+    let mut sink = sluice_core::build_sink::<sluice_sink_delta::DeltaSinkFactory>(&cfg).unwrap();
     sink.open(&specs()).await.unwrap();
     sink.write(stamp(opp_rows("opp", &[("a", "A", 1)]), T1))
         .await
@@ -787,7 +787,7 @@ async fn registered_and_configured_from_json() {
             .exists()
     );
     let bad = serde_json::json!({"dest": "/tmp/x", "max_deleted_share": 0.0});
-    let Err(err) = sluice_core::build_sink::<sluice_sink_parquet::DeltaSinkFactory>(&bad) else {
+    let Err(err) = sluice_core::build_sink::<sluice_sink_delta::DeltaSinkFactory>(&bad) else {
         panic!("a share of 0 must be rejected")
     };
     assert!(err.to_string().contains("sink.max_deleted_share"), "{err}");
@@ -805,6 +805,20 @@ async fn registered_and_configured_from_json() {
     assert!(err.to_string().contains("sink.dest"), "{err}");
     let unknown = serde_json::json!({"dest": "/tmp/x", "nope": true});
     assert!(sluice_core::build_sink::<sluice_sink_parquet::ParquetSinkFactory>(&unknown).is_err());
+    assert!(sluice_core::build_sink::<sluice_sink_delta::DeltaSinkFactory>(&unknown).is_err());
+    for format in ["delta", "parquet"] {
+        let old = serde_json::json!({"dest": "/tmp/x", "table_format": format});
+        let parquet = sluice_core::build_sink::<sluice_sink_parquet::ParquetSinkFactory>(&old);
+        let delta = sluice_core::build_sink::<sluice_sink_delta::DeltaSinkFactory>(&old);
+        for err in [parquet.err().unwrap(), delta.err().unwrap()] {
+            let msg = err.to_string();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(
+                msg.contains("table_format") && msg.contains("--sink delta") && !msg.contains('\n'),
+                "{msg}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -2,11 +2,11 @@
 
 use sluice_core::ErrorKind;
 
-/// Everything that can go wrong in the Parquet sink. Messages name paths and tables, never
+/// Everything that can go wrong in a lake sink. Messages name paths and tables, never
 /// credentials.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ParquetSinkError {
+pub enum LakeError {
     /// The `[sink]` settings are wrong.
     #[error("{0}")]
     Config(String),
@@ -119,24 +119,26 @@ pub enum ParquetSinkError {
     Core(#[from] sluice_core::Error),
 }
 
-impl ParquetSinkError {
-    pub(crate) fn store(
+impl LakeError {
+    /// An object store failure doing `op` on `path`.
+    pub fn store(
         op: &'static str,
         path: impl std::fmt::Display,
         source: object_store::Error,
     ) -> Self {
-        ParquetSinkError::Store {
+        LakeError::Store {
             op,
             path: path.to_string(),
             source,
         }
     }
-    pub(crate) fn parquet(
+    /// A Parquet failure doing `op` on `path`.
+    pub fn parquet(
         op: &'static str,
         path: impl std::fmt::Display,
         source: parquet::errors::ParquetError,
     ) -> Self {
-        ParquetSinkError::Parquet {
+        LakeError::Parquet {
             op,
             path: path.to_string(),
             source,
@@ -144,12 +146,12 @@ impl ParquetSinkError {
     }
 }
 
-impl From<ParquetSinkError> for sluice_core::Error {
-    fn from(e: ParquetSinkError) -> Self {
+impl From<LakeError> for sluice_core::Error {
+    fn from(e: LakeError) -> Self {
         match e {
-            ParquetSinkError::Core(e) => e,
-            ParquetSinkError::Config(m) => sluice_core::Error::config(m),
-            ParquetSinkError::Conflict { .. } | ParquetSinkError::InUse { .. } => {
+            LakeError::Core(e) => e,
+            LakeError::Config(m) => sluice_core::Error::config(m),
+            LakeError::Conflict { .. } | LakeError::InUse { .. } => {
                 sluice_core::Error::new(ErrorKind::Destination, e.to_string()).with_retryable(true)
             }
             other => sluice_core::Error::destination(other.to_string()),
@@ -157,5 +159,5 @@ impl From<ParquetSinkError> for sluice_core::Error {
     }
 }
 
-/// `Result` with [`ParquetSinkError`].
-pub(crate) type Result<T, E = ParquetSinkError> = std::result::Result<T, E>;
+/// `Result` with [`LakeError`].
+pub type Result<T, E = LakeError> = std::result::Result<T, E>;

@@ -1,9 +1,8 @@
-//! Delta mode (`table_format = "delta"`): the shared scenarios again, deletion vectors instead
+//! The `delta` sink: the shared scenarios again, deletion vectors instead
 //! of rewrites, and the Delta log read by the `deltalake` Python package.
 
 use crate::common::*;
 use sluice_core::{Change, Scope, Sink};
-use sluice_sink_parquet::TableFormat;
 use std::collections::BTreeSet;
 use std::process::Command;
 
@@ -16,9 +15,8 @@ both!(
     delta_small_changes_write_small_files,
 );
 
-fn delta(mut lake: Lake) -> Lake {
-    lake.config.table_format = TableFormat::Delta;
-    lake
+fn delta(lake: Lake) -> Lake {
+    lake.delta()
 }
 
 async fn delta_conformance(lake: Lake) {
@@ -62,7 +60,7 @@ async fn files_and_vectors(lake: &Lake, table: &str) -> (BTreeSet<String>, BTree
 /// it is folded into the commit's new file; scoped deletes are vectors too.
 async fn delta_small_changes_write_small_files(lake: Lake) {
     let mut lake = delta(lake);
-    lake.config.max_deleted_share = 0.3;
+    lake.delta_config().max_deleted_share = 0.3;
     let ids: Vec<String> = (0..10_000).map(|i| format!("opp-{i:05}")).collect();
     // Names that do not compress to nothing, so that file sizes mean something.
     let names: Vec<String> = (0..10_000u64)
@@ -269,10 +267,8 @@ async fn deltalake_reads_the_tables_with_deletion_vectors() {
     s.close().await.unwrap();
     check(2, &scan(&lake.sink(), &opp()).await);
 
-    // Without Delta mode the destination is refused, naming the way out.
-    let mut plain = lake.config.clone();
-    plain.table_format = TableFormat::Parquet;
-    let mut p = sluice_sink_parquet::ParquetSink::new(plain).unwrap();
+    // The `parquet` sink refuses the destination, naming the way out.
+    let mut p = lake.parquet_sink();
     let e = p.open(&specs()).await.unwrap_err();
     assert!(e.to_string().contains("--sink delta"), "{e}");
     lake.assert_no_orphans(&["opp"]).await;

@@ -1,6 +1,7 @@
 #![allow(unreachable_pub, missing_docs)]
-//! Integration tests of the parquet sink: every scenario runs against a local directory and
-//! against a real S3-compatible server (moto, started by the tests).
+//! Integration tests of the lake engine through its two format sinks (`parquet` and `delta`):
+//! every scenario runs against a local directory and against a real S3-compatible server
+//! (moto, started by the tests).
 
 /// Runs each named scenario `async fn name(lake: Lake)` once on a local directory
 /// (`local::name`) and once on moto S3 (`s3::name`).

@@ -1,6 +1,6 @@
 //! [`HashRuns`]: a set of 64-bit hashes in about 8.5 bytes per member.
 //!
-//! The session index holds one hash per row a first sync writes (millions for a large
+//! The written-keys index holds one hash per row a first sync writes (millions for a large
 //! account). In a `HashSet<u64>` that costs 14–18 bytes per member (hashbrown's control
 //! bytes and the free slots left after each doubling), which was the largest part of the
 //! memory that grows with the account. Here members live in one sorted vector, sized

@@ -130,10 +130,10 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ParquetSinkConfig;
+    use crate::config::LakeConfig;
 
     fn local(dir: &std::path::Path) -> DestinationSecrets {
-        let config: ParquetSinkConfig =
+        let config: LakeConfig =
             serde_json::from_value(serde_json::json!({"dest": dir.to_str().unwrap()})).unwrap();
         DestinationSecrets::new(Destination::from_config(&config).unwrap())
     }

@@ -3,9 +3,8 @@
 //! destination's content; versions are created with put-if-not-exists, so two runs can never
 //! both commit the same version.
 
-use crate::delta_log::DeltaState;
-use crate::dv::Descriptor;
-use crate::error::{ParquetSinkError, Result};
+use crate::deletion_vector::Descriptor;
+use crate::error::{LakeError, Result};
 use crate::layout;
 use arrow::datatypes::DataType;
 use futures::TryStreamExt;
@@ -62,7 +61,7 @@ impl std::fmt::Debug for Manifest {
 /// One table of a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct TableEntry {
+pub struct TableEntry {
     /// Number of buckets (fixed at creation).
     pub buckets: u32,
     /// The column files are bucketed by (fixed at creation).
@@ -71,15 +70,36 @@ pub(crate) struct TableEntry {
     pub columns: Vec<StoredColumn>,
     /// The live data files.
     pub files: Vec<FileEntry>,
-    /// Delta mode: the table's Delta log as of this manifest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delta: Option<DeltaState>,
+    /// The table format's log as of this manifest (see [`TableLog`]). Stored under the key
+    /// `delta` (manifest format 2, when Delta was the one format with a log).
+    #[serde(default, rename = "delta", skip_serializing_if = "Option::is_none")]
+    pub log: Option<TableLog>,
+}
+
+/// A table's log, kept by its format (Delta's `_delta_log`), as of one manifest version:
+/// computed before the manifest commit ([`TableFormat::next_log`](crate::TableFormat::next_log))
+/// and published after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableLog {
+    /// The format's table id (Delta's `metaData.id`), fixed at the table's first version.
+    pub table_id: String,
+    /// The newest log version this manifest accounts for.
+    pub version: u64,
+    /// The table's schema as the format writes it (Delta's `schemaString`).
+    pub schema: String,
+    /// The text of version `version`, kept until a later version replaces it so that it can
+    /// be published again if the run stopped before publishing it.
+    pub commit: String,
+    /// When version 0 was written (epoch ms).
+    #[serde(default)]
+    pub created_ms: i64,
 }
 
 /// A stored column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct StoredColumn {
+pub struct StoredColumn {
     /// Column name.
     pub name: String,
     /// Logical type.
@@ -90,7 +110,7 @@ pub(crate) struct StoredColumn {
 /// A live data file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FileEntry {
+pub struct FileEntry {
     /// File name inside the table folder.
     pub name: String,
     /// Bucket.
@@ -106,7 +126,7 @@ pub(crate) struct FileEntry {
 
 impl FileEntry {
     /// The live rows of the file.
-    pub(crate) fn live_rows(&self) -> u64 {
+    pub fn live_rows(&self) -> u64 {
         self.rows - self.dv.as_ref().map_or(0, |d| d.cardinality)
     }
 }
@@ -135,7 +155,7 @@ impl TableEntry {
             bucket_column: spec.bucket_column().to_owned(),
             columns: declared_columns(spec),
             files: Vec::new(),
-            delta: None,
+            log: None,
         }
     }
 
@@ -145,7 +165,7 @@ impl TableEntry {
             if let Some(stored) = self.columns.iter().find(|c| c.name == declared.name) {
                 let (s, d) = (stored.ty.arrow_type(), declared.ty.arrow_type());
                 if s != d {
-                    return Err(ParquetSinkError::TypeChange {
+                    return Err(LakeError::TypeChange {
                         table: spec.name.clone(),
                         column: declared.name,
                         stored: type_name(&s, stored.ty),
@@ -189,7 +209,7 @@ impl Manifest {
         let delta = self
             .tables
             .values()
-            .any(|t| t.delta.is_some() || t.files.iter().any(|f| f.dv.is_some()));
+            .any(|t| t.log.is_some() || t.files.iter().any(|f| f.dv.is_some()));
         if delta { MANIFEST_FORMAT } else { PLAIN_FORMAT }
     }
 
@@ -201,7 +221,7 @@ impl Manifest {
     }
 
     fn from_json(bytes: &[u8], path: &Path) -> Result<Manifest> {
-        let bad = |detail: String| ParquetSinkError::Manifest {
+        let bad = |detail: String| LakeError::Manifest {
             path: path.to_string(),
             detail,
         };
@@ -224,7 +244,7 @@ pub(crate) async fn versions(store: &dyn ObjectStore, root: &Path) -> Result<Vec
     let metas: Vec<_> = match store.list(Some(&dir)).try_collect().await {
         Ok(m) => m,
         Err(object_store::Error::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(ParquetSinkError::store("listing", &dir, e)),
+        Err(e) => return Err(LakeError::store("listing", &dir, e)),
     };
     let mut versions: Vec<u64> = metas
         .iter()
@@ -237,7 +257,7 @@ pub(crate) async fn versions(store: &dyn ObjectStore, root: &Path) -> Result<Vec
 /// Reads manifest `version`.
 pub(crate) async fn read(store: &dyn ObjectStore, root: &Path, version: u64) -> Result<Manifest> {
     let path = layout::manifest_path(root, version);
-    let bytes = crate::io::get_all(store, &path).await?;
+    let bytes = crate::parquet_files::get_all(store, &path).await?;
     Manifest::from_json(&bytes, &path)
 }
 
@@ -269,7 +289,7 @@ pub(crate) async fn live(store: &dyn ObjectStore, root: &Path) -> Result<Option<
         return Ok(None);
     };
     let path = layout::manifest_path(root, newest);
-    let bytes = crate::io::get_all(store, &path).await?;
+    let bytes = crate::parquet_files::get_all(store, &path).await?;
     let failed = match Manifest::from_json(&bytes, &path) {
         Ok(manifest) => {
             return Ok(Some(Live {
@@ -285,7 +305,7 @@ pub(crate) async fn live(store: &dyn ObjectStore, root: &Path) -> Result<Option<
     };
     let manifest = read(store, root, previous)
         .await
-        .map_err(|e| ParquetSinkError::Manifest {
+        .map_err(|e| LakeError::Manifest {
             path: path.to_string(),
             detail: format!(
                 "cut short (a write interrupted by a power loss?), and the version before it is \

@@ -15,7 +15,7 @@
 //! another time. Host names and PIDs alone prove nothing: containers on different machines
 //! share them.
 
-use crate::error::{ParquetSinkError, Result};
+use crate::error::{LakeError, Result};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
@@ -141,16 +141,15 @@ impl Ctx<'_> {
                 let bytes = r
                     .bytes()
                     .await
-                    .map_err(|e| ParquetSinkError::store("reading", self.path, e))?;
-                let doc =
-                    serde_json::from_slice(&bytes).map_err(|e| ParquetSinkError::Manifest {
-                        path: self.path.to_string(),
-                        detail: format!("unreadable lease ({e}); delete it if no run is active"),
-                    })?;
+                    .map_err(|e| LakeError::store("reading", self.path, e))?;
+                let doc = serde_json::from_slice(&bytes).map_err(|e| LakeError::Manifest {
+                    path: self.path.to_string(),
+                    detail: format!("unreadable lease ({e}); delete it if no run is active"),
+                })?;
                 Ok(Some((doc, version)))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(ParquetSinkError::store("reading", self.path, e)),
+            Err(e) => Err(LakeError::store("reading", self.path, e)),
         }
     }
 
@@ -166,8 +165,8 @@ impl Ctx<'_> {
         })
     }
 
-    fn in_use(&self, held: &LeaseDoc) -> ParquetSinkError {
-        ParquetSinkError::InUse {
+    fn in_use(&self, held: &LeaseDoc) -> LakeError {
+        LakeError::InUse {
             dest: self.dest.to_owned(),
             pid: held.pid,
             host: held.host.clone(),
@@ -179,7 +178,7 @@ impl Ctx<'_> {
 }
 
 impl Lease {
-    /// Takes the lease for session `owner`, or fails with [`ParquetSinkError::InUse`].
+    /// Takes the lease for session `owner`, or fails with [`LakeError::InUse`].
     pub(crate) async fn acquire(
         store: &dyn ObjectStore,
         path: &Path,
@@ -203,7 +202,7 @@ impl Lease {
             match ctx.put(&doc, PutMode::Create).await {
                 Ok(version) => return Ok(Lease::held(doc, version, ttl)),
                 Err(object_store::Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(ParquetSinkError::store("creating the lease", path, e)),
+                Err(e) => return Err(LakeError::store("creating the lease", path, e)),
             }
             let Some((held, version)) = ctx.read().await? else {
                 continue; // released in between: try again
@@ -224,12 +223,12 @@ impl Lease {
                 Err(
                     object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
                 ) => {}
-                Err(e) => return Err(ParquetSinkError::store("taking over the lease", path, e)),
+                Err(e) => return Err(LakeError::store("taking over the lease", path, e)),
             }
         }
         match ctx.read().await? {
             Some((held, _)) => Err(ctx.in_use(&held)),
-            None => Err(ParquetSinkError::LeaseLost {
+            None => Err(LakeError::LeaseLost {
                 dest: dest.to_owned(),
                 detail: "the lease kept changing while taking it".to_owned(),
             }),
@@ -246,10 +245,10 @@ impl Lease {
     }
 
     /// Extends the lease with a conditional replace of the version this session wrote last,
-    /// failing with [`ParquetSinkError::LeaseLost`] if anyone else wrote it since.
+    /// failing with [`LakeError::LeaseLost`] if anyone else wrote it since.
     async fn renew(&mut self, ctx: &Ctx<'_>) -> Result<()> {
         if let Some(detail) = &self.lost {
-            return Err(ParquetSinkError::LeaseLost {
+            return Err(LakeError::LeaseLost {
                 dest: ctx.dest.to_owned(),
                 detail: detail.clone(),
             });
@@ -267,12 +266,12 @@ impl Lease {
             ) => {
                 let detail = describe_holder(ctx).await;
                 self.lost = Some(detail.clone());
-                Err(ParquetSinkError::LeaseLost {
+                Err(LakeError::LeaseLost {
                     dest: ctx.dest.to_owned(),
                     detail,
                 })
             }
-            Err(e) => Err(ParquetSinkError::store("renewing the lease", ctx.path, e)),
+            Err(e) => Err(LakeError::store("renewing the lease", ctx.path, e)),
         }
     }
 }
@@ -340,7 +339,7 @@ impl LeaseKeeper {
 
     /// Proves the lease is still this session's by renewing it conditionally; call right
     /// before writing anything that commits (the manifest). Fails with
-    /// [`ParquetSinkError::LeaseLost`] when another run took it over, with a store error when
+    /// [`LakeError::LeaseLost`] when another run took it over, with a store error when
     /// it cannot be checked.
     pub(crate) async fn fence(&self) -> Result<()> {
         self.lease.lock().await.renew(&self.ctx()).await
@@ -356,11 +355,7 @@ impl LeaseKeeper {
             Some((held, _)) if held.owner == lease.doc.owner => {
                 match self.store.delete(&self.path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(ParquetSinkError::store(
-                        "releasing the lease",
-                        &self.path,
-                        e,
-                    )),
+                    Err(e) => Err(LakeError::store("releasing the lease", &self.path, e)),
                 }
             }
             _ => Ok(()),
@@ -392,7 +387,7 @@ async fn renew_periodically(
         tokio::time::sleep(ttl / 3).await;
         match lease.lock().await.renew(&ctx).await {
             Ok(()) => {}
-            Err(e @ ParquetSinkError::LeaseLost { .. }) => {
+            Err(e @ LakeError::LeaseLost { .. }) => {
                 tracing::error!(error = %e, "lost the destination lease; the next commit fails");
                 return;
             }

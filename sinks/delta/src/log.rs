@@ -1,9 +1,9 @@
-//! Delta mode: every table folder is also a Delta Lake table (`<table>/_delta_log/`).
+//! The Delta log: every table folder is also a Delta Lake table (`<table>/_delta_log/`).
 //!
 //! The manifest stays the destination's single commit point. Each manifest commit that
 //! changes a table's files also computes that table's next Delta log version (its actions:
 //! files removed and added, deletion vectors replaced, schema changes) and stores it in the
-//! table's entry ([`DeltaState`]). After the manifest commit, the version is published as
+//! table's entry ([`TableLog`]). After the manifest commit, the version is published as
 //! `_delta_log/<version:020>.json` with put-if-not-exists. A run killed in between leaves the
 //! version in the manifest only: the next `open`, and every commit before its manifest write,
 //! publishes what is missing first. So the Delta log is never ahead of the manifest (the
@@ -13,40 +13,19 @@
 //! partition columns; statistics give `numRecords` (physical rows). Every
 //! [`CHECKPOINT_INTERVAL`]th version gets a Parquet checkpoint and `_last_checkpoint`.
 
-use crate::dv::Descriptor;
-use crate::error::{ParquetSinkError, Result};
-use crate::manifest::{FileEntry, TableEntry};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_core::ColumnType;
+use sluice_lake::{Descriptor, FileEntry, LakeError, Result, TableEntry, TableLog};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The folder of a table's Delta log.
 pub(crate) const LOG_DIR: &str = "_delta_log";
-
-/// A table's Delta log as of one manifest version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DeltaState {
-    /// The Delta table id (`metaData.id`), fixed at the table's first version.
-    pub table_id: String,
-    /// The newest log version this manifest accounts for.
-    pub version: u64,
-    /// The schema string of the last `metaData` action.
-    pub schema: String,
-    /// The text of version `version`'s log file, kept until a later version replaces it so
-    /// that it can be published again if the run stopped before publishing it.
-    pub commit: String,
-    /// When version 0 was written (epoch ms; `metaData.createdTime`).
-    #[serde(default)]
-    pub created_ms: i64,
-}
 
 /// The Delta type of a column type.
 fn delta_type(ty: ColumnType) -> &'static str {
@@ -135,9 +114,9 @@ pub(crate) fn next_state(
     old: Option<&TableEntry>,
     new: &TableEntry,
     now_ms: i64,
-) -> Option<DeltaState> {
+) -> Option<TableLog> {
     let schema = schema_string(new);
-    let prev = new.delta.as_ref();
+    let prev = new.log.as_ref();
     let before: BTreeMap<&str, &FileEntry> = match prev {
         Some(_) => old
             .into_iter()
@@ -191,7 +170,7 @@ pub(crate) fn next_state(
         commit.push_str(&l.to_string());
         commit.push('\n');
     }
-    Some(DeltaState {
+    Some(TableLog {
         table_id,
         version,
         schema,
@@ -211,11 +190,7 @@ pub(crate) fn log_path(dir: &Path, version: u64) -> Path {
 /// from an earlier attempt: the same text); returns whether this call created it. Another
 /// text under that version means another writer changed the log, which sluice does not
 /// support.
-pub(crate) async fn publish(
-    store: &dyn ObjectStore,
-    dir: &Path,
-    state: &DeltaState,
-) -> Result<bool> {
+pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, state: &TableLog) -> Result<bool> {
     let path = log_path(dir, state.version);
     let put = store
         .put_opts(
@@ -227,11 +202,11 @@ pub(crate) async fn publish(
     match put {
         Ok(_) => Ok(true),
         Err(object_store::Error::AlreadyExists { .. }) => {
-            let theirs = crate::io::get_all(store, &path).await?;
+            let theirs = sluice_lake::get_all(store, &path).await?;
             if theirs.as_ref() == state.commit.as_bytes() {
                 Ok(false)
             } else {
-                Err(ParquetSinkError::Damaged {
+                Err(LakeError::Damaged {
                     path: path.to_string(),
                     detail: "this Delta log version was written by another writer; sluice must \
                              be the only writer of its tables"
@@ -239,7 +214,7 @@ pub(crate) async fn publish(
                 })
             }
         }
-        Err(e) => Err(ParquetSinkError::store("writing", &path, e)),
+        Err(e) => Err(LakeError::store("writing", &path, e)),
     }
 }
 
@@ -331,7 +306,7 @@ fn checkpoint_schema() -> SchemaRef {
 
 /// The checkpoint of the table at `state.version`, whose live files are `entry.files`: the
 /// protocol, the metaData and one `add` per live file, as a Parquet file.
-pub(crate) fn checkpoint(entry: &TableEntry, state: &DeltaState, now_ms: i64) -> Result<Vec<u8>> {
+pub(crate) fn checkpoint(entry: &TableEntry, state: &TableLog, now_ms: i64) -> Result<Vec<u8>> {
     let mut lines = vec![
         protocol(),
         metadata(&state.table_id, &state.schema, state.created_ms),
@@ -344,7 +319,7 @@ pub(crate) fn checkpoint(entry: &TableEntry, state: &DeltaState, now_ms: i64) ->
     }
     let schema = checkpoint_schema();
     let err = |e: arrow::error::ArrowError| {
-        ParquetSinkError::Core(sluice_core::Error::internal(format!(
+        LakeError::Core(sluice_core::Error::internal(format!(
             "building a Delta checkpoint: {e}"
         )))
     };
@@ -358,7 +333,7 @@ pub(crate) fn checkpoint(entry: &TableEntry, state: &DeltaState, now_ms: i64) ->
         .map_err(err)?
         .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&schema)));
     let mut out = Vec::new();
-    let perr = |e| ParquetSinkError::parquet("writing", "a Delta checkpoint", e);
+    let perr = |e| LakeError::parquet("writing", "a Delta checkpoint", e);
     let mut w = ArrowWriter::try_new(&mut out, schema, None).map_err(perr)?;
     w.write(&batch).map_err(perr)?;
     w.close().map_err(perr)?;
@@ -371,7 +346,7 @@ pub(crate) async fn write_checkpoint(
     store: &dyn ObjectStore,
     dir: &Path,
     entry: &TableEntry,
-    state: &DeltaState,
+    state: &TableLog,
 ) -> Result<()> {
     let bytes = checkpoint(entry, state, sluice_core::now_ms())?;
     let log = dir.clone().join(LOG_DIR);
@@ -382,21 +357,21 @@ pub(crate) async fn write_checkpoint(
     store
         .put(&path, PutPayload::from(bytes))
         .await
-        .map_err(|e| ParquetSinkError::store("writing", &path, e))?;
+        .map_err(|e| LakeError::store("writing", &path, e))?;
     let last = log.join("_last_checkpoint");
     let pointer =
         json!({"version": state.version, "size": entry.files.len() + 2, "sizeInBytes": size});
     store
         .put(&last, PutPayload::from(pointer.to_string().into_bytes()))
         .await
-        .map_err(|e| ParquetSinkError::store("writing", &last, e))?;
+        .map_err(|e| LakeError::store("writing", &last, e))?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::StoredColumn;
+    use sluice_lake::StoredColumn;
 
     fn file(name: &str, rows: u64, dv: Option<u64>) -> FileEntry {
         FileEntry {
@@ -426,11 +401,11 @@ mod tests {
                 })
                 .collect(),
             files,
-            delta: None,
+            log: None,
         }
     }
 
-    fn actions(state: &DeltaState) -> Vec<Value> {
+    fn actions(state: &TableLog) -> Vec<Value> {
         state
             .commit
             .lines()
@@ -485,7 +460,7 @@ mod tests {
 
         // Unchanged: the same state, no new version.
         let mut same = v0_entry.clone();
-        same.delta = Some(v0.clone());
+        same.log = Some(v0.clone());
         assert_eq!(next_state(Some(&same), &same, 2), Some(v0.clone()));
 
         // `a` gets a deletion vector, `b` goes, `c` comes, a column is added.
@@ -495,7 +470,7 @@ mod tests {
             ("t", ColumnType::Timestamp),
         ];
         let mut v1_entry = entry(vec![file("a", 10, Some(2)), file("c", 3, None)], &cols2);
-        v1_entry.delta = Some(v0.clone());
+        v1_entry.log = Some(v0.clone());
         let v1 = next_state(Some(&same), &v1_entry, 3).unwrap();
         assert_eq!((v1.version, &v1.table_id), (1, &v0.table_id));
         let a = actions(&v1);

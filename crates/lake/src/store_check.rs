@@ -10,7 +10,7 @@
 //! (must fail with "precondition"), then deleted. Probes a killed run left behind are
 //! deleted after a day.
 
-use crate::error::{ParquetSinkError, Result};
+use crate::error::{LakeError, Result};
 use crate::layout;
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -19,7 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 /// Probes older than this are leftovers of killed runs.
 const STALE_PROBE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Fails with [`ParquetSinkError::Unsafe`] unless `store` honours create-if-absent and
+/// Fails with [`LakeError::Unsafe`] unless `store` honours create-if-absent and
 /// replace-if-unchanged under `root` (see the module docs).
 pub(crate) async fn require_conditional_writes(
     store: &dyn ObjectStore,
@@ -42,7 +42,7 @@ pub(crate) async fn require_conditional_writes(
 }
 
 async fn probe(store: &dyn ObjectStore, path: &Path, dest: &str) -> Result<()> {
-    let unsafe_store = |detail: &str| ParquetSinkError::Unsafe {
+    let unsafe_store = |detail: &str| LakeError::Unsafe {
         dest: dest.to_owned(),
         detail: detail.to_owned(),
     };
@@ -58,7 +58,7 @@ async fn probe(store: &dyn ObjectStore, path: &Path, dest: &str) -> Result<()> {
         Err(object_store::Error::NotImplemented { .. }) => {
             return Err(unsafe_store("it cannot create objects only if absent"));
         }
-        Err(e) => return Err(ParquetSinkError::store("writing", path, e)),
+        Err(e) => return Err(LakeError::store("writing", path, e)),
     }
     match put(PutMode::Create).await {
         Err(object_store::Error::AlreadyExists { .. }) => {}
@@ -68,7 +68,7 @@ async fn probe(store: &dyn ObjectStore, path: &Path, dest: &str) -> Result<()> {
                  If-None-Match)",
             ));
         }
-        Err(e) => return Err(ParquetSinkError::store("writing", path, e)),
+        Err(e) => return Err(LakeError::store("writing", path, e)),
     }
     let never = UpdateVersion {
         e_tag: Some("\"sluice-probe-no-such-version\"".to_owned()),
@@ -83,7 +83,7 @@ async fn probe(store: &dyn ObjectStore, path: &Path, dest: &str) -> Result<()> {
         Err(object_store::Error::NotImplemented { .. }) => {
             Err(unsafe_store("it cannot replace objects only if unchanged"))
         }
-        Err(e) => Err(ParquetSinkError::store("writing", path, e)),
+        Err(e) => Err(LakeError::store("writing", path, e)),
     }
 }
 

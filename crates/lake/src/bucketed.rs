@@ -3,7 +3,7 @@
 //! A commit writes a table group by group (usually one bucket each). Each group needs the
 //! changes restricted to its buckets. Filtering every change once per group cost
 //! `groups × rows` bucket hashes and filter passes (16× the work for a 16-bucket table);
-//! [`Partitioned`] hashes each row once and hands every group exactly its rows.
+//! [`BucketedChanges`] hashes each row once and hands every group exactly its rows.
 //!
 //! Restriction rules (what [`sluice_core::merge::merge`] needs to give the same result on
 //! a group as on the whole table, restricted to that group):
@@ -40,14 +40,18 @@ enum Split {
 }
 
 /// The changes of one table with the bucket of every row computed once.
-pub(crate) struct Partitioned<'a> {
+pub(crate) struct BucketedChanges<'a> {
     changes: &'a [SinkChange],
     splits: Vec<Split>,
 }
 
-impl<'a> Partitioned<'a> {
+impl<'a> BucketedChanges<'a> {
     /// Splits `changes` over `n` buckets by column `bcol`.
-    pub(crate) fn new(changes: &'a [SinkChange], bcol: &str, n: u32) -> Result<Partitioned<'a>> {
+    pub(crate) fn new(
+        changes: &'a [SinkChange],
+        bcol: &str,
+        n: u32,
+    ) -> Result<BucketedChanges<'a>> {
         let by_rows = |batch: &RecordBatch| -> Result<Option<Split>> {
             let Some(col) = batch.column_by_name(bcol) else {
                 return Ok(None);
@@ -81,7 +85,7 @@ impl<'a> Partitioned<'a> {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Partitioned { changes, splits })
+        Ok(BucketedChanges { changes, splits })
     }
 
     /// The bucket of each row of change `i` (upserted rows, or delete keys), when it carries
@@ -230,7 +234,7 @@ mod tests {
                 keep: b.clone(),
             }),
         ];
-        let p = Partitioned::new(&changes, "parent_id", n).unwrap();
+        let p = BucketedChanges::new(&changes, "parent_id", n).unwrap();
         let mut seen_rows = Vec::new();
         let mut seen_values = Vec::new();
         for bucket in 0..n {
@@ -308,7 +312,7 @@ mod tests {
                 keys: keys.clone(),
             }),
         ];
-        let p = Partitioned::new(&changes, "parent_id", 8).unwrap();
+        let p = BucketedChanges::new(&changes, "parent_id", 8).unwrap();
         // Upserts without the column are stored in bucket 0; deletes reach every group.
         let zero = p.restrict(&BTreeSet::from([0, 5])).unwrap();
         assert_eq!(zero.len(), 2);

@@ -1,4 +1,4 @@
-//! The session index: for each table that was empty when this run first touched it, the
+//! The written-keys index: for each table that was empty when this run first touched it, the
 //! hashes of every primary key (and bucket-column value) the run has written to it.
 //!
 //! A first sync commits many times into tables that start empty. Without the index, every
@@ -66,7 +66,7 @@ fn combined_hashes(cols: &[arrow::array::ArrayRef], rows: usize) -> Option<Vec<u
     Some(out)
 }
 
-/// What the session index proves about a commit's staged changes (see [`SessionIndex::prove`]).
+/// What the written-keys index proves about a commit's staged changes (see [`WrittenKeys::prove`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Proof {
     /// Nothing: the stored files must be checked.
@@ -77,17 +77,17 @@ pub(crate) enum Proof {
 
 /// What this run wrote to one table (see the module docs).
 #[derive(Default)]
-pub(crate) struct SessionIndex {
+pub(crate) struct WrittenKeys {
     /// The table held no rows when this run first touched it.
     complete: bool,
     keys: HashRuns,
     parents: HashRuns,
 }
 
-impl SessionIndex {
+impl WrittenKeys {
     /// An index for a table that had `stored_files` files when the run first touched it.
     pub(crate) fn new(stored_files: usize) -> Self {
-        SessionIndex {
+        WrittenKeys {
             complete: stored_files == 0,
             ..Default::default()
         }
@@ -276,7 +276,7 @@ mod tests {
         }
     }
 
-    fn untouched(ix: &SessionIndex, t: &TableSpec, changes: &[SinkChange]) -> bool {
+    fn untouched(ix: &WrittenKeys, t: &TableSpec, changes: &[SinkChange]) -> bool {
         matches!(
             ix.prove(t, "opportunity_id", changes),
             Proof::Untouched { .. }
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn reports_keys_upserted_twice_in_one_commit() {
         let t = spec();
-        let ix = SessionIndex::new(0);
+        let ix = WrittenKeys::new(0);
         assert_eq!(
             ix.prove(&t, "opportunity_id", &[upsert(&["a", "b"], &["o1", "o1"])]),
             Proof::Untouched { unique_keys: true }
@@ -306,7 +306,7 @@ mod tests {
             Proof::Untouched { unique_keys: false }
         );
         assert_eq!(
-            SessionIndex::new(1).prove(&t, "opportunity_id", &[upsert(&["a"], &["o1"])]),
+            WrittenKeys::new(1).prove(&t, "opportunity_id", &[upsert(&["a"], &["o1"])]),
             Proof::None
         );
     }
@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn vouches_only_for_new_keys_and_parents_of_tables_that_started_empty() {
         let t = spec();
-        let mut ix = SessionIndex::new(0);
+        let mut ix = WrittenKeys::new(0);
         assert!(untouched(
             &ix,
             &t,
@@ -339,7 +339,7 @@ mod tests {
         assert!(!untouched(&ix, &t, &[all]), "whole-table scope");
         assert!(ix.proves_no_rows_with(&["o2".to_owned()]));
         assert!(!ix.proves_no_rows_with(&["o2".to_owned(), "o1".to_owned()]));
-        let stored_before = SessionIndex::new(3);
+        let stored_before = WrittenKeys::new(3);
         assert!(!stored_before.proves_no_rows_with(&["o2".to_owned()]));
         assert!(!untouched(&stored_before, &t, &[upsert(&["z"], &["o9"])]));
     }

@@ -1,6 +1,6 @@
 //! The `[sink]` settings and how they become an object store.
 
-use crate::error::{ParquetSinkError, Result};
+use crate::error::{LakeError, Result};
 use crate::local_store::DurableLocalStore;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
@@ -11,16 +11,23 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The config error for the `table_format` key, which is gone: each table format is its own
+/// sink.
+pub const TABLE_FORMAT_GONE: &str = "sink.table_format is no longer a setting: each table \
+    format is its own sink; use `--sink delta` for Delta tables (`--sink parquet` for plain \
+    Parquet) and remove table_format";
+
 /// The destination used when `dest` is not set.
 pub const DEFAULT_DEST: &str = "./lake";
 
-/// Settings of the `parquet` sink (the `[sink]` section; `dest` may come from `--dest`).
+/// The `[sink]` settings every lake format shares (`dest` may come from `--dest`); each format
+/// crate adds its own keys next to them.
 ///
 /// S3 options default from the standard AWS environment variables. `Debug` never shows the
 /// secret key or session token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ParquetSinkConfig {
+pub struct LakeConfig {
     /// Where the tables go: a plain path, `file:///abs/path` or `s3://bucket/prefix`.
     /// Default `./lake`.
     #[serde(default)]
@@ -85,28 +92,6 @@ pub struct ParquetSinkConfig {
     /// How many manifest versions to keep (default 10; at least 1).
     #[serde(default = "default_keep_manifests")]
     pub keep_manifests: usize,
-    /// `parquet` (the default): every table folder holds exactly its live rows, for readers
-    /// that glob `*.parquet`. `delta`: every table folder is also a Delta Lake table, and a
-    /// commit that changes a few stored rows marks them deleted in deletion vectors instead
-    /// of rewriting their files; read such tables through Delta (see `docs/delta-sink.md`).
-    /// The `delta` sink is this sink with `table_format = "delta"`.
-    #[serde(default)]
-    pub table_format: TableFormat,
-    /// Delta mode: a file whose deleted rows reach this share of its rows is rewritten
-    /// without them at the next commit that touches it (default 0.25).
-    #[serde(default = "default_max_deleted_share")]
-    pub max_deleted_share: f64,
-}
-
-/// How table folders are laid out; see [`ParquetSinkConfig::table_format`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TableFormat {
-    /// Plain Parquet files: one row per key across the files of a table.
-    #[default]
-    Parquet,
-    /// A Delta Lake table with deletion vectors.
-    Delta,
 }
 
 fn default_row_group_rows() -> usize {
@@ -130,13 +115,10 @@ fn default_lease_ttl_secs() -> u64 {
 fn default_keep_manifests() -> usize {
     10
 }
-fn default_max_deleted_share() -> f64 {
-    0.25
-}
 
-impl Default for ParquetSinkConfig {
+impl Default for LakeConfig {
     fn default() -> Self {
-        ParquetSinkConfig {
+        LakeConfig {
             dest: None,
             region: None,
             endpoint: None,
@@ -153,23 +135,22 @@ impl Default for ParquetSinkConfig {
             rewrite_chunk_rows: default_rewrite_chunk_rows(),
             lease_ttl_secs: default_lease_ttl_secs(),
             keep_manifests: default_keep_manifests(),
-            table_format: TableFormat::default(),
-            max_deleted_share: default_max_deleted_share(),
         }
     }
 }
 
-impl ParquetSinkConfig {
+impl LakeConfig {
     /// A config for `dest` with every other setting at its default.
     pub fn new(dest: impl Into<String>) -> Self {
-        ParquetSinkConfig {
+        LakeConfig {
             dest: Some(dest.into()),
             ..Default::default()
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(ParquetSinkError::Config(m.to_owned()));
+    /// Checks the settings (no I/O).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(LakeError::Config(m.to_owned()));
         if self.row_group_rows == 0 {
             return bad("sink.row_group_rows must be at least 1");
         }
@@ -187,9 +168,6 @@ impl ParquetSinkConfig {
         }
         if self.rewrite_chunk_rows == 0 {
             return bad("sink.rewrite_chunk_rows must be at least 1");
-        }
-        if !(self.max_deleted_share > 0.0 && self.max_deleted_share <= 1.0) {
-            return bad("sink.max_deleted_share must be above 0 and at most 1");
         }
         if self.lease_ttl_secs == 0 {
             return bad("sink.lease_ttl_secs must be at least 1");
@@ -224,13 +202,13 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn dest_error(dest: &str, why: impl std::fmt::Display) -> ParquetSinkError {
-    ParquetSinkError::Config(format!("sink.dest `{dest}`: {why}"))
+fn dest_error(dest: &str, why: impl std::fmt::Display) -> LakeError {
+    LakeError::Config(format!("sink.dest `{dest}`: {why}"))
 }
 
 impl Destination {
     /// Resolves `config.dest` (no I/O).
-    pub fn from_config(config: &ParquetSinkConfig) -> Result<Destination> {
+    pub fn from_config(config: &LakeConfig) -> Result<Destination> {
         let dest = config.dest.as_deref().unwrap_or(DEFAULT_DEST);
         if dest.trim().is_empty() {
             return Err(dest_error(dest, "is empty"));
@@ -275,7 +253,7 @@ impl Destination {
         })
     }
 
-    fn s3(config: &ParquetSinkConfig, dest: &str, url: &url::Url) -> Result<Destination> {
+    fn s3(config: &LakeConfig, dest: &str, url: &url::Url) -> Result<Destination> {
         let bucket = url
             .host_str()
             .filter(|b| !b.is_empty())
@@ -345,7 +323,7 @@ impl Destination {
     }
 }
 
-fn redact(message: &str, config: &ParquetSinkConfig) -> String {
+fn redact(message: &str, config: &LakeConfig) -> String {
     let mut m = message.to_owned();
     for s in [&config.secret_access_key, &config.session_token]
         .into_iter()
@@ -364,12 +342,12 @@ mod tests {
 
     #[test]
     fn parses_destinations() {
-        let d = Destination::from_config(&ParquetSinkConfig::new("/tmp/lake")).unwrap();
+        let d = Destination::from_config(&LakeConfig::new("/tmp/lake")).unwrap();
         assert_eq!(d.root.as_ref(), "tmp/lake");
         assert!(d.local);
-        let d = Destination::from_config(&ParquetSinkConfig::new("file:///tmp/x/y")).unwrap();
+        let d = Destination::from_config(&LakeConfig::new("file:///tmp/x/y")).unwrap();
         assert_eq!(d.root.as_ref(), "tmp/x/y");
-        let mut c = ParquetSinkConfig::new("s3://bucket/some/prefix/");
+        let mut c = LakeConfig::new("s3://bucket/some/prefix/");
         c.endpoint = Some("http://127.0.0.1:9".into());
         c.access_key_id = Some("k".into());
         c.secret_access_key = Some(Secret::new("supersecret"));
@@ -378,14 +356,14 @@ mod tests {
         assert!(!d.local);
         assert!(!format!("{d:?}").contains("supersecret"));
         assert!(!format!("{c:?}").contains("supersecret"));
-        let d = Destination::from_config(&ParquetSinkConfig::default()).unwrap();
+        let d = Destination::from_config(&LakeConfig::default()).unwrap();
         assert!(d.root.as_ref().ends_with("lake"));
     }
 
     #[test]
     fn bad_urls_are_config_errors() {
         for bad in ["gs://x/y", "s3:///nobucket", "http://example.com/x", ""] {
-            let e = Destination::from_config(&ParquetSinkConfig::new(bad)).unwrap_err();
+            let e = Destination::from_config(&LakeConfig::new(bad)).unwrap_err();
             let e: sluice_core::Error = e.into();
             assert_eq!(e.kind(), sluice_core::ErrorKind::Config, "{bad}: {e}");
             assert!(e.to_string().contains("sink.dest"), "{e}");
@@ -396,6 +374,6 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         let v = serde_json::json!({"dest": "/tmp/x", "bogus": 1});
-        assert!(serde_json::from_value::<ParquetSinkConfig>(v).is_err());
+        assert!(serde_json::from_value::<LakeConfig>(v).is_err());
     }
 }

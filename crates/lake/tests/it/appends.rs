@@ -361,7 +361,7 @@ async fn changed_rows_rewrite(mut lake: Lake) {
 /// Upserts `n` new `opp` keys `<tag>-<round>-<i>` and commits; returns the commit's `opp`
 /// figures.
 async fn commit_new_opps(
-    s: &mut sluice_sink_parquet::ParquetSink,
+    s: &mut sluice_lake::LakeSink,
     tag: &str,
     round: i64,
     n: usize,

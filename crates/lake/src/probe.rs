@@ -18,9 +18,9 @@
 //! buckets leaves every stored row as it was and adds exactly the rows that merging the
 //! changes into an empty table gives, which is what the fast path writes.
 
+use crate::bucketed::BucketedChanges;
 use crate::error::Result;
 use crate::layout;
-use crate::partition::Partitioned;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
@@ -105,7 +105,7 @@ fn key_columns(
     key.iter()
         .map(|k| {
             batch.column_by_name(k).cloned().ok_or_else(|| {
-                crate::error::ParquetSinkError::Core(sluice_core::Error::internal(format!(
+                crate::error::LakeError::Core(sluice_core::Error::internal(format!(
                     "{what} lacks key column `{k}`"
                 )))
             })
@@ -115,7 +115,11 @@ fn key_columns(
 
 /// The bucket of each row of upsert `i` (`batch`); rows without the bucket column are
 /// stored in bucket 0.
-fn upsert_buckets<'p>(parts: &'p Partitioned<'_>, i: usize, batch: &RecordBatch) -> Cow<'p, [u32]> {
+fn upsert_buckets<'p>(
+    parts: &'p BucketedChanges<'_>,
+    i: usize,
+    batch: &RecordBatch,
+) -> Cow<'p, [u32]> {
     parts
         .row_buckets(i)
         .map_or_else(|| Cow::Owned(vec![0; batch.num_rows()]), Cow::Borrowed)
@@ -158,7 +162,7 @@ impl Probe {
         })
     }
 
-    /// A probe of changes that the session index proved touch no stored row and upsert no
+    /// A probe of changes that the written-keys index proved touch no stored row and upsert no
     /// key twice (or whose keys cannot move between buckets): only where the new rows go
     /// matters, so no key is converted. Never [`Probe::check`]ed; [`Probe::own_links`] is
     /// empty, since no key gets new rows in two buckets.
@@ -166,7 +170,7 @@ impl Probe {
         spec: &TableSpec,
         bcol: &str,
         changes: &[SinkChange],
-        parts: &Partitioned<'_>,
+        parts: &BucketedChanges<'_>,
     ) -> Result<Probe> {
         let mut probe = Probe::empty(spec, bcol)?;
         for (i, c) in changes.iter().enumerate() {
@@ -187,7 +191,7 @@ impl Probe {
         n: u32,
         bcol: &str,
         changes: &[SinkChange],
-        parts: &Partitioned<'_>,
+        parts: &BucketedChanges<'_>,
     ) -> Result<Probe> {
         let mut probe = Probe::empty(spec, bcol)?;
         for (i, c) in changes.iter().enumerate() {
@@ -238,7 +242,7 @@ impl Probe {
                             Some((column.clone(), values.iter().cloned().collect()))
                         }
                         Scope::Via { .. } => {
-                            return Err(crate::error::ParquetSinkError::Core(
+                            return Err(crate::error::LakeError::Core(
                                 sluice_core::Error::internal(
                                     "a Via scope must be resolved before the commit",
                                 ),

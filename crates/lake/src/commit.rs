@@ -1,0 +1,264 @@
+//! The commit: every staged table's new files (`table_commit`), then one manifest version
+//! created with put-if-not-exists (the commit point), then the format's log versions
+//! published, then superseded files deleted.
+
+use crate::error::{LakeError, Result};
+use crate::layout;
+use crate::manifest::{self, FileEntry};
+use crate::sink::{LakeSink, internal};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sluice_core::merge::select_values;
+use sluice_core::{Change, CommitReport, Scope, SinkChange, State};
+use std::collections::{BTreeMap, BTreeSet};
+
+impl LakeSink {
+    /// Turns a `Scope::Via` into a `Scope::Where` using the parent's committed rows.
+    pub(crate) fn resolve<'a>(&'a self, scope: &'a Scope) -> BoxFuture<'a, Result<Scope>> {
+        async move {
+            let Scope::Via {
+                column,
+                parent_table,
+                parent_column,
+                parent_scope,
+            } = scope
+            else {
+                return Ok(scope.clone());
+            };
+            let parent_scope = self.resolve(parent_scope).await?;
+            let entry = self
+                .manifest
+                .as_ref()
+                .and_then(|m| m.tables.get(parent_table));
+            let values = match entry {
+                None => Vec::new(),
+                // The parent started empty in this run and holds no row of these parents:
+                // nothing to read.
+                Some(entry)
+                    if matches!(&parent_scope, Scope::Where { column, values }
+                        if *column == entry.bucket_column
+                            && self
+                                .written
+                                .lock()
+                                .expect("written-keys index lock")
+                                .get(parent_table)
+                                .is_some_and(|ix| ix.proves_no_rows_with(values))) =>
+                {
+                    Vec::new()
+                }
+                Some(entry) => {
+                    let buckets: Option<BTreeSet<u32>> = match &parent_scope {
+                        Scope::Where { column, values } if *column == entry.bucket_column => Some(
+                            values
+                                .iter()
+                                .map(|v| layout::bucket_of(v, entry.buckets))
+                                .collect(),
+                        ),
+                        _ => None,
+                    };
+                    let files: Vec<FileEntry> = entry
+                        .files
+                        .iter()
+                        .filter(|f| buckets.as_ref().is_none_or(|b| b.contains(&f.bucket)))
+                        .cloned()
+                        .collect();
+                    // Only the parent's scope column and the column the values come from.
+                    let mut columns = vec![parent_column.clone()];
+                    if let Scope::Where { column, .. } = &parent_scope
+                        && column != parent_column
+                    {
+                        columns.push(column.clone());
+                    }
+                    let batches = self
+                        .read_files(parent_table, files, Some(&columns), None)
+                        .await?;
+                    select_values(&batches, &parent_scope, parent_column)?
+                }
+            };
+            Ok(Scope::Where {
+                column: column.clone(),
+                values,
+            })
+        }
+        .boxed()
+    }
+
+    pub(crate) async fn delete_quietly(&self, paths: &[Path], why: &str) {
+        for p in paths {
+            match self.dest.store.delete(p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %p, "cannot delete {why}; the next run removes it")
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn commit_inner(&mut self, state: &State) -> Result<CommitReport> {
+        if self.lease.is_none() {
+            return Err(internal("commit on a sink that is not open"));
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let base = self.manifest.clone();
+        let mut by_table: BTreeMap<String, Vec<SinkChange>> = BTreeMap::new();
+        for mut c in pending {
+            if let Change::DeleteMissing { scope, .. } = &mut c.change
+                && matches!(scope, Scope::Via { .. })
+            {
+                *scope = self.resolve(scope).await?;
+            }
+            by_table
+                .entry(c.change.table().to_owned())
+                .or_default()
+                .push(c);
+        }
+
+        // (1) New data files, under new unique names.
+        let mut next = base.clone().unwrap_or_default();
+        let mut report = CommitReport::default();
+        let mut new_files = Vec::new();
+        let mut superseded = Vec::new();
+        for (table, changes) in &by_table {
+            let spec = self
+                .specs
+                .get(table)
+                .ok_or_else(|| internal(format!("write to undeclared table `{table}`")))?;
+            let old = base.as_ref().and_then(|m| m.tables.get(table));
+            match self.commit_table(spec, old, changes, &mut new_files).await {
+                Ok((entry, stats, gone)) => {
+                    next.tables.insert(table.clone(), entry);
+                    report.tables.insert(table.clone(), stats);
+                    superseded.extend(gone);
+                }
+                Err(e) => {
+                    self.delete_quietly(&new_files, "a data file of a failed commit")
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        for (name, spec) in &self.specs {
+            if let Some(entry) = next.tables.get_mut(name) {
+                entry.absorb(spec);
+            }
+        }
+        // Each changed table's next log version (formats with a log), published after the
+        // manifest. Versions an earlier commit left unpublished go first.
+        if let Err(e) = self.publish_logs().await {
+            self.delete_quietly(&new_files, "a data file of a failed commit")
+                .await;
+            return Err(e);
+        }
+        let mut to_publish = BTreeSet::new();
+        let now = sluice_core::now_ms();
+        for (name, entry) in next.tables.iter_mut() {
+            let old = base.as_ref().and_then(|m| m.tables.get(name));
+            let log = self.format.next_log(old, entry, now);
+            if log.is_some() && log != entry.log {
+                to_publish.insert(name.clone());
+            }
+            entry.log = log;
+        }
+        next.format = next.required_format();
+        next.version = base.as_ref().map_or(1, |m| m.version + 1);
+        next.commit_id = uuid::Uuid::new_v4().to_string();
+        next.committed_at_ms = sluice_core::now_ms();
+        next.state = Some(
+            serde_json::from_slice(&state.to_json())
+                .map_err(|e| internal(format!("state does not round-trip: {e}")))?,
+        );
+
+        // Fencing: the lease must still be ours right before the manifest is written (a
+        // run that lost it, say after stalling past its TTL, stops here). The renewal just
+        // made leaves a whole TTL before anyone may take the lease over.
+        let renewed = match &self.lease {
+            Some(lease) => lease.fence().await,
+            None => Err(internal("commit on a sink that is not open")),
+        };
+        if let Err(e) = renewed {
+            self.delete_quietly(&new_files, "a data file of a failed commit")
+                .await;
+            return Err(e);
+        }
+
+        // (2) One manifest version, created only if it does not exist yet.
+        let path = layout::manifest_path(&self.dest.root, next.version);
+        let put = self
+            .dest
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from(next.to_json()),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // Ours after a retried request, or another run's?
+                let theirs =
+                    manifest::read(self.dest.store.as_ref(), &self.dest.root, next.version).await;
+                if !matches!(&theirs, Ok(m) if m.commit_id == next.commit_id) {
+                    self.delete_quietly(&new_files, "a data file of a lost commit")
+                        .await;
+                    return Err(LakeError::Conflict {
+                        dest: self.dest.url.clone(),
+                        version: next.version,
+                    });
+                }
+            }
+            Err(e) => {
+                // The outcome is unknown (the request may have succeeded): keep the new files;
+                // the next open removes them if the manifest did not land.
+                return Err(LakeError::store("writing", &path, e));
+            }
+        }
+        self.manifest = Some(next);
+        self.unpublished.extend(to_publish);
+        if let Err(e) = self.publish_logs().await {
+            // Committed: the next commit or run publishes the missing versions first. Until
+            // then the format's readers read the last published version, which still names
+            // the files this commit superseded: they stay until it is published.
+            tracing::warn!(error = %e, "cannot publish a table log version; it is retried at the next commit");
+            self.superseded_unpublished.extend(superseded);
+        } else {
+            // (3) Only now delete what the new manifest (and log) no longer lists.
+            let earlier = std::mem::take(&mut self.superseded_unpublished);
+            self.delete_quietly(&earlier, "a superseded data file")
+                .await;
+            self.delete_quietly(&superseded, "a superseded data file")
+                .await;
+        }
+        self.prune_manifests().await;
+        Ok(report)
+    }
+
+    /// Publishes the log version of every table in [`LakeSink::unpublished`] (see
+    /// [`TableFormat::publish`](crate::TableFormat::publish)).
+    pub(crate) async fn publish_logs(&mut self) -> Result<()> {
+        let Some(m) = &self.manifest else {
+            return Ok(());
+        };
+        for table in std::mem::take(&mut self.unpublished) {
+            let Some(entry) = m.tables.get(&table) else {
+                continue;
+            };
+            if entry.log.is_none() {
+                continue;
+            }
+            let dir = layout::table_dir(&self.dest.root, &table);
+            if let Err(e) = self
+                .format
+                .publish(self.dest.store.as_ref(), &dir, entry)
+                .await
+            {
+                let rest = m.tables.keys().filter(|t| **t >= table).cloned();
+                self.unpublished.extend(rest);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}

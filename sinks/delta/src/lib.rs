@@ -1,0 +1,111 @@
+//! # sluice-sink-delta
+//!
+//! The `delta` sink: every table folder of the lake (see `sluice-lake`) is also a Delta Lake
+//! table (`<table>/_delta_log/`), read through Delta by Spark, Trino, Athena, DuckDB's delta
+//! extension, delta-rs and others. A commit that changes a few stored rows marks them deleted
+//! in deletion vectors instead of rewriting their files. See `docs/delta-sink.md`.
+//!
+//! This crate is the Delta [`TableFormat`]: the log version each manifest commit computes and
+//! publishes after it ([`log`]), and its settings; the lake engine does the rest.
+
+// `LakeError` carries object_store errors by value, as the engine does: errors are rare here.
+#![allow(clippy::result_large_err)]
+
+mod config;
+mod log;
+
+pub use config::{DEFAULT_MAX_DELETED_SHARE, DeltaSinkConfig};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sluice_core::{Sink, SinkFactory, async_trait};
+use sluice_lake::{DeletedRows, LakeSink, Result, TableEntry, TableFormat, TableLog};
+use std::sync::Arc;
+
+/// The Delta table format (see the crate docs).
+#[derive(Debug, Clone)]
+pub struct DeltaFormat {
+    max_deleted_share: f64,
+}
+
+impl DeltaFormat {
+    /// The format with the Delta keys of `config`.
+    pub fn new(config: &DeltaSinkConfig) -> DeltaFormat {
+        DeltaFormat {
+            max_deleted_share: config.max_deleted_share,
+        }
+    }
+}
+
+#[async_trait]
+impl TableFormat for DeltaFormat {
+    fn name(&self) -> &'static str {
+        "delta"
+    }
+
+    fn deleted_rows(&self) -> DeletedRows {
+        DeletedRows::Vectors {
+            max_deleted_share: self.max_deleted_share,
+        }
+    }
+
+    fn keeps_log(&self) -> bool {
+        true
+    }
+
+    fn next_log(
+        &self,
+        old: Option<&TableEntry>,
+        new: &TableEntry,
+        now_ms: i64,
+    ) -> Option<TableLog> {
+        log::next_state(old, new, now_ms)
+    }
+
+    async fn is_published(
+        &self,
+        store: &dyn ObjectStore,
+        dir: &Path,
+        log: &TableLog,
+    ) -> Result<bool> {
+        Ok(store.head(&log::log_path(dir, log.version)).await.is_ok())
+    }
+
+    async fn publish(&self, store: &dyn ObjectStore, dir: &Path, entry: &TableEntry) -> Result<()> {
+        let Some(state) = &entry.log else {
+            return Ok(());
+        };
+        if log::publish(store, dir, state).await? && log::checkpoint_due(state.version) {
+            // Optional for readers (they can replay every version): a failure is only
+            // logged, and the next checkpoint is 10 versions on.
+            if let Err(e) = log::write_checkpoint(store, dir, entry, state).await {
+                tracing::warn!(error = %e, dir = %dir, "cannot write a Delta checkpoint");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `delta` sink for `config` (no I/O yet).
+pub fn delta_sink(config: DeltaSinkConfig) -> sluice_core::Result<LakeSink> {
+    config.validate().map_err(sluice_core::Error::config)?;
+    let format = Arc::new(DeltaFormat::new(&config));
+    Ok(LakeSink::new(config.lake, format)?)
+}
+
+/// Builds `delta` sinks from the `[sink]` section.
+pub struct DeltaSinkFactory;
+
+impl SinkFactory for DeltaSinkFactory {
+    type Config = DeltaSinkConfig;
+    fn build(config: DeltaSinkConfig) -> sluice_core::Result<Box<dyn Sink>> {
+        Ok(Box::new(delta_sink(config)?))
+    }
+}
+
+sluice_core::inventory::submit! {
+    sluice_core::SinkPlugin::new(
+        "delta",
+        "Delta Lake tables with deletion vectors on local disk or S3 (object_store URL)",
+        sluice_core::build_sink::<DeltaSinkFactory>,
+    )
+}
