@@ -17,6 +17,7 @@
 //! | `PUT /admin/list_order` `"insertion"` or `"created_at"` | [`crate::ListOrder`] of `/opportunities` |
 //! | `POST /admin/opportunities/{id}/notes` / `feedback` | add, `{"id"}` |
 //! | `DELETE /admin/opportunities/{id}/notes/{note}` / `feedback/{fb}` | delete |
+//! | `DELETE /admin/opportunities/{id}/children/{child}/silently` | delete a note, feedback or profile form without bumping `updatedAt` |
 //! | `POST /admin/opportunities/{id}/stage`, `POST /admin/opportunities/{id}/update` | stage change / field update |
 //! | `POST /admin/users/{id}/deactivate`, `DELETE /admin/{users,postings,stages,archive_reasons,requisitions}/{id}` | lookups |
 //! | `POST /admin/requisition_fields` `{"key", "type"}` | add a requisition custom field |
@@ -141,6 +142,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router<Arc<Inner>> {
         .route("/opportunities/{id}/feedback", post(|State(i): S, Path(id): Path<String>| async move { id_obj(emu(&i).try_add_feedback(&id)) }))
         .route("/opportunities/{id}/notes/{child}", delete(|State(i): S, Path((id, c)): Path<(String, String)>| async move { unit(emu(&i).try_delete_note(&id, &c)) }))
         .route("/opportunities/{id}/feedback/{child}", delete(|State(i): S, Path((id, c)): Path<(String, String)>| async move { unit(emu(&i).try_delete_feedback(&id, &c)) }))
+        .route("/opportunities/{id}/children/{child}/silently", delete(|State(i): S, Path((id, c)): Path<(String, String)>| async move { unit(emu(&i).try_delete_child_silently(&id, &c)) }))
         .route("/opportunities/{id}/stage", post(|State(i): S, Path(id): Path<String>| async move { unit(emu(&i).try_change_stage(&id)) }))
         .route("/opportunities/{id}/update", post(|State(i): S, Path(id): Path<String>| async move { unit(emu(&i).try_update_opportunity(&id)) }))
         .route("/users/{id}/deactivate", post(|State(i): S, Path(id): Path<String>| async move { unit(emu(&i).try_deactivate_user(&id)) }))

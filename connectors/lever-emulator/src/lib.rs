@@ -544,6 +544,55 @@ impl Emulator {
         self.write().delete_feedback(opportunity_id, feedback_id)
     }
 
+    /// Hard-removes a note, feedback form or profile form of an opportunity **without**
+    /// bumping the opportunity's `updatedAt`: only a re-read of its children notices.
+    ///
+    /// # Panics
+    /// If the opportunity or the child does not exist.
+    pub fn delete_child_silently(&self, opportunity_id: &str, child_id: &str) {
+        must!(self.try_delete_child_silently(opportunity_id, child_id));
+    }
+    /// Fallible [`Emulator::delete_child_silently`].
+    pub fn try_delete_child_silently(
+        &self,
+        opportunity_id: &str,
+        child_id: &str,
+    ) -> Result<(), EmulatorError> {
+        self.write().delete_child_silently(opportunity_id, child_id)
+    }
+
+    /// A realistic spread of `updatedAt`: moves the clock forward by `days` days while
+    /// updating a `share` (0–1) of the opportunities, picked evenly over the list order's
+    /// permutation by a fixed stride, at instants concentrated towards the end (age =
+    /// `days` × u², u uniform: about 14 % of them in the last week of a year). Returns the
+    /// ids updated, oldest update first.
+    pub fn spread_recent_activity(&self, share: f64, days: i64) -> Vec<String> {
+        const DAY: i64 = 86_400_000;
+        let ids = self.opportunity_ids_in_list_order();
+        let n = ids.len();
+        let m = ((n as f64) * share.clamp(0.0, 1.0)).round() as usize;
+        if n == 0 || m == 0 {
+            return Vec::new();
+        }
+        // A stride coprime with n visits distinct opportunities spread over the list.
+        let stride = (1..)
+            .map(|k| 7_919 * k + 1)
+            .find(|s| gcd(*s, n) == 1)
+            .unwrap_or(1);
+        let end = self.now_ms() + days * DAY;
+        let mut touched = Vec::with_capacity(m);
+        for i in (0..m).rev() {
+            let u = (i as f64 + 0.5) / m as f64;
+            let at = end - (days as f64 * DAY as f64 * u * u) as i64;
+            self.advance_clock(at - self.now_ms());
+            let id = &ids[(i * stride) % n];
+            self.update_opportunity(id);
+            touched.push(id.clone());
+        }
+        self.advance_clock(end - self.now_ms());
+        touched
+    }
+
     /// Sets a user's `deactivatedAt` to now.
     ///
     /// # Panics
@@ -630,4 +679,9 @@ impl Emulator {
         let bytes = serde_json::to_vec(&page).map_or(0, |b| b.len());
         (page.len(), bytes)
     }
+}
+
+/// Greatest common divisor.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }

@@ -11,6 +11,8 @@
 //!   `/feedback` (and from `interview.feedbackForms`) and bumps the parent's `updatedAt` and
 //!   `lastInteractionAt`, so a connector detects it by re-reading the parent's children. The id
 //!   is logged in [`State::deleted_log`] under `notes` / `feedback`.
+//! * [`State::delete_child_silently`] removes a note, feedback form or profile form the same
+//!   way but leaves the parent's `updatedAt` alone: no incremental read can notice.
 //! * Adding a note or feedback, changing stage (appends to `stageChanges`, sets
 //!   `lastAdvancedAt`) and `update_opportunity` (new version: tags and followers change) bump
 //!   `updatedAt` and `lastInteractionAt`.
@@ -348,6 +350,7 @@ impl State {
             let keep = |v: &Value| !x.removed.contains(v["id"].as_str().unwrap_or(""));
             ch.notes.retain(keep);
             ch.feedback.retain(keep);
+            ch.forms.retain(keep);
             ch.notes.extend(x.notes.iter().cloned());
             ch.feedback.extend(x.feedback.iter().cloned());
             for iv in &mut ch.interviews {
@@ -527,6 +530,40 @@ impl State {
         }
         self.bump(i, t);
         self.log(if notes { "notes" } else { "feedback" }, child);
+        Ok(())
+    }
+
+    /// Hard-removes a note, feedback form or profile form **without** bumping its
+    /// opportunity's `updatedAt` (Lever documents no bump): only a re-read of the
+    /// opportunity's children notices. Logged under `notes`, `feedback` or `forms`.
+    pub(crate) fn delete_child_silently(
+        &mut self,
+        opp: &str,
+        child: &str,
+    ) -> Result<(), EmulatorError> {
+        let i = self.opp_index(opp)?;
+        let rec = self.recs[i].clone();
+        let ch = self.children(&rec);
+        let has = |list: &[Value]| list.iter().any(|v| v["id"] == child);
+        let kind = if has(&ch.notes) {
+            "notes"
+        } else if has(&ch.feedback) {
+            "feedback"
+        } else if has(&ch.forms) {
+            "forms"
+        } else {
+            return Err(not_found("note, feedback or form", child));
+        };
+        self.tick();
+        let x = self.extras.entry(i as u32).or_default();
+        let before = x.notes.len() + x.feedback.len();
+        x.notes.retain(|v| v["id"] != child);
+        x.feedback.retain(|v| v["id"] != child);
+        if x.notes.len() + x.feedback.len() == before {
+            x.removed.insert(child.to_string());
+        }
+        self.recs[i].flags |= F_HAS_EXTRA;
+        self.log(kind, child);
         Ok(())
     }
 

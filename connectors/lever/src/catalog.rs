@@ -188,6 +188,11 @@ fn build_catalog() -> Vec<TableSpec> {
         }
         spec = spec.key(t.primary_key.iter().cloned());
         spec.capture_deletes = t.capture_deletes || t.name == OPPORTUNITY;
+        // Lever marks deleted forms and notes with `deletedAt`, and dbt_lever drops feedback
+        // forms by `deleted_at`: a row seen gone gets the time it was seen gone.
+        if spec.capture_deletes && spec.find("deleted_at").is_some() {
+            spec.deleted_at_column = Some("deleted_at".to_owned());
+        }
         // History mode is offered (history_default) but off by default, as the schema says.
         spec.history_default = t.history_mode;
         // The legacy candidate_stage_history (never produced) keeps history on, as declared.
@@ -238,6 +243,13 @@ mod tests {
             t.validate().unwrap();
         }
         assert!(spec("opportunity").capture_deletes);
+        for t in ["feedback_form", "note", "profile_form"] {
+            assert_eq!(
+                spec(t).deleted_at_column.as_deref(),
+                Some("deleted_at"),
+                "{t}"
+            );
+        }
         assert!(!spec("opportunity_stage_history").history);
         assert!(spec("opportunity_stage_history").history_default);
         assert!(spec("candidate_stage_history").history_default);

@@ -63,6 +63,21 @@ pub struct LeverConfig {
     /// Page size of list requests, 1–100 (default 100).
     #[serde(default)]
     pub page_size: Option<u32>,
+    /// Read a first sync (and a re-sync) of the opportunities newest first, in windows of
+    /// `updatedAt` going back in time, committing each window before the next (default true).
+    #[serde(default)]
+    pub priority_first: Option<bool>,
+    /// Ages of the priority-first windows in days, newest first (default 1, 7, 30, 91, 365;
+    /// the rest follows the last).
+    #[serde(default)]
+    pub priority_windows_days: Option<Vec<u32>>,
+    /// Every opportunity's children are re-read at least once per this many days, to find
+    /// children deleted without their opportunity changing (default 30; 0 turns it off).
+    #[serde(default)]
+    pub rescan_interval_days: Option<f64>,
+    /// Most of a run's requests the re-scan may spend, 0–1 (default 0.1).
+    #[serde(default)]
+    pub rescan_max_share: Option<f64>,
     /// Sync demo data from the built-in Lever emulator instead of an account (`sluice run
     /// --demo`). Never implied: a missing key is an error, not a reason to show demo data.
     #[serde(default)]
@@ -115,6 +130,9 @@ pub(crate) struct Settings {
     pub(crate) reimport_interval_ms: i64,
     pub(crate) confidential: bool,
     pub(crate) page_size: u32,
+    /// Window ages in days of a priority-first walk; empty: plain walks.
+    pub(crate) priority_windows_days: Vec<u32>,
+    pub(crate) rescan: crate::rescan::RescanSettings,
 }
 
 impl LeverConfig {
@@ -200,7 +218,34 @@ impl LeverConfig {
                 "[source].reimport_interval_hours: must be a non-negative number",
             ));
         }
+        let priority_windows_days = match (self.priority_first, &self.priority_windows_days) {
+            (Some(false), _) => Vec::new(),
+            (_, Some(days)) if days.is_empty() || days.contains(&0) => {
+                return Err(Error::config(
+                    "[source].priority_windows_days: give one or more ages in days, each at least 1",
+                ));
+            }
+            (_, Some(days)) => days.clone(),
+            (_, None) => crate::priority::DEFAULT_WINDOW_DAYS.to_vec(),
+        };
+        let rescan_days = self.rescan_interval_days.unwrap_or(30.0);
+        if !(rescan_days >= 0.0 && rescan_days.is_finite()) {
+            return Err(Error::config(
+                "[source].rescan_interval_days: must be a non-negative number",
+            ));
+        }
+        let rescan_share = self.rescan_max_share.unwrap_or(0.1);
+        if !(0.0..=1.0).contains(&rescan_share) {
+            return Err(Error::config(
+                "[source].rescan_max_share: must be between 0 and 1",
+            ));
+        }
         Ok(Settings {
+            priority_windows_days,
+            rescan: crate::rescan::RescanSettings {
+                interval_ms: (rescan_days * 86_400_000.0) as i64,
+                max_share: rescan_share,
+            },
             credentials,
             base_url,
             rate_per_second: positive("rate_limit_per_second", self.rate_limit_per_second, 10)?,
@@ -279,6 +324,12 @@ mod tests {
         assert!(s.confidential);
         assert_eq!(s.lookback_ms, 3_600_000);
         assert!(matches!(s.credentials, Credentials::ApiKey(_)));
+        assert_eq!(
+            s.priority_windows_days,
+            crate::priority::DEFAULT_WINDOW_DAYS
+        );
+        assert_eq!(s.rescan.interval_ms, 30 * 86_400_000);
+        assert!((s.rescan.max_share - 0.1).abs() < 1e-9);
         let bad: LeverConfig =
             serde_json::from_value(serde_json::json!({"page_size": 500})).unwrap();
         assert!(bad.settings().is_err());

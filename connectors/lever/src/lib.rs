@@ -30,6 +30,8 @@ mod decode;
 #[cfg(feature = "demo")]
 mod demo;
 mod http;
+mod priority;
+mod rescan;
 mod sync;
 
 pub use config::{LeverConfig, OAuthConfig};
@@ -215,6 +217,8 @@ impl Source for LeverSource {
             lookback_ms: settings.lookback_ms,
             reimport_interval_ms: settings.reimport_interval_ms,
             max_concurrency: settings.max_concurrency,
+            priority_windows_days: settings.priority_windows_days.clone(),
+            rescan: settings.rescan,
             state,
             extra,
             issues: Default::default(),

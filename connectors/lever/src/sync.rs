@@ -10,6 +10,7 @@ use crate::decode::opportunity::{
 use crate::decode::{Field, Value};
 use crate::decode::{Issues, Tables, Writer, get_str, ms_of};
 use crate::http::{Client, Items, Page, PageError, PageGuard, PageRef};
+use crate::priority::{Window, Windows, utc_minute};
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::StreamExt;
@@ -35,6 +36,9 @@ pub(crate) struct Extra {
     /// An opportunity walk in progress (resume point of a killed run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) walk: Option<Walk>,
+    /// The rolling re-scan of the opportunities' children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rescan: Option<crate::rescan::Rescan>,
 }
 
 /// Position of an opportunity walk.
@@ -58,6 +62,38 @@ pub(crate) struct Walk {
     /// first page is read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) started_ms: Option<i64>,
+    /// The windows of a priority-first walk (newest first) and the one being read; `offset`
+    /// and the pages after the last checkpoint belong to that window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) windows: Option<Windows>,
+    /// How far back the data is complete while a priority-first walk runs, as text (for
+    /// `sluice state show`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) complete_back_to: Option<String>,
+}
+
+/// What one run of a walk keeps in memory.
+#[derive(Debug, Default)]
+struct WalkRun {
+    /// Opportunities processed in this run, id → `updatedAt`.
+    done: HashMap<String, Option<i64>>,
+    /// Opportunities near the new cursor, for the boundary kept in the state.
+    new_boundary: BTreeMap<String, i64>,
+    /// Opportunities the rest window listed but left to a newer window (alive, read or due).
+    listed: HashSet<String>,
+    /// Whether the walk was resumed from a checkpoint of an earlier run.
+    resumed: bool,
+    /// The oldest `createdAt` read in this run.
+    oldest_created: Option<i64>,
+}
+
+/// "complete back to …" for a window start (`i64::MIN`: everything).
+fn complete_text(ms: i64) -> String {
+    if ms == i64::MIN {
+        "opportunities complete".to_owned()
+    } else {
+        format!("opportunities complete back to {}", utc_minute(ms))
+    }
 }
 
 /// Child tables that capture deletes: when their opportunity is deleted, their rows are
@@ -104,6 +140,8 @@ struct Group {
     confidential_param: bool,
     extra_query: &'static [(&'static str, &'static str)],
     tables: &'static [&'static str],
+    /// Read on every sync rather than once per re-import interval.
+    every_sync: bool,
 }
 
 const GROUPS: &[Group] = &[
@@ -113,6 +151,7 @@ const GROUPS: &[Group] = &[
         confidential_param: false,
         extra_query: &[("includeDeactivated", "true")],
         tables: &["users"],
+        every_sync: false,
     },
     Group {
         label: "stages",
@@ -120,6 +159,7 @@ const GROUPS: &[Group] = &[
         confidential_param: false,
         extra_query: &[],
         tables: &["stage"],
+        every_sync: false,
     },
     Group {
         label: "archive_reasons",
@@ -127,6 +167,7 @@ const GROUPS: &[Group] = &[
         confidential_param: false,
         extra_query: &[],
         tables: &["archive_reason"],
+        every_sync: false,
     },
     Group {
         label: "postings",
@@ -139,6 +180,7 @@ const GROUPS: &[Group] = &[
             "posting_content_list",
             "posting_distribution_channel",
         ],
+        every_sync: false,
     },
     Group {
         label: "requisition_fields",
@@ -146,6 +188,7 @@ const GROUPS: &[Group] = &[
         confidential_param: false,
         extra_query: &[],
         tables: &["requisition_fields"],
+        every_sync: true,
     },
     Group {
         label: "requisitions",
@@ -153,6 +196,7 @@ const GROUPS: &[Group] = &[
         confidential_param: true,
         extra_query: &[],
         tables: &["requisition", "requisition_posting", "requisition_offer"],
+        every_sync: true,
     },
 ];
 
@@ -176,6 +220,10 @@ pub(crate) struct Sync<'a> {
     pub(crate) lookback_ms: i64,
     pub(crate) reimport_interval_ms: i64,
     pub(crate) max_concurrency: usize,
+    /// Window ages in days of a priority-first full walk; empty: plain walks.
+    pub(crate) priority_windows_days: Vec<u32>,
+    /// The rolling re-scan's interval and budget.
+    pub(crate) rescan: crate::rescan::RescanSettings,
     pub(crate) state: State,
     pub(crate) extra: Extra,
     /// Values of an unexpected type met in this run (reported once at the end).
@@ -215,11 +263,12 @@ impl Sync<'_> {
         self.reimports().await?;
         self.opportunities().await?;
         self.deleted_opportunities().await?;
+        self.rescan_children().await?;
         self.ctx.metrics.set_phase("done");
         self.checkpoint().await
     }
 
-    fn cancelled(&self) -> Result<()> {
+    pub(crate) fn cancelled(&self) -> Result<()> {
         if self.ctx.cancel.is_cancelled() {
             Err(Error::cancelled())
         } else {
@@ -227,7 +276,7 @@ impl Sync<'_> {
         }
     }
 
-    async fn checkpoint(&mut self) -> Result<()> {
+    pub(crate) async fn checkpoint(&mut self) -> Result<()> {
         self.state.extra = serde_json::to_value(&self.extra)
             .map_err(|e| Error::internal("serializing the Lever state").with_source(e))?;
         self.out.checkpoint(self.state.clone()).await
@@ -237,7 +286,7 @@ impl Sync<'_> {
         self.ctx.tables.get(table)
     }
 
-    fn conf_query(&self) -> (&'static str, String) {
+    pub(crate) fn conf_query(&self) -> (&'static str, String) {
         let v = if self.confidential {
             "all"
         } else {
@@ -274,13 +323,16 @@ impl Sync<'_> {
             if enabled.is_empty() {
                 continue;
             }
-            let due = enabled.iter().any(|t| {
-                let ts = self.state.table(t);
-                self.ctx.resync_requested(t)
-                    || ts
-                        .last_reimport_ms
-                        .is_none_or(|last| now - last >= self.reimport_interval_ms)
-            });
+            // The requisition lists are small, read every sync (Lever has no updated-at
+            // filter for them); the other lists once per interval.
+            let due = g.every_sync
+                || enabled.iter().any(|t| {
+                    let ts = self.state.table(t);
+                    self.ctx.resync_requested(t)
+                        || ts
+                            .last_reimport_ms
+                            .is_none_or(|last| now - last >= self.reimport_interval_ms)
+                });
             if !due {
                 tracing::debug!(list = g.label, "re-import not due yet");
                 continue;
@@ -349,43 +401,113 @@ impl Sync<'_> {
             return Ok(());
         }
         self.ctx.metrics.set_phase("opportunities");
-        let endpoints: Vec<Endpoint> = Endpoint::ALL
-            .into_iter()
-            .filter(|e| self.ctx.any_enabled(e.tables().iter().copied()))
-            .collect();
+        let endpoints = self.child_endpoints();
         let resync = family.iter().any(|t| self.ctx.resync_requested(t));
         let cursor = match self.state.table(OPPORTUNITY).cursor {
             Some(Cursor::TimestampMs(ms)) => Some(ms),
             _ => None,
         };
-        let fresh = Walk {
-            updated_start: if resync {
+        let mut walk = match self.extra.walk.take() {
+            // Resume a killed run's walk unless a re-sync was asked for meanwhile.
+            Some(w) if !resync || w.full => w,
+            _ => self.fresh_walk(resync, cursor),
+        };
+        // Keys seen before a kill are not known to a resumed walk: it lists the ids again at
+        // the end (see `delete_unseen`).
+        let resumed = walk.pages > 0 || walk.windows.as_ref().is_some_and(|w| w.current > 0);
+        if walk.reimport {
+            *self.seen.lock().expect("seen lock") = Some(Seen::default());
+        }
+        let mut run = WalkRun {
+            resumed,
+            ..WalkRun::default()
+        };
+        loop {
+            let window = walk.windows.as_ref().and_then(Windows::window);
+            self.show_window(&walk);
+            self.walk_pages(&mut walk, window, &endpoints, &mut run)
+                .await?;
+            let Some(windows) = walk.windows.as_mut() else {
+                break;
+            };
+            windows.advance();
+            walk.offset = None;
+            walk.complete_back_to = windows.complete_back_to().map(complete_text);
+            if windows.is_done() {
+                break;
+            }
+            // The window is committed with all its child tables before the next one starts.
+            self.extra.walk = Some(walk.clone());
+            self.checkpoint().await?;
+        }
+        self.finish_walk(walk, cursor, run, &family).await
+    }
+
+    /// The child endpoints whose tables are enabled.
+    pub(crate) fn child_endpoints(&self) -> Vec<Endpoint> {
+        Endpoint::ALL
+            .into_iter()
+            .filter(|e| self.ctx.any_enabled(e.tables().iter().copied()))
+            .collect()
+    }
+
+    /// A new walk: incremental from the cursor, or a full read (first sync, re-sync), newest
+    /// first in windows of `updatedAt` unless priority-first is off.
+    fn fresh_walk(&self, resync: bool, cursor: Option<i64>) -> Walk {
+        let full = resync || cursor.is_none();
+        let windows = (full && !self.priority_windows_days.is_empty()).then(|| {
+            // The server's clock when it answered last (the lookups are read before), so
+            // that the windows follow the clock Lever stamps `updatedAt` with.
+            let anchor = self.client.server_clock_ms().unwrap_or_else(local_now_ms);
+            Windows::plan(anchor, &self.priority_windows_days)
+        });
+        Walk {
+            updated_start: if full {
                 None
             } else {
                 cursor.map(|c| c - self.lookback_ms)
             },
-            full: resync || cursor.is_none(),
+            full,
             reimport: resync,
+            windows,
             ..Walk::default()
-        };
-        let mut walk = match self.extra.walk.take() {
-            // Resume a killed run's walk unless a re-sync was asked for meanwhile.
-            Some(w) if !resync || w.full => w,
-            _ => fresh,
-        };
-        // Keys seen before a kill are not known to a resumed walk: it lists the ids again at
-        // the end (see `delete_unseen`).
-        let resumed = walk.pages > 0;
-        if walk.reimport {
-            *self.seen.lock().expect("seen lock") = Some(Seen::default());
         }
+    }
+
+    /// Names the window being read in the progress display, and how far back the data is
+    /// complete.
+    fn show_window(&self, walk: &Walk) {
+        let Some(windows) = &walk.windows else {
+            return;
+        };
+        let (k, n) = windows.position();
+        let what = match windows.window() {
+            Some(Window::Range { start, .. }) => format!("updated since {}", utc_minute(start)),
+            _ => "the rest".to_owned(),
+        };
+        self.ctx.metrics.set_phase(format!(
+            "opportunities, newest first: window {k} of {n} ({what})"
+        ));
+        if let Some(text) = &walk.complete_back_to {
+            self.ctx.metrics.set_status(text.clone());
+        }
+    }
+
+    /// Reads the pages of one window (or of the whole walk when it has no windows), emitting
+    /// each page with its children and checkpointing after it; returns when the list ends.
+    async fn walk_pages(
+        &mut self,
+        walk: &mut Walk,
+        window: Option<Window>,
+        endpoints: &[Endpoint],
+        run: &mut WalkRun,
+    ) -> Result<()> {
         let local_start = local_now_ms();
         let mut query = vec![self.conf_query(), ("expand", "applications".to_owned())];
         if let Some(s) = walk.updated_start {
             query.push(("updated_at_start", s.to_string()));
         }
-        let mut done: HashMap<String, Option<i64>> = HashMap::new();
-        let mut new_boundary: BTreeMap<String, i64> = BTreeMap::new();
+        query.extend(window.map(|w| w.query()).unwrap_or_default());
         let mut restarts = 0;
         let mut guard = PageGuard::resuming(walk.offset.as_deref(), walk.pages);
         let mut prefetched: Option<std::result::Result<Option<Page>, PageError>> = None;
@@ -437,30 +559,7 @@ impl Sync<'_> {
                 walk.started_ms = Some(page.server_time_ms.unwrap_or(local_start));
             }
             let next = page.next.clone();
-            let mut opps = Vec::with_capacity(page.data().len());
-            for o in page.data() {
-                let Some(id) = get_str(o, "id") else {
-                    continue;
-                };
-                let updated = ms_of(o.field("updatedAt"));
-                if let Some(u) = updated {
-                    walk.max_updated = Some(walk.max_updated.map_or(u, |m| m.max(u)));
-                }
-                if !walk.full
-                    && updated.is_some()
-                    && self.extra.boundary.get(id) == updated.as_ref()
-                {
-                    continue; // already synced at the previous cursor boundary
-                }
-                if done.get(id) == Some(&updated) {
-                    continue; // already processed in this run (walk restarted)
-                }
-                done.insert(id.to_owned(), updated);
-                if let Some(u) = updated {
-                    new_boundary.insert(id.to_owned(), u);
-                }
-                opps.push(o);
-            }
+            let opps = self.select(&page, walk, window, run);
             // Fetch the next list page while this page's children are read.
             let next_fut = {
                 let client = self.client.clone();
@@ -485,25 +584,90 @@ impl Sync<'_> {
                     }
                 }
             };
-            let (r, n) = tokio::join!(self.process_page(&opps, &endpoints), next_fut);
+            let (r, n) = tokio::join!(self.process_page(&opps, endpoints), next_fut);
             r?;
             prefetched = n;
             walk.pages += 1;
             walk.offset = next;
             if let Some(m) = walk.max_updated {
                 let m = m.min(walk.started_ms.unwrap_or(m));
-                new_boundary.retain(|_, u| *u >= m - self.lookback_ms);
+                run.new_boundary.retain(|_, u| *u >= m - self.lookback_ms);
             }
             if walk.offset.is_none() {
-                break;
+                return Ok(());
             }
             self.extra.walk = Some(walk.clone());
             self.checkpoint().await?;
         }
-        // The walk is complete: delete what a re-sync did not see, advance the cursor and
-        // remember the boundary.
+    }
+
+    /// The opportunities of `page` this walk processes: not synced at the previous cursor
+    /// boundary, not processed earlier in this run with the same `updatedAt`, and (in the
+    /// rest window of a priority-first walk) not owned by a window already read.
+    fn select<'p>(
+        &self,
+        page: &'p Page,
+        walk: &mut Walk,
+        window: Option<Window>,
+        run: &mut WalkRun,
+    ) -> Vec<Value<'p>> {
+        let mut opps = Vec::with_capacity(page.data().len());
+        for o in page.data() {
+            let Some(id) = get_str(o, "id") else {
+                continue;
+            };
+            let updated = ms_of(o.field("updatedAt"));
+            if let Some(u) = updated {
+                walk.max_updated = Some(walk.max_updated.map_or(u, |m| m.max(u)));
+            }
+            if let Some(c) = ms_of(o.field("createdAt")) {
+                run.oldest_created = Some(run.oldest_created.map_or(c, |m| m.min(c)));
+            }
+            if !walk.full && updated.is_some() && self.extra.boundary.get(id) == updated.as_ref() {
+                continue; // already synced at the previous cursor boundary
+            }
+            if let Some(w) = window
+                && !w.owns(updated)
+            {
+                // Read by a newer window of this walk, or changed into one since the walk
+                // began (then the next run's look-back reads it): listed, still alive.
+                run.listed.insert(id.to_owned());
+                if run.resumed || run.done.contains_key(id) {
+                    continue;
+                }
+            }
+            if run.done.get(id) == Some(&updated) {
+                continue; // already processed in this run (walk restarted)
+            }
+            run.done.insert(id.to_owned(), updated);
+            if let Some(u) = updated {
+                run.new_boundary.insert(id.to_owned(), u);
+            }
+            opps.push(o);
+        }
+        opps
+    }
+
+    /// After the last page of a walk: deletes what a re-sync did not see, advances the
+    /// cursor, remembers the boundary, clears the re-sync flags and checkpoints.
+    async fn finish_walk(
+        &mut self,
+        walk: Walk,
+        cursor: Option<i64>,
+        run: WalkRun,
+        family: &[&str],
+    ) -> Result<()> {
+        let WalkRun {
+            done,
+            new_boundary,
+            listed,
+            resumed,
+            oldest_created,
+        } = run;
+        let read = done.len().max(listed.len()) as u64;
         if walk.reimport {
-            self.delete_unseen(done.into_keys(), resumed).await?;
+            self.delete_unseen(done.into_keys().chain(listed), resumed)
+                .await?;
         }
         if let Some(c) = next_cursor(cursor, &walk) {
             self.state.table_mut(OPPORTUNITY).cursor = Some(Cursor::TimestampMs(c));
@@ -520,8 +684,21 @@ impl Sync<'_> {
             }
             self.extra.boundary = boundary;
         }
+        if walk.full {
+            // Every child was just read: a re-scan pass starts now.
+            self.extra.rescan = Some(crate::rescan::Rescan::starting(
+                self.ctx.started_at_ms,
+                read,
+                oldest_created.filter(|_| !resumed),
+            ));
+        }
+        if walk.windows.is_some() {
+            self.ctx
+                .metrics
+                .set_status("opportunities complete (every window read)");
+        }
         self.extra.walk = None;
-        for t in &family {
+        for t in family {
             if self.state.tables.contains_key(*t) || self.ctx.resync_requested(t) {
                 self.state.table_mut(t).resync_requested = false;
             }
@@ -530,7 +707,11 @@ impl Sync<'_> {
     }
 
     /// Reads the children of one page of opportunities and emits everything of the page.
-    async fn process_page(&self, opps: &[Value<'_>], endpoints: &[Endpoint]) -> Result<()> {
+    pub(crate) async fn process_page(
+        &self,
+        opps: &[Value<'_>],
+        endpoints: &[Endpoint],
+    ) -> Result<()> {
         if opps.is_empty() {
             return Ok(());
         }

@@ -14,6 +14,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod freshness;
+
 /// mimalloc instead of the system allocator: syncs allocate and free many small objects
 /// (JSON DOM nodes, Arrow builders, key indexes) on several threads, where glibc malloc spent
 /// ~20 % of the process's CPU in the throughput benchmark (see docs/decisions.md).
@@ -56,6 +58,13 @@ struct Args {
     /// Staged rows that force a commit (the CLI's default; to compare commit sizes).
     #[arg(long, default_value_t = 250_000)]
     commit_max_rows: u64,
+    /// Opportunities in the time-to-fresh-data scenario (rate-limited like scenario 1).
+    #[arg(long, default_value_t = 300)]
+    fresh_opportunities: usize,
+    /// Share of opportunities updated over the last year in that scenario (more of them
+    /// recently: see `Emulator::spread_recent_activity`).
+    #[arg(long, default_value_t = 0.3)]
+    recent_share: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +74,8 @@ enum Scenario {
     Throughput,
     /// The throughput and incremental syncs again with the `delta` sink (deletion vectors).
     Delta,
+    /// Time to fresh data: a rate-limited first sync with and without priority-first.
+    Freshness,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +90,9 @@ enum Mode {
         burst: u32,
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// Share of opportunities updated over the last year before serving.
+        #[arg(long, default_value_t = 0.0)]
+        recent_share: f64,
     },
 }
 
@@ -118,11 +132,22 @@ struct EmulatorProcess {
 
 impl EmulatorProcess {
     async fn spawn(opportunities: usize, rate: f64, burst: u32, latency_ms: u64) -> Result<Self> {
+        Self::spawn_with_activity(opportunities, rate, burst, latency_ms, 0.0).await
+    }
+
+    async fn spawn_with_activity(
+        opportunities: usize,
+        rate: f64,
+        burst: u32,
+        latency_ms: u64,
+        recent_share: f64,
+    ) -> Result<Self> {
         let exe = std::env::current_exe()?;
         let mut child = tokio::process::Command::new(exe)
             .args(["emulator", "--opportunities", &opportunities.to_string()])
             .args(["--rate", &rate.to_string(), "--burst", &burst.to_string()])
             .args(["--latency-ms", &latency_ms.to_string()])
+            .args(["--recent-share", &recent_share.to_string()])
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -202,7 +227,12 @@ async fn sync(
     let source = (registry.source("lever")?.build)();
     let mut sink_config = sink_extra.clone();
     sink_config.insert("dest".into(), dest.into());
-    let mut sink = (registry.sink("parquet")?.build)(&serde_json::Value::Object(sink_config))?;
+    // `"sink"` names the sink (default `parquet`); the other keys are its `[sink]` section.
+    let name = match sink_config.remove("sink") {
+        Some(serde_json::Value::String(name)) => name,
+        _ => "parquet".to_owned(),
+    };
+    let mut sink = (registry.sink(&name)?.build)(&serde_json::Value::Object(sink_config))?;
     let config = json!({
         "base_url": emu.base_url,
         "api_key": emu.api_key,
@@ -267,6 +297,7 @@ async fn serve_emulator(
     rate: f64,
     burst: u32,
     latency_ms: u64,
+    recent_share: f64,
 ) -> Result<()> {
     use sluice_lever_emulator::{Emulator, EmulatorConfig, RateLimit};
     let emu = Emulator::new(EmulatorConfig {
@@ -278,6 +309,7 @@ async fn serve_emulator(
         latency: Duration::from_millis(latency_ms),
         ..EmulatorConfig::default()
     });
+    emu.spread_recent_activity(recent_share, 365);
     let handle = emu.start().await?;
     println!("LISTENING {} {}", handle.base_url(), emu.api_key());
     // Serve until the parent kills us.
@@ -315,9 +347,10 @@ async fn main() -> Result<()> {
         rate,
         burst,
         latency_ms,
+        recent_share,
     }) = args.mode
     {
-        return serve_emulator(opportunities, rate, burst, latency_ms).await;
+        return serve_emulator(opportunities, rate, burst, latency_ms, recent_share).await;
     }
     let sink_extra: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&args.sink_config).context("--sink-config must be a JSON object")?;
@@ -481,7 +514,7 @@ async fn main() -> Result<()> {
             args.change_fraction * 100.0
         );
         let mut extra = sink_extra.clone();
-        extra.insert("table_format".into(), "delta".into());
+        extra.insert("sink".into(), "delta".into());
         let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
         let dir = tempfile::tempdir()?;
         let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
@@ -536,6 +569,10 @@ async fn main() -> Result<()> {
         results.insert("delta".into(), json!({"opportunities": args.throughput_opportunities, "change_fraction": args.change_fraction, "opportunities_changed": changed, "full": full, "incremental": inc, "rows_per_pipeline_cpu_second": per_pipeline_cpu, "peak_rss_mib": rss}));
     }
 
+    if matches!(args.scenario, Scenario::All | Scenario::Freshness) {
+        freshness_scenario(&args, &mut table, &mut results).await?;
+    }
+
     println!("{table}");
     let path = args.out.join("results.json");
     std::fs::write(
@@ -543,5 +580,84 @@ async fn main() -> Result<()> {
         serde_json::to_vec_pretty(&serde_json::Value::Object(results))?,
     )?;
     eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Scenario 5: time to fresh data with and without priority-first (see `freshness`).
+async fn freshness_scenario(
+    args: &Args,
+    table: &mut String,
+    results: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    eprintln!(
+        "bench 5: time to fresh data, {} opportunities ({}% updated over the last year), {} ms latency, {}/s burst {}",
+        args.fresh_opportunities,
+        args.recent_share * 100.0,
+        args.latency_ms,
+        args.rate,
+        args.burst
+    );
+    let limiter = (args.rate.round().max(1.0) as u32, args.burst);
+    let mut runs = Vec::new();
+    for priority in [true, false] {
+        let emu = EmulatorProcess::spawn_with_activity(
+            args.fresh_opportunities,
+            args.rate,
+            args.burst,
+            args.latency_ms,
+            args.recent_share,
+        )
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let dest = dir.path().to_str().context("utf-8 path")?;
+        let f = freshness::first_sync(&emu.base_url, &emu.api_key, dest, limiter, priority).await;
+        emu.stop().await;
+        runs.push(f?);
+    }
+    let (with, without) = (&runs[0], &runs[1]);
+    let overhead = with.requests as f64 / without.requests.max(1) as f64 - 1.0;
+    row(
+        table,
+        "5. opportunities updated in the last 7 days",
+        with.recent.to_string(),
+        "",
+    );
+    row(
+        table,
+        "5. fresh after, share of the full sync: priority-first",
+        format!(
+            "{:.1} % ({:.0} s of {:.0} s)",
+            100.0 * with.share,
+            with.fresh_s,
+            with.wall_s
+        ),
+        "<= 10 %",
+    );
+    row(
+        table,
+        "5. fresh after, share of the full sync: plain walk",
+        format!(
+            "{:.1} % ({:.0} s of {:.0} s)",
+            100.0 * without.share,
+            without.fresh_s,
+            without.wall_s
+        ),
+        "",
+    );
+    row(
+        table,
+        "5. requests: priority-first / plain",
+        format!(
+            "{} / {} ({:+.2} %)",
+            with.requests,
+            without.requests,
+            100.0 * overhead
+        ),
+        "<= +2 %",
+    );
+    results.insert(
+        "freshness".into(),
+        json!({"opportunities": args.fresh_opportunities, "recent_share": args.recent_share, "latency_ms": args.latency_ms, "rate": args.rate, "burst": args.burst, "runs": runs, "request_overhead": overhead}),
+    );
     Ok(())
 }

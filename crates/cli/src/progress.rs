@@ -41,8 +41,12 @@ pub(crate) async fn drive(bars: MultiProgress, metrics: Metrics, stop: Cancellat
         }
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let requests = metrics.total_requests();
+        let status = metrics
+            .status()
+            .map(|s| format!(" | {s}"))
+            .unwrap_or_default();
         phase.set_message(format!(
-            "{} | {requests} requests ({:.1}/s) | {} answered 429 | {} retries",
+            "{}{status} | {requests} requests ({:.1}/s) | {} answered 429 | {} retries",
             metrics.phase(),
             requests as f64 / secs,
             metrics.total_throttled(),

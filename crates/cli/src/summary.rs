@@ -51,6 +51,9 @@ pub(crate) fn render(report: &SyncReport) -> String {
             let _ = writeln!(out, "{endpoint:<40} {n:>10}");
         }
     }
+    if let Some(status) = &report.status {
+        let _ = writeln!(out, "{status}");
+    }
     let secs = report.elapsed.as_secs_f64();
     let _ = writeln!(
         out,

@@ -74,6 +74,10 @@ struct Inner {
     opts: ClientOptions,
     metrics: Metrics,
     cancel: CancellationToken,
+    /// The server's clock (`Date`, epoch ms) on the latest successful answer; 0 before one.
+    server_clock_ms: std::sync::atomic::AtomicI64,
+    /// Requests sent (retries included).
+    sent: std::sync::atomic::AtomicU64,
 }
 
 /// Why a walk over pages must restart.
@@ -210,7 +214,7 @@ impl Page {
 /// Every item of a list endpoint, over one or more pages.
 #[derive(Debug, Default)]
 pub(crate) struct Items {
-    pages: Vec<Page>,
+    pub(crate) pages: Vec<Page>,
 }
 
 impl Items {
@@ -291,7 +295,23 @@ impl Client {
             opts,
             metrics,
             cancel,
+            server_clock_ms: std::sync::atomic::AtomicI64::new(0),
+            sent: std::sync::atomic::AtomicU64::new(0),
         })))
+    }
+
+    /// The server's clock (`Date`) on the latest successful answer, if one carried it.
+    pub(crate) fn server_clock_ms(&self) -> Option<i64> {
+        let ms = self
+            .0
+            .server_clock_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (ms != 0).then_some(ms)
+    }
+
+    /// Requests this client has sent so far (retries included).
+    pub(crate) fn requests_sent(&self) -> u64 {
+        self.0.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The page size of list requests.
@@ -337,6 +357,9 @@ impl Client {
             }
             self.wait_turn().await?;
             inner.metrics.request(label);
+            inner
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let header = inner.auth.header(&inner.http).await?;
             let sent = inner
                 .http
@@ -557,10 +580,17 @@ impl Client {
             .metrics
             .cpu_phase(Phase::Decode, || Doc::parse_bytes(body));
         match parsed {
-            Ok(body) => Outcome::Done(Answer {
-                body,
-                server_time_ms,
-            }),
+            Ok(body) => {
+                if let Some(ms) = server_time_ms {
+                    self.0
+                        .server_clock_ms
+                        .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+                }
+                Outcome::Done(Answer {
+                    body,
+                    server_time_ms,
+                })
+            }
             // A complete HTTP 200 body that is not JSON (truncated or garbled by a proxy):
             // retried a little (a dropped connection is a transport error, retried above).
             Err(e) => Outcome::Garbled(e.to_string()),

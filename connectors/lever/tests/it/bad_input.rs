@@ -132,6 +132,8 @@ impl Doctored {
         c["base_url"] = json!(self.base_url);
         c["page_size"] = json!(5);
         c["max_retries"] = json!(2);
+        // Page numbers in the messages are those of a plain walk.
+        c["priority_first"] = json!(false);
         c
     }
 

@@ -126,7 +126,8 @@ async fn incremental_sync_applies_updates_creates_and_deletes() {
         .await
         .expect("quiet sync");
     let used = env.emu.counters().total;
-    assert!(used <= 3, "quiet sync used {used} requests");
+    // The list, the deleted opportunities, and the two requisition lists (read every sync).
+    assert!(used <= 5, "quiet sync used {used} requests");
     assert_matches_oracle(&dest, &env.emu.truth(), true);
 }
 

@@ -5,6 +5,8 @@ mod common;
 mod full;
 mod incremental;
 mod measure;
+mod priority;
+mod rescan;
 mod resilience;
 mod resync;
 mod security;

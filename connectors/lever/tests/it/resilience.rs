@@ -92,6 +92,9 @@ async fn invalid_offset_token_restarts_the_walk() {
     .await;
     let mut config = env.config();
     config["page_size"] = json!(20);
+    // A plain walk: the page counts below are those of one list (a priority-first walk is
+    // killed and resumed in it::priority).
+    config["priority_first"] = json!(false);
     let dest = MemoryDestination::new("lever");
     let emu = env.emu.clone();
     let expirer = tokio::spawn(async move {
@@ -121,6 +124,9 @@ async fn killed_run_resumes_from_the_committed_page() {
     let env = Env::start(60).await;
     let mut config = env.config();
     config["page_size"] = json!(20);
+    // A plain walk: the page counts below are those of one list (a priority-first walk is
+    // killed and resumed in it::priority).
+    config["priority_first"] = json!(false);
     let dest = MemoryDestination::new("lever");
     // Fail the destination at the third write of the first run (after a page checkpoint).
     dest.fail_at(sluice_testkit::FailPoint::Write(150));

@@ -162,6 +162,8 @@ async fn a_timestamp_from_the_future_does_not_pin_the_cursor() {
         "rate_limit_per_second": 1000,
         "rate_limit_burst": 1000,
         "lookback_secs": 3600,
+        // One unfiltered first walk: the queries below are a plain walk's.
+        "priority_first": false,
     });
     let dest = MemoryDestination::new("lever");
     let tables = only(&["opportunity"]);
