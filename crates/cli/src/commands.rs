@@ -3,7 +3,7 @@
 use crate::config;
 use crate::summary;
 use crate::tables_doc;
-use crate::{Command, Dest, SourceFlags, StateCommand};
+use crate::{Command, ConfigCommand, Dest, SourceFlags, StateCommand};
 use indicatif::MultiProgress;
 use sluice_core::{CheckContext, Error, Registry, Result, Sink};
 use std::collections::BTreeSet;
@@ -18,10 +18,12 @@ pub(crate) async fn dispatch(command: Command, bars: MultiProgress) -> Result<()
             dest,
             source_flags,
             allow_origin_change,
+            summary_json,
         } => {
             let how = RunFlags {
                 source: source_flags,
                 allow_origin_change,
+                summary_json,
             };
             run(&registry, &source, &sink, &dest, how, bars).await
         }
@@ -39,6 +41,12 @@ pub(crate) async fn dispatch(command: Command, bars: MultiProgress) -> Result<()
                 .check(&source_json(&cfg, source_flags), ctx)
                 .await?;
             println!("ok: {line}");
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Show { config },
+        } => {
+            print!("{}", config_show(config.as_deref())?);
             Ok(())
         }
         Command::Tables { source, format } => {
@@ -107,10 +115,53 @@ async fn serve(registry: Registry, options: sluice_server::ServeOptions) -> Resu
 }
 
 /// How `sluice run` was asked to run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct RunFlags {
     source: SourceFlags,
     allow_origin_change: bool,
+    summary_json: Option<std::path::PathBuf>,
+}
+
+/// `sluice config show`: the effective configuration as TOML, secrets redacted, each value
+/// followed by where it came from.
+fn config_show(explicit: Option<&std::path::Path>) -> Result<String> {
+    let effective = config::load_effective(explicit)?;
+    let mut out = String::from(
+        "# effective configuration (secrets redacted); unset keys take their documented defaults\n",
+    );
+    let text = toml::to_string(&crate::env_config::redacted(&effective.table))
+        .map_err(|e| Error::internal("rendering the configuration").with_source(e))?;
+    let mut section = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            out.push_str(line);
+        } else if let Some((key, _)) = trimmed.split_once(" = ") {
+            let path = if section.is_empty() {
+                key.trim().to_owned()
+            } else {
+                format!("{section}.{}", key.trim())
+            };
+            out.push_str(line);
+            if let Some(origin) = effective.origins.get(&path) {
+                out.push_str(&format!("  # from {origin}"));
+            }
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    for (name, what) in [
+        ("LEVER_API_KEY", "the Lever API key"),
+        ("LEVER_BASE_URL", "the Lever base URL"),
+        ("SLUICE_HASH_SALT", "the hashing salt"),
+    ] {
+        if std::env::var_os(name).is_some() {
+            out.push_str(&format!("# {name} is set ({what})\n"));
+        }
+    }
+    Ok(out)
 }
 
 /// The `[source]` section with the command line's source flags applied.
@@ -143,6 +194,8 @@ async fn run(
     let source = (source_plugin.build)();
     let mut sink = (sink_plugin.build)(&cfg.sink_json(dest.dest.as_deref()))?;
     let options = cfg.run_settings(flags.allow_origin_change).sync_options();
+    let metrics = options.metrics.clone();
+    let started = std::time::SystemTime::now();
 
     crate::signals::stop_on_signals(options.cancel.clone());
     let stop_bars = CancellationToken::new();
@@ -162,8 +215,37 @@ async fn run(
     .await;
     stop_bars.cancel();
     let _ = bars_task.await;
+    if let Some(path) = &flags.summary_json {
+        let exit_code = match &result {
+            Ok(_) => 0,
+            Err(e) if e.kind() == sluice_core::ErrorKind::Cancelled => {
+                crate::signals::cancelled_exit_code()
+            }
+            Err(e) => e.exit_code(),
+        };
+        let summary = crate::run_summary::RunSummary::new(crate::run_summary::Outcome {
+            source: source_name,
+            sink: sink_name,
+            started,
+            result: &result,
+            exit_code,
+            metrics: &metrics,
+            state: sink.read_state().await.ok().flatten(),
+        });
+        if let Err(e) = summary.write(path) {
+            tracing::error!(error = %e, "writing the run summary failed");
+            if result.is_ok() {
+                return Err(e);
+            }
+        }
+    }
     let report = result?;
-    print!("{}", summary::render(&report));
+    let text = summary::render(&report);
+    if flags.summary_json.as_deref() == Some(std::path::Path::new("-")) {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@ use sluice_core::{Error, Result, RunSettings, Secret, TableSettings};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::env_config;
+
 /// The whole configuration file. Every section is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,14 +35,6 @@ pub(crate) struct ConfigFile {
 }
 
 impl ConfigFile {
-    /// Reads and parses `path`; a missing explicit file is an error.
-    pub(crate) fn load(path: &Path) -> Result<ConfigFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read config file {}: {e}", path.display()))
-        })?;
-        Self::parse(&text, &path.display().to_string())
-    }
-
     /// Parses configuration text; `origin` names it in errors.
     pub(crate) fn parse(text: &str, origin: &str) -> Result<ConfigFile> {
         let de = toml::Deserializer::new(text);
@@ -58,6 +52,15 @@ impl ConfigFile {
                 format!(" {path}:")
             };
             Error::config(format!("{origin}{at}:{key} {message}"))
+        })
+    }
+
+    /// Deserializes merged settings; `origin` names them in errors.
+    pub(crate) fn from_table(table: &toml::Table, origin: &str) -> Result<ConfigFile> {
+        serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string().trim().replace('\n', " ");
+            Error::config(format!("{origin}: {path}: {message}"))
         })
     }
 
@@ -89,19 +92,66 @@ fn table_json(t: Option<&toml::Table>) -> serde_json::Value {
     }
 }
 
-/// Loads `--config`, else `./sluice.toml` when present, else defaults.
+/// The effective configuration: the file (if any) with the `SLUICE_*` environment applied, the
+/// merged table, and where each set value came from.
+pub(crate) struct Effective {
+    /// The parsed configuration.
+    pub(crate) config: ConfigFile,
+    /// The merged settings as TOML (secrets included: redact before showing).
+    pub(crate) table: toml::Table,
+    /// Dotted key path → the file or variable that set it.
+    pub(crate) origins: env_config::Origins,
+}
+
+/// Loads `--config`, else `./sluice.toml` when present, else defaults, then applies the
+/// environment (see [`env_config`]).
 pub(crate) fn load(explicit: Option<&Path>) -> Result<ConfigFile> {
-    match explicit {
-        Some(p) => ConfigFile::load(p),
-        None => {
-            let default = Path::new("sluice.toml");
-            if default.exists() {
-                ConfigFile::load(default)
-            } else {
-                Ok(ConfigFile::default())
-            }
+    Ok(load_effective(explicit)?.config)
+}
+
+/// Like [`load`], keeping the merged table and the origin of each value.
+pub(crate) fn load_effective(explicit: Option<&Path>) -> Result<Effective> {
+    let default = Path::new("sluice.toml");
+    let file = match explicit {
+        Some(p) => Some(p),
+        None if default.exists() => Some(default),
+        None => None,
+    };
+    let (text, origin) = match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Error::config(format!("cannot read config file {}: {e}", p.display()))
+            })?;
+            (text, p.display().to_string())
         }
+        None => (String::new(), "defaults".to_owned()),
+    };
+    // The file on its own first, so that its errors carry line numbers.
+    let from_file = ConfigFile::parse(&text, &origin)?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e| Error::config(format!("{origin}: {e}").replace('\n', " ")))?;
+    let mut origins = env_config::Origins::new();
+    env_config::record_origins(&table, "", &origin, &mut origins);
+    let env = env_config::settings();
+    if env.is_empty() {
+        return Ok(Effective {
+            config: from_file,
+            table,
+            origins,
+        });
     }
+    env_config::apply(&mut table, &env)?;
+    for s in &env {
+        origins.retain(|k, _| !k.starts_with(&format!("{}.", s.path.join("."))));
+        origins.insert(s.path.join("."), format!("environment {}", s.variable));
+    }
+    let config = ConfigFile::from_table(&table, &format!("{origin} with SLUICE_* variables"))?;
+    Ok(Effective {
+        config,
+        table,
+        origins,
+    })
 }
 
 #[cfg(test)]

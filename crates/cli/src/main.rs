@@ -5,8 +5,10 @@
 
 mod commands;
 mod config;
+mod env_config;
 mod logging;
 mod progress;
+mod run_summary;
 mod signals;
 mod summary;
 mod tables_doc;
@@ -66,6 +68,15 @@ enum Command {
         /// data came from (a new base URL or proxy of the same account) and record it.
         #[arg(long)]
         allow_origin_change: bool,
+        /// Write the run's outcome as JSON to this file (`-`: standard output, the text
+        /// summary then goes to standard error), also when the run fails.
+        #[arg(long, value_name = "PATH")]
+        summary_json: Option<PathBuf>,
+    },
+    /// Inspect the effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Verify credentials and reachability of a source with one request. An OAuth refresh
     /// token rotated by the check is saved in the destination, where `run` finds it.
@@ -125,6 +136,17 @@ enum Command {
         sink: String,
         #[command(flatten)]
         dest: Dest,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (the file with the SLUICE_* environment applied),
+    /// secrets redacted, with where each value came from.
+    Show {
+        /// Configuration file (default: ./sluice.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 

@@ -413,3 +413,199 @@ async fn a_demo_lake_refuses_a_real_account_and_keeps_its_data() {
     let (out, _) = text(&o);
     assert!(out.contains("\"demo\": true"), "{out}");
 }
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &serde_json::Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort_unstable();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_json_describes_success_and_failure() {
+    let lever = Lever::start(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("lake");
+    let file = dir.path().join("summary.json");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "lever",
+            "--sink",
+            "parquet",
+            "--dest",
+            dest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        lever.command(&args)
+    };
+    let o = output(run(&["--summary-json", file.to_str().unwrap()])).await;
+    assert!(o.status.success(), "{}", text(&o).1);
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        keys(&s),
+        [
+            "bytes_written",
+            "commits",
+            "committed",
+            "duration_secs",
+            "error",
+            "exit_code",
+            "finished_at",
+            "requests",
+            "schema",
+            "sink",
+            "source",
+            "started_at",
+            "status",
+            "tables",
+            "throttled",
+        ]
+    );
+    assert_eq!(s["schema"], "sluice.run-summary/1");
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(s["exit_code"], 0);
+    assert!(s["error"].is_null());
+    assert_eq!(
+        (s["source"].as_str(), s["sink"].as_str()),
+        (Some("lever"), Some("parquet"))
+    );
+    assert!(s["started_at"].as_str().unwrap().ends_with('Z'));
+    assert!(s["duration_secs"].as_f64().unwrap() > 0.0);
+    assert!(s["requests"].as_u64().unwrap() > 5);
+    assert!(s["commits"].as_u64().unwrap() >= 1);
+    let opp = &s["tables"]["opportunity"];
+    assert_eq!(
+        keys(opp),
+        [
+            "bytes_written",
+            "deleted",
+            "inserted",
+            "rows_received",
+            "updated"
+        ]
+    );
+    assert_eq!(opp["inserted"], 5);
+    assert_eq!(opp["rows_received"], 5);
+    let table_bytes: u64 = s["tables"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|t| t["bytes_written"].as_u64().unwrap())
+        .sum();
+    assert_eq!(s["bytes_written"].as_u64(), Some(table_bytes));
+    assert!(table_bytes > 0);
+    assert_eq!(keys(&s["committed"]), ["committed_at", "cursors"]);
+    assert_eq!(
+        s["committed"]["cursors"]["opportunity"]["type"],
+        "timestamp_ms"
+    );
+
+    // `-`: standard output holds the JSON alone.
+    let o = output(run(&["--summary-json", "-"])).await;
+    assert!(o.status.success(), "{}", text(&o).1);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(
+        s["tables"]["opportunity"]["inserted"].as_u64().unwrap_or(0),
+        0,
+        "nothing new on the second run"
+    );
+
+    // A failing run still writes its summary: kind, message, exit code, the committed cursor.
+    lever.emu.set_faults(sluice_lever_emulator::FaultConfig {
+        error_rate: 1.0,
+        ..Default::default()
+    });
+    let cfg = write(dir.path(), "no-retries.toml", "[source]\nmax_retries = 0\n");
+    let o = output(run(&[
+        "--config",
+        &cfg,
+        "--summary-json",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o).1);
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["exit_code"], 4);
+    assert_eq!(keys(&s["error"]), ["kind", "message", "retryable"]);
+    assert_eq!(s["error"]["kind"], "upstream");
+    assert!(!s["error"]["message"].as_str().unwrap().contains('\n'));
+    assert_eq!(
+        s["committed"]["cursors"]["opportunity"]["type"],
+        "timestamp_ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_setting_can_come_from_the_environment() {
+    let lever = Lever::start(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("env-lake");
+    // No file at all: the destination, rate limit and a blocked table come from variables.
+    let mut c = base_command(&["run", "lever", "--sink", "parquet"]);
+    c.current_dir(dir.path())
+        .env("LEVER_BASE_URL", lever.server.base_url())
+        .env("LEVER_API_KEY", lever.emu.api_key())
+        .env("SLUICE_SINK__DEST", dest.to_str().unwrap())
+        .env("SLUICE_SOURCE__RATE_LIMIT_PER_SECOND", "10000")
+        .env("SLUICE_SOURCE__RATE_LIMIT_BURST", "10000")
+        .env("SLUICE_TABLES__OPPORTUNITY_TAG__ENABLED", "false");
+    let o = output(c).await;
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(
+        dest.join("opportunity").exists(),
+        "SLUICE_SINK__DEST was used"
+    );
+    assert!(
+        !dest.join("opportunity_tag").exists(),
+        "the table blocked by a variable"
+    );
+    // A bad value from a variable is a config error naming the key.
+    let mut c = base_command(&["run", "lever", "--sink", "parquet", "--demo"]);
+    c.current_dir(dir.path())
+        .env("SLUICE_SINK__DEST", dest.to_str().unwrap())
+        .env("SLUICE_TABLES__USERS__ENABLED", "\"maybe\"");
+    let o = output(c).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tables.users.enabled") && err.contains("SLUICE_"),
+        "{err}"
+    );
+    // `config show` merges the file and the variables, redacts secrets, says where each
+    // value came from.
+    let cfg = write(
+        dir.path(),
+        "sluice.toml",
+        "[source]\npage_size = 50\napi_key = \"file-key-7\"\n[sink]\ndest = \"./lake\"\n",
+    );
+    let mut c = base_command(&["config", "show", "--config", &cfg]);
+    c.env("SLUICE_SINK__DEST", "s3://bucket/lever")
+        .env("SLUICE_SOURCE__OAUTH__CLIENT_SECRET", "env-secret-9")
+        .env("LEVER_API_KEY", "env-key-3");
+    let o = output(c).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains(&format!("page_size = 50  # from {cfg}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("dest = \"s3://bucket/lever\"  # from environment SLUICE_SINK__DEST"),
+        "{out}"
+    );
+    assert!(out.contains("# LEVER_API_KEY is set"), "{out}");
+    for secret in ["file-key-7", "env-secret-9", "env-key-3"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} shown: {out}"
+        );
+    }
+}
