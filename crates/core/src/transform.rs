@@ -513,4 +513,31 @@ mod tests {
         };
         assert!(plan.apply(c, 1).unwrap().is_none());
     }
+
+    #[test]
+    fn hashes_match_known_sha256_values() {
+        // Expected values computed independently: `printf '%s' 'pepper-2024<value>' | sha256sum`.
+        let salt = Secret::new("pepper-2024");
+        assert_eq!(
+            hash_value(&salt, b"jane@example.com"),
+            "737a4d854fdad7336f3e51974df7a7087a861202f1e7825c04c4c1f184c4af84"
+        );
+        let strings: ArrayRef = Arc::new(StringArray::from(vec![Some("jane@example.com"), None]));
+        let hashed = hash_array(&salt, &strings).unwrap();
+        assert_eq!(
+            hashed.value(0),
+            "737a4d854fdad7336f3e51974df7a7087a861202f1e7825c04c4c1f184c4af84"
+        );
+        assert!(hashed.is_null(1), "NULL stays NULL");
+        let ints: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![42]));
+        assert_eq!(
+            hash_array(&salt, &ints).unwrap().value(0),
+            "665ffda1e9e7cb76350583f8c85b5008840921e0ed7815da1ca367ec7d229152"
+        );
+        let bools: ArrayRef = Arc::new(arrow::array::BooleanArray::from(vec![true]));
+        assert_eq!(
+            hash_array(&salt, &bools).unwrap().value(0),
+            "2d28a26c9141eb0b6c3ff1427b5370c42ed43886f5cd8f714e7fd8e08d26f1a6"
+        );
+    }
 }

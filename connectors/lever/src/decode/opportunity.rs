@@ -572,4 +572,13 @@ mod tests {
             "i1"
         );
     }
+
+    #[test]
+    fn link_ids_match_known_sha256_prefixes() {
+        // `printf '%s' 'contact-9f|https://www.linkedin.com/in/jane' | sha256sum`, first 32.
+        assert_eq!(
+            super::link_id("contact-9f", "https://www.linkedin.com/in/jane"),
+            "dabdd6d2f2574cf81f14ffcc51aa2184"
+        );
+    }
 }
