@@ -140,7 +140,12 @@ impl Runner {
                     tracing::error!(error = %e, "recording the run's start failed");
                 }
                 tracing::info!(trigger = ?run.trigger, resync = ?run.resync, "sync starting");
-                Box::pin(self.sync(&run)).await
+                let counters = sluice_core::Metrics::new();
+                let result = Box::pin(self.sync(&run, counters.clone())).await;
+                // A failed run still reports what it did before failing.
+                run.requests = counters.total_requests();
+                run.throttled = counters.total_throttled();
+                result
             }
             None => Err(Error::cancelled()),
         };
@@ -178,7 +183,7 @@ impl Runner {
     }
 
     /// One sync, built like `sluice run` builds it.
-    async fn sync(&self, run: &Run) -> Result<SyncReport> {
+    async fn sync(&self, run: &Run, counters: sluice_core::Metrics) -> Result<SyncReport> {
         let inner = &self.inner;
         let c = inner.store.connection(&run.connection_id)?.ok_or_else(|| {
             Error::config(format!("connection `{}` was deleted", run.connection_id))
@@ -189,22 +194,15 @@ impl Runner {
         let mut options = config.run.sync_options();
         options.cancel = inner.shutdown.child_token();
         options.force_resync = run.resync.iter().cloned().collect();
-        let metrics = options.metrics.clone();
-        let result = sluice_core::run_sync(
+        options.metrics = counters;
+        sluice_core::run_sync(
             &c.source,
             source.as_ref(),
             &config.source,
             sink.as_mut(),
             options,
         )
-        .await;
-        if result.is_err() {
-            tracing::debug!(
-                requests = metrics.total_requests(),
-                "requests made before the failure"
-            );
-        }
-        result
+        .await
     }
 }
 

@@ -88,6 +88,10 @@ async fn scheduled_connections_sync_on_their_own_and_failures_are_retried() {
         .wait_for_run(&bad, |r| r["trigger"] == "retry" && r["status"] == "failed")
         .await;
     assert_eq!(retry["error_kind"], "auth", "{retry}");
+    assert!(
+        retry["requests"].as_u64().unwrap() >= 1,
+        "a failed run reports its requests: {retry}"
+    );
     assert!(!retry["error_message"].as_str().unwrap().contains('\n'));
     let runs = s.get(&format!("/v1/connections/{bad}/runs")).await;
     let failed = runs["runs"].as_array().unwrap();
