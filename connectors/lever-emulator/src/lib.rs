@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     pub(crate) started: Instant,
     pub(crate) list_hook: HookSlot,
     pub(crate) list_requests: AtomicU64,
+    /// Data requests inside their added latency right now.
+    pub(crate) in_flight: AtomicU64,
 }
 
 /// A deterministic, mutable Lever Data API v1. Cheap to clone (an `Arc` inside); every clone
@@ -196,6 +198,7 @@ impl Emulator {
                 started: Instant::now(),
                 list_hook: HookSlot::default(),
                 list_requests: AtomicU64::new(0),
+                in_flight: AtomicU64::new(0),
             }),
         }
     }

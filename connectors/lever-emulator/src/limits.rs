@@ -150,6 +150,10 @@ pub struct Counters {
     pub faults: u64,
     /// Injected dropped bodies.
     pub dropped: u64,
+    /// The most data requests that were inside their added latency at the same time (how
+    /// concurrent the clients were; 0 when no latency is configured).
+    #[serde(default)]
+    pub max_in_flight: u64,
 }
 
 impl Counters {

@@ -214,6 +214,25 @@ pub(crate) fn http_date(ms: i64) -> String {
     )
 }
 
+/// Counts a request as in flight (inside its added latency) while it lives, and records the
+/// peak in the counters.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> InFlight<'a> {
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut c = lock(&inner.counters);
+        c.max_in_flight = c.max_in_flight.max(now);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Authentication, rate limit, latency and fault injection, then the handler.
 async fn serve_data(inner: Arc<Inner>, req: Request, next: Next) -> Response {
     let path = req
@@ -253,6 +272,7 @@ async fn serve_data(inner: Arc<Inner>, req: Request, next: Next) -> Response {
         );
     }
     if !latency.is_zero() {
+        let _in_flight = InFlight::enter(&inner);
         tokio::time::sleep(latency).await;
     }
     let seq = inner.fault_seq.fetch_add(1, Ordering::Relaxed);

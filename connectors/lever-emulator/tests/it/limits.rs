@@ -115,11 +115,14 @@ async fn latency_does_not_serialize_requests() {
     let futs: Vec<_> = (0..10).map(|_| env.get("/stages")).collect();
     let results = futures::future::join_all(futs).await;
     assert!(results.iter().all(|(s, _)| *s == 200));
-    let elapsed = t.elapsed();
-    assert!(elapsed >= Duration::from_millis(300));
     assert!(
-        elapsed < Duration::from_millis(2500),
-        "{elapsed:?}: 10 requests × 300 ms must overlap"
+        t.elapsed() >= Duration::from_millis(300),
+        "the latency was added"
+    );
+    let in_flight = env.emu.counters().max_in_flight;
+    assert!(
+        in_flight > 1,
+        "10 concurrent requests were served one at a time (peak {in_flight} in flight)"
     );
     env.stop().await;
 }
