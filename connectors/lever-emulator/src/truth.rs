@@ -67,6 +67,14 @@ pub struct Truth {
     /// Ids of deleted objects per kind: `opportunities`, `notes`, `feedback`, `users`,
     /// `postings`, `stages`, `archive_reasons`, `requisitions` (in deletion order).
     pub deleted: BTreeMap<String, Vec<String>>,
+    /// Deleted opportunities (also those that vanished without a row in
+    /// `/opportunities/deleted`) as they were when deleted, with their children: what a
+    /// destination may still hold of them in tables that do not capture deletes.
+    #[serde(default)]
+    pub removed_opportunities: Vec<Value>,
+    /// Children of [`Truth::removed_opportunities`] by opportunity id.
+    #[serde(default)]
+    pub removed_children: BTreeMap<String, OpportunityChildren>,
 }
 
 impl Truth {
@@ -85,11 +93,16 @@ pub(crate) fn build(st: &State) -> Truth {
         now_ms: st.clock,
         ..Truth::default()
     };
-    for rec in st.recs.iter().filter(|r| r.deleted.is_none()) {
+    for rec in &st.recs {
         let o = st.opportunity_json(rec, expand);
         let id = o["id"].as_str().unwrap_or_default().to_string();
         let ch = st.children(rec);
-        t.children.insert(
+        let (opportunities, children) = if rec.deleted.is_none() {
+            (&mut t.opportunities, &mut t.children)
+        } else {
+            (&mut t.removed_opportunities, &mut t.removed_children)
+        };
+        children.insert(
             id,
             OpportunityChildren {
                 feedback: ch.feedback,
@@ -103,7 +116,7 @@ pub(crate) fn build(st: &State) -> Truth {
                 referrals: ch.referrals,
             },
         );
-        t.opportunities.push(o);
+        opportunities.push(o);
     }
     let _ = child_list;
     t.deleted_opportunities = deleted_rows(st);

@@ -7,7 +7,7 @@ use sluice_lever_emulator::{Emulator, EmulatorConfig, ServerHandle, Truth};
 use sluice_source_lever::LeverSource;
 use sluice_source_lever::catalog::catalog;
 use sluice_testkit::{MemoryDestination, Row, rows_by_key, sync_with};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Upper bound of any one sync in these tests.
@@ -113,17 +113,25 @@ pub(crate) fn live_rows(dest: &MemoryDestination, table: &str) -> Vec<Row> {
 
 /// Compares every table of `dest` with the oracle for `truth`, rows and values. Rows the
 /// destination keeps for hard-deleted opportunities in tables that do not capture deletes
-/// (Fivetran leaves them) are tolerated when their `opportunity_id` is a deleted one, or, for
-/// tables without that column (contact tables, grand-children), when opportunities were
-/// deleted.
+/// (Fivetran leaves them) are tolerated only when their key is one of the rows the oracle
+/// derives from the deleted opportunities themselves (their children, contacts and
+/// grand-children), so a stray row of any other origin is reported.
 pub(crate) fn assert_matches_oracle(dest: &MemoryDestination, truth: &Truth, confidential: bool) {
-    let expected = expected::tables(truth, &ExpectedOptions { confidential });
-    let deleted: BTreeSet<String> = truth
-        .deleted
-        .get("opportunities")
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
+    let options = ExpectedOptions { confidential };
+    let expected = expected::tables(truth, &options);
+    let removed_truth = Truth {
+        opportunities: truth.removed_opportunities.clone(),
+        children: truth.removed_children.clone(),
+        ..truth.clone()
+    };
+    let removed = expected::tables(&removed_truth, &options);
+    let removed_keys: BTreeMap<String, BTreeMap<String, Row>> = catalog()
+        .iter()
+        .map(|spec| {
+            let key: Vec<&str> = spec.primary_key.iter().map(String::as_str).collect();
+            let rows = removed.get(&spec.name).cloned().unwrap_or_default();
+            (spec.name.clone(), rows_by_key(&rows, &key))
+        })
         .collect();
     let mut problems = Vec::new();
     for spec in catalog() {
@@ -149,15 +157,14 @@ pub(crate) fn assert_matches_oracle(dest: &MemoryDestination, truth: &Truth, con
                 }
             }
         }
-        for (k, g) in &got {
+        for k in got.keys() {
             if want.contains_key(k) {
                 continue;
             }
             let tolerated = !spec.capture_deletes
-                && match g.get("opportunity_id").and_then(Value::as_str) {
-                    Some(o) => deleted.contains(o),
-                    None => !deleted.is_empty(),
-                };
+                && removed_keys
+                    .get(&spec.name)
+                    .is_some_and(|keys| keys.contains_key(k));
             if !tolerated {
                 problems.push(format!("{}: unexpected row {k}", spec.name));
             }
