@@ -1,7 +1,7 @@
 //! The 46 destination tables, declared once.
 //!
-//! The declarations are generated at startup from `destination_schema.json` (vendored from
-//! `shared/lever/destination_schema.json`, the contract with Fivetran's dbt package): names,
+//! The declarations are generated at startup from `destination_schema.json` (the contract
+//! with Fivetran's dbt package, kept once in this crate): names,
 //! columns, types and keys come from there verbatim; legacy-origin columns and `_fivetran_*`
 //! system columns are left out (the engine and sinks add the system columns), except
 //! `contact_link._fivetran_id`, which is a data column this source computes. What the JSON does
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sluice_core::{ColumnSpec, ColumnType, SyncKind, TableSpec};
 use std::sync::OnceLock;
 
-/// The vendored contract (a copy of `shared/lever/destination_schema.json`).
+/// The destination schema: every table, column, type and key (the contract with dbt_lever).
 pub const DESTINATION_SCHEMA_JSON: &str = include_str!("destination_schema.json");
 
 /// The table every incremental read starts from.

@@ -1,7 +1,7 @@
 //! # sluice-source-lever
 //!
 //! The Lever applicant-tracking source: syncs the Lever Data API v1 into the 46 tables of
-//! Fivetran's Lever connector (`shared/lever/DESTINATION_SCHEMA.md`), so Fivetran's dbt package
+//! Fivetran's Lever connector (`src/destination_schema.json`), so Fivetran's dbt package
 //! for Lever runs unchanged on the output.
 //!
 //! * [`catalog`]: the tables, generated from the vendored `destination_schema.json`.
@@ -127,6 +127,9 @@ async fn connect(
         }
     };
     let base_url = base_url.trim_end_matches('/').to_owned();
+    if settings.network.is_set() {
+        tracing::info!("Lever network: {}", settings.network.describe());
+    }
     let client = Client::new(
         ClientOptions {
             base_url: base_url.clone(),
@@ -139,6 +142,7 @@ async fn connect(
             max_backoff: Duration::from_secs(30),
             max_retry_time: settings.max_retry_time,
             max_body_bytes: settings.max_body_bytes,
+            network: settings.network.clone(),
         },
         auth,
         metrics,
