@@ -4,7 +4,7 @@
 
 use crate::error::{LakeError, Result};
 use crate::layout;
-use crate::manifest::{self, FileEntry};
+use crate::manifest::{self, FileEntry, RetiredFile};
 use crate::sink::{LakeSink, internal};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -120,6 +120,9 @@ impl LakeSink {
         let mut report = CommitReport::default();
         let mut new_files = Vec::new();
         let mut superseded = Vec::new();
+        // Superseded files that the format keeps for a while, by table.
+        let mut retiring: Vec<(String, Vec<Path>)> = Vec::new();
+        let retention = self.format.retention();
         for (table, changes) in &by_table {
             let spec = self
                 .specs
@@ -130,7 +133,11 @@ impl LakeSink {
                 Ok((entry, stats, gone)) => {
                     next.tables.insert(table.clone(), entry);
                     report.tables.insert(table.clone(), stats);
-                    superseded.extend(gone);
+                    if retention.is_zero() {
+                        superseded.extend(gone);
+                    } else {
+                        retiring.push((table.clone(), gone));
+                    }
                 }
                 Err(e) => {
                     self.delete_quietly(&new_files, "a data file of a failed commit")
@@ -144,6 +151,29 @@ impl LakeSink {
                 entry.absorb(spec);
             }
         }
+        // Retention: this commit's superseded files join the retired ones; retired files
+        // whose retention is over leave the manifest and are deleted after the commit.
+        let now = sluice_core::now_ms();
+        let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        for (table, gone) in retiring {
+            if let Some(entry) = next.tables.get_mut(&table) {
+                let names = gone.iter().filter_map(|p| p.filename().map(str::to_owned));
+                entry.retired.extend(names.map(|name| RetiredFile {
+                    name,
+                    since_ms: now,
+                }));
+            }
+        }
+        for (table, entry) in next.tables.iter_mut() {
+            let dir = layout::table_dir(&self.dest.root, table);
+            entry.retired.retain(|r| {
+                let over = r.since_ms.saturating_add(keep_ms) <= now;
+                if over {
+                    superseded.push(dir.clone().join(r.name.as_str()));
+                }
+                !over
+            });
+        }
         // Each changed table's next log version (formats with a log), published after the
         // manifest. Versions an earlier commit left unpublished go first.
         if let Err(e) = self.publish_logs().await {
@@ -152,7 +182,6 @@ impl LakeSink {
             return Err(e);
         }
         let mut to_publish = BTreeSet::new();
-        let now = sluice_core::now_ms();
         for (name, entry) in next.tables.iter_mut() {
             let old = base.as_ref().and_then(|m| m.tables.get(name));
             let log = self.format.next_log(old, entry, now);

@@ -68,6 +68,13 @@ pub trait TableFormat: std::fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// Whether the engine records each new data file's column statistics
+    /// ([`FileEntry::stats`](crate::FileEntry::stats)) for [`TableFormat::next_log`] to publish
+    /// (default: no).
+    fn records_file_stats(&self) -> bool {
+        false
+    }
+
     /// Whether `log`'s version is published in the table folder `dir` (at `open`, for each
     /// table with a log).
     async fn is_published(

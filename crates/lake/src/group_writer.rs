@@ -103,7 +103,7 @@ impl<'a> GroupWriter<'a> {
         (name, w): (String, parquet_files::FileWriter),
     ) -> Result<()> {
         let rows = w.rows();
-        let size = w.finish().await?;
+        let (size, stats) = w.finish().await?;
         self.stats.bytes_written += size;
         self.stats.files_written += 1;
         self.written.push(FileEntry {
@@ -112,6 +112,7 @@ impl<'a> GroupWriter<'a> {
             size,
             rows,
             dv: None,
+            stats: self.sink.format.records_file_stats().then_some(stats),
         });
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 use crate::deletion_vector::Descriptor;
 use crate::error::{LakeError, Result};
+use crate::file_stats::FileStats;
 use crate::layout;
 use arrow::datatypes::DataType;
 use futures::TryStreamExt;
@@ -19,10 +20,16 @@ use std::collections::BTreeMap;
 /// * 1: tables, their columns and files.
 /// * 2: also deletion vectors of files (`dv`) and tables' Delta log state (`delta`), which a
 ///   format-1 reader would silently ignore and so read deleted rows as live.
+/// * 3: also files' column statistics (`stats`), which the Delta log is built from, and
+///   superseded files kept for their retention (`retired`), which a format-2 reader would
+///   delete as orphans.
 ///
 /// Every change that an older reader would misread takes a new format; every struct read
 /// from a manifest denies unknown fields, so a field added without one fails loudly here.
-pub(crate) const MANIFEST_FORMAT: u32 = 2;
+pub(crate) const MANIFEST_FORMAT: u32 = 3;
+
+/// The format of manifests with deletion vectors or table logs but no file statistics.
+const LOG_FORMAT: u32 = 2;
 
 /// The format of manifests without deletion vectors or Delta state (readable by older
 /// builds, which read them right).
@@ -74,6 +81,21 @@ pub struct TableEntry {
     /// `delta` (manifest format 2, when Delta was the one format with a log).
     #[serde(default, rename = "delta", skip_serializing_if = "Option::is_none")]
     pub log: Option<TableLog>,
+    /// Files (data and deletion vectors) that commits superseded and that stay for the
+    /// format's readers until their retention is over (see
+    /// [`TableFormat::retention`](crate::TableFormat::retention)); no longer live.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredFile>,
+}
+
+/// A file a commit superseded, kept until its retention is over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredFile {
+    /// File name inside the table folder.
+    pub name: String,
+    /// When the commit that superseded it was made (epoch ms).
+    pub since_ms: i64,
 }
 
 /// A table's log, kept by its format (Delta's `_delta_log`), as of one manifest version:
@@ -119,9 +141,14 @@ pub struct FileEntry {
     pub size: u64,
     /// Rows in the file (deleted ones included).
     pub rows: u64,
-    /// Delta mode: the rows of the file that are no longer live (see `dv`).
+    /// The rows of the file that are no longer live (formats recording deleted rows in
+    /// deletion vectors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dv: Option<Descriptor>,
+    /// Per-column bounds and NULL counts (formats that publish them, see
+    /// [`TableFormat::records_file_stats`](crate::TableFormat::records_file_stats)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<FileStats>,
 }
 
 impl FileEntry {
@@ -156,6 +183,7 @@ impl TableEntry {
             columns: declared_columns(spec),
             files: Vec::new(),
             log: None,
+            retired: Vec::new(),
         }
     }
 
@@ -202,15 +230,20 @@ impl Manifest {
         }
     }
 
-    /// The lowest format that holds this manifest: [`MANIFEST_FORMAT`] when a table has
-    /// Delta state or a file a deletion vector, else the plain format, which older builds
-    /// read right.
+    /// The lowest format that holds this manifest: [`MANIFEST_FORMAT`] when a file has
+    /// statistics, [`LOG_FORMAT`] when a table has a log or a file a deletion vector, else the
+    /// plain format, which older builds read right.
     pub(crate) fn required_format(&self) -> u32 {
-        let delta = self
+        let files = || self.tables.values().flat_map(|t| &t.files);
+        if files().any(|f| f.stats.is_some()) || self.tables.values().any(|t| !t.retired.is_empty())
+        {
+            return MANIFEST_FORMAT;
+        }
+        let logged = self
             .tables
             .values()
             .any(|t| t.log.is_some() || t.files.iter().any(|f| f.dv.is_some()));
-        if delta { MANIFEST_FORMAT } else { PLAIN_FORMAT }
+        if logged { LOG_FORMAT } else { PLAIN_FORMAT }
     }
 
     /// Serializes the manifest.

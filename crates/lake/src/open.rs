@@ -106,6 +106,10 @@ impl LakeSink {
                 .get(table)
                 .map(|e| dv_files(&e.files))
                 .unwrap_or_default();
+            let retired: HashSet<&str> = tables
+                .get(table)
+                .map(|e| e.retired.iter().map(|r| r.name.as_str()).collect())
+                .unwrap_or_default();
             let dir = layout::table_dir(&self.dest.root, table);
             let listed: Vec<_> = {
                 use futures::TryStreamExt;
@@ -128,8 +132,9 @@ impl LakeSink {
                 let Some(name) = meta.location.filename() else {
                     continue;
                 };
-                let orphan = (layout::is_data_file(name) && !live.contains(name))
-                    || (deletion_vector::is_dv_file(name) && !live_dvs.contains(name));
+                let orphan = !retired.contains(name)
+                    && ((layout::is_data_file(name) && !live.contains(name))
+                        || (deletion_vector::is_dv_file(name) && !live_dvs.contains(name)));
                 if orphan {
                     tracing::info!(file = %meta.location, "removing a data file of an interrupted commit");
                     if let Err(e) = self.dest.store.delete(&meta.location).await {

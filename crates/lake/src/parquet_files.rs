@@ -1,6 +1,7 @@
 //! Reading and writing Parquet data files through object_store.
 
 use crate::error::{LakeError, Result};
+use crate::file_stats::{FileStats, file_stats};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -320,18 +321,20 @@ impl FileWriter {
         Ok(true)
     }
 
-    /// Writes the footer and completes the object; returns its size in bytes. On error
+    /// Writes the footer and completes the object; returns its size in bytes and its
+    /// statistics. On error
     /// nothing became visible: a failed single PUT writes nothing, and an unfinished
     /// multipart upload is never listed (S3 lifecycle rules expire its parts).
-    pub(crate) async fn finish(mut self) -> Result<u64> {
+    pub(crate) async fn finish(mut self) -> Result<(u64, FileStats)> {
         self.close_row_group().await?;
-        self.file.finish().map_err(|e| self.err(e))?;
+        let meta = self.file.finish().map_err(|e| self.err(e))?;
+        let stats = file_stats(&meta, &self.schema);
         self.drain().await?;
         self.sink
             .complete()
             .await
             .map_err(|e| LakeError::parquet("writing", &self.path, e))?;
-        Ok(self.bytes)
+        Ok((self.bytes, stats))
     }
 }
 
@@ -579,7 +582,7 @@ mod tests {
         for b in batches {
             w.write(b).await.unwrap();
         }
-        w.finish().await.unwrap()
+        w.finish().await.unwrap().0
     }
 
     /// The ids and values of `batches`, in order.
@@ -610,7 +613,7 @@ mod tests {
             assert!(w.splice(&store, &Path::from(name), size).await.unwrap());
         }
         assert_eq!(w.rows(), 300);
-        let size = w.finish().await.unwrap();
+        let size = w.finish().await.unwrap().0;
 
         let meta = ParquetMetaDataReader::new()
             .with_page_index_policy(PageIndexPolicy::Required)

@@ -130,8 +130,9 @@ impl LakeSink {
             .unwrap_or_default())
     }
 
-    /// Every object of `table` the committed manifest refers to: its live data files and,
-    /// in Delta mode, their deletion vector files (the `_delta_log` folder aside).
+    /// Every object of `table` the committed manifest refers to: its live data files, their
+    /// deletion vector files and the superseded files kept for their retention (a format's
+    /// log folder, such as `_delta_log`, aside).
     pub async fn live_objects(&self, table: &str) -> sluice_core::Result<Vec<String>> {
         let m = manifest::latest(self.dest.store.as_ref(), &self.dest.root).await?;
         let Some(entry) = m.and_then(|m| m.tables.get(table).cloned()) else {
@@ -141,7 +142,8 @@ impl LakeSink {
             .files
             .iter()
             .map(|f| f.name.clone())
-            .chain(dv_files(&entry.files));
+            .chain(dv_files(&entry.files))
+            .chain(entry.retired.iter().map(|r| r.name.clone()));
         Ok(names
             .map(|n| self.file_path(table, &n).to_string())
             .collect())

@@ -13,7 +13,20 @@ pub struct DeltaSinkConfig {
     /// A file whose deleted rows reach this share of its rows is rewritten without them at
     /// the next commit that touches it (default 0.25).
     pub max_deleted_share: f64,
+    /// `true` (the default): a commit that changes a few stored rows marks them deleted in
+    /// deletion vectors (Delta protocol reader 3 / writer 7, `deletionVectors` feature).
+    /// `false`: copy-on-write, files with changed rows are rewritten, and new tables use
+    /// protocol reader 1 / writer 2, for readers without deletion vectors (Redshift
+    /// Spectrum, older Athena and Snowflake, Apache XTable).
+    pub deletion_vectors: bool,
+    /// Hours a file superseded by a commit stays in the table folder (default 168, Delta's
+    /// own `delta.deletedFileRetentionDuration`), so that readers holding an older snapshot
+    /// and time travel within that window keep working; later commits delete it.
+    pub retention_hours: u64,
 }
+
+/// Default of [`DeltaSinkConfig::retention_hours`] (Delta's default, 7 days).
+pub const DEFAULT_RETENTION_HOURS: u64 = 168;
 
 /// Default of [`DeltaSinkConfig::max_deleted_share`].
 pub const DEFAULT_MAX_DELETED_SHARE: f64 = 0.25;
@@ -23,6 +36,8 @@ impl Default for DeltaSinkConfig {
         DeltaSinkConfig {
             lake: LakeConfig::default(),
             max_deleted_share: DEFAULT_MAX_DELETED_SHARE,
+            deletion_vectors: true,
+            retention_hours: DEFAULT_RETENTION_HOURS,
         }
     }
 }
@@ -54,6 +69,14 @@ impl TryFrom<Map<String, Value>> for DeltaSinkConfig {
         if let Some(v) = map.remove("max_deleted_share") {
             config.max_deleted_share =
                 serde_json::from_value(v).map_err(|e| format!("sink.max_deleted_share: {e}"))?;
+        }
+        if let Some(v) = map.remove("deletion_vectors") {
+            config.deletion_vectors =
+                serde_json::from_value(v).map_err(|e| format!("sink.deletion_vectors: {e}"))?;
+        }
+        if let Some(v) = map.remove("retention_hours") {
+            config.retention_hours =
+                serde_json::from_value(v).map_err(|e| format!("sink.retention_hours: {e}"))?;
         }
         if map.contains_key("table_format") {
             return Err(sluice_lake::TABLE_FORMAT_GONE.to_owned());

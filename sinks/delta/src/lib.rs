@@ -14,17 +14,19 @@
 mod config;
 mod log;
 
-pub use config::{DEFAULT_MAX_DELETED_SHARE, DeltaSinkConfig};
+pub use config::{DEFAULT_MAX_DELETED_SHARE, DEFAULT_RETENTION_HOURS, DeltaSinkConfig};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_core::{Sink, SinkFactory, async_trait};
 use sluice_lake::{DeletedRows, LakeSink, Result, TableEntry, TableFormat, TableLog};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The Delta table format (see the crate docs).
 #[derive(Debug, Clone)]
 pub struct DeltaFormat {
     max_deleted_share: f64,
+    options: log::LogOptions,
 }
 
 impl DeltaFormat {
@@ -32,6 +34,10 @@ impl DeltaFormat {
     pub fn new(config: &DeltaSinkConfig) -> DeltaFormat {
         DeltaFormat {
             max_deleted_share: config.max_deleted_share,
+            options: log::LogOptions {
+                deletion_vectors: config.deletion_vectors,
+                retention_hours: config.retention_hours,
+            },
         }
     }
 }
@@ -43,9 +49,21 @@ impl TableFormat for DeltaFormat {
     }
 
     fn deleted_rows(&self) -> DeletedRows {
-        DeletedRows::Vectors {
-            max_deleted_share: self.max_deleted_share,
+        if self.options.deletion_vectors {
+            DeletedRows::Vectors {
+                max_deleted_share: self.max_deleted_share,
+            }
+        } else {
+            DeletedRows::Rewrite
         }
+    }
+
+    fn records_file_stats(&self) -> bool {
+        true
+    }
+
+    fn retention(&self) -> Duration {
+        Duration::from_secs(self.options.retention_hours.saturating_mul(3600))
     }
 
     fn keeps_log(&self) -> bool {
@@ -58,7 +76,7 @@ impl TableFormat for DeltaFormat {
         new: &TableEntry,
         now_ms: i64,
     ) -> Option<TableLog> {
-        log::next_state(old, new, now_ms)
+        log::next_state(old, new, now_ms, self.options)
     }
 
     async fn is_published(
@@ -77,7 +95,7 @@ impl TableFormat for DeltaFormat {
         if log::publish(store, dir, state).await? && log::checkpoint_due(state.version) {
             // Optional for readers (they can replay every version): a failure is only
             // logged, and the next checkpoint is 10 versions on.
-            if let Err(e) = log::write_checkpoint(store, dir, entry, state).await {
+            if let Err(e) = log::write_checkpoint(store, dir, entry, state, self.options).await {
                 tracing::warn!(error = %e, dir = %dir, "cannot write a Delta checkpoint");
             }
         }

@@ -50,40 +50,123 @@ fn schema_string(entry: &TableEntry) -> String {
     json!({"type": "struct", "fields": fields}).to_string()
 }
 
-/// The protocol action: reader 3 / writer 7 with deletion vectors.
-fn protocol() -> Value {
-    json!({"protocol": {
-        "minReaderVersion": 3,
-        "minWriterVersion": 7,
-        "readerFeatures": ["deletionVectors"],
-        "writerFeatures": ["deletionVectors"],
-    }})
+/// How a table's log is written (from the `[sink]` keys of the `delta` sink).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogOptions {
+    /// Deletion vectors on: protocol reader 3 / writer 7 with the `deletionVectors` feature;
+    /// off: reader 1 / writer 2 (copy-on-write, every Delta reader).
+    pub deletion_vectors: bool,
+    /// `delta.deletedFileRetentionDuration`, in hours.
+    pub retention_hours: u64,
+}
+
+/// The protocol action: reader 3 / writer 7 with deletion vectors, else reader 1 / writer 2.
+fn protocol(deletion_vectors: bool) -> Value {
+    if deletion_vectors {
+        json!({"protocol": {
+            "minReaderVersion": 3,
+            "minWriterVersion": 7,
+            "readerFeatures": ["deletionVectors"],
+            "writerFeatures": ["deletionVectors"],
+        }})
+    } else {
+        json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
+    }
 }
 
 /// The metaData action of a table.
-fn metadata(table_id: &str, schema: &str, created_ms: i64) -> Value {
+fn metadata(table_id: &str, schema: &str, created_ms: i64, options: LogOptions) -> Value {
+    let mut configuration = json!({
+        "delta.deletedFileRetentionDuration": format!("interval {} hours", options.retention_hours),
+    });
+    if options.deletion_vectors {
+        configuration["delta.enableDeletionVectors"] = json!("true");
+    }
     json!({"metaData": {
         "id": table_id,
         "format": {"provider": "parquet", "options": {}},
         "schemaString": schema,
         "partitionColumns": [],
-        "configuration": {"delta.enableDeletionVectors": "true"},
+        "configuration": configuration,
         "createdTime": created_ms,
     }})
 }
 
-fn add(f: &FileEntry, now_ms: i64) -> Value {
-    add_action(f, now_ms, true)
+/// A bound of the file statistics as Delta writes it: timestamps as ISO 8601 in UTC with
+/// milliseconds (a maximum rounded up to the next millisecond, so that it stays an upper
+/// bound); other values as they are.
+fn delta_bound(ty: ColumnType, v: &Value, upper: bool) -> Option<Value> {
+    match ty {
+        ColumnType::Timestamp => {
+            let us = v.as_i64()?;
+            let ms = if upper {
+                us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0)
+            } else {
+                us.div_euclid(1000)
+            };
+            let t = std::time::UNIX_EPOCH
+                .checked_add(std::time::Duration::from_millis(u64::try_from(ms).ok()?))?;
+            Some(Value::from(humantime::format_rfc3339_millis(t).to_string()))
+        }
+        _ => Some(v.clone()),
+    }
 }
 
-fn add_action(f: &FileEntry, now_ms: i64, data_change: bool) -> Value {
+/// The `stats` text of an add action: `numRecords` (physical rows) and, when the file's
+/// statistics are known, `minValues`, `maxValues` and `nullCount` for its columns
+/// (`tightBounds: false` once a deletion vector hides some rows).
+fn stats(f: &FileEntry, types: &BTreeMap<&str, ColumnType>) -> String {
+    let mut stats = json!({"numRecords": f.rows});
+    if let Some(file) = &f.stats {
+        let (mut min, mut max, mut nulls) = (json!({}), json!({}), json!({}));
+        for (name, c) in &file.columns {
+            let Some(&ty) = types.get(name.as_str()) else {
+                continue;
+            };
+            if let Some(v) = c.min.as_ref().and_then(|v| delta_bound(ty, v, false)) {
+                min[name] = v;
+            }
+            if let Some(v) = c.max.as_ref().and_then(|v| delta_bound(ty, v, true)) {
+                max[name] = v;
+            }
+            nulls[name] = json!(c.nulls);
+        }
+        stats["minValues"] = min;
+        stats["maxValues"] = max;
+        stats["nullCount"] = nulls;
+        if f.dv.is_some() {
+            stats["tightBounds"] = json!(false);
+        }
+    }
+    stats.to_string()
+}
+
+/// Column types by name.
+fn types(entry: &TableEntry) -> BTreeMap<&str, ColumnType> {
+    entry
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.ty))
+        .collect()
+}
+
+fn add(f: &FileEntry, now_ms: i64, types: &BTreeMap<&str, ColumnType>) -> Value {
+    add_action(f, now_ms, true, types)
+}
+
+fn add_action(
+    f: &FileEntry,
+    now_ms: i64,
+    data_change: bool,
+    types: &BTreeMap<&str, ColumnType>,
+) -> Value {
     let mut add = json!({
         "path": f.name,
         "partitionValues": {},
         "size": f.size,
         "modificationTime": now_ms,
         "dataChange": data_change,
-        "stats": json!({"numRecords": f.rows}).to_string(),
+        "stats": stats(f, types),
     });
     if let Some(dv) = &f.dv {
         add["deletionVector"] = json!(dv);
@@ -114,8 +197,10 @@ pub(crate) fn next_state(
     old: Option<&TableEntry>,
     new: &TableEntry,
     now_ms: i64,
+    options: LogOptions,
 ) -> Option<TableLog> {
     let schema = schema_string(new);
+    let types = types(new);
     let prev = new.log.as_ref();
     let before: BTreeMap<&str, &FileEntry> = match prev {
         Some(_) => old
@@ -133,14 +218,14 @@ pub(crate) fn next_state(
             None => actions.push(remove(name, f.size, f.dv.as_ref(), now_ms)),
             Some(g) if g.dv != f.dv => {
                 actions.push(remove(name, f.size, f.dv.as_ref(), now_ms));
-                actions.push(add(g, now_ms));
+                actions.push(add(g, now_ms, &types));
             }
             Some(_) => {}
         }
     }
     for (name, f) in &after {
         if !before.contains_key(name) {
-            actions.push(add(f, now_ms));
+            actions.push(add(f, now_ms, &types));
         }
     }
     let schema_changed = prev.is_none_or(|p| p.schema != schema);
@@ -158,11 +243,16 @@ pub(crate) fn next_state(
         "engineInfo": concat!("sluice/", env!("CARGO_PKG_VERSION")),
         "isBlindAppend": false,
     }})];
+    let vectors = |e: &TableEntry| e.files.iter().any(|f| f.dv.is_some());
     if prev.is_none() {
-        lines.push(protocol());
+        lines.push(protocol(options.deletion_vectors));
+    } else if vectors(new) && !old.is_some_and(vectors) {
+        // The first deletion vector of a table that may have been created without them
+        // (`deletion_vectors = false` then): the protocol that allows them (again).
+        lines.push(protocol(true));
     }
     if schema_changed {
-        lines.push(metadata(&table_id, &schema, created_ms));
+        lines.push(metadata(&table_id, &schema, created_ms, options));
     }
     lines.extend(actions);
     let mut commit = String::new();
@@ -306,12 +396,25 @@ fn checkpoint_schema() -> SchemaRef {
 
 /// The checkpoint of the table at `state.version`, whose live files are `entry.files`: the
 /// protocol, the metaData and one `add` per live file, as a Parquet file.
-pub(crate) fn checkpoint(entry: &TableEntry, state: &TableLog, now_ms: i64) -> Result<Vec<u8>> {
+pub(crate) fn checkpoint(
+    entry: &TableEntry,
+    state: &TableLog,
+    now_ms: i64,
+    options: LogOptions,
+) -> Result<Vec<u8>> {
+    // Deletion vectors in use keep their protocol whatever the setting says now.
+    let vectors = options.deletion_vectors || entry.files.iter().any(|f| f.dv.is_some());
     let mut lines = vec![
-        protocol(),
-        metadata(&state.table_id, &state.schema, state.created_ms),
+        protocol(vectors),
+        metadata(&state.table_id, &state.schema, state.created_ms, options),
     ];
-    lines.extend(entry.files.iter().map(|f| add_action(f, now_ms, false)));
+    let types = types(entry);
+    lines.extend(
+        entry
+            .files
+            .iter()
+            .map(|f| add_action(f, now_ms, false, &types)),
+    );
     let mut text = String::new();
     for l in &lines {
         text.push_str(&l.to_string());
@@ -347,8 +450,9 @@ pub(crate) async fn write_checkpoint(
     dir: &Path,
     entry: &TableEntry,
     state: &TableLog,
+    options: LogOptions,
 ) -> Result<()> {
-    let bytes = checkpoint(entry, state, sluice_core::now_ms())?;
+    let bytes = checkpoint(entry, state, sluice_core::now_ms(), options)?;
     let log = dir.clone().join(LOG_DIR);
     let path = log
         .clone()
@@ -373,6 +477,11 @@ mod tests {
     use super::*;
     use sluice_lake::StoredColumn;
 
+    const OPTIONS: LogOptions = LogOptions {
+        deletion_vectors: true,
+        retention_hours: 168,
+    };
+
     fn file(name: &str, rows: u64, dv: Option<u64>) -> FileEntry {
         FileEntry {
             name: name.to_owned(),
@@ -386,6 +495,7 @@ mod tests {
                 size_in_bytes: 20,
                 cardinality: c,
             }),
+            stats: None,
         }
     }
 
@@ -402,6 +512,7 @@ mod tests {
                 .collect(),
             files,
             log: None,
+            retired: Vec::new(),
         }
     }
 
@@ -419,9 +530,9 @@ mod tests {
         use arrow::datatypes::Int64Type;
         let cols = [("id", ColumnType::String)];
         let e = entry(vec![file("a", 10, Some(3)), file("b", 5, None)], &cols);
-        let state = next_state(None, &e, 7).unwrap();
+        let state = next_state(None, &e, 7, OPTIONS).unwrap();
         assert!(!checkpoint_due(0) && checkpoint_due(10) && !checkpoint_due(11));
-        let bytes = checkpoint(&e, &state, 9).unwrap();
+        let bytes = checkpoint(&e, &state, 9, OPTIONS).unwrap();
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
             bytes::Bytes::from(bytes),
         )
@@ -448,7 +559,7 @@ mod tests {
     fn versions_record_adds_removes_and_vector_changes() {
         let cols = [("id", ColumnType::String), ("n", ColumnType::Int64)];
         let v0_entry = entry(vec![file("a", 10, None), file("b", 5, None)], &cols);
-        let v0 = next_state(None, &v0_entry, 1).unwrap();
+        let v0 = next_state(None, &v0_entry, 1, OPTIONS).unwrap();
         assert_eq!(v0.version, 0);
         let a = actions(&v0);
         assert!(a[0].get("commitInfo").is_some());
@@ -461,7 +572,7 @@ mod tests {
         // Unchanged: the same state, no new version.
         let mut same = v0_entry.clone();
         same.log = Some(v0.clone());
-        assert_eq!(next_state(Some(&same), &same, 2), Some(v0.clone()));
+        assert_eq!(next_state(Some(&same), &same, 2, OPTIONS), Some(v0.clone()));
 
         // `a` gets a deletion vector, `b` goes, `c` comes, a column is added.
         let cols2 = [
@@ -471,10 +582,13 @@ mod tests {
         ];
         let mut v1_entry = entry(vec![file("a", 10, Some(2)), file("c", 3, None)], &cols2);
         v1_entry.log = Some(v0.clone());
-        let v1 = next_state(Some(&same), &v1_entry, 3).unwrap();
+        let v1 = next_state(Some(&same), &v1_entry, 3, OPTIONS).unwrap();
         assert_eq!((v1.version, &v1.table_id), (1, &v0.table_id));
         let a = actions(&v1);
-        assert!(a.iter().all(|x| x.get("protocol").is_none()));
+        // The first deletion vector restates the protocol that allows them.
+        let protocols: Vec<&Value> = a.iter().filter_map(|x| x.get("protocol")).collect();
+        assert_eq!(protocols.len(), 1);
+        assert_eq!(protocols[0]["readerFeatures"][0], "deletionVectors");
         assert_eq!(a.iter().filter(|x| x.get("metaData").is_some()).count(), 1);
         let removed: Vec<&str> = a
             .iter()

@@ -198,9 +198,14 @@ impl Lake {
         })
     }
 
-    /// This lake as a `delta` destination (default Delta keys).
+    /// This lake as a `delta` destination: default Delta keys, except that superseded
+    /// files go at once (`retention_hours = 0`), so that table folders hold exactly what the
+    /// manifest lists (the retention tests set it themselves).
     pub fn delta(mut self) -> Lake {
-        self.delta = Some(DeltaSinkConfig::default());
+        self.delta = Some(DeltaSinkConfig {
+            retention_hours: 0,
+            ..DeltaSinkConfig::default()
+        });
         self
     }
 

@@ -208,7 +208,7 @@ async fn a_manifest_of_a_newer_format_is_refused(mut lake: Lake) {
     };
     let mut m = read(path(1)).await;
     assert_eq!(format_of(&m), 1, "plain Parquet tables: format 1");
-    m["format"] = 3.into();
+    m["format"] = 4.into();
     m["version"] = 2.into();
     let body = PutPayload::from(serde_json::to_vec(&m).unwrap());
     dest.store.put(&path(2), body).await.unwrap();
@@ -223,7 +223,7 @@ async fn a_manifest_of_a_newer_format_is_refused(mut lake: Lake) {
     assert!(lake.sink().read_state().await.is_err());
     dest.store.delete(&path(2)).await.unwrap();
 
-    lake.delta = Some(Default::default());
+    lake = lake.delta();
     let mut s = lake.sink();
     s.open(&specs()).await.unwrap();
     s.write(stamp(opp_rows("opp", &[("k1", "changed", 5)]), T2))
@@ -234,8 +234,8 @@ async fn a_manifest_of_a_newer_format_is_refused(mut lake: Lake) {
     let m = read(path(2)).await;
     assert_eq!(
         format_of(&m),
-        2,
-        "Delta state and deletion vectors: format 2"
+        3,
+        "Delta state, deletion vectors and file statistics: format 3"
     );
 }
 
@@ -279,7 +279,7 @@ async fn delta_log_files(lake: &Lake, table: &str) -> BTreeSet<String> {
 /// read the last published version, which names them. The next open publishes the version
 /// and only then removes them.
 async fn superseded_files_stay_while_the_delta_log_is_unpublished(mut lake: Lake) {
-    lake.delta = Some(Default::default());
+    lake = lake.delta();
     let mut s = lake.sink();
     s.open(&specs()).await.unwrap();
     s.write(stamp(opp_rows("opp", &[("a", "A", 1), ("b", "B", 1)]), T1))

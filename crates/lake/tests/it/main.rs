@@ -31,6 +31,7 @@ macro_rules! both {
 mod appends;
 mod common;
 mod delta;
+mod delta_readers;
 mod duckdb;
 mod durability;
 mod failing;
