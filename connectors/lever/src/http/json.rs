@@ -78,7 +78,9 @@ thread_local! {
 }
 
 impl Doc {
-    /// Parses a body (UTF-8 JSON); the error says why it is not JSON.
+    /// Parses a body (UTF-8 JSON); the error says why it is not JSON. Used by tests and the
+    /// decode benchmark (`demo` feature).
+    #[cfg_attr(not(any(test, feature = "demo")), allow(dead_code))]
     pub(crate) fn parse(body: &[u8]) -> Result<Doc, String> {
         Doc::parse_vec(body.to_vec())
     }
