@@ -72,6 +72,8 @@ pub struct SyncReport {
     pub requests: u64,
     /// Requests per endpoint (or table) as the source counted them.
     pub requests_by_endpoint: BTreeMap<String, u64>,
+    /// Answers by endpoint, then by HTTP status (`error`: no answer came).
+    pub responses_by_status: BTreeMap<String, BTreeMap<String, u64>>,
     /// 429 answers the source got (and waited out).
     pub throttled: u64,
     /// Wall time.
@@ -146,6 +148,7 @@ pub async fn run_sync(
                 .filter(|(_, c)| c.rows > 0)
                 .map(|(t, c)| (t.clone(), c.rows))
                 .collect();
+            report.responses_by_status = options.metrics.responses();
             report.requests_by_endpoint = counters
                 .iter()
                 .filter(|(_, c)| c.requests > 0)

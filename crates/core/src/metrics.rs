@@ -26,6 +26,8 @@ struct Inner {
     tables: Mutex<BTreeMap<String, TableCounters>>,
     phase: Mutex<String>,
     status: Mutex<Option<String>>,
+    /// Answers per (endpoint, HTTP status or `error`).
+    responses: Mutex<BTreeMap<(String, String), u64>>,
     /// Whether CPU time is accounted by [`crate::cpu::Phase`].
     account_cpu: std::sync::atomic::AtomicBool,
     cpu_ns: [AtomicU64; 4],
@@ -44,6 +46,28 @@ impl Metrics {
     pub fn request(&self, table: &str) {
         self.0.requests.fetch_add(1, Ordering::Relaxed);
         self.with_table(table, |t| t.requests += 1);
+    }
+    /// Counts one answer to a request for `endpoint`: its HTTP status, or `None` when none
+    /// came (a timeout, a refused or cut connection).
+    pub fn response(&self, endpoint: &str, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        *self
+            .0
+            .responses
+            .lock()
+            .expect("metrics lock")
+            .entry((endpoint.to_owned(), status))
+            .or_default() += 1;
+    }
+    /// Answers by endpoint, then by HTTP status (`error`: no answer).
+    pub fn responses(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for ((endpoint, status), n) in self.0.responses.lock().expect("metrics lock").iter() {
+            out.entry(endpoint.clone())
+                .or_default()
+                .insert(status.clone(), *n);
+        }
+        out
     }
     /// Counts one 429 answer.
     pub fn throttled(&self) {
@@ -122,5 +146,24 @@ impl Metrics {
             f(&mut t);
             tables.insert(table.to_owned(), t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn responses_are_counted_by_endpoint_and_status() {
+        let m = Metrics::new();
+        m.response("users", Some(200));
+        m.response("users", Some(200));
+        m.response("users", Some(429));
+        m.response("opportunities", None);
+        let r = m.responses();
+        assert_eq!(r["users"]["200"], 2);
+        assert_eq!(r["users"]["429"], 1);
+        assert_eq!(r["opportunities"]["error"], 1);
+        assert_eq!(r.len(), 2);
     }
 }

@@ -34,6 +34,13 @@ struct EndpointLabels {
     endpoint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusCodeLabels {
+    connection_id: String,
+    endpoint: String,
+    status: String,
+}
+
 type HistogramFamily = Family<ConnectionLabel, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -52,6 +59,7 @@ struct Inner {
     runs: Family<StatusLabels, Counter>,
     rows: Family<RowLabels, Counter>,
     requests: Family<EndpointLabels, Counter>,
+    responses: Family<StatusCodeLabels, Counter>,
     throttled: Family<ConnectionLabel, Counter>,
     bytes: Family<ConnectionLabel, Counter>,
     duration: HistogramFamily,
@@ -78,6 +86,7 @@ impl ServerMetrics {
         let runs = Family::<StatusLabels, Counter>::default();
         let rows = Family::<RowLabels, Counter>::default();
         let requests = Family::<EndpointLabels, Counter>::default();
+        let responses = Family::<StatusCodeLabels, Counter>::default();
         let throttled = Family::<ConnectionLabel, Counter>::default();
         let bytes = Family::<ConnectionLabel, Counter>::default();
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
@@ -97,6 +106,11 @@ impl ServerMetrics {
             "sluice_requests",
             "HTTP requests to the source by connection and endpoint",
             requests.clone(),
+        );
+        registry.register(
+            "sluice_responses",
+            "Answers of the source by connection, endpoint and HTTP status (`error`: no answer came)",
+            responses.clone(),
         );
         registry.register(
             "sluice_throttled_requests",
@@ -129,6 +143,7 @@ impl ServerMetrics {
                 runs,
                 rows,
                 requests,
+                responses,
                 throttled,
                 bytes,
                 duration,
@@ -179,6 +194,17 @@ impl ServerMetrics {
                     endpoint: endpoint.clone(),
                 })
                 .inc_by(*n);
+        }
+        for (endpoint, by_status) in &run.responses_by_status {
+            for (status, n) in by_status {
+                m.responses
+                    .get_or_create(&StatusCodeLabels {
+                        connection_id: connection_id.clone(),
+                        endpoint: endpoint.clone(),
+                        status: status.clone(),
+                    })
+                    .inc_by(*n);
+            }
         }
         m.throttled.get_or_create(&conn).inc_by(run.throttled);
         m.bytes.get_or_create(&conn).inc_by(run.bytes_written);

@@ -255,6 +255,9 @@ pub struct Run {
     pub requests: u64,
     /// Requests by endpoint (or table).
     pub requests_by_endpoint: BTreeMap<String, u64>,
+    /// Answers by endpoint, then by HTTP status (`error`: no answer came).
+    #[serde(default)]
+    pub responses_by_status: BTreeMap<String, BTreeMap<String, u64>>,
     /// Requests answered 429 (and waited out).
     pub throttled: u64,
     /// Bytes of data files written.

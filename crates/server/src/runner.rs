@@ -101,6 +101,7 @@ impl Runner {
             tables: Default::default(),
             requests: 0,
             requests_by_endpoint: Default::default(),
+            responses_by_status: Default::default(),
             throttled: 0,
             bytes_written: 0,
             error_kind: None,
@@ -145,6 +146,7 @@ impl Runner {
                 // A failed run still reports what it did before failing.
                 run.requests = counters.total_requests();
                 run.throttled = counters.total_throttled();
+                run.responses_by_status = counters.responses();
                 result
             }
             None => Err(Error::cancelled()),
@@ -222,6 +224,7 @@ fn record_report(run: &mut Run, report: &SyncReport) {
     run.tables = tables;
     run.requests = report.requests;
     run.requests_by_endpoint = report.requests_by_endpoint.clone();
+    run.responses_by_status = report.responses_by_status.clone();
     run.throttled = report.throttled;
 }
 

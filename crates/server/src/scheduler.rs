@@ -124,6 +124,7 @@ mod tests {
             tables: Default::default(),
             requests: 0,
             requests_by_endpoint: Default::default(),
+            responses_by_status: Default::default(),
             throttled: 0,
             bytes_written: 0,
             error_kind: None,
