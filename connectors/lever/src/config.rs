@@ -82,6 +82,10 @@ pub struct LeverConfig {
     /// --demo`). Never implied: a missing key is an error, not a reason to show demo data.
     #[serde(default)]
     pub demo: bool,
+    /// Proxy, extra CA certificates, client certificate and TLS floor of the Lever client
+    /// (`[source.network]`, the same keys as `[sink.network]`).
+    #[serde(default)]
+    pub network: sluice_net::NetworkConfig,
 }
 
 /// OAuth 2.0 refresh-token settings.
@@ -133,6 +137,8 @@ pub(crate) struct Settings {
     /// Window ages in days of a priority-first walk; empty: plain walks.
     pub(crate) priority_windows_days: Vec<u32>,
     pub(crate) rescan: crate::rescan::RescanSettings,
+    /// `[source.network]`, files read.
+    pub(crate) network: sluice_net::Network,
 }
 
 impl LeverConfig {
@@ -240,7 +246,12 @@ impl LeverConfig {
                 "[source].rescan_max_share: must be between 0 and 1",
             ));
         }
+        let network = self
+            .network
+            .resolve("[source.network]")
+            .map_err(|e| Error::config(e.to_string()))?;
         Ok(Settings {
+            network,
             priority_windows_days,
             rescan: crate::rescan::RescanSettings {
                 interval_ms: (rescan_days * 86_400_000.0) as i64,

@@ -8,9 +8,11 @@
 //! * [`sink_conformance`] and [`source_conformance`]: suites every sink and source crate runs
 //!   on itself.
 //! * [`rows`]: Arrow batches as JSON rows for comparisons with ground truth.
+//! * [`net`]: a test CA, a TLS front and a forward proxy on 127.0.0.1 (private networking).
 
 pub mod memory_secrets;
 pub mod memory_sink;
+pub mod net;
 pub mod rows;
 pub mod sink_conformance;
 pub mod source_conformance;

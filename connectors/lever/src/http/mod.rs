@@ -60,6 +60,8 @@ pub(crate) struct ClientOptions {
     pub(crate) max_retry_time: Duration,
     /// Largest response body accepted, in bytes (default [`DEFAULT_MAX_BODY_BYTES`]).
     pub(crate) max_body_bytes: u64,
+    /// Proxy, extra CAs, client certificate, TLS floor (`[source.network]`).
+    pub(crate) network: sluice_net::Network,
 }
 
 /// A shared Lever client (cheap to clone).
@@ -284,7 +286,7 @@ impl Client {
         metrics: Metrics,
         cancel: CancellationToken,
     ) -> Result<Client> {
-        let http = http_client(opts.timeout)?;
+        let http = http_client(opts.timeout, &opts.network)?;
         let quota = Quota::per_second(NonZeroU32::new(opts.rate_per_second.max(1)).expect("≥1"))
             .allow_burst(NonZeroU32::new(opts.burst.max(1)).expect("≥1"));
         Ok(Client(Arc::new(Inner {
@@ -480,6 +482,20 @@ impl Client {
         let resp = match sent.await {
             Ok(r) => r,
             Err(e) => {
+                // A TLS failure (untrusted certificate, client certificate refused, no shared
+                // version) does not heal with retries: say which setting fixes it.
+                let host = e
+                    .url()
+                    .map(|u| {
+                        let h = u.host_str().unwrap_or_default();
+                        u.port().map_or(h.to_owned(), |p| format!("{h}:{p}"))
+                    })
+                    .unwrap_or_else(|| label.to_owned());
+                if let Some(why) = inner.opts.network.explain(&e, &host) {
+                    return Outcome::Fail(PageError::Other(
+                        Error::config(why).with_retryable(false),
+                    ));
+                }
                 return Outcome::Retry {
                     why: without_url(&e),
                     wait: None,
@@ -946,9 +962,13 @@ async fn read_capped(
     Ok(buf.freeze())
 }
 
-/// The pooled HTTP client (rustls, per-request timeout).
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The pooled HTTP client (rustls, per-request timeout, `[source.network]` applied).
+pub(crate) fn http_client(
+    timeout: Duration,
+    network: &sluice_net::Network,
+) -> Result<reqwest::Client> {
+    network
+        .apply(reqwest::Client::builder())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(20)))
         .pool_max_idle_per_host(64)

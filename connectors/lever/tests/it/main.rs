@@ -5,6 +5,7 @@ mod common;
 mod full;
 mod incremental;
 mod measure;
+mod network;
 mod priority;
 mod rescan;
 mod resilience;
