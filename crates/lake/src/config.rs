@@ -1,15 +1,20 @@
 //! The `[sink]` settings and how they become an object store.
 
+mod store;
+
 use crate::error::{LakeError, Result};
 use crate::local_store::DurableLocalStore;
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::path::Path;
 use serde::Deserialize;
 use sluice_core::Secret;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use store::{NetConnector, S3Credentials};
 
 /// The config error for the `table_format` key, which is gone: each table format is its own
 /// sink.
@@ -92,6 +97,10 @@ pub struct LakeConfig {
     /// How many manifest versions to keep (default 10; at least 1).
     #[serde(default = "default_keep_manifests")]
     pub keep_manifests: usize,
+    /// Proxy, extra CA certificates, client certificate and TLS floor of the object store's
+    /// HTTP client (`[sink.network]`, the same keys as `[source.network]`).
+    #[serde(default)]
+    pub network: sluice_net::NetworkConfig,
 }
 
 fn default_row_group_rows() -> usize {
@@ -135,6 +144,7 @@ impl Default for LakeConfig {
             rewrite_chunk_rows: default_rewrite_chunk_rows(),
             lease_ttl_secs: default_lease_ttl_secs(),
             keep_manifests: default_keep_manifests(),
+            network: sluice_net::NetworkConfig::default(),
         }
     }
 }
@@ -223,9 +233,13 @@ impl Destination {
                     Self::local(path)
                 }
                 "s3" => Self::s3(config, dest, &url),
+                "az" | "azure" | "abfs" | "abfss" => Self::azure(config, dest, &url),
+                "gs" => Self::gcs(config, dest, &url),
                 other => Err(dest_error(
                     dest,
-                    format!("unsupported scheme `{other}` (use a path, file:// or s3://)"),
+                    format!(
+                        "unsupported scheme `{other}` (use a path, file://, s3://, az:// or gs://)"
+                    ),
                 )),
             }
         } else {
@@ -281,27 +295,61 @@ impl Destination {
         } else if let Some(allow) = config.allow_http {
             builder = builder.with_allow_http(allow);
         }
-        if let Some(key) = config
-            .access_key_id
-            .clone()
-            .or_else(|| env("AWS_ACCESS_KEY_ID"))
+        let chain = store::s3_chain(config, &env)?;
+        tracing::info!("S3 credentials: {}", chain.source);
+        builder = match chain.credentials {
+            S3Credentials::Static {
+                key_id,
+                secret,
+                token,
+            } => {
+                let b = builder
+                    .with_access_key_id(key_id)
+                    .with_secret_access_key(secret.expose());
+                match token {
+                    Some(t) => b.with_token(t.expose()),
+                    None => b,
+                }
+            }
+            S3Credentials::WebIdentity {
+                token_file,
+                role_arn,
+                session_name,
+                sts_endpoint,
+            } => {
+                let mut b = builder
+                    .with_config(AmazonS3ConfigKey::WebIdentityTokenFile, token_file)
+                    .with_config(AmazonS3ConfigKey::RoleArn, role_arn);
+                if let Some(n) = session_name {
+                    b = b.with_config(AmazonS3ConfigKey::RoleSessionName, n);
+                }
+                if let Some(e) = sts_endpoint {
+                    b = b.with_config(AmazonS3ConfigKey::StsEndpoint, e);
+                }
+                b
+            }
+            S3Credentials::ContainerRelative(uri) => {
+                builder.with_config(AmazonS3ConfigKey::ContainerCredentialsRelativeUri, uri)
+            }
+            S3Credentials::ContainerFull { uri, token_file } => builder
+                .with_config(AmazonS3ConfigKey::ContainerCredentialsFullUri, uri)
+                .with_config(
+                    AmazonS3ConfigKey::ContainerAuthorizationTokenFile,
+                    token_file,
+                ),
+            S3Credentials::Instance => match env("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+                Some(e) => builder.with_config(AmazonS3ConfigKey::MetadataEndpoint, e),
+                None => builder,
+            },
+        };
+        if config.region.is_none()
+            && env("AWS_REGION").is_none()
+            && env("AWS_DEFAULT_REGION").is_none()
+            && let Some(r) = chain.profile_region
         {
-            builder = builder.with_access_key_id(key);
+            builder = builder.with_region(r);
         }
-        if let Some(secret) = config
-            .secret_access_key
-            .clone()
-            .or_else(|| env("AWS_SECRET_ACCESS_KEY").map(Secret::new))
-        {
-            builder = builder.with_secret_access_key(secret.expose());
-        }
-        if let Some(token) = config
-            .session_token
-            .clone()
-            .or_else(|| env("AWS_SESSION_TOKEN").map(Secret::new))
-        {
-            builder = builder.with_token(token.expose());
-        }
+        builder = builder.with_http_connector(connector(config)?);
         // Conditional PUT (If-None-Match / If-Match) is object_store's default for S3
         // (`S3ConditionalPut::ETagMatch`); set it explicitly since the commit protocol needs it.
         builder = builder.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
@@ -317,9 +365,114 @@ impl Destination {
         })
     }
 
+    /// `az://container/prefix` (also `azure://`, and `abfs[s]://container@account.dfs.core.windows.net/prefix`):
+    /// Azure Blob Storage. Account and credentials from object_store's `AZURE_*` variables
+    /// (account key, SAS, service principal, workload identity, managed identity, or the
+    /// Azurite emulator with `AZURE_STORAGE_USE_EMULATOR=true`); `endpoint` overrides the
+    /// account URL.
+    fn azure(config: &LakeConfig, dest: &str, url: &url::Url) -> Result<Destination> {
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(dest_error(
+                dest,
+                "missing container (az://container/prefix)",
+            ));
+        }
+        let root = Path::parse(url.path().trim_matches('/')).map_err(|e| dest_error(dest, e))?;
+        let mut builder = MicrosoftAzureBuilder::from_env()
+            .with_url(dest)
+            .with_http_connector(connector(config)?);
+        if let Some(endpoint) = config.endpoint.clone() {
+            builder = builder
+                .with_allow_http(config.allow_http.unwrap_or(is_loopback_http(&endpoint)))
+                .with_endpoint(endpoint);
+        } else if let Some(allow) = config.allow_http {
+            builder = builder.with_allow_http(allow);
+        }
+        tracing::info!("Azure credentials: {}", azure_source(&env));
+        let store = builder
+            .build()
+            .map_err(|e| dest_error(dest, redact(&e.to_string(), config)))?;
+        Ok(Destination {
+            store: Arc::new(store),
+            root,
+            url: dest.to_owned(),
+            local: false,
+        })
+    }
+
+    /// `gs://bucket/prefix`: Google Cloud Storage. Credentials from object_store's
+    /// `GOOGLE_*` variables (a service account file or key, application default credentials,
+    /// or the metadata server of GCE/GKE workload identity).
+    fn gcs(config: &LakeConfig, dest: &str, url: &url::Url) -> Result<Destination> {
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(dest_error(dest, "missing bucket (gs://bucket/prefix)"));
+        }
+        let root = Path::parse(url.path().trim_matches('/')).map_err(|e| dest_error(dest, e))?;
+        let builder = GoogleCloudStorageBuilder::from_env()
+            .with_url(dest)
+            .with_http_connector(connector(config)?);
+        let source = if env("GOOGLE_SERVICE_ACCOUNT").is_some()
+            || env("GOOGLE_SERVICE_ACCOUNT_PATH").is_some()
+        {
+            "service account file (GOOGLE_SERVICE_ACCOUNT)"
+        } else if env("GOOGLE_SERVICE_ACCOUNT_KEY").is_some() {
+            "service account key (GOOGLE_SERVICE_ACCOUNT_KEY)"
+        } else if env("GOOGLE_APPLICATION_CREDENTIALS").is_some() {
+            "application default credentials (GOOGLE_APPLICATION_CREDENTIALS)"
+        } else {
+            "application default credentials (gcloud's file), else the metadata server"
+        };
+        tracing::info!("GCS credentials: {source}");
+        let store = builder
+            .build()
+            .map_err(|e| dest_error(dest, redact(&e.to_string(), config)))?;
+        Ok(Destination {
+            store: Arc::new(store),
+            root,
+            url: dest.to_owned(),
+            local: false,
+        })
+    }
+
     /// The file-system path of an object of a local destination.
     pub(crate) fn fs_path(&self, path: &Path) -> Option<PathBuf> {
         self.local.then(|| PathBuf::from(format!("/{path}")))
+    }
+}
+
+/// The object store's HTTP connector with `[sink.network]` applied.
+fn connector(config: &LakeConfig) -> Result<NetConnector> {
+    let network = config
+        .network
+        .resolve("[sink.network]")
+        .map_err(|e| LakeError::Config(e.to_string()))?;
+    if network.is_set() {
+        tracing::info!("object store network: {}", network.describe());
+    }
+    Ok(NetConnector { network })
+}
+
+fn is_loopback_http(endpoint: &str) -> bool {
+    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| endpoint.starts_with(p))
+}
+
+/// Which Azure credential object_store will use, as a log line (no secret).
+fn azure_source(env: &dyn Fn(&str) -> Option<String>) -> &'static str {
+    let set = |k: &str| env(k).is_some();
+    if env("AZURE_STORAGE_USE_EMULATOR").is_some_and(|v| v == "true") {
+        "the Azurite emulator's account (AZURE_STORAGE_USE_EMULATOR)"
+    } else if set("AZURE_STORAGE_ACCOUNT_KEY") || set("AZURE_STORAGE_ACCESS_KEY") {
+        "account key (AZURE_STORAGE_ACCOUNT_KEY)"
+    } else if set("AZURE_STORAGE_SAS_KEY") || set("AZURE_STORAGE_SAS_TOKEN") {
+        "SAS token (AZURE_STORAGE_SAS_KEY)"
+    } else if set("AZURE_CLIENT_SECRET") {
+        "service principal (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)"
+    } else if set("AZURE_FEDERATED_TOKEN_FILE") {
+        "workload identity (AZURE_FEDERATED_TOKEN_FILE)"
+    } else {
+        "managed identity (instance metadata)"
     }
 }
 
@@ -362,7 +515,13 @@ mod tests {
 
     #[test]
     fn bad_urls_are_config_errors() {
-        for bad in ["gs://x/y", "s3:///nobucket", "http://example.com/x", ""] {
+        for bad in [
+            "gs:///nobucket",
+            "az:///x",
+            "s3:///nobucket",
+            "http://example.com/x",
+            "",
+        ] {
             let e = Destination::from_config(&LakeConfig::new(bad)).unwrap_err();
             let e: sluice_core::Error = e.into();
             assert_eq!(e.kind(), sluice_core::ErrorKind::Config, "{bad}: {e}");
