@@ -5,11 +5,12 @@
 //! columns, types and keys come from there verbatim; legacy-origin columns and `_fivetran_*`
 //! system columns are left out (the engine and sinks add the system columns), except
 //! `contact_link._fivetran_id`, which is a data column this source computes. What the JSON does
-//! not say — how each table is read (its [`SyncKind`]), its parent column and its file bucket —
-//! is fixed by [`read_plan`] below.
+//! not say — how each table is read (its `SyncKind`), its parent, its file bucket, its
+//! sensitive columns and its special cases — is its declaration in `lever_tables`.
 
+use crate::lever_tables::Table;
 use serde::Deserialize;
-use sluice_core::{ColumnSpec, ColumnType, SyncKind, TableSpec};
+use sluice_core::{ColumnSpec, ColumnType, TableSpec};
 use std::sync::OnceLock;
 
 /// The destination schema: every table, column, type and key (the contract with dbt_lever).
@@ -86,93 +87,19 @@ pub(crate) fn column_type(ty: &str) -> ColumnType {
     }
 }
 
-/// How a table is read: sync kind and bucket column.
-fn read_plan(table: &str) -> (SyncKind, Option<&'static str>) {
-    let child = |parent: &str, col: &'static str| {
-        (
-            SyncKind::Child {
-                parent: parent.to_owned(),
-                parent_column: col.to_owned(),
-            },
-            Some(col),
-        )
-    };
-    match table {
-        OPPORTUNITY => (
-            SyncKind::Incremental {
-                cursor: "updated_at".into(),
-            },
-            None,
-        ),
-        // Inline children of an opportunity and children of its endpoints.
-        "opportunity_stage_history"
-        | "opportunity_tag"
-        | "opportunity_source"
-        | "application"
-        | "feedback_form"
-        | "file"
-        | "interview"
-        | "panel"
-        | "note"
-        | "offer"
-        | "resume"
-        | "posting_form"
-        | "profile_form"
-        | "referral_form" => child(OPPORTUNITY, "opportunity_id"),
-        // The contact is the person behind an opportunity: its `id` is `opportunity.contact`.
-        "contact" => (
-            SyncKind::Child {
-                parent: OPPORTUNITY.into(),
-                parent_column: "id".into(),
-            },
-            None,
-        ),
-        "contact_email" | "contact_phone" | "contact_link" => child("contact", "contact_id"),
-        "feedback_form_field" => child("feedback_form", "feedback_form_id"),
-        "interview_feedback" | "interview_user" | "posting_interview" => {
-            child("interview", "interview_id")
-        }
-        "panel_application" | "panel_interview" => child("panel", "panel_id"),
-        "note_field" => child("note", "note_id"),
-        "offer_field" => child("offer", "offer_id"),
-        "opportunity_position" | "opportunity_school" => child("resume", "resume_id"),
-        "posting_form_field" => child("posting_form", "posting_form_id"),
-        "profile_form_field" => child("profile_form", "profile_form_id"),
-        "referral_form_field" => child("referral_form", "referral_form_id"),
-        // Template definitions are keyed by template id (`baseTemplateId` of the forms): shared
-        // by many opportunities, upserted from every re-read form, never deleted by scope.
-        "template_field" | "score_card_sub_field" => (
-            SyncKind::Child {
-                parent: "feedback_form".into(),
-                parent_column: "id".into(),
-            },
-            None,
-        ),
-        "posting_content_list" | "posting_tag" | "posting_distribution_channel" => {
-            (SyncKind::Reimport, Some("posting_id"))
-        }
-        "requisition_offer" | "requisition_posting" => (SyncKind::Reimport, Some("requisition_id")),
-        // candidate_stage_history: deprecated /candidates endpoint; declared, never requested.
-        "candidate_stage_history" => (SyncKind::Reimport, Some("candidate_id")),
-        _ => (SyncKind::Reimport, None),
-    }
-}
-
 fn build_catalog() -> Vec<TableSpec> {
     let mut out = Vec::new();
     for t in &schema_file().tables {
-        let (sync, bucket) = read_plan(&t.name);
-        let mut spec = TableSpec::new(t.name.clone(), sync);
+        let decl = Table::named(&t.name)
+            .unwrap_or_else(|| panic!("table `{}` has no declaration in lever_tables", t.name))
+            .decl();
+        let mut spec = TableSpec::new(t.name.clone(), decl.sync_kind());
         spec.description = match &t.note {
             Some(note) => format!("{} — {}. {note}", t.api, t.sync),
             None => format!("{} — {}", t.api, t.sync),
         };
-        if t.name == "candidate_stage_history" {
-            spec.description = format!(
-                "{}. Declared for completeness; the deprecated /candidates endpoint is never \
-                 requested, so this table stays empty.",
-                spec.description
-            );
+        if let Some(note) = decl.doc_note {
+            spec.description = format!("{}. {note}", spec.description);
         }
         spec.origin = t.api.clone();
         for c in t.columns.iter().filter(|c| c.written()) {
@@ -181,37 +108,25 @@ fn build_catalog() -> Vec<TableSpec> {
                     Some(n) => format!("{} ({n})", c.api),
                     None => c.api.clone(),
                 });
-            if is_sensitive(&t.name, &c.name) {
+            if decl.sensitive.contains(&c.name.as_str()) {
                 col = col.sensitive();
             }
             spec = spec.column(col);
         }
         spec = spec.key(t.primary_key.iter().cloned());
-        spec.capture_deletes = t.capture_deletes || t.name == OPPORTUNITY;
+        spec.capture_deletes = t.capture_deletes || decl.always_capture_deletes;
         // Lever marks deleted forms and notes with `deletedAt`, and dbt_lever drops feedback
         // forms by `deleted_at`: a row seen gone gets the time it was seen gone.
         if spec.capture_deletes && spec.find("deleted_at").is_some() {
             spec.deleted_at_column = Some("deleted_at".to_owned());
         }
-        // History mode is offered (history_default) but off by default, as the schema says.
+        // History mode is offered (history_default) as the schema says, on where declared.
         spec.history_default = t.history_mode;
-        // The legacy candidate_stage_history (never produced) keeps history on, as declared.
-        spec.history = t.name == "candidate_stage_history";
-        spec.bucket_column = bucket.map(str::to_owned);
+        spec.history = decl.history;
+        spec.bucket_column = decl.bucket.map(str::to_owned);
         out.push(spec);
     }
     out
-}
-
-fn is_sensitive(table: &str, column: &str) -> bool {
-    matches!(
-        (table, column),
-        ("opportunity" | "contact", "name" | "headline" | "location")
-            | ("contact_email", "email")
-            | ("contact_phone", "value")
-            | ("contact_link", "link")
-            | ("users", "email" | "name")
-    )
 }
 
 /// Every table this source produces (46), in the contract's order.

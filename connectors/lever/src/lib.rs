@@ -5,6 +5,8 @@
 //! for Lever runs unchanged on the output.
 //!
 //! * [`catalog`]: the tables, generated from the vendored `destination_schema.json`.
+//! * `lever_tables`: how each table is read, declared once (checked against the schema).
+//! * `lists`: the lists re-imported in full.
 //! * `decode`: JSON → Arrow builders driven by the table declarations.
 //! * `http`: reqwest client, one shared rate limiter, retries with backoff, OAuth.
 //! * `sync`: re-imports, the incremental opportunity walk, deletes, checkpoints.
@@ -30,6 +32,8 @@ mod decode;
 #[cfg(feature = "demo")]
 mod demo;
 mod http;
+mod lever_tables;
+mod lists;
 mod priority;
 mod rescan;
 mod sync;

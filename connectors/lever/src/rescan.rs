@@ -18,9 +18,9 @@
 //! budget cannot keep the pace, the pass runs late and a warning says so. Vanished children
 //! are deleted as for any re-read opportunity (scoped `DeleteMissing`).
 
-use crate::decode::opportunity::INLINE_TABLES;
 use crate::decode::{Field, Value, get_str, ms_of};
 use crate::http::{Items, PageError, PageGuard, PageRef};
+use crate::lever_tables::inline_tables;
 use crate::sync::Sync;
 use serde::{Deserialize, Serialize};
 use sluice_core::{Error, Result};
@@ -279,7 +279,7 @@ impl Sync<'_> {
                     &query,
                     offset.as_deref(),
                     page_no,
-                    INLINE_TABLES,
+                    inline_tables(),
                 )
                 .await
             {
@@ -293,7 +293,7 @@ impl Sync<'_> {
                 path: "/opportunities",
                 page: page_no,
                 offset: offset.as_deref(),
-                tables: INLINE_TABLES,
+                tables: inline_tables(),
             };
             guard.check(at, &page)?;
             offset = page.next.clone();

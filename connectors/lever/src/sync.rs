@@ -3,20 +3,19 @@
 
 use crate::catalog::OPPORTUNITY;
 use crate::custom_fields::{self, CustomColumn};
-use crate::decode::lookups::{write_flat, write_posting, write_requisition};
-use crate::decode::opportunity::{
-    Endpoint, INLINE_TABLES, contact_of, write_children, write_opportunity,
-};
+use crate::decode::opportunity::{Endpoint, contact_of, write_children, write_opportunity};
 use crate::decode::{Field, Value};
 use crate::decode::{Issues, Tables, Writer, get_str, ms_of};
 use crate::http::{Client, Items, Page, PageError, PageGuard, PageRef};
+use crate::lever_tables::{Read, Table, Vanished, inline_tables, walk_tables};
+use crate::lists::List;
 use crate::priority::{Window, Windows, utc_minute};
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_core::cpu::Phase;
-use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, SyncKind, TableSpec};
+use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, TableSpec};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -96,14 +95,11 @@ fn complete_text(ms: i64) -> String {
     }
 }
 
-/// Child tables that capture deletes: when their opportunity is deleted, their rows are
-/// soft-deleted with it.
-const SOFT_CHILDREN: [&str; 3] = ["note", "feedback_form", "profile_form"];
-
 /// The keys a re-sync walk has seen, for the deletion of what it did not see.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    /// Keys of [`SOFT_CHILDREN`] read in this run, per table.
+    /// Keys of the soft-deleting children ([`Table::soft_children`]) read in this run, per
+    /// table.
     children: BTreeMap<&'static str, StringBuilder>,
 }
 
@@ -132,84 +128,6 @@ fn local_now_ms() -> i64 {
 
 /// Most opportunities remembered at the cursor boundary.
 const MAX_BOUNDARY: usize = 5_000;
-
-/// A lookup list re-imported in full at most once per interval.
-struct Group {
-    label: &'static str,
-    path: &'static str,
-    confidential_param: bool,
-    extra_query: &'static [(&'static str, &'static str)],
-    tables: &'static [&'static str],
-    /// Read on every sync rather than once per re-import interval.
-    every_sync: bool,
-}
-
-const GROUPS: &[Group] = &[
-    Group {
-        label: "users",
-        path: "/users",
-        confidential_param: false,
-        extra_query: &[("includeDeactivated", "true")],
-        tables: &["users"],
-        every_sync: false,
-    },
-    Group {
-        label: "stages",
-        path: "/stages",
-        confidential_param: false,
-        extra_query: &[],
-        tables: &["stage"],
-        every_sync: false,
-    },
-    Group {
-        label: "archive_reasons",
-        path: "/archive_reasons",
-        confidential_param: false,
-        extra_query: &[],
-        tables: &["archive_reason"],
-        every_sync: false,
-    },
-    Group {
-        label: "postings",
-        path: "/postings",
-        confidential_param: true,
-        extra_query: &[],
-        tables: &[
-            "posting",
-            "posting_tag",
-            "posting_content_list",
-            "posting_distribution_channel",
-        ],
-        every_sync: false,
-    },
-    Group {
-        label: "requisition_fields",
-        path: "/requisition_fields",
-        confidential_param: false,
-        extra_query: &[],
-        tables: &["requisition_fields"],
-        every_sync: true,
-    },
-    Group {
-        label: "requisitions",
-        path: "/requisitions",
-        confidential_param: true,
-        extra_query: &[],
-        tables: &["requisition", "requisition_posting", "requisition_offer"],
-        every_sync: true,
-    },
-];
-
-/// Tables whose data comes from the opportunity walk.
-fn walk_tables() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = INLINE_TABLES.to_vec();
-    for e in Endpoint::ALL {
-        v.extend(e.tables().iter().copied());
-    }
-    v.sort_unstable();
-    v.dedup();
-    v
-}
 
 /// Inputs of a sync.
 pub(crate) struct Sync<'a> {
@@ -253,7 +171,7 @@ impl Sync<'_> {
     async fn run_inner(&mut self) -> Result<()> {
         // Custom-field columns known from earlier runs are part of the table in the
         // destination: declare them before anything else.
-        if let Some(base) = self.spec("requisition")
+        if let Some(base) = self.spec(Table::Requisition.name())
             && !self.extra.custom_fields.is_empty()
         {
             let spec = custom_fields::requisition_spec(base, &self.extra.custom_fields);
@@ -312,10 +230,11 @@ impl Sync<'_> {
     async fn reimports(&mut self) -> Result<()> {
         self.ctx.metrics.set_phase("re-import");
         let now = self.ctx.started_at_ms;
-        for g in GROUPS {
+        for list in List::ALL {
+            let g = list.spec();
             self.cancelled()?;
-            let enabled: Vec<&str> = g
-                .tables
+            let enabled: Vec<&str> = list
+                .tables()
                 .iter()
                 .copied()
                 .filter(|t| self.ctx.is_enabled(t))
@@ -347,14 +266,15 @@ impl Sync<'_> {
             }
             let items = self
                 .client
-                .list_all(g.label, g.path, &query, g.tables)
+                .list_all(g.label, g.path, &query, list.tables())
                 .await?
                 .ok_or_else(|| Error::upstream(format!("GET {} answered 404", g.path)))?;
-            let mut t = Tables::new(self.ctx.tables.values(), g.tables);
-            if g.label == "requisitions" && self.ctx.is_enabled("requisition") {
+            let mut t = Tables::new(self.ctx.tables.values(), list.tables());
+            let requisition = Table::Requisition.name();
+            if list == List::Requisitions && self.ctx.is_enabled(requisition) {
                 custom_fields::discover(&mut self.extra.custom_fields, items.iter());
                 if !self.extra.custom_fields.is_empty() {
-                    let base = self.spec("requisition").expect("enabled").clone();
+                    let base = self.spec(requisition).expect("enabled").clone();
                     let spec = custom_fields::requisition_spec(&base, &self.extra.custom_fields);
                     self.out.schema(spec.clone()).await?;
                     t.insert(Writer::new(
@@ -365,14 +285,7 @@ impl Sync<'_> {
             }
             let batches = self.ctx.metrics.cpu_phase(Phase::Decode, || {
                 for item in items.iter() {
-                    match g.label {
-                        "users" => write_flat(&mut t, "users", item),
-                        "stages" => write_flat(&mut t, "stage", item),
-                        "archive_reasons" => write_flat(&mut t, "archive_reason", item),
-                        "requisition_fields" => write_flat(&mut t, "requisition_fields", item),
-                        "postings" => write_posting(&mut t, item),
-                        _ => write_requisition(&mut t, item),
-                    }
+                    (g.decode)(&mut t, item);
                 }
                 t.finish_all()
             })?;
@@ -440,7 +353,7 @@ impl Sync<'_> {
             self.extra.walk = Some(walk.clone());
             self.checkpoint().await?;
         }
-        self.finish_walk(walk, cursor, run, &family).await
+        self.finish_walk(walk, cursor, run, family).await
     }
 
     /// The child endpoints whose tables are enabled.
@@ -523,7 +436,7 @@ impl Sync<'_> {
                             &query,
                             walk.offset.as_deref(),
                             walk.pages + 1,
-                            INLINE_TABLES,
+                            inline_tables(),
                         )
                         .await
                 }
@@ -552,7 +465,7 @@ impl Sync<'_> {
                 path: "/opportunities",
                 page: walk.pages + 1,
                 offset: walk.offset.as_deref(),
-                tables: INLINE_TABLES,
+                tables: inline_tables(),
             };
             guard.check(at, &page)?;
             if walk.started_ms.is_none() {
@@ -576,7 +489,7 @@ impl Sync<'_> {
                                     &query,
                                     Some(&n),
                                     next_no,
-                                    INLINE_TABLES,
+                                    inline_tables(),
                                 )
                                 .await,
                         ),
@@ -716,7 +629,7 @@ impl Sync<'_> {
             return Ok(());
         }
         let family = walk_tables();
-        let mut t = Tables::new(self.ctx.tables.values(), &family);
+        let mut t = Tables::new(self.ctx.tables.values(), family);
         let opp_ids: Vec<String> = opps
             .iter()
             .filter_map(|o| get_str(*o, "id").map(str::to_owned))
@@ -796,40 +709,44 @@ impl Sync<'_> {
         };
         let mut deletes: Vec<(u8, String, Scope)> = Vec::new();
         for table in batches.keys() {
-            let Some(spec) = self.spec(table) else {
+            if self.spec(table).is_none() {
                 continue;
-            };
-            let SyncKind::Child {
+            }
+            let decl = Table::named(table)
+                .expect("batches are of declared tables")
+                .decl();
+            let Read::Child {
                 parent,
                 parent_column,
-            } = &spec.sync
+                vanished,
+            } = decl.read
             else {
                 continue;
             };
-            let endpoint = Endpoint::ALL
-                .into_iter()
-                .find(|e| e.tables().contains(&table.as_str()));
+            let endpoint = decl.endpoint();
             let scope_ids: &[String] = match endpoint {
-                _ if INLINE_TABLES.contains(&table.as_str()) => &opp_ids,
+                _ if decl.reads(crate::lever_tables::Source::OpportunityList) => &opp_ids,
                 Some(e) => ok_ids.get(&e).map_or(&[], Vec::as_slice),
                 None => &[],
             };
-            let (order, scope) = match (table.as_str(), parent.as_str()) {
-                ("template_field" | "score_card_sub_field" | "contact", _) => continue,
-                (_, "opportunity") => (1, opp_scope(scope_ids)),
-                (_, "contact") => (
+            let parent_column = parent_column.to_owned();
+            let (order, scope) = match vanished {
+                Vanished::Kept => continue,
+                Vanished::ByOpportunity => (1, opp_scope(scope_ids)),
+                Vanished::ByContact => (
                     1,
                     Scope::Where {
-                        column: parent_column.clone(),
+                        column: parent_column,
                         values: contacts.clone(),
                     },
                 ),
-                (_, parent_table) => {
+                Vanished::ViaParent => {
+                    let parent_table = parent.name();
                     if self.ctx.is_enabled(parent_table) {
                         (
                             0,
                             Scope::Via {
-                                column: parent_column.clone(),
+                                column: parent_column,
                                 parent_table: parent_table.to_owned(),
                                 parent_column: "id".into(),
                                 parent_scope: Box::new(opp_scope(scope_ids)),
@@ -838,7 +755,7 @@ impl Sync<'_> {
                     } else {
                         // The parent table is blocked: scope by the parents read now (rows of
                         // parents that vanished entirely cannot be found without it).
-                        let values = if parent_table == "posting_form" {
+                        let values = if parent == Table::PostingForm {
                             posting_form_ids.clone()
                         } else {
                             // The ids of the endpoint's items read now (collected only here:
@@ -855,7 +772,7 @@ impl Sync<'_> {
                         (
                             0,
                             Scope::Where {
-                                column: parent_column.clone(),
+                                column: parent_column,
                                 values,
                             },
                         )
@@ -880,7 +797,7 @@ impl Sync<'_> {
         let Some(seen) = seen.as_mut() else {
             return;
         };
-        for table in SOFT_CHILDREN {
+        for &table in Table::soft_children() {
             let ids = batches
                 .get(table)
                 .and_then(|b| b.column_by_name("id"))
@@ -928,7 +845,7 @@ impl Sync<'_> {
             return Ok(());
         }
         let mut children = seen.children;
-        for table in SOFT_CHILDREN {
+        for &table in Table::soft_children() {
             let Some(spec) = self.spec(table) else {
                 continue;
             };
@@ -961,7 +878,7 @@ impl Sync<'_> {
                     &query,
                     offset.as_deref(),
                     page_no,
-                    INLINE_TABLES,
+                    inline_tables(),
                 )
                 .await;
             let page = match result {
@@ -983,7 +900,7 @@ impl Sync<'_> {
                 path: "/opportunities",
                 page: page_no,
                 offset: offset.as_deref(),
-                tables: INLINE_TABLES,
+                tables: inline_tables(),
             };
             guard.check(at, &page)?;
             ids.extend(
@@ -1001,8 +918,8 @@ impl Sync<'_> {
     // ---- deleted opportunities --------------------------------------------------------------
 
     async fn deleted_opportunities(&mut self) -> Result<()> {
-        const SOFT: [&str; 3] = SOFT_CHILDREN;
-        if !self.ctx.is_enabled(OPPORTUNITY) && !self.ctx.any_enabled(SOFT) {
+        let soft = Table::soft_children();
+        if !self.ctx.is_enabled(OPPORTUNITY) && !self.ctx.any_enabled(soft.iter().copied()) {
             return Ok(());
         }
         self.ctx.metrics.set_phase("deleted opportunities");
@@ -1016,7 +933,7 @@ impl Sync<'_> {
                 "opportunities/deleted",
                 "/opportunities/deleted",
                 &query,
-                &["opportunity", "note", "feedback_form", "profile_form"],
+                &[&[OPPORTUNITY], soft].concat(),
             )
             .await?
             .unwrap_or_default();
@@ -1045,7 +962,7 @@ impl Sync<'_> {
             )?;
             self.out.delete(OPPORTUNITY, keys).await?;
         }
-        for table in SOFT {
+        for &table in soft {
             if let Some(spec) = self.spec(table) {
                 let keep = RecordBatch::new_empty(key_schema(spec));
                 self.out

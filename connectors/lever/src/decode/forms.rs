@@ -4,6 +4,7 @@
 
 use super::{Cell, SLOT_EXTRA, SLOT_INDEX, SLOT_PARENT, Tables, get_arr, get_str};
 use super::{Field, Kind, Value};
+use crate::lever_tables::Table;
 
 /// Slots of a form-field row (after parent and index).
 pub(crate) const S_CODE_LANGUAGE: usize = SLOT_EXTRA;
@@ -117,7 +118,7 @@ fn route_untyped<'a>(v: Value<'a>, row: &mut [Cell<'a>; N_SLOTS]) {
 
 /// Writes the field rows of `form` into `field_table` (keyed by `form_id`), and the template
 /// definitions into `template_field` / `score_card_sub_field`.
-pub(crate) fn write_fields(t: &mut Tables, field_table: &str, form: Value<'_>, form_id: &str) {
+pub(crate) fn write_fields(t: &mut Tables, field_table: Table, form: Value<'_>, form_id: &str) {
     if let Some(w) = t.writer(field_table) {
         let fields = w.arr(form, "fields");
         for (i, field) in fields.iter().enumerate() {
@@ -141,12 +142,12 @@ pub(crate) fn write_template(t: &mut Tables, form: Value<'_>) {
         return; // the first form seen for a template wins
     }
     let fields = get_arr(form, "fields");
-    if let Some(w) = t.writer("template_field") {
+    if let Some(w) = t.writer(Table::TemplateField) {
         for (i, field) in fields.iter().enumerate() {
             w.push(field, &[Cell::S(template), Cell::I(i as i64)]);
         }
     }
-    if let Some(w) = t.writer("score_card_sub_field") {
+    if let Some(w) = t.writer(Table::ScoreCardSubField) {
         for (i, field) in fields.iter().enumerate() {
             for (j, score) in get_arr(field, "scores").iter().enumerate() {
                 w.push(
@@ -206,7 +207,7 @@ mod tests {
                 {"type": "yes-no", "value": "yes"}
             ]
         }));
-        write_fields(&mut t, "feedback_form_field", form, "f1");
+        write_fields(&mut t, Table::FeedbackFormField, form, "f1");
         let out = t.finish_all().unwrap();
         let b = &out
             .iter()

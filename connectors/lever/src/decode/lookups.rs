@@ -3,9 +3,10 @@
 
 use super::{Cell, Tables, get_arr, get_str};
 use super::{Field, Kind, Value};
+use crate::lever_tables::Table;
 
 /// Writes one object of a flat lookup list (users, stage, archive_reason, requisition_fields).
-pub(crate) fn write_flat(t: &mut Tables, table: &str, item: Value<'_>) {
+pub(crate) fn write_flat(t: &mut Tables, table: Table, item: Value<'_>) {
     if let Some(w) = t.writer(table) {
         w.push(item, &[]);
     }
@@ -14,21 +15,21 @@ pub(crate) fn write_flat(t: &mut Tables, table: &str, item: Value<'_>) {
 /// Writes a posting and its tags, content lists and distribution channels.
 pub(crate) fn write_posting(t: &mut Tables, p: Value<'_>) {
     let Some(id) = get_str(p, "id") else { return };
-    if let Some(w) = t.writer("posting") {
+    if let Some(w) = t.writer(Table::Posting) {
         w.push(p, &[]);
     }
     let me = [Cell::S(id)];
-    if let Some(w) = t.writer("posting_tag") {
+    if let Some(w) = t.writer(Table::PostingTag) {
         for x in w.arr(p, "tags") {
             w.push(x, &me);
         }
     }
-    if let Some(w) = t.writer("posting_distribution_channel") {
+    if let Some(w) = t.writer(Table::PostingDistributionChannel) {
         for x in w.arr(p, "distributionChannels") {
             w.push(x, &me);
         }
     }
-    if let Some(w) = t.writer("posting_content_list") {
+    if let Some(w) = t.writer(Table::PostingContentList) {
         let lists = p.field("content").map(|c| get_arr(c, "lists"));
         for (i, x) in lists.into_iter().flatten().enumerate() {
             w.push(x, &[Cell::S(id), Cell::I(i as i64)]);
@@ -57,17 +58,17 @@ pub(crate) fn headcount_infinite(r: Value<'_>) -> Option<&'static str> {
 /// posting and offer links.
 pub(crate) fn write_requisition(t: &mut Tables, r: Value<'_>) {
     let Some(id) = get_str(r, "id") else { return };
-    if let Some(w) = t.writer("requisition") {
+    if let Some(w) = t.writer(Table::Requisition) {
         let hi = Cell::from(headcount_infinite(r));
         w.push(r, &[Cell::Null, Cell::Null, Cell::Null, hi]);
     }
     let me = [Cell::S(id)];
-    if let Some(w) = t.writer("requisition_posting") {
+    if let Some(w) = t.writer(Table::RequisitionPosting) {
         for x in w.arr(r, "postings") {
             w.push(x, &me);
         }
     }
-    if let Some(w) = t.writer("requisition_offer") {
+    if let Some(w) = t.writer(Table::RequisitionOffer) {
         for x in w.arr(r, "offerIds") {
             w.push(x, &me);
         }

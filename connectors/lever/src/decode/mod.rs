@@ -13,6 +13,7 @@ pub(crate) mod lookups;
 pub(crate) mod opportunity;
 
 use crate::catalog;
+use crate::lever_tables::Table;
 use arrow::array::{
     Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
@@ -83,40 +84,15 @@ pub(crate) enum Ex {
     Slot(usize),
 }
 
-/// Extractors that cannot be derived from the schema's `api` text.
-fn overrides(table: &str) -> Vec<(&'static str, Ex)> {
-    use forms::*;
-    let form_field = |parent: &'static str| {
-        vec![
-            (parent, Ex::Slot(SLOT_PARENT)),
-            ("code_language", Ex::Slot(S_CODE_LANGUAGE)),
-            ("currency", Ex::Slot(S_CURRENCY)),
-            ("value_date", Ex::Slot(S_DATE)),
-            ("value_decimal", Ex::Slot(S_DECIMAL)),
-            ("value_file_id", Ex::Slot(S_FILE)),
-            ("value_number", Ex::Slot(S_NUMBER)),
-            ("value_text", Ex::Slot(S_TEXT)),
-            ("value_index", Ex::Slot(S_VALUE_INDEX)),
-        ]
-    };
-    match table {
-        "contact_link" => vec![("_fivetran_id", Ex::Slot(SLOT_EXTRA))],
-        "application" => vec![("opportunity_id", Ex::Slot(SLOT_PARENT))],
-        "feedback_form" => vec![("score_system_value", Ex::Slot(SLOT_EXTRA))],
-        "requisition" => vec![("headcount_infinite", Ex::Slot(SLOT_EXTRA))],
-        "posting_form" => vec![("application_id", Ex::Slot(SLOT_EXTRA))],
-        "template_field" => vec![("id", Ex::Slot(SLOT_PARENT))],
-        "score_card_sub_field" => vec![
-            ("id", Ex::Slot(SLOT_PARENT)),
-            ("field_index", Ex::Slot(SLOT_EXTRA)),
-            ("sub_field_index", Ex::Slot(SLOT_INDEX)),
-        ],
-        "feedback_form_field" => form_field("feedback_form_id"),
-        "posting_form_field" => form_field("posting_form_id"),
-        "profile_form_field" => form_field("profile_form_id"),
-        "referral_form_field" => form_field("referral_form_id"),
-        _ => Vec::new(),
-    }
+/// Extractors that cannot be derived from the schema's `api` text: the slots its
+/// declaration names (`lever_tables`). Tables with run-time columns add theirs.
+fn overrides(table: &str) -> Vec<(String, Ex)> {
+    Table::named(table)
+        .map(|t| t.decl().slots)
+        .unwrap_or_default()
+        .iter()
+        .map(|(column, slot)| ((*column).to_owned(), Ex::Slot(*slot)))
+        .collect()
 }
 
 /// Writers of the enabled tables among a set (one decode unit: a page, a list).
@@ -151,8 +127,9 @@ impl Tables {
 
     /// The writer of `table`, when enabled.
     #[inline]
-    pub(crate) fn writer(&mut self, table: &str) -> Option<&mut Writer> {
-        self.writers.iter_mut().find(|w| w.table() == table)
+    pub(crate) fn writer(&mut self, table: Table) -> Option<&mut Writer> {
+        let name = table.name();
+        self.writers.iter_mut().find(|w| w.table() == name)
     }
 
     /// Takes every table's rows (including empty ones, which callers need for deletes).
@@ -456,10 +433,7 @@ impl LastSizes {
 
 impl Template {
     fn build(spec: &TableSpec, extra: &[(String, Ex)]) -> Template {
-        let mut overrides: Vec<(String, Ex)> = overrides(&spec.name)
-            .into_iter()
-            .map(|(n, e)| (n.to_owned(), e))
-            .collect();
+        let mut overrides = overrides(&spec.name);
         overrides.extend(extra.iter().cloned());
         let ex = spec
             .columns

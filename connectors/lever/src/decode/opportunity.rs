@@ -4,24 +4,8 @@
 use super::forms::{score_system_value, write_fields, write_template};
 use super::{Cell, Tables, get_arr, get_str};
 use super::{Field, Kind, Value};
+use crate::lever_tables::{Source, Table, tables_of};
 use sha2::{Digest, Sha256};
-
-/// Tables filled from the `/opportunities` list itself.
-pub(crate) const INLINE_TABLES: &[&str] = &[
-    "opportunity",
-    "opportunity_stage_history",
-    "opportunity_tag",
-    "opportunity_source",
-    "contact",
-    "contact_email",
-    "contact_phone",
-    "contact_link",
-    "application",
-    "posting_form",
-    "posting_form_field",
-    "template_field",
-    "score_card_sub_field",
-];
 
 /// A per-opportunity child endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,39 +74,10 @@ impl Endpoint {
         }
     }
 
-    /// The tables this endpoint feeds (it is called when any of them is enabled).
+    /// The tables this endpoint feeds (it is called when any of them is enabled), as
+    /// declared in `lever_tables`.
     pub(crate) fn tables(self) -> &'static [&'static str] {
-        match self {
-            Endpoint::Feedback => &[
-                "feedback_form",
-                "feedback_form_field",
-                "template_field",
-                "score_card_sub_field",
-            ],
-            Endpoint::Notes => &["note", "note_field"],
-            Endpoint::Offers => &["offer", "offer_field"],
-            Endpoint::Interviews => &[
-                "interview",
-                "interview_feedback",
-                "interview_user",
-                "posting_interview",
-            ],
-            Endpoint::Panels => &["panel", "panel_application", "panel_interview"],
-            Endpoint::Forms => &[
-                "profile_form",
-                "profile_form_field",
-                "template_field",
-                "score_card_sub_field",
-            ],
-            Endpoint::Files => &["file"],
-            Endpoint::Resumes => &["resume", "opportunity_position", "opportunity_school"],
-            Endpoint::Referrals => &[
-                "referral_form",
-                "referral_form_field",
-                "template_field",
-                "score_card_sub_field",
-            ],
-        }
+        tables_of(Source::Child(self))
     }
 }
 
@@ -146,27 +101,27 @@ pub(crate) fn contact_of<'a>(opp: Value<'a>) -> Option<&'a str> {
 /// already wrote the contact's rows (opportunities of one person share them).
 pub(crate) fn write_opportunity(t: &mut Tables, o: Value<'_>, new_contact: bool) {
     let Some(id) = get_str(o, "id") else { return };
-    if let Some(w) = t.writer("opportunity") {
+    if let Some(w) = t.writer(Table::Opportunity) {
         w.push(o, &[]);
     }
-    if let Some(w) = t.writer("opportunity_stage_history") {
+    if let Some(w) = t.writer(Table::OpportunityStageHistory) {
         for sc in w.arr(o, "stageChanges") {
             w.push(sc, &[Cell::S(id)]);
         }
     }
-    if let Some(w) = t.writer("opportunity_tag") {
+    if let Some(w) = t.writer(Table::OpportunityTag) {
         for tag in w.arr(o, "tags") {
             w.push(tag, &[Cell::S(id)]);
         }
     }
-    if let Some(w) = t.writer("opportunity_source") {
+    if let Some(w) = t.writer(Table::OpportunitySource) {
         for s in w.arr(o, "sources") {
             w.push(s, &[Cell::S(id)]);
         }
     }
     if let Some(contact) = contact_of(o).filter(|_| new_contact) {
         let c = Cell::S(contact);
-        if let Some(w) = t.writer("contact") {
+        if let Some(w) = t.writer(Table::Contact) {
             w.push_with(|_, name| match name {
                 "id" => c,
                 "name" => Cell::from(o.field("name")),
@@ -179,17 +134,17 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: Value<'_>, new_contact: bool)
                 _ => Cell::Null,
             });
         }
-        if let Some(w) = t.writer("contact_email") {
+        if let Some(w) = t.writer(Table::ContactEmail) {
             for e in w.arr(o, "emails") {
                 w.push(e, &[Cell::Null, Cell::Null, c]);
             }
         }
-        if let Some(w) = t.writer("contact_phone") {
+        if let Some(w) = t.writer(Table::ContactPhone) {
             for (i, p) in w.arr(o, "phones").iter().enumerate() {
                 w.push(p, &[Cell::Null, Cell::I(i as i64), c]);
             }
         }
-        if let Some(w) = t.writer("contact_link") {
+        if let Some(w) = t.writer(Table::ContactLink) {
             for l in w.arr(o, "links") {
                 let Some(link) = l.as_str() else { continue };
                 let h = link_id(contact, link);
@@ -205,7 +160,7 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: Value<'_>, new_contact: bool)
             continue;
         };
         let opp_id = get_str(app, "opportunityId").unwrap_or(id);
-        if let Some(w) = t.writer("application") {
+        if let Some(w) = t.writer(Table::Application) {
             w.push(app, &[Cell::S(opp_id)]);
         }
         for q in get_arr(app, "customQuestions") {
@@ -213,10 +168,10 @@ pub(crate) fn write_opportunity(t: &mut Tables, o: Value<'_>, new_contact: bool)
                 write_template(t, q);
                 continue;
             };
-            if let Some(w) = t.writer("posting_form") {
+            if let Some(w) = t.writer(Table::PostingForm) {
                 w.push(q, &[Cell::S(id), Cell::Null, Cell::Null, Cell::S(app_id)]);
             }
-            write_fields(t, "posting_form_field", q, form_id);
+            write_fields(t, Table::PostingFormField, q, form_id);
         }
     }
 }
@@ -236,11 +191,11 @@ pub(crate) fn write_children<'a>(
                 let Some(fid) = get_str(f, "id") else {
                     continue;
                 };
-                if let Some(w) = t.writer("feedback_form") {
+                if let Some(w) = t.writer(Table::FeedbackForm) {
                     let ssv = Cell::from(score_system_value(f));
                     w.push(f, &[Cell::S(opp), Cell::Null, Cell::Null, ssv]);
                 }
-                write_fields(t, "feedback_form_field", f, fid);
+                write_fields(t, Table::FeedbackFormField, f, fid);
             }
         }
         Endpoint::Notes => {
@@ -248,10 +203,10 @@ pub(crate) fn write_children<'a>(
                 let Some(nid) = get_str(n, "id") else {
                     continue;
                 };
-                if let Some(w) = t.writer("note") {
+                if let Some(w) = t.writer(Table::Note) {
                     w.push(n, &parent);
                 }
-                if let Some(w) = t.writer("note_field") {
+                if let Some(w) = t.writer(Table::NoteField) {
                     for (i, fld) in w.arr(n, "fields").iter().enumerate() {
                         w.push(fld, &[Cell::S(nid), Cell::I(i as i64)]);
                     }
@@ -263,10 +218,10 @@ pub(crate) fn write_children<'a>(
                 let Some(oid) = get_str(of, "id") else {
                     continue;
                 };
-                if let Some(w) = t.writer("offer") {
+                if let Some(w) = t.writer(Table::Offer) {
                     w.push(of, &parent);
                 }
-                if let Some(w) = t.writer("offer_field") {
+                if let Some(w) = t.writer(Table::OfferField) {
                     for (i, fld) in w.arr(of, "fields").iter().enumerate() {
                         w.push(fld, &[Cell::S(oid), Cell::I(i as i64)]);
                     }
@@ -278,21 +233,21 @@ pub(crate) fn write_children<'a>(
                 let Some(iid) = get_str(iv, "id") else {
                     continue;
                 };
-                if let Some(w) = t.writer("interview") {
+                if let Some(w) = t.writer(Table::Interview) {
                     w.push(iv, &parent);
                 }
                 let me = [Cell::S(iid)];
-                if let Some(w) = t.writer("interview_feedback") {
+                if let Some(w) = t.writer(Table::InterviewFeedback) {
                     for x in w.arr(iv, "feedbackForms") {
                         w.push(x, &me);
                     }
                 }
-                if let Some(w) = t.writer("interview_user") {
+                if let Some(w) = t.writer(Table::InterviewUser) {
                     for x in w.arr(iv, "interviewers") {
                         w.push(x, &me);
                     }
                 }
-                if let Some(w) = t.writer("posting_interview") {
+                if let Some(w) = t.writer(Table::PostingInterview) {
                     for x in w.arr(iv, "postings") {
                         w.push(x, &me);
                     }
@@ -304,16 +259,16 @@ pub(crate) fn write_children<'a>(
                 let Some(pid) = get_str(p, "id") else {
                     continue;
                 };
-                if let Some(w) = t.writer("panel") {
+                if let Some(w) = t.writer(Table::Panel) {
                     w.push(p, &parent);
                 }
                 let me = [Cell::S(pid)];
-                if let Some(w) = t.writer("panel_application") {
+                if let Some(w) = t.writer(Table::PanelApplication) {
                     for x in w.arr(p, "applications") {
                         w.push(x, &me);
                     }
                 }
-                if let Some(w) = t.writer("panel_interview") {
+                if let Some(w) = t.writer(Table::PanelInterview) {
                     for x in w.arr(p, "interviews") {
                         w.push(x, &me);
                     }
@@ -325,14 +280,14 @@ pub(crate) fn write_children<'a>(
                 let Some(fid) = get_str(f, "id") else {
                     continue;
                 };
-                if let Some(w) = t.writer("profile_form") {
+                if let Some(w) = t.writer(Table::ProfileForm) {
                     w.push(f, &parent);
                 }
-                write_fields(t, "profile_form_field", f, fid);
+                write_fields(t, Table::ProfileFormField, f, fid);
             }
         }
         Endpoint::Files => {
-            if let Some(w) = t.writer("file") {
+            if let Some(w) = t.writer(Table::File) {
                 for f in items {
                     w.push(f, &parent);
                 }
@@ -343,17 +298,17 @@ pub(crate) fn write_children<'a>(
                 let Some(rid) = get_str(r, "id") else {
                     continue;
                 };
-                if let Some(w) = t.writer("resume") {
+                if let Some(w) = t.writer(Table::Resume) {
                     w.push(r, &parent);
                 }
                 let parsed = r.field("parsedData");
-                if let Some(w) = t.writer("opportunity_position") {
+                if let Some(w) = t.writer(Table::OpportunityPosition) {
                     let positions = parsed.map(|p| w.arr(p, "positions"));
                     for (i, x) in positions.into_iter().flatten().enumerate() {
                         w.push(x, &[Cell::S(rid), Cell::I(i as i64)]);
                     }
                 }
-                if let Some(w) = t.writer("opportunity_school") {
+                if let Some(w) = t.writer(Table::OpportunitySchool) {
                     let schools = parsed.map(|p| w.arr(p, "schools"));
                     for (i, x) in schools.into_iter().flatten().enumerate() {
                         w.push(x, &[Cell::S(rid), Cell::I(i as i64)]);
@@ -366,10 +321,10 @@ pub(crate) fn write_children<'a>(
                 let Some(fid) = get_str(f, "id") else {
                     continue;
                 };
-                if let Some(w) = t.writer("referral_form") {
+                if let Some(w) = t.writer(Table::ReferralForm) {
                     w.push(f, &parent);
                 }
-                write_fields(t, "referral_form_field", f, fid);
+                write_fields(t, Table::ReferralFormField, f, fid);
             }
         }
     }
@@ -423,7 +378,7 @@ mod tests {
 
     #[test]
     fn opportunity_and_inline_children() {
-        let mut t = Tables::new(catalog().iter(), INLINE_TABLES);
+        let mut t = Tables::new(catalog().iter(), crate::lever_tables::inline_tables());
         write_opportunity(&mut t, example(), true);
         let out = t.finish_all().unwrap();
         let rows = |n: &str| out.iter().find(|(x, _)| x == n).unwrap().1.num_rows();
