@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod cloud;
 mod kill;
 mod oauth;
 mod serve;

@@ -1,0 +1,492 @@
+//! Private networking and cloud credentials of the destination, end to end through `sluice
+//! run`: moto (S3) behind a TLS front with a CA made in the test, with and without a client
+//! certificate, through a forward proxy (configured, and from `HTTPS_PROXY`); the S3 credential
+//! chain (environment, a shared profile file, container credentials from a fake endpoint on
+//! 127.0.0.1); Azure Blob Storage on Azurite. moto does not check request signatures, so the
+//! credential tests show which source was used (its log line, the endpoint that was asked),
+//! not that AWS would accept the keys.
+//!
+//! The tools (`moto_server`, `azurite-blob`) are started and stopped by each test. A missing
+//! tool skips the test with a message, and fails it when `CI=true`.
+
+use crate::harness::*;
+use sluice_testkit::net::{ForwardProxy, TestPki, TlsFront, TlsOptions};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A tool's process, killed (by PID) and reaped on drop.
+struct Service {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Starts `program args…` (with `{port}` and `{dir}` filled in) and waits for its port; `None`
+/// (skipped, said on stderr) when the program is missing, unless `CI=true`.
+fn start(program: &str, args: &[&str], install: &str) -> Option<Service> {
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            a.replace("{port}", &port.to_string())
+                .replace("{dir}", dir.path().to_str().unwrap())
+        })
+        .collect();
+    let child = match Command::new(program)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true: `{program}` must be installed ({install}): {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: `{program}` is not runnable here ({e}); install it with {install}");
+            return None;
+        }
+    };
+    let service = Service {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{program} did not listen on {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(service)
+}
+
+fn moto() -> Option<Service> {
+    let m = start(
+        "moto_server",
+        &["-H", "127.0.0.1", "-p", "{port}"],
+        "pip install 'moto[server]'",
+    )?;
+    http_put(m.port, "/lake", &[]);
+    Some(m)
+}
+
+/// A plain HTTP/1.1 PUT with an empty body; panics unless the answer is 2xx.
+fn http_put(port: u16, path: &str, headers: &[(String, String)]) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 2"), "PUT {path}: {answer}");
+}
+
+/// `sluice run lever --sink parquet --dest s3://lake/lever --config <toml>` with `extra`
+/// environment, against `lever`.
+async fn run_s3(
+    lever: &Lever,
+    toml: &str,
+    env: &[(&str, String)],
+    home: &std::path::Path,
+) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, format!("{FAST_SOURCE}{toml}")).unwrap();
+    let mut c = lever.command(&[
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        "s3://lake/lever",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    c.env("HOME", home);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = output(c).await;
+    (o.status.success(), text(&o).1)
+}
+
+fn keys() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "AKIDTESTKEY".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-do-not-log".to_owned()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_over_tls_with_a_private_ca_a_client_certificate_and_a_proxy() {
+    let Some(moto) = moto() else { return };
+    let lever = Lever::start(4).await;
+    let home = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let backend: SocketAddr = ([127, 0, 0, 1], moto.port).into();
+    let front = TlsFront::start(&pki, backend, TlsOptions::default()).await;
+    let ca = pki.path("ca.pem");
+    let sink = |network: String| format!("[sink]\nendpoint = \"{}\"\n{network}", front.url());
+
+    // Without the CA: the store check at open fails in one line naming host and key.
+    let (ok, err) = run_s3(&lever, &sink(String::new()), &keys(), home.path()).await;
+    assert!(!ok);
+    let line = err
+        .lines()
+        .find(|l| l.contains("not trusted"))
+        .unwrap_or_else(|| panic!("no TLS diagnosis in: {err}"));
+    assert!(
+        line.contains(&format!("localhost:{}", front.addr.port()))
+            && line.contains("[sink.network].ca_cert_file"),
+        "{line}"
+    );
+    assert!(!err.contains("test-secret-do-not-log"), "{err}");
+
+    // With the CA, through a proxy: a full sync, every request tunnelled.
+    let proxy = ForwardProxy::start().await;
+    let network = format!(
+        "[sink.network]\nca_cert_file = \"{}\"\nproxy_url = \"{}\"\n",
+        ca.display(),
+        proxy.url()
+    );
+    let (ok, err) = run_s3(&lever, &sink(network), &keys(), home.path()).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("S3 credentials: environment (AWS_ACCESS_KEY_ID)"),
+        "{err}"
+    );
+    assert!(!err.contains("test-secret-do-not-log"), "{err}");
+    let log = proxy.log();
+    let tunnel = format!("CONNECT localhost:{}", front.addr.port());
+    assert!(
+        !log.is_empty() && log.iter().all(|l| *l == tunnel),
+        "{log:?}"
+    );
+
+    // A store that requires a client certificate: refused without one, synced with one.
+    let mtls = TlsFront::start(
+        &pki,
+        backend,
+        TlsOptions {
+            require_client_cert: true,
+            ..TlsOptions::default()
+        },
+    )
+    .await;
+    let sink = |network: String| format!("[sink]\nendpoint = \"{}\"\n{network}", mtls.url());
+    let ca_only = format!("[sink.network]\nca_cert_file = \"{}\"\n", ca.display());
+    let (ok, err) = run_s3(&lever, &sink(ca_only.clone()), &keys(), home.path()).await;
+    assert!(!ok);
+    assert!(err.contains("[sink.network].client_cert_file"), "{err}");
+    let with_cert = format!(
+        "{ca_only}client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        pki.path("client.pem").display(),
+        pki.path("client.key").display()
+    );
+    let (ok, err) = run_s3(&lever, &sink(with_cert), &keys(), home.path()).await;
+    assert!(ok, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxy_variable_carries_lever_and_s3_requests() {
+    let Some(moto) = moto() else { return };
+    let lever = Lever::start(4).await;
+    let home = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let s3 = TlsFront::start(
+        &pki,
+        ([127, 0, 0, 1], moto.port).into(),
+        TlsOptions::default(),
+    )
+    .await;
+    let api = TlsFront::start(&pki, lever.server.addr, TlsOptions::default()).await;
+    let proxy = ForwardProxy::start().await;
+    let ca = pki.path("ca.pem").display().to_string();
+    let toml = format!(
+        "[source.network]\nca_cert_file = \"{ca}\"\n[sink]\nendpoint = \"{}\"\n[sink.network]\nca_cert_file = \"{ca}\"\n",
+        s3.url()
+    );
+    let mut env = keys();
+    env.push(("HTTPS_PROXY", proxy.url()));
+    env.push(("LEVER_BASE_URL", format!("{}/v1", api.url())));
+    let (ok, err) = run_s3(&lever, &toml, &env, home.path()).await;
+    assert!(ok, "{err}");
+    let log = proxy.log();
+    for front in [&s3, &api] {
+        let tunnel = format!("CONNECT localhost:{}", front.addr.port());
+        assert!(log.contains(&tunnel), "{tunnel} not in {log:?}");
+    }
+    // NO_PROXY exempts both.
+    let proxy2 = ForwardProxy::start().await;
+    let mut env = keys();
+    env.push(("HTTPS_PROXY", proxy2.url()));
+    env.push(("NO_PROXY", "localhost".to_owned()));
+    env.push(("LEVER_BASE_URL", format!("{}/v1", api.url())));
+    let (ok, err) = run_s3(&lever, &toml, &env, home.path()).await;
+    assert!(ok, "{err}");
+    assert_eq!(proxy2.log(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_credentials_from_a_profile_file_and_container_credentials() {
+    let Some(moto) = moto() else { return };
+    let lever = Lever::start(3).await;
+    let endpoint = format!("[sink]\nendpoint = \"http://127.0.0.1:{}\"\n", moto.port);
+
+    // A shared profile file (no AWS_* variables).
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/credentials"),
+        "[ci]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret-do-not-log\n",
+    )
+    .unwrap();
+    let (ok, err) = run_s3(
+        &lever,
+        &endpoint,
+        &[("AWS_PROFILE", "ci".into())],
+        home.path(),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("S3 credentials: shared profile `ci` ("),
+        "{err}"
+    );
+    assert!(!err.contains("profile-secret-do-not-log"), "{err}");
+
+    // Container credentials: a fake endpoint on 127.0.0.1 hands out temporary keys for the
+    // token in the token file.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let server = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let (line, headers) = sluice_testkit::net::read_request_head(&mut tcp)
+                .await
+                .unwrap();
+            let auth = headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            log.lock().unwrap().push(format!("{line} auth={auth}"));
+            let body = r#"{"AccessKeyId":"ASIATEMP","SecretAccessKey":"temp-secret-do-not-log","Token":"temp-session","Expiration":"2099-01-01T00:00:00Z"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(answer.as_bytes()).await;
+        }
+    });
+    let token_file = home.path().join("container-token");
+    std::fs::write(&token_file, "container-token-123").unwrap();
+    let empty_home = tempfile::tempdir().unwrap();
+    let env = [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{addr}/v1/credentials"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+    ];
+    let (ok, err) = run_s3(&lever, &endpoint, &env, empty_home.path()).await;
+    server.abort();
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("S3 credentials: container credentials (AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+        "{err}"
+    );
+    assert!(!err.contains("temp-secret-do-not-log"), "{err}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the container endpoint was never asked");
+    assert!(
+        seen.iter()
+            .all(|l| l == "GET /v1/credentials HTTP/1.1 auth=container-token-123"),
+        "{seen:?}"
+    );
+}
+
+/// Azurite's well-known development account.
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Creates a blob container on Azurite with a SharedKey-signed PUT.
+fn create_container(port: u16, container: &str) {
+    use base64::Engine;
+    use sha2::Digest;
+    let date = http_date(std::time::SystemTime::now());
+    let version = "2021-08-06";
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+    );
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(AZURITE_KEY)
+        .unwrap();
+    // HMAC-SHA256 (RFC 2104).
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(&key);
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = sha2::Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(to_sign.as_bytes())
+        .finalize();
+    let mac = sha2::Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac);
+    http_put(
+        port,
+        &format!("/{AZURITE_ACCOUNT}/{container}?restype=container"),
+        &[
+            ("x-ms-date".into(), date),
+            ("x-ms-version".into(), version.into()),
+            (
+                "Authorization".into(),
+                format!("SharedKey {AZURITE_ACCOUNT}:{sig}"),
+            ),
+        ],
+    );
+}
+
+/// An RFC 1123 date (`Sun, 06 Dec 2026 07:14:00 GMT`).
+fn http_date(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    // Civil date from days since 1970-01-01 (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        months[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_storage_on_azurite_syncs_rereads_and_resumes() {
+    let Some(azurite) = start(
+        "azurite-blob",
+        &[
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "{port}",
+            "--location",
+            "{dir}",
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+        ],
+        "npm install -g azurite",
+    ) else {
+        return;
+    };
+    create_container(azurite.port, "sluice");
+    let lever = Lever::start(6).await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let dest = "az://sluice/lever";
+    let azure = |c: &mut tokio::process::Command| {
+        c.env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env(
+                "AZURITE_BLOB_STORAGE_URL",
+                format!("http://127.0.0.1:{}", azurite.port),
+            )
+            .env("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
+            .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY);
+    };
+    let run = || {
+        let mut c = lever.command(&[
+            "run",
+            "lever",
+            "--sink",
+            "parquet",
+            "--dest",
+            dest,
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ]);
+        azure(&mut c);
+        c
+    };
+    // First run: a full sync (the conditional-write probe at open passes on Azurite).
+    let o = output(run()).await;
+    let err = text(&o).1;
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("Azure credentials: the Azurite emulator"),
+        "{err}"
+    );
+    assert!(!err.contains(AZURITE_KEY), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["status"], "succeeded", "{s}");
+    let truth = lever.emu.truth();
+    assert!(
+        s["tables"]["opportunity"]["inserted"].as_u64() >= Some(1),
+        "{s}"
+    );
+
+    // A change, then a second run: it reads the state and the stored bucket back from Azure
+    // and merges one new note.
+    let opp = truth.opportunities[0]["id"].as_str().unwrap().to_owned();
+    lever.emu.add_note(&opp);
+    let o = output(run()).await;
+    assert!(o.status.success(), "{}", text(&o).1);
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(s["tables"]["note"]["inserted"], 1, "{s}");
+
+    // The committed state is readable from Azure.
+    let mut c = lever.command(&["state", "show", "--sink", "parquet", "--dest", dest]);
+    azure(&mut c);
+    let o = output(c).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("opportunity"), "{out}");
+}
