@@ -480,8 +480,12 @@ impl Client {
     ) -> Outcome {
         let inner = &*self.0;
         let resp = match sent.await {
-            Ok(r) => r,
+            Ok(r) => {
+                inner.metrics.response(label, Some(r.status().as_u16()));
+                r
+            }
             Err(e) => {
+                inner.metrics.response(label, None);
                 // A TLS failure (untrusted certificate, client certificate refused, no shared
                 // version) does not heal with retries: say which setting fixes it.
                 let host = e

@@ -179,6 +179,19 @@ async fn lifecycle_from_create_to_restart() {
         .map(|r| r["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(metric(&m, "sluice_requests_total", &[c]), requests as f64);
+    // Every request got one answer (or `error`), by endpoint and status.
+    let answers: u64 = [&first, &second]
+        .iter()
+        .flat_map(|r| r["responses_by_status"].as_object().unwrap().values())
+        .flat_map(|by_status| by_status.as_object().unwrap().values())
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(answers, requests, "one answer per request");
+    assert_eq!(metric(&m, "sluice_responses_total", &[c]), requests as f64);
+    assert!(
+        metric(&m, "sluice_responses_total", &[c, ("status", "200")]) > 0.0,
+        "answers by status"
+    );
     let bytes: u64 = [&first, &second]
         .iter()
         .map(|r| r["bytes_written"].as_u64().unwrap())
