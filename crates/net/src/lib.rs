@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 
+/// Link-local metadata endpoints (EC2 instance metadata, ECS container credentials), never
+/// reached through `proxy_url`.
+pub const METADATA_HOSTS: &str = "169.254.169.254,169.254.170.2";
+
 /// A problem with the network settings (a config error: the user fixes it).
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -50,9 +54,27 @@ pub struct NetworkConfig {
     /// PEM file of the client certificate's private key (PKCS#8, RSA or SEC1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key_file: Option<PathBuf>,
-    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"` (a number is taken too, as
+    /// `SLUICE_SOURCE__NETWORK__MIN_TLS_VERSION=1.3` reads).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_or_number"
+    )]
     pub min_tls_version: Option<String>,
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        S(String),
+        N(f64),
+    }
+    Ok(Option::<V>::deserialize(d)?.map(|v| match v {
+        V::S(s) => s,
+        V::N(n) => format!("{n:?}"),
+    }))
 }
 
 /// Resolved network settings: files read and parsed, ready to apply to any number of clients.
@@ -105,9 +127,13 @@ impl NetworkConfig {
             }
             let mut proxy = reqwest::Proxy::all(url)
                 .map_err(|e| bad("proxy_url", format!("`{}`: {e}", redact_userinfo(url))))?;
-            if let Some(list) = &self.no_proxy {
-                proxy = proxy.no_proxy(reqwest::NoProxy::from_string(list));
-            }
+            // The cloud metadata addresses (instance and container credentials) are link-local:
+            // never through a proxy.
+            let list = match &self.no_proxy {
+                Some(l) if !l.trim().is_empty() => format!("{l},{METADATA_HOSTS}"),
+                _ => METADATA_HOSTS.to_owned(),
+            };
+            proxy = proxy.no_proxy(reqwest::NoProxy::from_string(&list));
             net.proxy = Some((proxy, redact_userinfo(url)));
         } else if self.no_proxy.is_some() {
             return Err(bad(
@@ -422,6 +448,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no_proxy"), "{e}");
+        assert_eq!(
+            cfg(serde_json::json!({"min_tls_version": 1.3}))
+                .min_tls_version
+                .as_deref(),
+            Some("1.3")
+        );
         let n = cfg(serde_json::json!({"proxy_url": "http://user:pw@proxy.corp:3128", "min_tls_version": "1.3"}))
             .resolve("[source.network]")
             .unwrap();
