@@ -879,7 +879,7 @@ mod tests {
             },
             synced_at_us: 20_000_000,
         };
-        let (out, stats) = merge(&t, &[out], &[gone.clone()]).unwrap();
+        let (out, stats) = merge(&t, &[out], std::slice::from_ref(&gone)).unwrap();
         assert_eq!(stats.deleted, 1);
         assert_eq!(col(&out, DELETED), ["true", "false", "false"]);
         assert_eq!(stamps(&out), [Some(20_000_000), None, None]);
