@@ -197,14 +197,30 @@ const fn form_field_slots(parent: &'static str) -> [(&'static str, usize); 9] {
     ]
 }
 
-const OPPORTUNITY_LIST: &[Source] = &[Source::OpportunityList];
+/// Sources of the declarations below.
+const INLINE: &[Source] = &[Source::OpportunityList];
+const FEEDBACK: &[Source] = &[Source::Child(Endpoint::Feedback)];
+const NOTES: &[Source] = &[Source::Child(Endpoint::Notes)];
+const OFFERS: &[Source] = &[Source::Child(Endpoint::Offers)];
+const INTERVIEWS: &[Source] = &[Source::Child(Endpoint::Interviews)];
+const PANELS: &[Source] = &[Source::Child(Endpoint::Panels)];
+const PROFILE_FORMS: &[Source] = &[Source::Child(Endpoint::Forms)];
+const FILES: &[Source] = &[Source::Child(Endpoint::Files)];
+const RESUMES: &[Source] = &[Source::Child(Endpoint::Resumes)];
+const REFERRALS: &[Source] = &[Source::Child(Endpoint::Referrals)];
 /// Template definitions come from every answered form.
-const FORMS: &[Source] = &[
+const TEMPLATES: &[Source] = &[
     Source::OpportunityList,
     Source::Child(Endpoint::Feedback),
     Source::Child(Endpoint::Forms),
     Source::Child(Endpoint::Referrals),
 ];
+const USERS: &[Source] = &[Source::List(List::Users)];
+const STAGES: &[Source] = &[Source::List(List::Stages)];
+const ARCHIVE_REASONS: &[Source] = &[Source::List(List::ArchiveReasons)];
+const POSTINGS: &[Source] = &[Source::List(List::Postings)];
+const REQUISITION_FIELDS: &[Source] = &[Source::List(List::RequisitionFields)];
+const REQUISITIONS: &[Source] = &[Source::List(List::Requisitions)];
 const PERSON: &[&str] = &["name", "headline", "location"];
 
 /// Declares the [`Table`] ids and their declarations [`TABLES`] in one list, so the two
@@ -233,171 +249,103 @@ macro_rules! declare_tables {
 }
 
 use Table as T;
+/// The parent of most child tables, and its key column in them.
+const OPP: Table = Table::Opportunity;
+const OPP_ID: &str = "opportunity_id";
 use Vanished::{ByContact, ByOpportunity, Kept, ViaParent};
 
 declare_tables! {
-    Opportunity = TableDecl::new(
-        "opportunity",
-        Read::Incremental { cursor: "updated_at" },
-        OPPORTUNITY_LIST,
-    )
-    .sensitive(PERSON)
-    // The lead's deliberate deviation: opportunities deleted in Lever are soft-deleted.
-    .always_capture_deletes();
-    OpportunityStageHistory = TableDecl::child(
-        "opportunity_stage_history", T::Opportunity, "opportunity_id", ByOpportunity, OPPORTUNITY_LIST,
-    );
-    OpportunityTag = TableDecl::child(
-        "opportunity_tag", T::Opportunity, "opportunity_id", ByOpportunity, OPPORTUNITY_LIST,
-    );
-    OpportunitySource = TableDecl::child(
-        "opportunity_source", T::Opportunity, "opportunity_id", ByOpportunity, OPPORTUNITY_LIST,
-    );
+    Opportunity = TableDecl::new("opportunity", Read::Incremental { cursor: "updated_at" }, INLINE)
+        .sensitive(PERSON)
+        // The lead's deliberate deviation: opportunities deleted in Lever are soft-deleted.
+        .always_capture_deletes();
+    OpportunityStageHistory =
+        TableDecl::child("opportunity_stage_history", OPP, OPP_ID, ByOpportunity, INLINE);
+    OpportunityTag = TableDecl::child("opportunity_tag", OPP, OPP_ID, ByOpportunity, INLINE);
+    OpportunitySource = TableDecl::child("opportunity_source", OPP, OPP_ID, ByOpportunity, INLINE);
     // The contact is the person behind an opportunity: its `id` is `opportunity.contact`.
-    Contact = TableDecl::child("contact", T::Opportunity, "id", Kept, OPPORTUNITY_LIST)
+    Contact = TableDecl::child("contact", OPP, "id", Kept, INLINE)
         .no_bucket()
         .sensitive(PERSON);
-    ContactEmail = TableDecl::child(
-        "contact_email", T::Contact, "contact_id", ByContact, OPPORTUNITY_LIST,
-    )
-    .sensitive(&["email"]);
-    ContactPhone = TableDecl::child(
-        "contact_phone", T::Contact, "contact_id", ByContact, OPPORTUNITY_LIST,
-    )
-    .sensitive(&["value"]);
-    ContactLink = TableDecl::child(
-        "contact_link", T::Contact, "contact_id", ByContact, OPPORTUNITY_LIST,
-    )
-    .sensitive(&["link"])
-    .slots(&[("_fivetran_id", SLOT_EXTRA)]);
-    Application = TableDecl::child(
-        "application", T::Opportunity, "opportunity_id", ByOpportunity, OPPORTUNITY_LIST,
-    )
-    .slots(&[("opportunity_id", SLOT_PARENT)]);
-    PostingForm = TableDecl::child(
-        "posting_form", T::Opportunity, "opportunity_id", ByOpportunity, OPPORTUNITY_LIST,
-    )
-    .slots(&[("application_id", SLOT_EXTRA)]);
-    PostingFormField = TableDecl::child(
-        "posting_form_field", T::PostingForm, "posting_form_id", ViaParent, OPPORTUNITY_LIST,
-    )
-    .slots(&form_field_slots("posting_form_id"));
-    Note = TableDecl::child(
-        "note", T::Opportunity, "opportunity_id", ByOpportunity, &[Source::Child(Endpoint::Notes)],
-    );
-    NoteField = TableDecl::child(
-        "note_field", T::Note, "note_id", ViaParent, &[Source::Child(Endpoint::Notes)],
-    );
-    FeedbackForm = TableDecl::child(
-        "feedback_form", T::Opportunity, "opportunity_id", ByOpportunity,
-        &[Source::Child(Endpoint::Feedback)],
-    )
-    .slots(&[("score_system_value", SLOT_EXTRA)]);
+    ContactEmail = TableDecl::child("contact_email", T::Contact, "contact_id", ByContact, INLINE)
+        .sensitive(&["email"]);
+    ContactPhone = TableDecl::child("contact_phone", T::Contact, "contact_id", ByContact, INLINE)
+        .sensitive(&["value"]);
+    ContactLink = TableDecl::child("contact_link", T::Contact, "contact_id", ByContact, INLINE)
+        .sensitive(&["link"])
+        .slots(&[("_fivetran_id", SLOT_EXTRA)]);
+    Application = TableDecl::child("application", OPP, OPP_ID, ByOpportunity, INLINE)
+        .slots(&[("opportunity_id", SLOT_PARENT)]);
+    PostingForm = TableDecl::child("posting_form", OPP, OPP_ID, ByOpportunity, INLINE)
+        .slots(&[("application_id", SLOT_EXTRA)]);
+    PostingFormField =
+        TableDecl::child("posting_form_field", T::PostingForm, "posting_form_id", ViaParent, INLINE)
+            .slots(&form_field_slots("posting_form_id"));
+    Note = TableDecl::child("note", OPP, OPP_ID, ByOpportunity, NOTES);
+    NoteField = TableDecl::child("note_field", T::Note, "note_id", ViaParent, NOTES);
+    FeedbackForm = TableDecl::child("feedback_form", OPP, OPP_ID, ByOpportunity, FEEDBACK)
+        .slots(&[("score_system_value", SLOT_EXTRA)]);
     FeedbackFormField = TableDecl::child(
-        "feedback_form_field", T::FeedbackForm, "feedback_form_id", ViaParent,
-        &[Source::Child(Endpoint::Feedback)],
+        "feedback_form_field", T::FeedbackForm, "feedback_form_id", ViaParent, FEEDBACK,
     )
     .slots(&form_field_slots("feedback_form_id"));
-    Offer = TableDecl::child(
-        "offer", T::Opportunity, "opportunity_id", ByOpportunity, &[Source::Child(Endpoint::Offers)],
-    );
-    OfferField = TableDecl::child(
-        "offer_field", T::Offer, "offer_id", ViaParent, &[Source::Child(Endpoint::Offers)],
-    );
-    Interview = TableDecl::child(
-        "interview", T::Opportunity, "opportunity_id", ByOpportunity,
-        &[Source::Child(Endpoint::Interviews)],
-    );
-    InterviewFeedback = TableDecl::child(
-        "interview_feedback", T::Interview, "interview_id", ViaParent,
-        &[Source::Child(Endpoint::Interviews)],
-    );
-    InterviewUser = TableDecl::child(
-        "interview_user", T::Interview, "interview_id", ViaParent,
-        &[Source::Child(Endpoint::Interviews)],
-    );
-    PostingInterview = TableDecl::child(
-        "posting_interview", T::Interview, "interview_id", ViaParent,
-        &[Source::Child(Endpoint::Interviews)],
-    );
-    Panel = TableDecl::child(
-        "panel", T::Opportunity, "opportunity_id", ByOpportunity, &[Source::Child(Endpoint::Panels)],
-    );
-    PanelApplication = TableDecl::child(
-        "panel_application", T::Panel, "panel_id", ViaParent, &[Source::Child(Endpoint::Panels)],
-    );
-    PanelInterview = TableDecl::child(
-        "panel_interview", T::Panel, "panel_id", ViaParent, &[Source::Child(Endpoint::Panels)],
-    );
-    ProfileForm = TableDecl::child(
-        "profile_form", T::Opportunity, "opportunity_id", ByOpportunity,
-        &[Source::Child(Endpoint::Forms)],
-    );
+    Offer = TableDecl::child("offer", OPP, OPP_ID, ByOpportunity, OFFERS);
+    OfferField = TableDecl::child("offer_field", T::Offer, "offer_id", ViaParent, OFFERS);
+    Interview = TableDecl::child("interview", OPP, OPP_ID, ByOpportunity, INTERVIEWS);
+    InterviewFeedback =
+        TableDecl::child("interview_feedback", T::Interview, "interview_id", ViaParent, INTERVIEWS);
+    InterviewUser =
+        TableDecl::child("interview_user", T::Interview, "interview_id", ViaParent, INTERVIEWS);
+    PostingInterview =
+        TableDecl::child("posting_interview", T::Interview, "interview_id", ViaParent, INTERVIEWS);
+    Panel = TableDecl::child("panel", OPP, OPP_ID, ByOpportunity, PANELS);
+    PanelApplication =
+        TableDecl::child("panel_application", T::Panel, "panel_id", ViaParent, PANELS);
+    PanelInterview = TableDecl::child("panel_interview", T::Panel, "panel_id", ViaParent, PANELS);
+    ProfileForm = TableDecl::child("profile_form", OPP, OPP_ID, ByOpportunity, PROFILE_FORMS);
     ProfileFormField = TableDecl::child(
-        "profile_form_field", T::ProfileForm, "profile_form_id", ViaParent,
-        &[Source::Child(Endpoint::Forms)],
+        "profile_form_field", T::ProfileForm, "profile_form_id", ViaParent, PROFILE_FORMS,
     )
     .slots(&form_field_slots("profile_form_id"));
-    File = TableDecl::child(
-        "file", T::Opportunity, "opportunity_id", ByOpportunity, &[Source::Child(Endpoint::Files)],
-    );
-    Resume = TableDecl::child(
-        "resume", T::Opportunity, "opportunity_id", ByOpportunity,
-        &[Source::Child(Endpoint::Resumes)],
-    );
-    OpportunityPosition = TableDecl::child(
-        "opportunity_position", T::Resume, "resume_id", ViaParent,
-        &[Source::Child(Endpoint::Resumes)],
-    );
-    OpportunitySchool = TableDecl::child(
-        "opportunity_school", T::Resume, "resume_id", ViaParent,
-        &[Source::Child(Endpoint::Resumes)],
-    );
-    ReferralForm = TableDecl::child(
-        "referral_form", T::Opportunity, "opportunity_id", ByOpportunity,
-        &[Source::Child(Endpoint::Referrals)],
-    );
+    File = TableDecl::child("file", OPP, OPP_ID, ByOpportunity, FILES);
+    Resume = TableDecl::child("resume", OPP, OPP_ID, ByOpportunity, RESUMES);
+    OpportunityPosition =
+        TableDecl::child("opportunity_position", T::Resume, "resume_id", ViaParent, RESUMES);
+    OpportunitySchool =
+        TableDecl::child("opportunity_school", T::Resume, "resume_id", ViaParent, RESUMES);
+    ReferralForm = TableDecl::child("referral_form", OPP, OPP_ID, ByOpportunity, REFERRALS);
     ReferralFormField = TableDecl::child(
-        "referral_form_field", T::ReferralForm, "referral_form_id", ViaParent,
-        &[Source::Child(Endpoint::Referrals)],
+        "referral_form_field", T::ReferralForm, "referral_form_id", ViaParent, REFERRALS,
     )
     .slots(&form_field_slots("referral_form_id"));
     // Template definitions are keyed by template id (`baseTemplateId` of the forms): shared
     // by many opportunities, upserted from every re-read form, never deleted by scope.
-    TemplateField = TableDecl::child("template_field", T::FeedbackForm, "id", Kept, FORMS)
+    TemplateField = TableDecl::child("template_field", T::FeedbackForm, "id", Kept, TEMPLATES)
         .no_bucket()
         .slots(&[("id", SLOT_PARENT)]);
-    ScoreCardSubField = TableDecl::child("score_card_sub_field", T::FeedbackForm, "id", Kept, FORMS)
-        .no_bucket()
-        .slots(&[
-            ("id", SLOT_PARENT),
-            ("field_index", SLOT_EXTRA),
-            ("sub_field_index", SLOT_INDEX),
-        ]);
-    Users = TableDecl::reimport("users", &[Source::List(List::Users)])
-        .sensitive(&["email", "name"]);
-    Stage = TableDecl::reimport("stage", &[Source::List(List::Stages)]);
-    ArchiveReason = TableDecl::reimport("archive_reason", &[Source::List(List::ArchiveReasons)]);
-    Posting = TableDecl::reimport("posting", &[Source::List(List::Postings)]);
-    PostingTag = TableDecl::reimport("posting_tag", &[Source::List(List::Postings)])
-        .bucket("posting_id");
-    PostingContentList = TableDecl::reimport("posting_content_list", &[Source::List(List::Postings)])
-        .bucket("posting_id");
-    PostingDistributionChannel = TableDecl::reimport(
-        "posting_distribution_channel", &[Source::List(List::Postings)],
-    )
-    .bucket("posting_id");
-    RequisitionFields = TableDecl::reimport(
-        "requisition_fields", &[Source::List(List::RequisitionFields)],
-    );
-    Requisition = TableDecl::reimport("requisition", &[Source::List(List::Requisitions)])
+    ScoreCardSubField =
+        TableDecl::child("score_card_sub_field", T::FeedbackForm, "id", Kept, TEMPLATES)
+            .no_bucket()
+            .slots(&[
+                ("id", SLOT_PARENT),
+                ("field_index", SLOT_EXTRA),
+                ("sub_field_index", SLOT_INDEX),
+            ]);
+    Users = TableDecl::reimport("users", USERS).sensitive(&["email", "name"]);
+    Stage = TableDecl::reimport("stage", STAGES);
+    ArchiveReason = TableDecl::reimport("archive_reason", ARCHIVE_REASONS);
+    Posting = TableDecl::reimport("posting", POSTINGS);
+    PostingTag = TableDecl::reimport("posting_tag", POSTINGS).bucket("posting_id");
+    PostingContentList = TableDecl::reimport("posting_content_list", POSTINGS).bucket("posting_id");
+    PostingDistributionChannel =
+        TableDecl::reimport("posting_distribution_channel", POSTINGS).bucket("posting_id");
+    RequisitionFields = TableDecl::reimport("requisition_fields", REQUISITION_FIELDS);
+    Requisition = TableDecl::reimport("requisition", REQUISITIONS)
         .slots(&[("headcount_infinite", SLOT_EXTRA)]);
-    RequisitionPosting = TableDecl::reimport(
-        "requisition_posting", &[Source::List(List::Requisitions)],
-    )
-    .bucket("requisition_id");
-    RequisitionOffer = TableDecl::reimport("requisition_offer", &[Source::List(List::Requisitions)])
-        .bucket("requisition_id");
+    RequisitionPosting =
+        TableDecl::reimport("requisition_posting", REQUISITIONS).bucket("requisition_id");
+    RequisitionOffer =
+        TableDecl::reimport("requisition_offer", REQUISITIONS).bucket("requisition_id");
     // The deprecated /candidates endpoint: declared, never requested.
     CandidateStageHistory = TableDecl::reimport("candidate_stage_history", &[])
         .bucket("candidate_id")
@@ -407,6 +355,9 @@ declare_tables! {
              requested, so this table stays empty.",
         );
 }
+
+/// The destination schema has 46 tables (the tests compare them with the declarations).
+const _: () = assert!(Table::ALL.len() == 46);
 
 impl TableDecl {
     const fn always_capture_deletes(mut self) -> TableDecl {
@@ -590,14 +541,16 @@ mod tests {
     fn reads_agree_with_sources_and_parents() {
         for d in TABLES {
             match d.read {
-                Read::Incremental { .. } => assert_eq!(d.sources, OPPORTUNITY_LIST, "{}", d.name),
+                Read::Incremental { .. } => assert_eq!(d.sources, INLINE, "{}", d.name),
                 Read::Reimport => assert!(
                     d.sources.iter().all(|s| matches!(s, Source::List(_))),
                     "{}",
                     d.name
                 ),
                 Read::Child {
-                    parent, vanished, ..
+                    parent,
+                    parent_column,
+                    vanished,
                 } => {
                     assert!(!d.sources.is_empty(), "{}", d.name);
                     assert!(
@@ -605,18 +558,37 @@ mod tests {
                         "{}",
                         d.name
                     );
+                    // The reader scopes deletes by `opportunity_id`, directly or through
+                    // the parent, and by `contact_id`.
                     match vanished {
                         Kept => {}
-                        ByOpportunity => assert_eq!(parent, T::Opportunity, "{}", d.name),
-                        ByContact => assert_eq!(parent, T::Contact, "{}", d.name),
+                        ByOpportunity => {
+                            assert_eq!(parent, T::Opportunity, "{}", d.name);
+                            assert_eq!(parent_column, "opportunity_id", "{}", d.name);
+                        }
+                        ByContact => {
+                            assert_eq!(parent, T::Contact, "{}", d.name);
+                            assert_eq!(parent_column, "contact_id", "{}", d.name);
+                        }
                         ViaParent => {
-                            assert!(matches!(parent.decl().read, Read::Child { .. }));
+                            assert!(
+                                matches!(
+                                    parent.decl().read,
+                                    Read::Child {
+                                        vanished: ByOpportunity,
+                                        ..
+                                    }
+                                ),
+                                "{}: the parent is deleted by opportunity",
+                                d.name
+                            );
                             assert_eq!(parent.decl().sources, d.sources, "{}", d.name);
                         }
                     }
                 }
             }
         }
+        assert_eq!(T::Opportunity.name(), crate::catalog::OPPORTUNITY);
         let never: Vec<_> = TABLES.iter().filter(|d| d.sources.is_empty()).collect();
         assert_eq!(never.len(), 1);
         assert!(never[0].doc_note.is_some());
