@@ -21,6 +21,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 /// The content of the lease object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,13 +314,17 @@ impl LeaseKeeper {
     ) -> Result<LeaseKeeper> {
         let lease = Lease::acquire(store.as_ref(), &path, &dest, owner, ttl).await?;
         let lease = Arc::new(tokio::sync::Mutex::new(lease));
-        let renewals = tokio::spawn(renew_periodically(
-            Arc::clone(&lease),
-            Arc::clone(&store),
-            path.clone(),
-            dest.clone(),
-            ttl,
-        ));
+        // Renewals log inside the opener's span (a server run's connection id).
+        let renewals = tokio::spawn(
+            renew_periodically(
+                Arc::clone(&lease),
+                Arc::clone(&store),
+                path.clone(),
+                dest.clone(),
+                ttl,
+            )
+            .in_current_span(),
+        );
         Ok(LeaseKeeper {
             lease,
             store,

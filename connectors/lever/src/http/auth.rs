@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Refresh the access token this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(120);
@@ -234,11 +235,10 @@ impl OAuth {
         self.load(st).await?;
         loop {
             let token = st.refresh.clone().expect("loaded");
-            let task = tokio::spawn(refresh_and_save(
-                http.clone(),
-                Arc::clone(&self.endpoint),
-                token,
-            ));
+            // The task logs inside the caller's span (a server run's connection id).
+            let task = tokio::spawn(
+                refresh_and_save(http.clone(), Arc::clone(&self.endpoint), token).in_current_span(),
+            );
             let result = task.await.map_err(|e| {
                 Error::internal("the OAuth token refresh task failed").with_source(e)
             })?;
