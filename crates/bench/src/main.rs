@@ -55,6 +55,10 @@ struct Args {
     /// settings, e.g. `{"max_files_per_bucket": 16}`).
     #[arg(long, default_value = "{}")]
     sink_config: String,
+    /// Extra `[source]` settings as a JSON object, merged over the emulator's (to compare,
+    /// for example, `{"priority_first": false}`).
+    #[arg(long, default_value = "{}")]
+    source_config: String,
     /// Staged rows that force a commit (the CLI's default; to compare commit sizes).
     #[arg(long, default_value_t = 250_000)]
     commit_max_rows: u64,
@@ -216,6 +220,10 @@ impl SyncFigures {
     }
 }
 
+/// `--source-config`, merged into every sync's `[source]`.
+static SOURCE_EXTRA: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>> =
+    std::sync::OnceLock::new();
+
 async fn sync(
     emu: &EmulatorProcess,
     dest: &str,
@@ -233,12 +241,17 @@ async fn sync(
         _ => "parquet".to_owned(),
     };
     let mut sink = (registry.sink(&name)?.build)(&serde_json::Value::Object(sink_config))?;
-    let config = json!({
+    let mut config = json!({
         "base_url": emu.base_url,
         "api_key": emu.api_key,
         "rate_limit_per_second": limiter.0,
         "rate_limit_burst": limiter.1,
     });
+    if let Some(extra) = SOURCE_EXTRA.get() {
+        for (k, v) in extra {
+            config[k] = v.clone();
+        }
+    }
     let metrics = sluice_core::Metrics::new();
     metrics.account_cpu();
     let cpu0 = cpu_seconds();
@@ -354,6 +367,10 @@ async fn main() -> Result<()> {
     }
     let sink_extra: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&args.sink_config).context("--sink-config must be a JSON object")?;
+    let source_extra: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&args.source_config)
+            .context("--source-config must be a JSON object")?;
+    let _ = SOURCE_EXTRA.set(source_extra);
     std::fs::create_dir_all(&args.out)?;
     let mut table = String::from("| figure | value | target |\n| --- | ---: | --- |\n");
     let mut results = serde_json::Map::new();
