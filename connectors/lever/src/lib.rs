@@ -231,6 +231,7 @@ impl Source for LeverSource {
             extra,
             issues: Default::default(),
             seen: Default::default(),
+            written_contacts: Default::default(),
         };
         run.run().await
     }

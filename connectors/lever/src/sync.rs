@@ -148,9 +148,22 @@ pub(crate) struct Sync<'a> {
     pub(crate) issues: std::sync::Mutex<Issues>,
     /// Keys read by a re-sync walk in this run.
     pub(crate) seen: std::sync::Mutex<Option<Seen>>,
+    /// Per contact id, the digest of the contact rows this run last wrote
+    /// ([`crate::decode::opportunity::contact_digest`]): a contact shared by opportunities
+    /// read in different pages or windows is written again only when it changed, so a
+    /// copy-on-write sink does not rewrite the contact tables for identical rows.
+    pub(crate) written_contacts: std::sync::Mutex<rustc_hash::FxHashMap<String, u64>>,
 }
 
 impl Sync<'_> {
+    /// Whether this run has not yet written contact `id` with the contact data `o` carries
+    /// (and records that it now does).
+    fn contact_changed(&self, id: &str, o: Value<'_>) -> bool {
+        let digest = crate::decode::opportunity::contact_digest(o);
+        let mut written = self.written_contacts.lock().expect("contacts lock");
+        written.insert(id.to_owned(), digest) != Some(digest)
+    }
+
     /// Runs the whole sync and sends the final checkpoint; then (also after a failure) logs
     /// one warning per (table, column) that got values of an unexpected type.
     pub(crate) async fn run(mut self) -> Result<()> {
@@ -640,7 +653,9 @@ impl Sync<'_> {
         self.ctx.metrics.cpu_phase(Phase::Decode, || {
             for &o in opps {
                 let contact = contact_of(o);
-                let new_contact = contact.is_some_and(|c| seen_contacts.insert(c.to_owned()));
+                let new_contact = contact.is_some_and(|c| {
+                    seen_contacts.insert(c.to_owned()) && self.contact_changed(c, o)
+                });
                 if new_contact {
                     contacts.push(contact.unwrap_or_default().to_owned());
                 }

@@ -97,6 +97,58 @@ pub(crate) fn contact_of<'a>(opp: Value<'a>) -> Option<&'a str> {
     opp.field("contact").and_then(super::id_of)
 }
 
+/// The fields of an opportunity that the contact tables (`contact`, `contact_email`,
+/// `contact_phone`, `contact_link`) are built from.
+const CONTACT_FIELDS: [&str; 7] = [
+    "name",
+    "headline",
+    "location",
+    "isAnonymized",
+    "emails",
+    "phones",
+    "links",
+];
+
+/// A digest of what the contact tables hold for this opportunity's contact: opportunities of
+/// one person carry the same contact rows, so a run writes them again only when the digest
+/// differs from the one it wrote last (a changed contact).
+pub(crate) fn contact_digest(o: Value<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for name in CONTACT_FIELDS {
+        name.hash(&mut h);
+        match o.field(name) {
+            Some(v) => hash_value(v, &mut h),
+            None => 0u8.hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+/// Feeds a JSON value into `h`, kind by kind (objects in their order on the wire).
+fn hash_value(v: Value<'_>, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    match v.kind() {
+        Kind::Null => 1u8.hash(h),
+        Kind::Bool(b) => (2u8, b).hash(h),
+        Kind::Number(n) => (3u8, format!("{n:?}")).hash(h),
+        Kind::Str(s) => (4u8, s).hash(h),
+        Kind::Array(a) => {
+            (5u8, a.len()).hash(h);
+            for e in a.iter() {
+                hash_value(e, h);
+            }
+        }
+        Kind::Object(o) => {
+            6u8.hash(h);
+            for (k, e) in o.iter() {
+                k.hash(h);
+                hash_value(e, h);
+            }
+        }
+    }
+}
+
 /// Writes one opportunity and its inline children. `new_contact` is false when this page
 /// already wrote the contact's rows (opportunities of one person share them).
 pub(crate) fn write_opportunity(t: &mut Tables, o: Value<'_>, new_contact: bool) {
@@ -535,5 +587,30 @@ mod tests {
             super::link_id("contact-9f", "https://www.linkedin.com/in/jane"),
             "dabdd6d2f2574cf81f14ffcc51aa2184"
         );
+    }
+
+    #[test]
+    fn the_contact_digest_follows_every_contact_field() {
+        let digest = |text: &str| {
+            let doc = crate::http::json::Doc::parse(text.as_bytes()).unwrap();
+            super::contact_digest(doc.value())
+        };
+        let base = r#"{"id": "o1", "stage": "s1", "name": "Ann", "headline": "x", "emails": ["a@x"], "phones": [], "links": []}"#;
+        let other_opportunity = r#"{"id": "o2", "stage": "s9", "name": "Ann", "headline": "x", "emails": ["a@x"], "phones": [], "links": []}"#;
+        assert_eq!(
+            digest(base),
+            digest(other_opportunity),
+            "opportunity fields do not count"
+        );
+        for changed in [
+            r#"{"id": "o1", "name": "Anna", "headline": "x", "emails": ["a@x"], "phones": [], "links": []}"#,
+            r#"{"id": "o1", "name": "Ann", "headline": "x", "emails": ["a@y"], "phones": [], "links": []}"#,
+            r#"{"id": "o1", "name": "Ann", "headline": "x", "emails": ["a@x"], "phones": [{"value": "1"}], "links": []}"#,
+            r#"{"id": "o1", "name": "Ann", "headline": "x", "emails": ["a@x"], "phones": [], "links": ["l"]}"#,
+            r#"{"id": "o1", "name": "Ann", "headline": "x", "emails": ["a@x"], "phones": [], "links": [], "isAnonymized": true}"#,
+            r#"{"id": "o1", "name": "Ann", "headline": "x", "location": "Paris", "emails": ["a@x"], "phones": [], "links": []}"#,
+        ] {
+            assert_ne!(digest(base), digest(changed), "{changed}");
+        }
     }
 }

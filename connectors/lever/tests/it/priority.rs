@@ -309,3 +309,26 @@ async fn priority_first_costs_at_most_two_percent_more_requests() {
         overhead * 100.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_shared_across_windows_is_written_once_unless_it_changes() {
+    let (env, config) = recent_activity_env().await;
+    let truth = env.emu.truth();
+    let contacts: BTreeSet<&str> = truth
+        .opportunities
+        .iter()
+        .filter_map(|o| o["contact"].as_str())
+        .collect();
+    assert!(
+        contacts.len() < truth.opportunities.len(),
+        "the emulator gives some people several opportunities"
+    );
+    let dest = MemoryDestination::new("lever");
+    let report = sync(&config, &dest, at(truth.now_ms)).await.expect("sync");
+    assert_eq!(
+        report.rows_received["contact"],
+        contacts.len() as u64,
+        "each contact's rows were sent once, though its opportunities sit in different windows and pages"
+    );
+    assert_matches_oracle(&dest, &truth, true);
+}
