@@ -235,6 +235,25 @@ impl TestServer {
     }
 
     /// Waits until `connection` has a run matching `pred`; returns it.
+    /// Waits until no run of `connection` is queued or running.
+    pub(crate) async fn wait_until_idle(&self, connection: &str) {
+        for _ in 0..1200 {
+            let runs = self
+                .get(&format!("/v1/connections/{connection}/runs"))
+                .await;
+            let busy = runs["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| matches!(r["status"].as_str(), Some("queued" | "running")));
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{connection} still had a run in progress after 120 s");
+    }
+
     pub(crate) async fn wait_for_run(
         &self,
         connection: &str,

@@ -101,6 +101,7 @@ async fn lifecycle_from_create_to_restart() {
         first["tables"].get("opportunity_source").is_none(),
         "{first}"
     );
+    s.wait_until_idle(&id).await;
     assert_lake_matches(
         &s.lake(),
         &lever.emu,
@@ -127,6 +128,7 @@ async fn lifecycle_from_create_to_restart() {
         second["tables"]["users"]["received"].as_u64().unwrap() > 0,
         "{second}"
     );
+    s.wait_until_idle(&id).await;
     assert_lake_matches(
         &s.lake(),
         &lever.emu,
@@ -239,6 +241,16 @@ async fn lifecycle_from_create_to_restart() {
     let scheduled = s.wait_for_run(&id, |r| r["trigger"] == "schedule").await;
     let scheduled = s.wait_run(scheduled["id"].as_str().unwrap()).await;
     assert_eq!(scheduled["status"], "succeeded", "{scheduled}");
+    // The schedule fires every 200 ms here: pause it and let a run in progress end, so the
+    // lake is not read while a commit replaces its files.
+    s.send(
+        Method::POST,
+        &format!("/v1/connections/{id}/pause"),
+        json!({}),
+        StatusCode::OK,
+    )
+    .await;
+    s.wait_until_idle(&id).await;
     assert_lake_matches(
         &s.lake(),
         &lever.emu,
