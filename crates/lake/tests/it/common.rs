@@ -304,6 +304,21 @@ impl Lake {
     }
 }
 
+/// Runs a Python script (a reader this project did not write: DuckDB, delta-rs) and parses
+/// the JSON it prints; `what` names the reader in the failure.
+pub fn python_json(what: &str, script: &str) -> serde_json::Value {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("json from {what}: {e}"))
+}
+
 /// Whether `python3` can run `import <modules>`; panics when it cannot, unless
 /// `SLUICE_SKIP_DUCKDB_TESTS=1` (the switch of the Python-reader tests; then the test is
 /// skipped). `pip` names what to install.

@@ -4,7 +4,6 @@
 use crate::common::*;
 use sluice_core::{Change, Scope, Sink};
 use std::collections::BTreeSet;
-use std::process::Command;
 
 both!(
     delta_conformance,
@@ -177,16 +176,7 @@ print(json.dumps({{"version": t.version(), "rows": rows}}))
 "#,
         dir = dir.display().to_string()
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "deltalake failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = python_json("deltalake", &script);
     let mut rows = std::collections::BTreeMap::new();
     for r in v["rows"].as_array().unwrap() {
         let id = r["id"].as_str().unwrap().to_owned();

@@ -9,7 +9,6 @@
 use crate::common::*;
 use sluice_core::{Change, ColumnSpec, ColumnType, Scope, Sink, TableSpec};
 use std::collections::BTreeMap;
-use std::process::Command;
 
 /// The path of DuckDB's delta extension from the `duckdb-ext-delta` wheel, when python3 has
 /// duckdb, the extension and deltalake (see [`python_modules_available`]).
@@ -19,6 +18,7 @@ fn readers() -> Option<String> {
         return None;
     }
     let v = python_json(
+        "duckdb",
         r#"
 import duckdb, duckdb_ext, glob, json, os
 found = []
@@ -37,19 +37,6 @@ print(json.dumps(found))
         })
         .to_owned(),
     )
-}
-
-fn python_json(script: &str) -> serde_json::Value {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json from python")
 }
 
 /// `id -> (name, deleted)` as each reader sees the table in `dir`: `(delta-rs, DuckDB)`.
@@ -77,7 +64,7 @@ print(json.dumps({{"deltars": rs,
 "#,
         dir = dir.display().to_string()
     );
-    let v = python_json(&script);
+    let v = python_json("a Delta reader", &script);
     let rows = |reader: &str| {
         let mut out = Rows::new();
         for r in v[reader].as_array().unwrap() {
@@ -298,7 +285,7 @@ print(json.dumps({{"adds": adds, "plan": plan, "n": n}}, default=str))
 "#,
         dir = dir.display().to_string()
     );
-    let v = python_json(&script);
+    let v = python_json("a Delta reader", &script);
     let adds = v["adds"].as_array().unwrap();
     assert_eq!(adds.len(), 4, "{v}");
     let mut ranges: Vec<(i64, i64)> = adds
@@ -354,16 +341,19 @@ async fn superseded_files_stay_for_the_retention_and_go_after() {
     for f in first.iter().filter(|f| f.ends_with(".parquet")) {
         assert!(now.contains(f), "{f} stays within the retention");
     }
-    let old = python_json(&format!(
-        r#"
+    let old = python_json(
+        "a Delta reader",
+        &format!(
+            r#"
 import json, pyarrow
 from deltalake import DeltaTable, QueryBuilder
 t = DeltaTable({dir:?}, version=0)
 q = QueryBuilder().register("t", t).execute("select id, name from t").read_all()
 print(json.dumps(pyarrow.table(q).to_pylist()))
 "#,
-        dir = dir.display().to_string()
-    ));
+            dir = dir.display().to_string()
+        ),
+    );
     let old = old.as_array().unwrap();
     assert_eq!(old.len(), 100);
     assert!(

@@ -2,7 +2,6 @@
 
 use crate::common::*;
 use sluice_core::{ColumnSpec, ColumnType, Sink};
-use std::process::Command;
 
 /// Whether python3 with duckdb is there (see [`python_modules_available`]).
 fn duckdb_available() -> bool {
@@ -11,16 +10,7 @@ fn duckdb_available() -> bool {
 
 /// Runs a python script with duckdb and parses the JSON it prints.
 fn duckdb_json(script: &str) -> serde_json::Value {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "duckdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json from duckdb")
+    python_json("duckdb", script)
 }
 
 #[tokio::test]
