@@ -126,7 +126,7 @@ impl RunSummary {
                     "failed"
                 };
                 let error = ErrorSummary {
-                    kind: kind_name(e.kind()).to_owned(),
+                    kind: e.kind().name().to_owned(),
                     message: e.to_string(),
                     retryable: e.is_retryable(),
                 };
@@ -175,19 +175,6 @@ impl RunSummary {
                 let _ = std::fs::remove_file(&tmp);
                 Error::config(format!("--summary-json {}: {e}", path.display()))
             })
-    }
-}
-
-/// The error kind's name in the summary.
-fn kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Config => "config",
-        ErrorKind::Auth => "auth",
-        ErrorKind::Upstream => "upstream",
-        ErrorKind::Destination => "destination",
-        ErrorKind::Internal => "internal",
-        ErrorKind::Cancelled => "cancelled",
-        _ => "internal",
     }
 }
 

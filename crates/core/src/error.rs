@@ -33,6 +33,19 @@ impl ErrorKind {
         }
     }
 
+    /// The kind's name in machine-readable output (run summaries, the server's run history):
+    /// `config`, `auth`, `upstream`, `destination`, `internal` or `cancelled`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::Destination => "destination",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+
     /// A short lower-case label, used as the prefix of one-line error messages.
     pub fn label(self) -> &'static str {
         match self {

@@ -169,7 +169,7 @@ impl Runner {
                 } else {
                     RunStatus::Failed
                 };
-                run.error_kind = Some(kind_name(e.kind()).to_owned());
+                run.error_kind = Some(e.kind().name().to_owned());
                 run.error_message = Some(e.to_string());
                 tracing::warn!(status = run.status.as_str(), error = %e, "sync did not succeed");
             }
@@ -226,16 +226,4 @@ fn record_report(run: &mut Run, report: &SyncReport) {
     run.requests_by_endpoint = report.requests_by_endpoint.clone();
     run.responses_by_status = report.responses_by_status.clone();
     run.throttled = report.throttled;
-}
-
-/// The short name of an error kind (`config`, `auth`, …).
-pub fn kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Config => "config",
-        ErrorKind::Auth => "auth",
-        ErrorKind::Upstream => "upstream",
-        ErrorKind::Destination => "destination",
-        ErrorKind::Cancelled => "cancelled",
-        _ => "internal",
-    }
 }

@@ -4,7 +4,6 @@ use super::{AppState, Body};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::model::{Authorization, AuthorizeRequest, CheckResult, Connection, CredentialsInput};
 use crate::oauth;
-use crate::runner::kind_name;
 use crate::store::{OAuthClient, StoredConnection, secret};
 use crate::sync_config::sync_config;
 use axum::Json;
@@ -133,7 +132,7 @@ pub(crate) async fn check(
         Err(e) => CheckResult {
             ok: false,
             message: e.to_string(),
-            error_kind: Some(kind_name(e.kind()).to_owned()),
+            error_kind: Some(e.kind().name().to_owned()),
         },
     }))
 }
