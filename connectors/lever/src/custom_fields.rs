@@ -16,8 +16,7 @@
 use crate::decode::Ex;
 use crate::decode::{Field, Kind, Value};
 use serde::{Deserialize, Serialize};
-use sluice_core::spec::to_snake_case;
-use sluice_core::{ColumnSpec, ColumnType, TableSpec};
+use sluice_core::{ColumnSpec, ColumnType, TableSpec, to_snake_case};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One custom column, as remembered in the state.

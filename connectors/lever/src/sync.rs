@@ -14,7 +14,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sluice_core::cpu::Phase;
+use sluice_core::CpuPhase;
 use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, TableSpec};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -296,7 +296,7 @@ impl Sync<'_> {
                     ));
                 }
             }
-            let batches = self.ctx.metrics.cpu_phase(Phase::Decode, || {
+            let batches = self.ctx.metrics.cpu_phase(CpuPhase::Decode, || {
                 for item in items.iter() {
                     (g.decode)(&mut t, item);
                 }
@@ -650,7 +650,7 @@ impl Sync<'_> {
         let mut contacts: Vec<String> = Vec::new();
         let mut seen_contacts = HashSet::new();
         let mut posting_form_ids = Vec::new();
-        self.ctx.metrics.cpu_phase(Phase::Decode, || {
+        self.ctx.metrics.cpu_phase(CpuPhase::Decode, || {
             for &o in opps {
                 let contact = contact_of(o);
                 let new_contact = contact.is_some_and(|c| {
@@ -701,7 +701,7 @@ impl Sync<'_> {
             }
         }
         ordered.sort_by_key(|(i, e, _)| (*i, *e));
-        let batches = self.ctx.metrics.cpu_phase(Phase::Decode, || {
+        let batches = self.ctx.metrics.cpu_phase(CpuPhase::Decode, || {
             for (i, e, items) in &ordered {
                 let o = opps[*i];
                 let id = &opp_ids[*i];

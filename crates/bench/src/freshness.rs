@@ -10,9 +10,8 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::json;
-use sluice_core::{
-    Change, CommitReport, Sink, SinkChange, State, TableSpec, async_trait, merge::string_at,
-};
+use sluice_core::arrow::array::AsArray;
+use sluice_core::{Change, CommitReport, Sink, SinkChange, State, TableSpec, async_trait};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,10 +66,11 @@ impl Sink for Watching {
             && table == "opportunity"
         {
             let mut w = self.watch.lock().expect("watch lock");
-            for row in 0..batch.num_rows() {
-                if let Some(id) = string_at(batch, "id", row) {
-                    w.staged.push(id);
-                }
+            let ids = batch
+                .column_by_name("id")
+                .and_then(|c| c.as_string_opt::<i32>());
+            for id in ids.into_iter().flatten().flatten() {
+                w.staged.push(id.to_owned());
             }
         }
         self.inner.write(change).await

@@ -193,7 +193,7 @@ struct SyncFigures {
     cpu_s: f64,
     bytes_written: u64,
     bytes_rewritten: u64,
-    /// CPU seconds by phase, measured on the threads doing the work (see `sluice_core::cpu`).
+    /// CPU seconds by phase, measured on the threads doing the work (see `sluice_core::CpuPhase`).
     cpu_fetch_s: f64,
     cpu_decode_s: f64,
     cpu_transform_s: f64,
@@ -285,14 +285,14 @@ async fn sync(
         };
         tables.insert(name.clone(), figures);
     }
-    use sluice_core::cpu::Phase;
-    let phase = |p: Phase| metrics.cpu_seconds(p);
-    let in_phases: f64 = Phase::ALL.into_iter().map(phase).sum();
+    use sluice_core::CpuPhase;
+    let phase = |p: CpuPhase| metrics.cpu_seconds(p);
+    let in_phases: f64 = CpuPhase::ALL.into_iter().map(phase).sum();
     Ok(SyncFigures {
-        cpu_fetch_s: phase(Phase::Fetch),
-        cpu_decode_s: phase(Phase::Decode),
-        cpu_transform_s: phase(Phase::Transform),
-        cpu_write_s: phase(Phase::Write),
+        cpu_fetch_s: phase(CpuPhase::Fetch),
+        cpu_decode_s: phase(CpuPhase::Decode),
+        cpu_transform_s: phase(CpuPhase::Transform),
+        cpu_write_s: phase(CpuPhase::Write),
         cpu_other_s: (cpu_s - in_phases).max(0.0),
         requests: report.requests,
         throttled: report.throttled,

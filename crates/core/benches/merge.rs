@@ -8,7 +8,8 @@ use sluice_core::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use sluice_core::arrow::datatypes::{Field, Schema};
-use sluice_core::{Change, ColumnSpec, ColumnType, Scope, SinkChange, SyncKind, TableSpec, merge};
+use sluice_core::sink_support::merge;
+use sluice_core::{Change, ColumnSpec, ColumnType, Scope, SinkChange, SyncKind, TableSpec};
 use std::hint::black_box;
 use std::sync::Arc;
 

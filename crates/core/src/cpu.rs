@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 /// A phase of a sync whose CPU time is accounted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum CpuPhase {
     /// HTTP requests: building, sending, receiving (transport and client library).
     Fetch = 0,
     /// Turning response bodies into Arrow batches (JSON parsing included).
@@ -26,31 +26,36 @@ pub enum Phase {
     Write = 3,
 }
 
-impl Phase {
+impl CpuPhase {
     /// Every phase, in report order.
-    pub const ALL: [Phase; 4] = [Phase::Fetch, Phase::Decode, Phase::Transform, Phase::Write];
+    pub const ALL: [CpuPhase; 4] = [
+        CpuPhase::Fetch,
+        CpuPhase::Decode,
+        CpuPhase::Transform,
+        CpuPhase::Write,
+    ];
 
     /// The phase's name in reports.
     pub fn name(self) -> &'static str {
         match self {
-            Phase::Fetch => "fetch",
-            Phase::Decode => "decode",
-            Phase::Transform => "transform",
-            Phase::Write => "write",
+            CpuPhase::Fetch => "fetch",
+            CpuPhase::Decode => "decode",
+            CpuPhase::Transform => "transform",
+            CpuPhase::Write => "write",
         }
     }
 }
 
 /// CPU nanoseconds this thread has used (rustix: the safe wrapper of `clock_gettime`).
 #[cfg(unix)]
-pub fn thread_cpu_ns() -> u64 {
+pub(crate) fn thread_cpu_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// CPU nanoseconds this thread has used (unsupported platform: always 0).
 #[cfg(not(unix))]
-pub fn thread_cpu_ns() -> u64 {
+pub(crate) fn thread_cpu_ns() -> u64 {
     0
 }
 
@@ -72,7 +77,7 @@ fn exclusive<T>(f: impl FnOnce() -> T) -> (T, u64) {
 
 impl Metrics {
     /// Runs `f`, charging its CPU time to `phase` when accounting is on.
-    pub fn cpu_phase<T>(&self, phase: Phase, f: impl FnOnce() -> T) -> T {
+    pub fn cpu_phase<T>(&self, phase: CpuPhase, f: impl FnOnce() -> T) -> T {
         if !self.accounts_cpu() {
             return f();
         }
@@ -82,7 +87,7 @@ impl Metrics {
     }
 
     /// `fut`, charging the CPU time of its polls to `phase` when accounting is on.
-    pub fn metered<F: Future>(&self, phase: Phase, fut: F) -> Metered<F> {
+    pub fn metered<F: Future>(&self, phase: CpuPhase, fut: F) -> Metered<F> {
         Metered {
             inner: fut,
             phase,
@@ -92,11 +97,11 @@ impl Metrics {
 }
 
 pin_project_lite::pin_project! {
-    /// A future whose polls are charged to a [`Phase`] (see [`Metrics::metered`]).
+    /// A future whose polls are charged to a [`CpuPhase`] (see [`Metrics::metered`]).
     pub struct Metered<F> {
         #[pin]
         inner: F,
-        phase: Phase,
+        phase: CpuPhase,
         metrics: Option<Metrics>,
     }
 }
@@ -132,17 +137,17 @@ mod tests {
     #[test]
     fn nested_phases_are_exclusive_and_off_costs_nothing() {
         let off = Metrics::new();
-        off.cpu_phase(Phase::Decode, || spin(2));
-        assert_eq!(off.cpu_seconds(Phase::Decode), 0.0);
+        off.cpu_phase(CpuPhase::Decode, || spin(2));
+        assert_eq!(off.cpu_seconds(CpuPhase::Decode), 0.0);
 
         let m = Metrics::new();
         m.account_cpu();
-        m.cpu_phase(Phase::Fetch, || {
+        m.cpu_phase(CpuPhase::Fetch, || {
             spin(20);
-            m.cpu_phase(Phase::Decode, || spin(30));
+            m.cpu_phase(CpuPhase::Decode, || spin(30));
         });
-        let fetch = m.cpu_seconds(Phase::Fetch);
-        let decode = m.cpu_seconds(Phase::Decode);
+        let fetch = m.cpu_seconds(CpuPhase::Fetch);
+        let decode = m.cpu_seconds(CpuPhase::Decode);
         assert!(decode >= 0.030, "decode {decode}");
         assert!(
             (0.020..0.030).contains(&fetch),
@@ -154,12 +159,12 @@ mod tests {
     async fn metered_futures_count_polls_not_waits() {
         let m = Metrics::new();
         m.account_cpu();
-        m.metered(Phase::Write, async {
+        m.metered(CpuPhase::Write, async {
             spin(10);
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         })
         .await;
-        let write = m.cpu_seconds(Phase::Write);
+        let write = m.cpu_seconds(CpuPhase::Write);
         assert!((0.010..0.040).contains(&write), "write {write}");
     }
 }

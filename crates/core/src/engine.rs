@@ -1,7 +1,7 @@
 //! The sync engine: source → bounded channel → transforms → sink, committing at every
 //! checkpoint (data first, then state) and never past a failure.
 
-use crate::cpu::Phase;
+use crate::cpu::CpuPhase;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{SinkChange, SourceMessage};
 use crate::metrics::Metrics;
@@ -264,8 +264,8 @@ async fn drive(
                     let table = change.table().to_owned();
                     let rows = change.rows() as u64;
                     let is_upsert = matches!(change, crate::Change::Upsert { .. });
-                    let applied =
-                        metrics.cpu_phase(Phase::Transform, || plan.apply(change, synced_at_us))?;
+                    let applied = metrics
+                        .cpu_phase(CpuPhase::Transform, || plan.apply(change, synced_at_us))?;
                     let Some(change) = applied else {
                         continue;
                     };
@@ -276,7 +276,7 @@ async fn drive(
                     }
                     metrics
                         .metered(
-                            Phase::Write,
+                            CpuPhase::Write,
                             sink.write(SinkChange {
                                 change,
                                 synced_at_us,
@@ -305,7 +305,7 @@ async fn drive(
                         last_state.committed_at_ms = now_ms();
                         report.absorb(
                             metrics
-                                .metered(Phase::Write, sink.commit(&last_state))
+                                .metered(CpuPhase::Write, sink.commit(&last_state))
                                 .await?,
                         );
                         tracing::debug!(
@@ -348,7 +348,7 @@ async fn drive(
         report.absorb(
             options
                 .metrics
-                .metered(Phase::Write, sink.commit(&state))
+                .metered(CpuPhase::Write, sink.commit(&state))
                 .await?,
         );
     }

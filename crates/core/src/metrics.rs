@@ -28,7 +28,7 @@ struct Inner {
     status: Mutex<Option<String>>,
     /// Answers per (endpoint, HTTP status or `error`).
     responses: Mutex<BTreeMap<(String, String), u64>>,
-    /// Whether CPU time is accounted by [`crate::cpu::Phase`].
+    /// Whether CPU time is accounted by [`crate::cpu::CpuPhase`].
     account_cpu: std::sync::atomic::AtomicBool,
     cpu_ns: [AtomicU64; 4],
 }
@@ -122,7 +122,7 @@ impl Metrics {
     pub fn tables(&self) -> BTreeMap<String, TableCounters> {
         self.0.tables.lock().expect("metrics lock").clone()
     }
-    /// Turns on CPU accounting by phase (see [`crate::cpu`]).
+    /// Turns on CPU accounting by phase (see [`CpuPhase`](crate::CpuPhase)).
     pub fn account_cpu(&self) {
         self.0.account_cpu.store(true, Ordering::Relaxed);
     }
@@ -130,11 +130,11 @@ impl Metrics {
     pub fn accounts_cpu(&self) -> bool {
         self.0.account_cpu.load(Ordering::Relaxed)
     }
-    pub(crate) fn add_cpu_ns(&self, phase: crate::cpu::Phase, ns: u64) {
+    pub(crate) fn add_cpu_ns(&self, phase: crate::cpu::CpuPhase, ns: u64) {
         self.0.cpu_ns[phase as usize].fetch_add(ns, Ordering::Relaxed);
     }
     /// CPU seconds charged to `phase` so far (0 unless [`Metrics::account_cpu`] was called).
-    pub fn cpu_seconds(&self, phase: crate::cpu::Phase) -> f64 {
+    pub fn cpu_seconds(&self, phase: crate::cpu::CpuPhase) -> f64 {
         self.0.cpu_ns[phase as usize].load(Ordering::Relaxed) as f64 / 1e9
     }
     fn with_table(&self, table: &str, f: impl FnOnce(&mut TableCounters)) {

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Environment variable holding the hashing salt; it wins over a configured salt.
-pub const SALT_ENV: &str = "SLUICE_HASH_SALT";
+const SALT_ENV: &str = "SLUICE_HASH_SALT";
 /// Default of [`RunSettings::commit_interval_secs`].
-pub const DEFAULT_COMMIT_INTERVAL_SECS: u64 = 30;
+const DEFAULT_COMMIT_INTERVAL_SECS: u64 = 30;
 /// Default of [`RunSettings::commit_max_rows`].
-pub const DEFAULT_COMMIT_MAX_ROWS: u64 = 250_000;
+const DEFAULT_COMMIT_MAX_ROWS: u64 = 250_000;
 
 /// Everything that shapes a sync besides the source's and the sink's own settings.
 #[derive(Debug, Clone, Default)]

@@ -14,6 +14,15 @@ use async_trait::async_trait;
 
 /// Keeps named secrets durably: one copy each, overwritten in place.
 ///
+/// A rotated OAuth refresh token is the only copy of the account's authorization: the
+/// previous token dies when the new one is issued. It therefore cannot wait for a commit like
+/// the rest of the state; a source saves it through the store
+/// ([`ReadContext::secrets`](crate::ReadContext::secrets),
+/// [`CheckContext::secrets`](crate::CheckContext::secrets)) *before* it uses the access token
+/// that came with it, so that a failure, Ctrl-C or a kill at any later instant leaves a token
+/// that works. Sinks that keep state provide a store next to it
+/// ([`Sink::secret_store`](crate::Sink::secret_store)).
+///
 /// Implementations must make [`SecretStore::save`] durable before it returns (a crash right
 /// after it must not lose the value), must never write a secret in clear where others can
 /// read it (files `0600`), and must never put a secret in an error or a log line.

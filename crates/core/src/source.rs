@@ -32,7 +32,7 @@ pub struct ReadContext {
     pub cancel: CancellationToken,
     /// Counters for the progress display and summary.
     pub metrics: Metrics,
-    /// Where secrets that must outlive the run are saved (see [`crate::secret_store`]); the
+    /// Where secrets that must outlive the run are saved (see [`SecretStore`]); the
     /// sink's store, `None` when the sink keeps none.
     pub secrets: Option<Arc<dyn SecretStore>>,
 }
@@ -77,7 +77,7 @@ pub struct Emitter {
 
 impl Emitter {
     /// Wraps a channel sender.
-    pub fn new(tx: mpsc::Sender<SourceMessage>) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<SourceMessage>) -> Self {
         Emitter { tx }
     }
 
@@ -174,7 +174,10 @@ pub trait DynSource: Send + Sync {
 }
 
 /// Deserializes a plugin's config section, naming the offending key in a config error.
-pub fn parse_config<T: DeserializeOwned>(section: &str, config: &serde_json::Value) -> Result<T> {
+pub(crate) fn parse_config<T: DeserializeOwned>(
+    section: &str,
+    config: &serde_json::Value,
+) -> Result<T> {
     let value = if config.is_null() {
         serde_json::Value::Object(Default::default())
     } else {

@@ -25,19 +25,19 @@ pub const END_OF_TIME_US: i64 = 253_402_300_799_999_000;
 pub const SYSTEM_COLUMNS: [&str; 5] = [SYNCED, DELETED, START, END, ACTIVE];
 
 /// Arrow field metadata key: `"true"` on primary-key columns.
-pub const META_PRIMARY_KEY: &str = "sluice.primary_key";
+pub(crate) const META_PRIMARY_KEY: &str = "sluice.primary_key";
 /// Arrow field metadata key: `"true"` on sensitive columns (personal data).
-pub const META_SENSITIVE: &str = "sluice.sensitive";
+pub(crate) const META_SENSITIVE: &str = "sluice.sensitive";
 /// Arrow field metadata key: `"true"` on columns whose values were hashed.
-pub const META_HASHED: &str = "sluice.hashed";
+pub(crate) const META_HASHED: &str = "sluice.hashed";
 /// Arrow field metadata key: the logical [`ColumnType`] (`json` vs `string` share Utf8).
-pub const META_TYPE: &str = "sluice.type";
+pub(crate) const META_TYPE: &str = "sluice.type";
 /// Arrow schema metadata key: the table name.
-pub const META_TABLE: &str = "sluice.table";
+pub(crate) const META_TABLE: &str = "sluice.table";
 /// Arrow schema metadata key: comma-separated primary key.
-pub const META_KEY: &str = "sluice.key";
+pub(crate) const META_KEY: &str = "sluice.key";
 /// Arrow schema metadata key: `"true"` when the table keeps history.
-pub const META_HISTORY: &str = "sluice.history";
+pub(crate) const META_HISTORY: &str = "sluice.history";
 
 /// The logical type of a column. Each maps to exactly one Arrow type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -376,7 +376,7 @@ impl TableSpec {
 }
 
 /// Whether `s` is a lower-case snake_case identifier (`[a-z_][a-z0-9_]*`).
-pub fn is_snake_case(s: &str) -> bool {
+fn is_snake_case(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

@@ -124,7 +124,7 @@ impl Plan {
     /// Marks tables that were stored with history-mode versions (per `state`) but now have
     /// history off: their versions and version columns are kept
     /// ([`TableSpec::history_retained`]).
-    pub fn retain_history(&mut self, state: &crate::State) {
+    pub(crate) fn retain_history(&mut self, state: &crate::State) {
         for (name, t) in &mut self.tables {
             if state.table(name).versioned && !t.dest.history {
                 t.dest.history_retained = true;
@@ -134,7 +134,7 @@ impl Plan {
     }
 
     /// Destination declarations of the enabled tables.
-    pub fn dest_specs(&self) -> Vec<TableSpec> {
+    pub(crate) fn dest_specs(&self) -> Vec<TableSpec> {
         self.tables.values().map(|t| t.dest.clone()).collect()
     }
 
@@ -339,7 +339,7 @@ pub fn hash_value(salt: &Secret, value: &[u8]) -> String {
 
 /// Hashes every non-null value of `array` on its canonical text form (strings as they are,
 /// numbers and booleans as Arrow prints them, timestamps as RFC 3339).
-pub fn hash_array(salt: &Secret, array: &ArrayRef) -> Result<StringArray> {
+pub(crate) fn hash_array(salt: &Secret, array: &ArrayRef) -> Result<StringArray> {
     let text = cast(array, &DataType::Utf8)?;
     let text = text
         .as_any()

@@ -5,7 +5,7 @@
 //! `groups × rows` bucket hashes and filter passes (16× the work for a 16-bucket table);
 //! [`BucketedChanges`] hashes each row once and hands every group exactly its rows.
 //!
-//! Restriction rules (what [`sluice_core::merge::merge`] needs to give the same result on
+//! Restriction rules (what [`sluice_core::sink_support::merge`] needs to give the same result on
 //! a group as on the whole table, restricted to that group):
 //! * `Upsert` rows go to the bucket of their bucket column (bucket 0 without one, as they
 //!   are stored);

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use sluice_core::merge::select_values;
+use sluice_core::sink_support::select_values;
 use sluice_core::{Change, CommitReport, Scope, SinkChange, State};
 use std::collections::{BTreeMap, BTreeSet};
 

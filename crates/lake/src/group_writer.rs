@@ -16,7 +16,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use roaring::RoaringTreemap;
-use sluice_core::merge::{Chunk, ChunkedMerge, align, merge_into_empty};
+use sluice_core::sink_support::{Chunk, ChunkedMerge, align, merge_into_empty};
 use sluice_core::{SinkChange, TableCommitStats, TableSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -86,7 +86,7 @@ pub(crate) fn bucket_of(value: &str, buckets: u32) -> u32 {
 }
 
 /// The bucket of every row of `column` (NULL goes to bucket 0). Values are formatted as
-/// text the same way [`sluice_core::merge::select_values`] does, so a `Scope::Where` value
+/// text the same way [`sluice_core::sink_support::select_values`] does, so a `Scope::Where` value
 /// maps to the bucket of the rows holding it.
 pub(crate) fn buckets_of(column: &dyn Array, buckets: u32) -> Result<Vec<u32>> {
     if buckets == 1 {

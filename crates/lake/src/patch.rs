@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use roaring::RoaringTreemap;
 use rustc_hash::FxHashMap;
 use sluice_core::SinkChange;
-use sluice_core::merge::align;
+use sluice_core::sink_support::align;
 use std::collections::BTreeSet;
 
 impl GroupWriter<'_> {

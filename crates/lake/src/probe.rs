@@ -7,7 +7,7 @@
 //! and in which buckets changed keys live today. A bucket no stored row of which is affected
 //! can take the merged new rows as an additional file; any other bucket is rewritten.
 //!
-//! The decision mirrors [`sluice_core::merge::merge`] exactly:
+//! The decision mirrors [`sluice_core::sink_support::merge`] exactly:
 //! * an upsert affects a stored row with the same key (history tables: the active version);
 //! * a `Delete` affects a stored row with the key that it would change (history: the active
 //!   version; soft deletes: a row not yet deleted; hard deletes: any row);
@@ -26,8 +26,7 @@ use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use roaring::RoaringTreemap;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use sluice_core::key_index::KeyIndex;
-use sluice_core::spec::{ACTIVE, DELETED};
+use sluice_core::sink_support::{ACTIVE, DELETED, KeyIndex};
 use sluice_core::{Change, Scope, SinkChange, TableSpec};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};

@@ -11,7 +11,7 @@ use crate::durable::{self, Place};
 use crate::layout;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
-use sluice_core::secret_store::check_secret_name;
+use sluice_core::sink_support::check_secret_name;
 use sluice_core::{Error, Result, Secret, SecretStore, async_trait};
 
 /// Name of the folder under `_sluice` holding the secrets.

@@ -17,7 +17,7 @@ use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use roaring::RoaringTreemap;
-use sluice_core::merge::align;
+use sluice_core::sink_support::align;
 use sluice_core::{CommitReport, Sink, SinkChange, State, TableSpec, async_trait};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;

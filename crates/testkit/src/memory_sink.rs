@@ -4,7 +4,7 @@
 use crate::memory_secrets::MemorySecrets;
 use crate::rows::{Row, batch_rows};
 use sluice_core::arrow::record_batch::RecordBatch;
-use sluice_core::merge::{merge, select_values};
+use sluice_core::sink_support::{align, merge, select_values};
 use sluice_core::{
     CommitReport, Error, Result, Scope, Sink, SinkChange, State, TableSpec, async_trait,
 };
@@ -218,7 +218,7 @@ impl Sink for MemorySink {
 
     async fn update_table(&mut self, spec: &TableSpec) -> Result<()> {
         if let Some((_, batch)) = self.dest.lock().tables.get(&spec.name) {
-            sluice_core::merge::align(batch, &spec.arrow_schema(), &spec.name)?;
+            align(batch, &spec.arrow_schema(), &spec.name)?;
         }
         self.specs.insert(spec.name.clone(), spec.clone());
         Ok(())
@@ -290,11 +290,7 @@ impl Sink for MemorySink {
 
     async fn scan(&self, table: &TableSpec) -> Result<Vec<RecordBatch>> {
         match self.dest.lock().tables.get(&table.name) {
-            Some((_, b)) => Ok(vec![sluice_core::merge::align(
-                b,
-                &table.arrow_schema(),
-                &table.name,
-            )?]),
+            Some((_, b)) => Ok(vec![align(b, &table.arrow_schema(), &table.name)?]),
             None => Ok(Vec::new()),
         }
     }

@@ -10,7 +10,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 pub(crate) use json::Doc;
 use reqwest::StatusCode;
-use sluice_core::cpu::Phase;
+use sluice_core::CpuPhase;
 use sluice_core::{Error, Metrics, Result};
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -330,7 +330,7 @@ impl Client {
         query: &[(&str, String)],
     ) -> std::result::Result<Option<Answer>, PageError> {
         let fetch = self.get_unmetered(label, path, query);
-        self.0.metrics.metered(Phase::Fetch, fetch).await
+        self.0.metrics.metered(CpuPhase::Fetch, fetch).await
     }
 
     async fn get_unmetered(
@@ -598,7 +598,7 @@ impl Client {
         let parsed = self
             .0
             .metrics
-            .cpu_phase(Phase::Decode, || Doc::parse_bytes(body));
+            .cpu_phase(CpuPhase::Decode, || Doc::parse_bytes(body));
         match parsed {
             Ok(body) => {
                 if let Some(ms) = server_time_ms {

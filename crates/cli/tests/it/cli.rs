@@ -361,7 +361,7 @@ async fn the_documented_example_config_is_valid_and_runs() {
     let salt = sluice_core::Secret::new("example-salt");
     let user_hashes: std::collections::BTreeSet<String> = users
         .iter()
-        .map(|u| sluice_core::transform::hash_value(&salt, u["id"].as_str().unwrap().as_bytes()))
+        .map(|u| sluice_core::hash_value(&salt, u["id"].as_str().unwrap().as_bytes()))
         .collect();
     let owners: Vec<&str> = tables["opportunity"]
         .iter()

@@ -330,10 +330,10 @@ pub(crate) async fn assert_lake_matches(
                         let v = if hashed.contains(&(table.as_str(), c.as_str())) {
                             match v {
                                 Value::Null => Value::Null,
-                                Value::String(s) => Value::String(
-                                    sluice_core::transform::hash_value(&salt, s.as_bytes()),
-                                ),
-                                other => Value::String(sluice_core::transform::hash_value(
+                                Value::String(s) => {
+                                    Value::String(sluice_core::hash_value(&salt, s.as_bytes()))
+                                }
+                                other => Value::String(sluice_core::hash_value(
                                     &salt,
                                     other.to_string().as_bytes(),
                                 )),

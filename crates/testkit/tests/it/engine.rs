@@ -189,7 +189,7 @@ async fn blocking_and_hashing_apply_end_to_end() {
     );
     let row = &dest.committed_rows("parent")[0];
     assert!(!row.contains_key("score"), "blocked column written");
-    let expected = sluice_core::transform::hash_value(&Secret::new("pepper"), b"parent p0000 v1");
+    let expected = sluice_core::hash_value(&Secret::new("pepper"), b"parent p0000 v1");
     assert_eq!(row["name"], expected.as_str());
 }
 

@@ -14,9 +14,9 @@
 
 use super::{ScopeMatcher, bool_col, key_columns, key_layout, merge, pick};
 use crate::error::{Error, Result};
-use crate::key_index::KeyIndex;
 use crate::message::{Change, Scope, SinkChange};
 use crate::sink::TableCommitStats;
+use crate::sink_support::KeyIndex;
 use crate::spec::{ACTIVE, DELETED, END, START, SYNCED, TableSpec};
 use arrow::array::{Array, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;

@@ -5,14 +5,13 @@
 //! ([`TableSpec::arrow_schema`]). [`merge`] returns the new rows; it never duplicates a
 //! storage key.
 
+use super::key_index::KeyIndex;
 use crate::error::{Error, Result};
-use crate::key_index::KeyIndex;
 use crate::message::{Change, Scope, SinkChange};
 use crate::sink::TableCommitStats;
 use crate::spec::{ACTIVE, DELETED, END, END_OF_TIME_US, START, SYNCED, TableSpec};
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
-    new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray, new_null_array,
 };
 use arrow::compute::{concat, interleave};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
@@ -24,7 +23,7 @@ use std::sync::Arc;
 mod chunked;
 mod new_keys;
 pub use chunked::{Chunk, ChunkedMerge};
-pub use new_keys::{merge_into_empty, merge_new_keys};
+pub use new_keys::merge_into_empty;
 
 /// Aligns `batch` to `schema` by column name: missing columns become NULL, extra columns are
 /// an error, and a type change is an error (never a silent conversion).
@@ -682,29 +681,14 @@ fn ts(values: impl Iterator<Item = i64>) -> TimestampMicrosecondArray {
     TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC")
 }
 
-/// The string value of `column` at `row` of `batch` (for tests and diagnostics).
-pub fn string_at(batch: &RecordBatch, column: &str, row: usize) -> Option<String> {
-    let c = batch.column_by_name(column)?;
-    if c.is_null(row) {
-        return None;
-    }
-    if let Some(s) = c.as_any().downcast_ref::<StringArray>() {
-        return Some(s.value(row).to_owned());
-    }
-    ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())
-        .ok()
-        .map(|f| f.value(row).to_string())
-}
-
 #[cfg(test)]
-#[path = "merge_model_tests.rs"]
 mod model_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::{ColumnSpec, ColumnType, SyncKind};
-    use arrow::array::Int64Array;
+    use arrow::array::{Int64Array, StringArray};
 
     pub(super) fn spec(capture_deletes: bool, history: bool) -> TableSpec {
         let mut t = TableSpec::new(
@@ -763,6 +747,20 @@ mod tests {
             Arc::new(StringArray::from_iter_values(ids.iter().copied())) as ArrayRef,
         )])
         .unwrap()
+    }
+
+    /// The string value of `column` at `row` of `batch`.
+    fn string_at(batch: &RecordBatch, column: &str, row: usize) -> Option<String> {
+        let c = batch.column_by_name(column)?;
+        if c.is_null(row) {
+            return None;
+        }
+        if let Some(s) = c.as_any().downcast_ref::<StringArray>() {
+            return Some(s.value(row).to_owned());
+        }
+        ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())
+            .ok()
+            .map(|f| f.value(row).to_string())
     }
 
     pub(super) fn col(b: &RecordBatch, name: &str) -> Vec<String> {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 /// the caller guarantees (for example by distinct key hashes). Returns `None` when a delete in
 /// `changes` might remove an upserted row (a `Delete` with keys, or a `DeleteMissing` whose
 /// scope holds an upserted row that its `keep` lacks); the caller then uses [`merge`].
-pub fn merge_new_keys(
+pub(crate) fn merge_new_keys(
     spec: &TableSpec,
     changes: &[SinkChange],
 ) -> Result<Option<(Vec<RecordBatch>, TableCommitStats)>> {
@@ -296,7 +296,12 @@ fn batch_of_keep(spec: &TableSpec, keep: &RecordBatch, batches: &[&RecordBatch])
     })
 }
 
-/// [`merge_new_keys`] when it applies, else [`merge`] against no stored rows (one batch).
+/// `merge(spec, &[], changes)`: the merge of `changes` into a table with no stored rows.
+///
+/// When the caller guarantees that the upserted keys are pairwise distinct (`keys_distinct`)
+/// and no delete of `changes` can remove an upserted row, the result is the upserted batches
+/// themselves with their system columns, one batch per upsert (no key index, no copy);
+/// otherwise it is [`merge`]'s one batch.
 pub fn merge_into_empty(
     spec: &TableSpec,
     changes: &[SinkChange],
@@ -312,8 +317,8 @@ pub fn merge_into_empty(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::tests::{spec, up};
     use crate::message::Scope;
+    use crate::sink_support::merge::tests::{spec, up};
     use arrow::array::StringArray;
 
     /// A key batch of `(id, opportunity_id)` pairs: both columns for a composite key.
