@@ -146,10 +146,7 @@ pub(crate) async fn first_sync(
         source.as_ref(),
         &config,
         &mut sink,
-        sluice_core::SyncOptions {
-            commit_interval: Duration::ZERO,
-            ..Default::default()
-        },
+        sluice_core::SyncOptions::default().with_commit_interval(Duration::ZERO),
     )
     .await?;
     let w = watch.lock().expect("watch lock");

@@ -261,13 +261,11 @@ async fn sync(
         source.as_ref(),
         &config,
         sink.as_mut(),
-        sluice_core::SyncOptions {
-            // The CLI's defaults: commit every 30 s or 250,000 staged rows.
-            commit_interval: Duration::from_secs(30),
-            commit_max_rows,
-            metrics: metrics.clone(),
-            ..Default::default()
-        },
+        // The CLI's defaults: commit every 30 s or 250,000 staged rows.
+        sluice_core::SyncOptions::default()
+            .with_commit_interval(Duration::from_secs(30))
+            .with_commit_max_rows(commit_max_rows)
+            .with_metrics(metrics.clone()),
     )
     .await?;
     let wall_s = t0.elapsed().as_secs_f64();

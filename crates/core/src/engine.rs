@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How to run one sync.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SyncOptions {
     /// Per-table settings and the hashing salt.
     pub settings: SyncSettings,
@@ -59,8 +60,57 @@ impl Default for SyncOptions {
     }
 }
 
+impl SyncOptions {
+    /// Sets [`SyncOptions::settings`].
+    pub fn with_settings(mut self, settings: SyncSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+    /// Sets [`SyncOptions::force_resync`].
+    pub fn with_force_resync(mut self, tables: BTreeSet<String>) -> Self {
+        self.force_resync = tables;
+        self
+    }
+    /// Sets [`SyncOptions::channel_capacity`].
+    pub fn with_channel_capacity(mut self, messages: usize) -> Self {
+        self.channel_capacity = messages;
+        self
+    }
+    /// Sets [`SyncOptions::cancel`].
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+    /// Sets [`SyncOptions::metrics`].
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+    /// Fixes the sync's start at `ms` (epoch ms) instead of now.
+    pub fn with_started_at_ms(mut self, ms: i64) -> Self {
+        self.started_at_ms = Some(ms);
+        self
+    }
+    /// Sets [`SyncOptions::commit_interval`].
+    pub fn with_commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+    /// Sets [`SyncOptions::commit_max_rows`].
+    pub fn with_commit_max_rows(mut self, rows: u64) -> Self {
+        self.commit_max_rows = rows;
+        self
+    }
+    /// Sets [`SyncOptions::allow_origin_change`].
+    pub fn with_allow_origin_change(mut self, allow: bool) -> Self {
+        self.allow_origin_change = allow;
+        self
+    }
+}
+
 /// What a sync did.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct SyncReport {
     /// Per-table totals over all commits.
     pub tables: BTreeMap<String, TableCommitStats>,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 /// Counters of one table during a sync.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct TableCounters {
     /// Rows received from the source (upserts).
     pub rows: u64,

@@ -7,6 +7,7 @@ use crate::source::DynSource;
 use std::collections::BTreeSet;
 
 /// A source plugin's registration.
+#[non_exhaustive]
 pub struct SourcePlugin {
     /// Lower-case name used on the command line (`lever`).
     pub name: &'static str,
@@ -32,6 +33,7 @@ impl SourcePlugin {
 }
 
 /// A sink plugin's registration.
+#[non_exhaustive]
 pub struct SinkPlugin {
     /// Lower-case name used on the command line (`parquet`).
     pub name: &'static str,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 /// What one commit did to one table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct TableCommitStats {
     /// Keys that did not exist before.
     pub inserted: u64,
@@ -48,6 +49,7 @@ impl TableCommitStats {
 
 /// What one commit did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct CommitReport {
     /// Per-table statistics of the tables the commit touched.
     pub tables: BTreeMap<String, TableCommitStats>,

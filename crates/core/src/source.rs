@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Everything a source needs to know to read one sync.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ReadContext {
     /// The committed state of the previous sync (empty on the first).
     pub state: State,
@@ -54,6 +55,39 @@ impl CheckContext {
 }
 
 impl ReadContext {
+    /// A context reading `tables` from `state`, for a sync started at `started_at_ms`: no
+    /// forced re-import, a fresh cancellation token and counters, no secret store.
+    pub fn new(state: State, tables: BTreeMap<String, TableSpec>, started_at_ms: i64) -> Self {
+        ReadContext {
+            state,
+            tables,
+            force_resync: BTreeSet::new(),
+            started_at_ms,
+            cancel: CancellationToken::new(),
+            metrics: Metrics::new(),
+            secrets: None,
+        }
+    }
+    /// Sets [`ReadContext::force_resync`].
+    pub fn with_force_resync(mut self, tables: BTreeSet<String>) -> Self {
+        self.force_resync = tables;
+        self
+    }
+    /// Sets [`ReadContext::cancel`].
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+    /// Sets [`ReadContext::metrics`].
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+    /// Sets the store secrets are saved to ([`ReadContext::secrets`]).
+    pub fn with_secrets(mut self, secrets: Arc<dyn SecretStore>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
     /// Whether `table` is enabled (not blocked).
     pub fn is_enabled(&self, table: &str) -> bool {
         self.tables.contains_key(table)

@@ -83,6 +83,7 @@ impl ColumnType {
 
 /// One column of a table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ColumnSpec {
     /// Lower-case snake_case name, exactly as written to the destination.
     pub name: String,
@@ -145,6 +146,7 @@ pub enum SyncKind {
 
 /// The declaration of one table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TableSpec {
     /// Lower-case snake_case table name (the destination folder name).
     pub name: String,

@@ -20,6 +20,7 @@ pub const STATE_VERSION: u32 = 2;
 /// refused, so demo rows never mix with an account's and one account's cursor never drives
 /// another's sync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Origin {
     /// The endpoint read (a base URL, without credentials), or a fixed name for built-in demo
     /// data.
@@ -71,6 +72,7 @@ pub enum Cursor {
 
 /// Per-table state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TableState {
     /// The highest cursor value committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +91,7 @@ pub struct TableState {
 
 /// The whole state of one destination.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct State {
     /// Format version; see [`STATE_VERSION`].
     pub version: u32,

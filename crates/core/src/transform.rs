@@ -17,6 +17,7 @@ use std::sync::Arc;
 /// The user's settings for one table (`[tables.<name>]` in `sluice.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TableSettings {
     /// `false` blocks the table: it is never requested and gets no folder.
     #[serde(default = "enabled_by_default")]
@@ -47,8 +48,32 @@ impl Default for TableSettings {
     }
 }
 
+impl TableSettings {
+    /// Sets [`TableSettings::enabled`] (`false` blocks the table).
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+    /// Sets [`TableSettings::blocked_columns`].
+    pub fn with_blocked_columns(mut self, columns: Vec<String>) -> Self {
+        self.blocked_columns = columns;
+        self
+    }
+    /// Sets [`TableSettings::hashed_columns`].
+    pub fn with_hashed_columns(mut self, columns: Vec<String>) -> Self {
+        self.hashed_columns = columns;
+        self
+    }
+    /// Turns history mode on or off for the table, whatever the source's default.
+    pub fn with_history(mut self, history: bool) -> Self {
+        self.history = Some(history);
+        self
+    }
+}
+
 /// Settings of one sync: per-table settings and the hashing salt.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct SyncSettings {
     /// Per-table settings; tables not listed use the defaults.
     pub tables: BTreeMap<String, TableSettings>,
@@ -56,8 +81,22 @@ pub struct SyncSettings {
     pub hash_salt: Option<Secret>,
 }
 
+impl SyncSettings {
+    /// Sets [`SyncSettings::tables`].
+    pub fn with_tables(mut self, tables: BTreeMap<String, TableSettings>) -> Self {
+        self.tables = tables;
+        self
+    }
+    /// Sets the hashing salt.
+    pub fn with_hash_salt(mut self, salt: Secret) -> Self {
+        self.hash_salt = Some(salt);
+        self
+    }
+}
+
 /// One table as it will be synced: its source declaration and its destination declaration.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PlannedTable {
     /// As the source produces it (history flag applied).
     pub source: TableSpec,

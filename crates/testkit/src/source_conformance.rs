@@ -53,31 +53,19 @@ pub async fn run(name: &str, source: &dyn DynSource, config: &serde_json::Value)
 
     // Blocking every table but the first writes only that table.
     let keep = &catalog[0].name;
-    let settings = SyncSettings {
-        tables: catalog
+    let settings = SyncSettings::default().with_tables(
+        catalog
             .iter()
             .filter(|t| &t.name != keep)
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    TableSettings {
-                        enabled: false,
-                        ..Default::default()
-                    },
-                )
-            })
+            .map(|t| (t.name.clone(), TableSettings::default().with_enabled(false)))
             .collect(),
-        hash_salt: None,
-    };
+    );
     let blocked = MemoryDestination::new(name);
     sync_with(
         source,
         config,
         &blocked,
-        SyncOptions {
-            settings,
-            ..Default::default()
-        },
+        SyncOptions::default().with_settings(settings),
     )
     .await
     .expect("sync with blocked tables");

@@ -72,30 +72,18 @@ pub(crate) async fn sync(
 
 /// Sync options with a fixed start time (epoch ms).
 pub(crate) fn at(ms: i64) -> SyncOptions {
-    SyncOptions {
-        started_at_ms: Some(ms),
-        ..SyncOptions::default()
-    }
+    SyncOptions::default().with_started_at_ms(ms)
 }
 
 /// Settings blocking every table except `keep`.
 pub(crate) fn only(keep: &[&str]) -> SyncSettings {
-    SyncSettings {
-        tables: catalog()
+    SyncSettings::default().with_tables(
+        catalog()
             .iter()
             .filter(|t| !keep.contains(&t.name.as_str()))
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    TableSettings {
-                        enabled: false,
-                        ..Default::default()
-                    },
-                )
-            })
+            .map(|t| (t.name.clone(), TableSettings::default().with_enabled(false)))
             .collect(),
-        hash_salt: None,
-    }
+    )
 }
 
 /// The live rows of a destination table: soft-deleted rows dropped, system columns removed

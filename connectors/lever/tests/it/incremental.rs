@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use serde_json::Value;
-use sluice_core::SyncOptions;
 use sluice_testkit::MemoryDestination;
 use std::collections::BTreeSet;
 
@@ -228,10 +227,8 @@ async fn requisition_custom_field_added_between_syncs() {
 
     env.emu
         .add_requisition_field("employee_referral_bonus", "number");
-    let options = SyncOptions {
-        force_resync: ["requisition".to_owned(), "requisition_fields".to_owned()].into(),
-        ..at(DAY0 + 3_600_000)
-    };
+    let options = at(DAY0 + 3_600_000)
+        .with_force_resync(["requisition".to_owned(), "requisition_fields".to_owned()].into());
     sync(&config, &dest, options).await.unwrap();
     let after = dest.committed_batch("requisition").unwrap().schema();
     assert!(

@@ -40,10 +40,7 @@ fn vanish_two_with_notes(env: &Env) -> Vec<String> {
 }
 
 fn resync_opportunity(ms: i64) -> SyncOptions {
-    SyncOptions {
-        force_resync: ["opportunity".to_owned()].into(),
-        ..at(ms)
-    }
+    at(ms).with_force_resync(["opportunity".to_owned()].into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -321,11 +321,9 @@ async fn a_destination_of_another_origin_is_refused() {
     sync(&moved, &real, at(3_000))
         .await
         .expect("a trailing slash is the same origin");
-    let options = sluice_core::SyncOptions {
-        allow_origin_change: true,
-        started_at_ms: Some(4_000),
-        ..Default::default()
-    };
+    let options = sluice_core::SyncOptions::default()
+        .with_allow_origin_change(true)
+        .with_started_at_ms(4_000);
     sluice_testkit::sync_with(&source(), &demo, &real, options)
         .await
         .expect("allowed origin change");

@@ -1,7 +1,6 @@
 //! Catalog contract and blocking.
 
 use crate::common::*;
-use sluice_core::SyncOptions;
 use sluice_source_lever::catalog::{DESTINATION_SCHEMA_JSON, catalog};
 use sluice_testkit::MemoryDestination;
 
@@ -78,10 +77,7 @@ fn catalog_matches_the_destination_schema_exactly() {
 async fn blocked_tables_cost_zero_requests() {
     let env = Env::start(30).await;
     let dest = MemoryDestination::new("lever");
-    let options = SyncOptions {
-        settings: only(&["opportunity", "note", "note_field", "stage"]),
-        ..at(1_000)
-    };
+    let options = at(1_000).with_settings(only(&["opportunity", "note", "note_field", "stage"]));
     sync(&env.config(), &dest, options).await.unwrap();
     let c = env.emu.counters();
     let hit: Vec<&String> = c.by_endpoint.keys().collect();
@@ -104,10 +100,7 @@ async fn blocked_tables_cost_zero_requests() {
     // Only a grand-child enabled: its endpoint is still read, nothing else.
     let dest = MemoryDestination::new("lever");
     env.emu.reset_counters();
-    let options = SyncOptions {
-        settings: only(&["interview_user"]),
-        ..at(1_000)
-    };
+    let options = at(1_000).with_settings(only(&["interview_user"]));
     sync(&env.config(), &dest, options).await.unwrap();
     let c = env.emu.counters();
     assert_eq!(c.endpoint("GET /opportunities/:id/feedback").requests, 0);

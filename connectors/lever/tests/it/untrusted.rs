@@ -67,10 +67,7 @@ fn config_for(server: &Server) -> Value {
 }
 
 fn users_only(ms: i64) -> SyncOptions {
-    SyncOptions {
-        settings: only(&["users"]),
-        ..at(ms)
-    }
+    at(ms).with_settings(only(&["users"]))
 }
 
 /// Runs a users-only sync against `server` and returns its upstream error's message.
@@ -116,10 +113,7 @@ async fn a_repeated_opportunity_token_is_an_upstream_error_naming_the_endpoint()
     ))
     .await;
     let dest = MemoryDestination::new("lever");
-    let options = SyncOptions {
-        settings: only(&["opportunity"]),
-        ..at(1_000)
-    };
+    let options = at(1_000).with_settings(only(&["opportunity"]));
     let r = sync(&config_for(&server), &dest, options).await;
     assert_kind(&r, ErrorKind::Upstream);
     let msg = r.unwrap_err().to_string();

@@ -167,10 +167,7 @@ async fn a_timestamp_from_the_future_does_not_pin_the_cursor() {
     });
     let dest = MemoryDestination::new("lever");
     let tables = only(&["opportunity"]);
-    let options = |ms| sluice_core::SyncOptions {
-        settings: tables.clone(),
-        ..at(ms)
-    };
+    let options = |ms| at(ms).with_settings(tables.clone());
     sync(&config, &dest, options(1_000)).await.expect("first");
     let cursor = dest.state().unwrap().table("opportunity").cursor;
     assert_eq!(cursor, Some(Cursor::TimestampMs(NOW_MS)));

@@ -32,9 +32,9 @@ pub(crate) async fn engine_matches_memory_sink(lake: Lake) {
         serde_json::json!({"parents": 30, "version": 2, "lookup": ["a", "c"]}),
     ];
     for (i, cfg) in configs.iter().enumerate() {
-        let opts = || sluice_core::SyncOptions {
-            started_at_ms: Some(1_700_000_000_000 + i as i64 * 60_000),
-            ..Default::default()
+        let opts = || {
+            sluice_core::SyncOptions::default()
+                .with_started_at_ms(1_700_000_000_000 + i as i64 * 60_000)
         };
         let expected = sync_with(&TestSource, cfg, &mem, opts()).await;
         let mut sink = lake.sink();

@@ -9,10 +9,7 @@ const SOURCE: &str = "test";
 const STARTED: i64 = 1_750_000_000_000;
 
 fn options(at: i64) -> SyncOptions {
-    SyncOptions {
-        started_at_ms: Some(at),
-        ..Default::default()
-    }
+    SyncOptions::default().with_started_at_ms(at)
 }
 
 fn config(version: i64, lookup: &[&str]) -> serde_json::Value {
@@ -152,34 +149,25 @@ async fn a_failing_source_commits_nothing_past_its_last_checkpoint() {
 #[tokio::test]
 async fn blocking_and_hashing_apply_end_to_end() {
     let dest = MemoryDestination::new(SOURCE);
-    let settings = SyncSettings {
-        tables: BTreeMap::from([
+    let settings = SyncSettings::default()
+        .with_tables(BTreeMap::from([
             (
                 "child".to_owned(),
-                TableSettings {
-                    enabled: false,
-                    ..Default::default()
-                },
+                TableSettings::default().with_enabled(false),
             ),
             (
                 "parent".to_owned(),
-                TableSettings {
-                    blocked_columns: vec!["score".into()],
-                    hashed_columns: vec!["name".into()],
-                    ..Default::default()
-                },
+                TableSettings::default()
+                    .with_blocked_columns(vec!["score".into()])
+                    .with_hashed_columns(vec!["name".into()]),
             ),
-        ]),
-        hash_salt: Some(Secret::new("pepper")),
-    };
+        ]))
+        .with_hash_salt(Secret::new("pepper"));
     sync_with(
         &TestSource,
         &config(1, &[]),
         &dest,
-        SyncOptions {
-            settings,
-            ..options(STARTED)
-        },
+        options(STARTED).with_settings(settings),
     )
     .await
     .unwrap();
@@ -196,24 +184,15 @@ async fn blocking_and_hashing_apply_end_to_end() {
 #[tokio::test]
 async fn config_errors_fail_before_touching_the_destination() {
     let dest = MemoryDestination::new(SOURCE);
-    let settings = SyncSettings {
-        tables: BTreeMap::from([(
-            "parent".to_owned(),
-            TableSettings {
-                blocked_columns: vec!["id".into()],
-                ..Default::default()
-            },
-        )]),
-        hash_salt: None,
-    };
+    let settings = SyncSettings::default().with_tables(BTreeMap::from([(
+        "parent".to_owned(),
+        TableSettings::default().with_blocked_columns(vec!["id".into()]),
+    )]));
     let err = sync_with(
         &TestSource,
         &config(1, &[]),
         &dest,
-        SyncOptions {
-            settings,
-            ..Default::default()
-        },
+        SyncOptions::default().with_settings(settings),
     )
     .await
     .unwrap_err();
@@ -261,10 +240,7 @@ async fn test_source_passes_the_source_conformance_suite() {
 async fn checkpoints_are_coalesced_by_interval_and_staged_rows() {
     // A long interval: one commit at the end, holding everything.
     let dest = MemoryDestination::new(SOURCE);
-    let opts = SyncOptions {
-        commit_interval: std::time::Duration::from_secs(3600),
-        ..options(STARTED)
-    };
+    let opts = options(STARTED).with_commit_interval(std::time::Duration::from_secs(3600));
     let report = sync_with(&TestSource, &config(1, &["a"]), &dest, opts)
         .await
         .unwrap();
@@ -279,11 +255,9 @@ async fn checkpoints_are_coalesced_by_interval_and_staged_rows() {
     // 15 rows (3 parents, 6 children, 6 kept child keys), so the first two pages commit at
     // their checkpoints; the small last page and the lookup commit together at the end.
     let dest = MemoryDestination::new(SOURCE);
-    let opts = SyncOptions {
-        commit_interval: std::time::Duration::from_secs(3600),
-        commit_max_rows: 9,
-        ..options(STARTED)
-    };
+    let opts = options(STARTED)
+        .with_commit_interval(std::time::Duration::from_secs(3600))
+        .with_commit_max_rows(9);
     let report = sync_with(&TestSource, &config(1, &["a"]), &dest, opts)
         .await
         .unwrap();
@@ -293,10 +267,7 @@ async fn checkpoints_are_coalesced_by_interval_and_staged_rows() {
     let dest = MemoryDestination::new(SOURCE);
     let mut cfg = config(1, &["a"]);
     cfg["fail_after_messages"] = json!(9);
-    let opts = SyncOptions {
-        commit_interval: std::time::Duration::from_secs(3600),
-        ..options(STARTED)
-    };
+    let opts = options(STARTED).with_commit_interval(std::time::Duration::from_secs(3600));
     assert!(sync_with(&TestSource, &cfg, &dest, opts).await.is_err());
     assert_eq!(dest.commits(), 0);
     sync_with(&TestSource, &config(1, &["a"]), &dest, options(STARTED))
@@ -306,16 +277,10 @@ async fn checkpoints_are_coalesced_by_interval_and_staged_rows() {
 }
 
 fn history(on: bool) -> SyncSettings {
-    SyncSettings {
-        tables: BTreeMap::from([(
-            "parent".to_owned(),
-            TableSettings {
-                history: Some(on),
-                ..Default::default()
-            },
-        )]),
-        hash_salt: None,
-    }
+    SyncSettings::default().with_tables(BTreeMap::from([(
+        "parent".to_owned(),
+        TableSettings::default().with_history(on),
+    )]))
 }
 
 /// History mode on any table: switching it on keeps every version from then on; switching
