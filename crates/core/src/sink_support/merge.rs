@@ -14,7 +14,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray, new_null_array,
 };
 use arrow::compute::{concat, interleave};
-use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{Field, SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -288,54 +288,90 @@ pub(crate) fn merge_materialized(
     changes: &[SinkChange],
     run_factor: usize,
 ) -> Result<(RecordBatch, TableCommitStats)> {
-    let schema = spec.arrow_schema();
-    let (key_idx, key_conv) = key_layout(&schema, spec)?;
-    let value_idx: Vec<usize> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| !crate::spec::SYSTEM_COLUMNS.contains(&f.name().as_str()))
-        .map(|(i, _)| i)
-        .collect();
-    let value_conv = RowConverter::new(sort_fields(&schema, &value_idx))?;
+    let mut merger = Merger::new(spec, existing, changes)?;
+    for batch in existing {
+        merger.load_stored(batch)?;
+    }
+    for SinkChange {
+        change,
+        synced_at_us,
+    } in changes
+    {
+        merger.apply(change, *synced_at_us)?;
+    }
+    merger.materialize(run_factor)
+}
 
-    // Every stored and upserted row may be a distinct key.
-    let most_keys = existing.iter().map(RecordBatch::num_rows).sum::<usize>()
-        + changes
-            .iter()
-            .map(|c| match &c.change {
-                Change::Upsert { batch, .. } => batch.num_rows(),
-                _ => 0,
-            })
-            .sum::<usize>();
-    let mut rows = Rowset {
-        batches: Vec::new(),
-        live: KeyIndex::with_capacity(most_keys),
-        values: Vec::new(),
-        slots: Vec::new(),
-        value_conv,
-        value_idx,
-    };
-    // Slots by scope-column value, for `DeleteMissing { Where }` (built on first use).
-    let mut scopes: Vec<ScopeIndex> = Vec::new();
-    // Slots replaced in place (an update), whose scope value may have changed.
-    let mut moved: Vec<usize> = Vec::new();
-    let mut stats = TableCommitStats::default();
-    let has_deleted = spec.capture_deletes;
-    let history = spec.history;
-    let versioned = spec.versioned();
+/// One merge in progress: the table's layout, every row seen so far (stored, then each
+/// change's), and what the changes did.
+struct Merger<'a> {
+    spec: &'a TableSpec,
+    /// The table's destination schema.
+    schema: SchemaRef,
+    /// The positions of the primary-key columns in `schema`.
+    key_idx: Vec<usize>,
+    /// Converts those columns to the row format.
+    key_conv: RowConverter,
+    rows: Rowset,
+    /// Slots by scope-column value, for `DeleteMissing { Where }` (built on first use).
+    scopes: Vec<ScopeIndex>,
+    /// Slots replaced in place (an update), whose scope value may have changed.
+    moved: Vec<usize>,
+    stats: TableCommitStats,
+}
 
-    // Load the stored rows.
-    for b in existing {
-        let b = align(b, &schema, &spec.name)?;
-        let keys = key_conv.convert_columns(&pick(&b, &key_idx))?;
-        let synced = ts_col(&b, SYNCED);
-        let deleted = bool_col(&b, DELETED);
-        let start = ts_col(&b, START);
-        let end = ts_col(&b, END);
-        let active = bool_col(&b, ACTIVE);
-        let bi = rows.push(b, keys);
-        for row in 0..rows.batches[bi].num_rows() {
+impl<'a> Merger<'a> {
+    /// An empty merge of `spec`'s table, its key index sized for every stored and upserted
+    /// row.
+    fn new(
+        spec: &'a TableSpec,
+        existing: &[RecordBatch],
+        changes: &[SinkChange],
+    ) -> Result<Merger<'a>> {
+        let schema = spec.arrow_schema();
+        let (key_idx, key_conv) = key_layout(&schema, spec)?;
+        let value_idx = value_columns(&schema);
+        let value_conv = RowConverter::new(sort_fields(&schema, &value_idx))?;
+        let rows = Rowset {
+            batches: Vec::new(),
+            live: KeyIndex::with_capacity(most_keys(existing, changes)),
+            values: Vec::new(),
+            slots: Vec::new(),
+            value_conv,
+            value_idx,
+        };
+        Ok(Merger {
+            spec,
+            schema,
+            key_idx,
+            key_conv,
+            rows,
+            scopes: Vec::new(),
+            moved: Vec::new(),
+            stats: TableCommitStats::default(),
+        })
+    }
+
+    /// Aligns `batch` to the destination schema and registers it with its keys; returns its
+    /// index.
+    fn register(&mut self, batch: &RecordBatch) -> Result<usize> {
+        let b = align(batch, &self.schema, &self.spec.name)?;
+        let keys = self.key_conv.convert_columns(&pick(&b, &self.key_idx))?;
+        Ok(self.rows.push(b, keys))
+    }
+
+    /// Loads one batch of stored rows: a slot per row with its system columns, live unless
+    /// it is a closed version of a versioned table.
+    fn load_stored(&mut self, batch: &RecordBatch) -> Result<()> {
+        let bi = self.register(batch)?;
+        let b = &self.rows.batches[bi];
+        let synced = ts_col(b, SYNCED);
+        let deleted = bool_col(b, DELETED);
+        let start = ts_col(b, START);
+        let end = ts_col(b, END);
+        let active = bool_col(b, ACTIVE);
+        let versioned = self.spec.versioned();
+        for row in 0..b.num_rows() {
             let row_synced = synced.as_ref().map_or(0, |a| a.value(row));
             let slot = Slot {
                 batch: bi,
@@ -359,200 +395,299 @@ pub(crate) fn merge_materialized(
                 live: true,
                 deleted_at: None,
             };
-            let si = rows.slots.len();
-            rows.slots.push(slot);
+            let si = self.rows.slots.len();
+            self.rows.slots.push(slot);
             if !versioned || slot.active {
-                rows.set_live(si);
+                self.rows.set_live(si);
             }
         }
+        Ok(())
     }
 
-    for SinkChange {
-        change,
-        synced_at_us,
-    } in changes
-    {
-        let at = *synced_at_us;
+    /// Applies one change, synced at `at` (epoch µs).
+    fn apply(&mut self, change: &Change, at: i64) -> Result<()> {
         match change {
-            Change::Upsert { batch, .. } => {
-                let b = align(batch, &schema, &spec.name)?;
-                let keys = key_conv.convert_columns(&pick(&b, &key_idx))?;
-                let synced = ts_col(&b, SYNCED);
-                // Register the batch first: a key repeated within it refers back to it.
-                let bi = rows.push(b, keys);
-                for row in 0..rows.batches[bi].num_rows() {
-                    let row_synced = synced
-                        .as_ref()
-                        .filter(|a| a.is_valid(row))
-                        .map_or(at, |a| a.value(row));
-                    let fresh = Slot {
-                        batch: bi,
-                        row,
-                        synced: row_synced,
-                        deleted: false,
-                        start: row_synced,
-                        end: END_OF_TIME_US,
-                        active: true,
-                        live: true,
-                        deleted_at: None,
-                    };
-                    let key = rows.live.key(bi as u32, row as u32);
-                    match rows.find(key) {
-                        None => {
-                            stats.inserted += 1;
-                            let si = rows.slots.len();
-                            rows.slots.push(fresh);
-                            rows.set_live(si);
-                        }
-                        Some(si) => {
-                            let old = rows.slots[si];
-                            let same = rows.same_values((old.batch, old.row), (bi, row))?;
-                            if same && !old.deleted {
-                                stats.unchanged += 1;
-                                if history {
-                                    rows.slots[si].synced = row_synced;
-                                } else {
-                                    rows.slots[si] = Slot {
-                                        start: old.start,
-                                        ..fresh
-                                    };
-                                    moved.push(si);
-                                }
-                                continue;
-                            }
-                            stats.updated += 1;
-                            if history && old.start != row_synced {
-                                rows.slots[si].active = false;
-                                rows.slots[si].end = row_synced - 1_000;
-                                rows.unset_live(si);
-                                let new = rows.slots.len();
-                                rows.slots.push(fresh);
-                                rows.set_live(new);
-                            } else {
-                                rows.slots[si] = Slot {
-                                    start: old.start,
-                                    ..fresh
-                                };
-                                moved.push(si);
-                            }
-                        }
-                    }
-                }
-            }
-            Change::Delete { keys, .. } => {
-                let cols = key_columns(spec, keys, "delete")?;
-                let deleted = key_conv.convert_columns(&cols)?;
-                for row in 0..keys.num_rows() {
-                    if let Some(si) = rows.find(deleted.row(row).as_ref()) {
-                        if delete_slot(&mut rows.slots[si], at, has_deleted, history) {
-                            stats.deleted += 1;
-                        }
-                        if !rows.slots[si].live || history {
-                            rows.unset_live(si);
-                        }
-                    }
-                }
-            }
-            Change::DeleteMissing { scope, keep, .. } => {
-                let cols = key_columns(spec, keep, "delete-missing")?;
-                let keep_rows = key_conv.convert_columns(&cols)?;
-                let keep: HashSet<&[u8]> = (0..keep.num_rows())
-                    .map(|r| keep_rows.row(r).data())
-                    .collect();
-                // The live slots in scope whose key is not kept.
-                let mut gone: Vec<usize> = Vec::new();
-                match scope {
-                    Scope::All => {
-                        for &si in rows.live.values() {
-                            if !keep.contains(rows.key_of(si)) {
-                                gone.push(si);
-                            }
-                        }
-                    }
-                    Scope::Where { column, values } => {
-                        let at_scope = match scopes.iter().position(|x| &x.column == column) {
-                            Some(i) => i,
-                            None => {
-                                scopes.push(ScopeIndex::new(column));
-                                scopes.len() - 1
-                            }
-                        };
-                        let scope_index = &mut scopes[at_scope];
-                        scope_index.catch_up(&rows, &moved)?;
-                        let mut seen: HashSet<usize> = HashSet::default();
-                        for v in values {
-                            for &si in scope_index.slots_with(v) {
-                                // A slot listed under a value it no longer holds is
-                                // skipped here and found under its current value.
-                                if scope_index.value_of(&rows.slots[si]) == Some(v.as_str())
-                                    && seen.insert(si)
-                                    && rows.find(rows.key_of(si)) == Some(si)
-                                    && !keep.contains(rows.key_of(si))
-                                {
-                                    gone.push(si);
-                                }
-                            }
-                        }
-                    }
-                    Scope::Via { .. } => {
-                        return Err(Error::internal(
-                            "a Via scope must be resolved by the sink before merging",
-                        ));
-                    }
-                }
-                for si in gone {
-                    if delete_slot(&mut rows.slots[si], at, has_deleted, history) {
-                        stats.deleted += 1;
-                    }
-                    if !rows.slots[si].live || history {
-                        rows.unset_live(si);
-                    }
-                }
-            }
+            Change::Upsert { batch, .. } => self.upsert(batch, at),
+            Change::Delete { keys, .. } => self.delete(keys, at),
+            Change::DeleteMissing { scope, keep, .. } => self.delete_missing(scope, keep, at),
         }
     }
-    let Rowset { batches, slots, .. } = rows;
 
-    // Materialize.
-    let live: Vec<&Slot> = slots.iter().filter(|s| s.live).collect();
-    let picks: Vec<(usize, usize)> = live.iter().map(|s| (s.batch, s.row)).collect();
-    let runs = runs_of(&picks);
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (i, field) in schema.fields().iter().enumerate() {
-        let name = field.name().as_str();
-        let col: ArrayRef = match name {
-            SYNCED => Arc::new(ts(live.iter().map(|s| s.synced))),
-            DELETED => Arc::new(BooleanArray::from_iter(
-                live.iter().map(|s| Some(s.deleted)),
-            )),
-            START => Arc::new(ts(live.iter().map(|s| s.start))),
-            END => Arc::new(ts(live.iter().map(|s| s.end))),
-            ACTIVE => Arc::new(BooleanArray::from_iter(live.iter().map(|s| Some(s.active)))),
-            _ => {
-                let arrays: Vec<&dyn Array> =
-                    batches.iter().map(|b| b.column(i).as_ref()).collect();
-                if picks.is_empty() {
-                    new_null_array(field.data_type(), 0)
-                } else if runs.len().saturating_mul(run_factor) <= picks.len() {
-                    let parts: Vec<ArrayRef> = runs
-                        .iter()
-                        .map(|&(b, from, len)| arrays[b].slice(from, len))
-                        .collect();
-                    let parts: Vec<&dyn Array> = parts.iter().map(AsRef::as_ref).collect();
-                    concat(&parts)?
-                } else {
-                    interleave(&arrays, &picks)?
-                }
+    /// Upserts the rows of `batch`, each synced at its `_fivetran_synced` value if it has
+    /// one, else at `at`.
+    fn upsert(&mut self, batch: &RecordBatch, at: i64) -> Result<()> {
+        // Register the batch first: a key repeated within it refers back to it.
+        let bi = self.register(batch)?;
+        let synced = ts_col(&self.rows.batches[bi], SYNCED);
+        for row in 0..self.rows.batches[bi].num_rows() {
+            let row_synced = synced
+                .as_ref()
+                .filter(|a| a.is_valid(row))
+                .map_or(at, |a| a.value(row));
+            self.upsert_row(bi, row, row_synced)?;
+        }
+        Ok(())
+    }
+
+    /// Upserts row `row` of registered batch `bi`: a new key is inserted; a key with the same
+    /// values (and not deleted) is unchanged; otherwise the key's live row is replaced in
+    /// place or, in history mode, closed and followed by a new version.
+    fn upsert_row(&mut self, bi: usize, row: usize, synced: i64) -> Result<()> {
+        let fresh = Slot {
+            batch: bi,
+            row,
+            synced,
+            deleted: false,
+            start: synced,
+            end: END_OF_TIME_US,
+            active: true,
+            live: true,
+            deleted_at: None,
+        };
+        let key = self.rows.live.key(bi as u32, row as u32);
+        let Some(si) = self.rows.find(key) else {
+            self.stats.inserted += 1;
+            self.add_live(fresh);
+            return Ok(());
+        };
+        let history = self.spec.history;
+        let old = self.rows.slots[si];
+        let same = self.rows.same_values((old.batch, old.row), (bi, row))?;
+        if same && !old.deleted {
+            self.stats.unchanged += 1;
+            if history {
+                self.rows.slots[si].synced = synced;
+            } else {
+                self.replace_in_place(si, fresh);
+            }
+            return Ok(());
+        }
+        self.stats.updated += 1;
+        if history && old.start != synced {
+            self.close_version(si, synced);
+            self.add_live(fresh);
+        } else {
+            self.replace_in_place(si, fresh);
+        }
+        Ok(())
+    }
+
+    /// Adds `slot` as the live slot of its key.
+    fn add_live(&mut self, slot: Slot) {
+        let si = self.rows.slots.len();
+        self.rows.slots.push(slot);
+        self.rows.set_live(si);
+    }
+
+    /// Replaces slot `si` by `fresh`, keeping its start (an update in place).
+    fn replace_in_place(&mut self, si: usize, fresh: Slot) {
+        let start = self.rows.slots[si].start;
+        self.rows.slots[si] = Slot { start, ..fresh };
+        self.moved.push(si);
+    }
+
+    /// History mode: closes the active version `si` just before a new version starting at
+    /// `next_start`, and takes it out of the live slots.
+    fn close_version(&mut self, si: usize, next_start: i64) {
+        self.rows.slots[si].active = false;
+        self.rows.slots[si].end = next_start - 1_000;
+        self.rows.unset_live(si);
+    }
+
+    /// Deletes the live rows of `keys` (rows of the key columns), at `at`.
+    fn delete(&mut self, keys: &RecordBatch, at: i64) -> Result<()> {
+        let cols = key_columns(self.spec, keys, "delete")?;
+        let deleted = self.key_conv.convert_columns(&cols)?;
+        for row in 0..keys.num_rows() {
+            if let Some(si) = self.rows.find(deleted.row(row).as_ref()) {
+                self.delete_live(si, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the live rows in `scope` whose key is not among `keep`, at `at`.
+    fn delete_missing(&mut self, scope: &Scope, keep: &RecordBatch, at: i64) -> Result<()> {
+        let cols = key_columns(self.spec, keep, "delete-missing")?;
+        let keep_rows = self.key_conv.convert_columns(&cols)?;
+        let keep: HashSet<&[u8]> = (0..keep.num_rows())
+            .map(|r| keep_rows.row(r).data())
+            .collect();
+        let gone = match scope {
+            Scope::All => self.live_not_kept(&keep),
+            Scope::Where { column, values } => self.live_where_not_kept(column, values, &keep)?,
+            Scope::Via { .. } => {
+                return Err(Error::internal(
+                    "a Via scope must be resolved by the sink before merging",
+                ));
             }
         };
-        columns.push(col);
+        for si in gone {
+            self.delete_live(si, at);
+        }
+        Ok(())
     }
-    if let Some(i) = stamp_column(spec, &schema) {
-        columns[i] = stamp_deleted_at(&columns[i], &live)?;
+
+    /// The live slots whose key is not in `keep`.
+    fn live_not_kept(&self, keep: &HashSet<&[u8]>) -> Vec<usize> {
+        let mut gone = Vec::new();
+        for &si in self.rows.live.values() {
+            if !keep.contains(self.rows.key_of(si)) {
+                gone.push(si);
+            }
+        }
+        gone
     }
-    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(live.len()));
-    let out = RecordBatch::try_new_with_options(schema, columns, &options)?;
-    Ok((out, stats))
+
+    /// The live slots whose `column` holds one of `values` and whose key is not in `keep`,
+    /// found through the column's scope index (built on first use, extended on each).
+    fn live_where_not_kept(
+        &mut self,
+        column: &str,
+        values: &[String],
+        keep: &HashSet<&[u8]>,
+    ) -> Result<Vec<usize>> {
+        let at_scope = match self.scopes.iter().position(|x| x.column == column) {
+            Some(i) => i,
+            None => {
+                self.scopes.push(ScopeIndex::new(column));
+                self.scopes.len() - 1
+            }
+        };
+        let rows = &self.rows;
+        let scope_index = &mut self.scopes[at_scope];
+        scope_index.catch_up(rows, &self.moved)?;
+        let mut gone = Vec::new();
+        let mut seen: HashSet<usize> = HashSet::default();
+        for v in values {
+            for &si in scope_index.slots_with(v) {
+                // A slot listed under a value it no longer holds is skipped here and found
+                // under its current value.
+                if scope_index.value_of(&rows.slots[si]) == Some(v.as_str())
+                    && seen.insert(si)
+                    && rows.find(rows.key_of(si)) == Some(si)
+                    && !keep.contains(rows.key_of(si))
+                {
+                    gone.push(si);
+                }
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Deletes the live slot `si` at `at` (soft, hard, or closing its history version),
+    /// counting it when anything changed, and takes it out of the live slots when it is gone
+    /// or closed.
+    fn delete_live(&mut self, si: usize, at: i64) {
+        let history = self.spec.history;
+        if delete_slot(
+            &mut self.rows.slots[si],
+            at,
+            self.spec.capture_deletes,
+            history,
+        ) {
+            self.stats.deleted += 1;
+        }
+        if !self.rows.slots[si].live || history {
+            self.rows.unset_live(si);
+        }
+    }
+
+    /// The merged rows as one batch (the slots still stored, in order) and the counts.
+    fn materialize(self, run_factor: usize) -> Result<(RecordBatch, TableCommitStats)> {
+        let Merger {
+            spec,
+            schema,
+            rows,
+            stats,
+            ..
+        } = self;
+        let Rowset { batches, slots, .. } = rows;
+        let live: Vec<&Slot> = slots.iter().filter(|s| s.live).collect();
+        let picks: Vec<(usize, usize)> = live.iter().map(|s| (s.batch, s.row)).collect();
+        let runs = runs_of(&picks);
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (i, field) in schema.fields().iter().enumerate() {
+            let col = match system_column(field.name(), &live) {
+                Some(col) => col,
+                None => data_column(&batches, i, field, &picks, &runs, run_factor)?,
+            };
+            columns.push(col);
+        }
+        if let Some(i) = stamp_column(spec, &schema) {
+            columns[i] = stamp_deleted_at(&columns[i], &live)?;
+        }
+        let options =
+            arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(live.len()));
+        let out = RecordBatch::try_new_with_options(schema, columns, &options)?;
+        Ok((out, stats))
+    }
+}
+
+/// The positions of the data columns of `schema` (all but the system columns): the values
+/// compared to tell an update from an unchanged row.
+fn value_columns(schema: &SchemaRef) -> Vec<usize> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !crate::spec::SYSTEM_COLUMNS.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The most distinct keys a merge can meet: every stored and every upserted row.
+fn most_keys(existing: &[RecordBatch], changes: &[SinkChange]) -> usize {
+    existing.iter().map(RecordBatch::num_rows).sum::<usize>()
+        + changes
+            .iter()
+            .map(|c| match &c.change {
+                Change::Upsert { batch, .. } => batch.num_rows(),
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
+/// The system column `name` of the `live` slots (from the slots, not the batches); `None`
+/// when `name` is a data column.
+fn system_column(name: &str, live: &[&Slot]) -> Option<ArrayRef> {
+    let col: ArrayRef = match name {
+        SYNCED => Arc::new(ts(live.iter().map(|s| s.synced))),
+        DELETED => Arc::new(BooleanArray::from_iter(
+            live.iter().map(|s| Some(s.deleted)),
+        )),
+        START => Arc::new(ts(live.iter().map(|s| s.start))),
+        END => Arc::new(ts(live.iter().map(|s| s.end))),
+        ACTIVE => Arc::new(BooleanArray::from_iter(live.iter().map(|s| Some(s.active)))),
+        _ => return None,
+    };
+    Some(col)
+}
+
+/// Data column `i` (declared as `field`) of the rows `picks` of `batches`: the slices of
+/// `runs` concatenated when the runs average at least `run_factor` rows, else the rows
+/// interleaved one by one.
+fn data_column(
+    batches: &[RecordBatch],
+    i: usize,
+    field: &Field,
+    picks: &[(usize, usize)],
+    runs: &[(usize, usize, usize)],
+    run_factor: usize,
+) -> Result<ArrayRef> {
+    let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+    if picks.is_empty() {
+        Ok(new_null_array(field.data_type(), 0))
+    } else if runs.len().saturating_mul(run_factor) <= picks.len() {
+        let parts: Vec<ArrayRef> = runs
+            .iter()
+            .map(|&(b, from, len)| arrays[b].slice(from, len))
+            .collect();
+        let parts: Vec<&dyn Array> = parts.iter().map(AsRef::as_ref).collect();
+        Ok(concat(&parts)?)
+    } else {
+        Ok(interleave(&arrays, picks)?)
+    }
 }
 
 /// Materializing by runs pays off when runs average at least this many rows (a first
