@@ -33,9 +33,9 @@ use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use serde_json::{Value, json};
 
-use crate::server::{error, json_response};
-use crate::state::EmulatorError;
-use crate::{Emulator, FaultConfig, Inner, ListOrder, RateLimit};
+use crate::respond::{error, json_response};
+use crate::state::{EmulatorError, ListOrder};
+use crate::{Emulator, FaultConfig, Inner, RateLimit};
 
 type S = State<Arc<Inner>>;
 

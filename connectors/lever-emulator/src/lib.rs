@@ -5,6 +5,7 @@ mod auth;
 mod data;
 pub mod expected;
 mod limits;
+mod respond;
 mod rng;
 mod server;
 mod state;
@@ -21,8 +22,7 @@ use tokio::task::JoinHandle;
 
 pub use auth::RotationPolicy;
 pub use limits::{Counters, EndpointCounters, FaultConfig, RateLimit};
-pub use server::ListOrder;
-pub use state::{EmulatorError, MutationSummary};
+pub use state::{EmulatorError, ListOrder, MutationSummary};
 pub use truth::{OpportunityChildren, Truth};
 
 use server::lock;

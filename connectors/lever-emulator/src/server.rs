@@ -20,8 +20,9 @@ use crate::Inner;
 use crate::auth::Credential;
 use crate::data::{self, OppRec};
 use crate::limits::Fault;
+use crate::respond::{error, json_response};
 use crate::rng::{hash, hash_str};
-use crate::state::{Conf, Expand, State as Data};
+use crate::state::{Conf, Expand, ListOrder, State as Data};
 
 /// Child endpoints of `/opportunities/:id/...`.
 pub(crate) const CHILD_KINDS: [&str; 10] = [
@@ -36,36 +37,6 @@ pub(crate) const CHILD_KINDS: [&str; 10] = [
     "resumes",
     "referrals",
 ];
-
-/// The order `/opportunities` lists opportunities in (Lever documents none). Both are stable
-/// under updates: an offset token keeps pointing at the same place of the list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ListOrder {
-    /// The order the opportunities were stored in: generated ones by generation index, created
-    /// ones last.
-    #[default]
-    Insertion,
-    /// Ascending `(createdAt, id)`.
-    CreatedAt,
-}
-
-/// Builds a JSON response with a single in-memory body.
-pub(crate) fn json_response(status: u16, v: &Value) -> Response {
-    let bytes = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
-    let mut resp = Response::new(Body::from(bytes));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
-}
-
-/// Lever's error body `{"code", "message"}`.
-pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
-    json_response(status, &json!({"code": code, "message": message.into()}))
-}
 
 /// A rejected request: Lever's error body with a status. Small, so `Result`s stay cheap.
 #[derive(Debug)]

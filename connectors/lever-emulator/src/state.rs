@@ -35,7 +35,19 @@ use crate::data::{
     gen_children, gen_contact, gen_lookups, gen_rec, opp_id, opp_sources, opp_tags, stage_path,
 };
 use crate::rng::{Rng, uuid};
-use crate::server::ListOrder;
+
+/// The order `/opportunities` lists opportunities in (Lever documents none). Both are stable
+/// under updates: an offset token keeps pointing at the same place of the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOrder {
+    /// The order the opportunities were stored in: generated ones by generation index, created
+    /// ones last.
+    #[default]
+    Insertion,
+    /// Ascending `(createdAt, id)`.
+    CreatedAt,
+}
 
 /// An error of a mutation or lookup.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -77,7 +77,7 @@ impl DecodeInput {
         let mut rows = 0usize;
         for p in &self.pages {
             let mut t = Tables::new(catalog().iter(), &names);
-            let body = crate::http::Doc::parse(p).unwrap();
+            let body = crate::json::Doc::parse(p).unwrap();
             let page = crate::http::into_page(body).unwrap();
             for o in page.data() {
                 write_opportunity(&mut t, o, true);
@@ -88,7 +88,7 @@ impl DecodeInput {
             let mut t = Tables::new(catalog().iter(), &names);
             for (id, lists) in chunk {
                 for (e, bytes) in lists {
-                    let body = crate::http::Doc::parse(bytes).unwrap();
+                    let body = crate::json::Doc::parse(bytes).unwrap();
                     let page = crate::http::into_page(body).unwrap();
                     write_children(&mut t, *e, id, None, page.data());
                 }
@@ -119,7 +119,7 @@ impl DecodeInput {
         pages
             .chain(children)
             .map(|b| {
-                let doc = crate::http::Doc::parse(b).expect("emulator JSON");
+                let doc = crate::json::Doc::parse(b).expect("emulator JSON");
                 usize::from(doc.value().is_object())
             })
             .sum()

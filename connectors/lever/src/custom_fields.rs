@@ -14,7 +14,7 @@
 //!   kinds → STRING. Later values are converted leniently into the recorded type.
 
 use crate::decode::Ex;
-use crate::decode::{Field, Kind, Value};
+use crate::json::{Field, Kind, Value};
 use serde::{Deserialize, Serialize};
 use sluice_core::{ColumnSpec, ColumnType, TableSpec, to_snake_case};
 use std::collections::{BTreeMap, BTreeSet};
@@ -177,13 +177,13 @@ mod tests {
     #[test]
     fn columns_types_and_collisions() {
         let reqs = [
-            crate::decode::bv(
+            crate::json::bv(
                 json!({"customFields": {"cost_center": "A1", "budget_amount": 10, "location_details": {"city": "Berlin", "floor": 3}}}),
             ),
-            crate::decode::bv(
+            crate::json::bv(
                 json!({"customFields": {"budget_amount": 12.5, "Cost Center": "B", "target_start_date": 1700000000000i64, "flag": true}}),
             ),
-            crate::decode::bv(json!({"customFields": null})),
+            crate::json::bv(json!({"customFields": null})),
         ];
         let mut known = Vec::new();
         assert!(discover(&mut known, reqs.iter().copied()));

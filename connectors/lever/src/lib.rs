@@ -7,6 +7,8 @@
 //! * [`catalog`]: the tables, generated from the vendored `destination_schema.json`.
 //! * `lever_tables`: how each table is read, declared once (checked against the schema).
 //! * `lists`: the lists re-imported in full.
+//! * `json`: response bodies parsed into a tape of JSON nodes (simd-json), read by `http`
+//!   (pages, cursors) and `decode`.
 //! * `decode`: JSON → Arrow builders driven by the table declarations.
 //! * `http`: reqwest client, one shared rate limiter, retries with backoff, OAuth.
 //! * `sync`: re-imports, the incremental opportunity walk, deletes, checkpoints.
@@ -32,6 +34,7 @@ mod decode;
 #[cfg(feature = "demo")]
 mod demo;
 mod http;
+mod json;
 mod lever_tables;
 mod lists;
 mod priority;

@@ -1,8 +1,9 @@
 //! The lists re-imported in full: users, stages, archive reasons, postings, requisition
 //! fields and requisitions. Which tables each feeds is declared in `lever_tables`.
 
+use crate::decode::Tables;
 use crate::decode::lookups::{write_flat, write_posting, write_requisition};
-use crate::decode::{Tables, Value};
+use crate::json::Value;
 use crate::lever_tables::{Source, Table, tables_of};
 
 /// A Lever list endpoint read in full.

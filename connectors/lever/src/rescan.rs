@@ -18,8 +18,9 @@
 //! budget cannot keep the pace, the pass runs late and a warning says so. Vanished children
 //! are deleted as for any re-read opportunity (scoped `DeleteMissing`).
 
-use crate::decode::{Field, Value, get_str, ms_of};
+use crate::decode::{get_str, ms_of};
 use crate::http::{Items, PageError, PageGuard, PageRef};
+use crate::json::{Field, Value};
 use crate::lever_tables::inline_tables;
 use crate::sync::Sync;
 use serde::{Deserialize, Serialize};

@@ -4,9 +4,9 @@
 use crate::catalog::OPPORTUNITY;
 use crate::custom_fields::{self, CustomColumn};
 use crate::decode::opportunity::{Endpoint, contact_of, write_children, write_opportunity};
-use crate::decode::{Field, Value};
 use crate::decode::{Issues, Tables, Writer, get_str, ms_of};
 use crate::http::{Client, Items, Page, PageError, PageGuard, PageRef};
+use crate::json::{Field, Value};
 use crate::lever_tables::{Read, Table, Vanished, inline_tables, walk_tables};
 use crate::lists::List;
 use crate::priority::{Window, Windows, utc_minute};

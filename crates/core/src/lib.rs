@@ -31,11 +31,11 @@ mod spec;
 mod state;
 mod transform;
 
-pub use cpu::{CpuPhase, Metered};
+pub use cpu::CpuPhase;
 pub use engine::{SyncOptions, SyncReport, now_ms, run_sync};
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Change, Scope, SinkChange, SourceMessage};
-pub use metrics::{Metrics, TableCounters};
+pub use metrics::{Metered, Metrics, TableCounters};
 pub use registry::{Registry, SinkPlugin, SourcePlugin};
 pub use run_settings::{RunSettings, sink_config};
 pub use secret::Secret;

@@ -1,9 +1,19 @@
 //! Live counters of a running sync, shared by the source, the engine and the progress display.
+//!
+//! They include the CPU time by [`CpuPhase`] of a sync, for benchmarks. Off by default
+//! ([`Metrics::account_cpu`] turns it on): each measurement reads the thread's CPU clock
+//! twice. Synchronous sections are measured with [`Metrics::cpu_phase`], futures with
+//! [`Metrics::metered`] (the CPU time of each `poll`, so time spent waiting is never
+//! counted). Phases nest exclusively: a decode inside a fetch counts as decode only.
 
+use crate::cpu::{CpuPhase, exclusive};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 /// Counters of one table during a sync.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -29,7 +39,7 @@ struct Inner {
     status: Mutex<Option<String>>,
     /// Answers per (endpoint, HTTP status or `error`).
     responses: Mutex<BTreeMap<(String, String), u64>>,
-    /// Whether CPU time is accounted by [`crate::cpu::CpuPhase`].
+    /// Whether CPU time is accounted by [`CpuPhase`].
     account_cpu: std::sync::atomic::AtomicBool,
     cpu_ns: [AtomicU64; 4],
 }
@@ -123,7 +133,7 @@ impl Metrics {
     pub fn tables(&self) -> BTreeMap<String, TableCounters> {
         self.0.tables.lock().expect("metrics lock").clone()
     }
-    /// Turns on CPU accounting by phase (see [`CpuPhase`](crate::CpuPhase)).
+    /// Turns on CPU accounting by phase (see [`Metrics::cpu_phase`]).
     pub fn account_cpu(&self) {
         self.0.account_cpu.store(true, Ordering::Relaxed);
     }
@@ -131,11 +141,11 @@ impl Metrics {
     pub fn accounts_cpu(&self) -> bool {
         self.0.account_cpu.load(Ordering::Relaxed)
     }
-    pub(crate) fn add_cpu_ns(&self, phase: crate::cpu::CpuPhase, ns: u64) {
+    pub(crate) fn add_cpu_ns(&self, phase: CpuPhase, ns: u64) {
         self.0.cpu_ns[phase as usize].fetch_add(ns, Ordering::Relaxed);
     }
     /// CPU seconds charged to `phase` so far (0 unless [`Metrics::account_cpu`] was called).
-    pub fn cpu_seconds(&self, phase: crate::cpu::CpuPhase) -> f64 {
+    pub fn cpu_seconds(&self, phase: CpuPhase) -> f64 {
         self.0.cpu_ns[phase as usize].load(Ordering::Relaxed) as f64 / 1e9
     }
     fn with_table(&self, table: &str, f: impl FnOnce(&mut TableCounters)) {
@@ -150,9 +160,99 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Runs `f`, charging its CPU time to `phase` when accounting is on.
+    pub fn cpu_phase<T>(&self, phase: CpuPhase, f: impl FnOnce() -> T) -> T {
+        if !self.accounts_cpu() {
+            return f();
+        }
+        let (out, ns) = exclusive(f);
+        self.add_cpu_ns(phase, ns);
+        out
+    }
+
+    /// `fut`, charging the CPU time of its polls to `phase` when accounting is on.
+    pub fn metered<F: Future>(&self, phase: CpuPhase, fut: F) -> Metered<F> {
+        Metered {
+            inner: fut,
+            phase,
+            metrics: self.accounts_cpu().then(|| self.clone()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose polls are charged to a [`CpuPhase`] (see [`Metrics::metered`]).
+    pub struct Metered<F> {
+        #[pin]
+        inner: F,
+        phase: CpuPhase,
+        metrics: Option<Metrics>,
+    }
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        match this.metrics {
+            None => this.inner.poll(cx),
+            Some(m) => {
+                let (out, ns) = exclusive(|| this.inner.poll(cx));
+                m.add_cpu_ns(*this.phase, ns);
+                out
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Metrics;
+    use super::*;
+    use crate::cpu::thread_cpu_ns;
+
+    fn spin(ms: u64) {
+        let t0 = thread_cpu_ns();
+        let mut x = 0u64;
+        while thread_cpu_ns() - t0 < ms * 1_000_000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+
+    #[test]
+    fn nested_phases_are_exclusive_and_off_costs_nothing() {
+        let off = Metrics::new();
+        off.cpu_phase(CpuPhase::Decode, || spin(2));
+        assert_eq!(off.cpu_seconds(CpuPhase::Decode), 0.0);
+
+        let m = Metrics::new();
+        m.account_cpu();
+        m.cpu_phase(CpuPhase::Fetch, || {
+            spin(20);
+            m.cpu_phase(CpuPhase::Decode, || spin(30));
+        });
+        let fetch = m.cpu_seconds(CpuPhase::Fetch);
+        let decode = m.cpu_seconds(CpuPhase::Decode);
+        assert!(decode >= 0.030, "decode {decode}");
+        assert!(
+            (0.020..0.030).contains(&fetch),
+            "fetch {fetch} must exclude decode"
+        );
+    }
+
+    #[tokio::test]
+    async fn metered_futures_count_polls_not_waits() {
+        let m = Metrics::new();
+        m.account_cpu();
+        m.metered(CpuPhase::Write, async {
+            spin(10);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        })
+        .await;
+        let write = m.cpu_seconds(CpuPhase::Write);
+        assert!((0.010..0.040).contains(&write), "write {write}");
+    }
 
     #[test]
     fn responses_are_counted_by_endpoint_and_status() {

@@ -192,7 +192,7 @@ mod tests {
                 "score_card_sub_field",
             ],
         );
-        let form = crate::decode::bv(json!({
+        let form = crate::json::bv(json!({
             "id": "f1", "baseTemplateId": "tpl",
             "fields": [
                 {"type": "score-system", "text": "Overall", "value": "3 - Hire"},

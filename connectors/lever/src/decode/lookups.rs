@@ -88,7 +88,7 @@ mod tests {
             catalog().iter(),
             &["requisition", "requisition_posting", "requisition_offer"],
         );
-        let r = crate::decode::bv(json!({
+        let r = crate::json::bv(json!({
             "id": "r1", "headcountTotal": "unlimited", "headcountHired": 2,
             "compensationBand": {"currency": "USD", "min": 85000, "max": 120000.5},
             "approval": {"id": "a1", "startedAt": 1000, "steps": []},
@@ -133,7 +133,7 @@ mod tests {
         );
         write_posting(
             &mut t,
-            crate::decode::bv(
+            crate::json::bv(
                 json!({"id": "p1", "tags": ["a"], "distributionChannels": ["public", "internal"],
                 "categories": {"team": "Eng"}, "content": {"description": "d", "lists": [{"text": "h", "content": "<li>"}]},
                 "reqCode": "R-1"}),

@@ -22,28 +22,8 @@ use arrow::record_batch::RecordBatch;
 use sluice_core::{ColumnType, Result, TableSpec};
 use std::sync::Arc;
 
-/// A JSON value of a parsed response body (a handle into its tape; see `http::json`).
-pub(crate) use crate::http::json::{Array as JsonArray, Kind, Number, Object, Value};
-
-/// Field access on JSON values and objects.
-pub(crate) trait Field<'a> {
-    /// The field `key` of an object; `None` when absent or when `self` is not an object.
-    fn field(&self, key: &str) -> Option<Value<'a>>;
-}
-
-impl<'a> Field<'a> for Object<'a> {
-    #[inline]
-    fn field(&self, key: &str) -> Option<Value<'a>> {
-        self.get(key)
-    }
-}
-
-impl<'a> Field<'a> for Value<'a> {
-    #[inline]
-    fn field(&self, key: &str) -> Option<Value<'a>> {
-        self.get(key)
-    }
-}
+/// A JSON value of a parsed response body (a handle into its tape; see `crate::json`).
+pub(crate) use crate::json::{Array as JsonArray, Field, Kind, Number, Value};
 
 /// A cell value before conversion into the column type.
 #[derive(Debug, Clone, Copy)]
@@ -889,17 +869,11 @@ pub(crate) fn ms_of(v: Option<Value<'_>>) -> Option<i64> {
     to_ts_us(Cell::from(v)).map(|us| us / 1_000)
 }
 
-/// A parsed JSON value of a `serde_json` value, for tests (the document is leaked).
-#[cfg(test)]
-pub(crate) fn bv(v: serde_json::Value) -> Value<'static> {
-    let doc = crate::http::Doc::parse(v.to_string().as_bytes()).expect("JSON");
-    Box::leak(Box::new(doc)).value()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::{catalog, spec};
+    use crate::json::bv;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     use serde_json::json;

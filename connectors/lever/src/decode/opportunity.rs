@@ -402,7 +402,7 @@ mod tests {
 
     /// The opportunity example of API.md §4.1 (abridged).
     fn example() -> Value<'static> {
-        crate::decode::bv(json!({
+        crate::json::bv(json!({
             "id": "250d8f03-738a-4bba-a671-8a3d73477145",
             "name": "Shane Smith", "headline": "Brickly LLC, Vandelay Industries",
             "contact": "7f23e772-b3de-4f8c-8ba1-2a1c1b0b4b7c",
@@ -504,7 +504,7 @@ mod tests {
             Endpoint::Interviews,
             "o1",
             Some("c1"),
-            [crate::decode::bv(json!({
+            [crate::json::bv(json!({
                 "id": "i1", "panel": "p1", "interviewers": [{"id": "u1", "name": "A"}, {"id": "u2"}],
                 "feedbackForms": ["f1"], "postings": ["po1"], "duration": "60", "date": 1000
             }))],
@@ -514,7 +514,7 @@ mod tests {
             Endpoint::Files,
             "o1",
             Some("c1"),
-            [crate::decode::bv(
+            [crate::json::bv(
                 json!({"id": "fi1", "size": "1000", "uploadedAt": "1468953420000"}),
             )],
         );
@@ -523,7 +523,7 @@ mod tests {
             Endpoint::Resumes,
             "o1",
             Some("c1"),
-            [crate::decode::bv(
+            [crate::json::bv(
                 json!({"id": "r1", "file": {"name": "cv.pdf"},
             "parsedData": {"positions": [{"org": "X", "start": {"year": 2019, "month": 3}}], "schools": []}}),
             )],
@@ -533,7 +533,7 @@ mod tests {
             Endpoint::Panels,
             "o1",
             None,
-            [crate::decode::bv(
+            [crate::json::bv(
                 json!({"id": "p1", "end": 5, "applications": ["a1"], "interviews": [{"id": "i1"}]}),
             )],
         );
@@ -592,7 +592,7 @@ mod tests {
     #[test]
     fn the_contact_digest_follows_every_contact_field() {
         let digest = |text: &str| {
-            let doc = crate::http::json::Doc::parse(text.as_bytes()).unwrap();
+            let doc = crate::json::Doc::parse(text.as_bytes()).unwrap();
             super::contact_digest(doc.value())
         };
         let base = r#"{"id": "o1", "stage": "s1", "name": "Ann", "headline": "x", "emails": ["a@x"], "phones": [], "links": []}"#;

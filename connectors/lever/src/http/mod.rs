@@ -2,13 +2,11 @@
 //! exponential backoff, OAuth refresh, and offset pagination.
 
 pub(crate) mod auth;
-pub(crate) mod json;
 
-use crate::decode::{Field, JsonArray, Kind, Value};
+use crate::json::{Array as JsonArray, Doc, Field, Kind, Value};
 use auth::{Auth, without_url};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-pub(crate) use json::Doc;
 use reqwest::StatusCode;
 use sluice_core::CpuPhase;
 use sluice_core::{Error, Metrics, Result};
@@ -1031,7 +1029,7 @@ mod tests {
 
     #[test]
     fn items_need_a_string_id() {
-        let list = |v: serde_json::Value| crate::decode::bv(v).as_array().unwrap();
+        let list = |v: serde_json::Value| crate::json::bv(v).as_array().unwrap();
         assert!(check_ids(list(json!([{"id": "a"}])), "users").is_ok());
         let e = check_ids(list(json!([{"id": "a"}, {"name": "x"}])), "users").unwrap_err();
         assert_eq!(e, "item 2 of 2 has no `id`");

@@ -584,6 +584,33 @@ impl<'a> Iterator for Fields<'a> {
 
 impl ExactSizeIterator for Fields<'_> {}
 
+/// Field access on JSON values and objects.
+pub(crate) trait Field<'a> {
+    /// The field `key` of an object; `None` when absent or when `self` is not an object.
+    fn field(&self, key: &str) -> Option<Value<'a>>;
+}
+
+impl<'a> Field<'a> for Object<'a> {
+    #[inline]
+    fn field(&self, key: &str) -> Option<Value<'a>> {
+        self.get(key)
+    }
+}
+
+impl<'a> Field<'a> for Value<'a> {
+    #[inline]
+    fn field(&self, key: &str) -> Option<Value<'a>> {
+        self.get(key)
+    }
+}
+
+/// A parsed JSON value of a `serde_json` value, for tests (the document is leaked).
+#[cfg(test)]
+pub(crate) fn bv(v: serde_json::Value) -> Value<'static> {
+    let doc = Doc::parse(v.to_string().as_bytes()).expect("JSON");
+    Box::leak(Box::new(doc)).value()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
