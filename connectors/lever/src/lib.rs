@@ -33,6 +33,7 @@ mod decode;
 mod demo;
 mod http;
 mod lever_tables;
+mod list_digest;
 mod lists;
 mod priority;
 mod rescan;

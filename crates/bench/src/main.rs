@@ -62,6 +62,10 @@ struct Args {
     /// Staged rows that force a commit (the CLI's default; to compare commit sizes).
     #[arg(long, default_value_t = 250_000)]
     commit_max_rows: u64,
+    /// Keep the lakes the scenarios write, under `<out>/lakes/`, to inspect their files (the
+    /// path of each is printed); without it they are removed when their scenario ends.
+    #[arg(long)]
+    keep_lakes: bool,
     /// Opportunities in the time-to-fresh-data scenario (rate-limited like scenario 1).
     #[arg(long, default_value_t = 300)]
     fresh_opportunities: usize,
@@ -387,7 +391,7 @@ async fn main() -> Result<()> {
             args.latency_ms,
         )
         .await?;
-        let dir = tempfile::tempdir()?;
+        let dir = lake_dir(&args, "rate")?;
         let f = sync(
             &emu,
             dir.path().to_str().context("utf-8 path")?,
@@ -433,7 +437,7 @@ async fn main() -> Result<()> {
             args.throughput_opportunities
         );
         let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
-        let dir = tempfile::tempdir()?;
+        let dir = lake_dir(&args, "throughput")?;
         let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
         let unlimited = (1_000_000, 1_000_000);
         let full = sync(&emu, &dest, &sink_extra, unlimited, args.commit_max_rows).await?;
@@ -533,7 +537,7 @@ async fn main() -> Result<()> {
         let mut extra = sink_extra.clone();
         extra.insert("sink".into(), "delta".into());
         let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
-        let dir = tempfile::tempdir()?;
+        let dir = lake_dir(&args, "delta")?;
         let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
         let unlimited = (1_000_000, 1_000_000);
         let full = sync(&emu, &dest, &extra, unlimited, args.commit_max_rows).await?;
@@ -625,7 +629,7 @@ async fn freshness_scenario(
             args.recent_share,
         )
         .await?;
-        let dir = tempfile::tempdir()?;
+        let dir = lake_dir(args, "freshness")?;
         let dest = dir.path().to_str().context("utf-8 path")?;
         let f = freshness::first_sync(&emu.base_url, &emu.api_key, dest, limiter, priority).await;
         emu.stop().await;
@@ -677,4 +681,20 @@ async fn freshness_scenario(
         json!({"opportunities": args.fresh_opportunities, "recent_share": args.recent_share, "latency_ms": args.latency_ms, "rate": args.rate, "burst": args.burst, "runs": runs, "request_overhead": overhead}),
     );
     Ok(())
+}
+
+/// A folder for one scenario's lake: a temporary folder removed when the scenario ends, or
+/// with `--keep-lakes` one under `<out>/lakes/` that stays (its path printed).
+fn lake_dir(args: &Args, scenario: &str) -> Result<tempfile::TempDir> {
+    if !args.keep_lakes {
+        return Ok(tempfile::tempdir()?);
+    }
+    let parent = std::path::Path::new(&args.out).join("lakes");
+    std::fs::create_dir_all(&parent)?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{scenario}-"))
+        .disable_cleanup(true)
+        .tempdir_in(&parent)?;
+    eprintln!("keeping the {scenario} lake in {}", dir.path().display());
+    Ok(dir)
 }
