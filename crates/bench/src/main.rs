@@ -207,6 +207,34 @@ struct SyncFigures {
     cpu_other_s: f64,
     /// Per table: rows received, data files and bytes written (sums over the commits).
     tables: std::collections::BTreeMap<String, TableFigures>,
+    /// Bytes of the destination's files that the sync left new or changed: data files and
+    /// deletion vectors as `bytes_written`, plus the format's logs and checkpoints and the
+    /// manifests (files written and removed within the sync are not counted).
+    dest_bytes_new: u64,
+    /// Bytes of the whole destination after the sync.
+    dest_bytes_total: u64,
+}
+
+/// Size and modification time of each file under `dir`.
+fn dest_files(
+    dir: &std::path::Path,
+) -> std::collections::HashMap<std::path::PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = std::collections::HashMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if let Ok(modified) = meta.modified() {
+                out.insert(e.path(), (meta.len(), modified));
+            }
+        }
+    }
+    out
 }
 
 /// One table's share of a sync.
@@ -256,6 +284,7 @@ async fn sync(
             config[k] = v.clone();
         }
     }
+    let before = dest_files(std::path::Path::new(dest));
     let metrics = sluice_core::Metrics::new();
     metrics.account_cpu();
     let cpu0 = cpu_seconds();
@@ -276,6 +305,13 @@ async fn sync(
     .await?;
     let wall_s = t0.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds() - cpu0;
+    let after = dest_files(std::path::Path::new(dest));
+    let dest_bytes_total = after.values().map(|(len, _)| len).sum();
+    let dest_bytes_new = after
+        .iter()
+        .filter(|(path, now)| before.get(*path) != Some(*now))
+        .map(|(_, (len, _))| len)
+        .sum();
     let mut written = 0;
     let mut rewritten = 0;
     let mut tables = std::collections::BTreeMap::new();
@@ -306,6 +342,8 @@ async fn sync(
         bytes_written: written,
         bytes_rewritten: rewritten,
         tables,
+        dest_bytes_new,
+        dest_bytes_total,
     })
 }
 
@@ -507,6 +545,12 @@ async fn main() -> Result<()> {
         );
         row(
             &mut table,
+            "3. destination bytes new or changed (with manifests): incremental / full",
+            dest_share(&inc, &full),
+            "",
+        );
+        row(
+            &mut table,
             "3. bytes written: incremental / full",
             format!("{} / {}", inc.bytes_written, full.bytes_written),
             "~ change share",
@@ -574,6 +618,12 @@ async fn main() -> Result<()> {
                 100.0 * inc.bytes_written as f64 / full.bytes_written.max(1) as f64
             ),
             "~ change share",
+        );
+        row(
+            &mut table,
+            "4. delta: destination bytes new or changed (with logs, manifests): incremental / full",
+            dest_share(&inc, &full),
+            "",
         );
         row(
             &mut table,
@@ -697,4 +747,14 @@ fn lake_dir(args: &Args, scenario: &str) -> Result<tempfile::TempDir> {
         .tempdir_in(&parent)?;
     eprintln!("keeping the {scenario} lake in {}", dir.path().display());
     Ok(dir)
+}
+
+/// `dest_bytes_new` of an incremental sync against its full sync's, with the share.
+fn dest_share(inc: &SyncFigures, full: &SyncFigures) -> String {
+    format!(
+        "{} / {} ({:.2}%)",
+        inc.dest_bytes_new,
+        full.dest_bytes_new,
+        100.0 * inc.dest_bytes_new as f64 / full.dest_bytes_new.max(1) as f64
+    )
 }
