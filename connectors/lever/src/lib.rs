@@ -36,6 +36,7 @@ mod demo;
 mod http;
 mod json;
 mod lever_tables;
+mod list_digest;
 mod lists;
 mod priority;
 mod rescan;

@@ -38,6 +38,11 @@ pub(crate) struct Extra {
     /// The rolling re-scan of the opportunities' children.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) rescan: Option<crate::rescan::Rescan>,
+    /// Per list read on every sync, the digest of what it last wrote
+    /// ([`crate::list_digest`]): an unchanged list is not written again until its re-import
+    /// interval is due.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) list_digests: BTreeMap<String, String>,
 }
 
 /// Position of an opportunity walk.
@@ -256,15 +261,16 @@ impl Sync<'_> {
                 continue;
             }
             // The requisition lists are small, read every sync (Lever has no updated-at
-            // filter for them); the other lists once per interval.
-            let due = g.every_sync
-                || enabled.iter().any(|t| {
-                    let ts = self.state.table(t);
-                    self.ctx.resync_requested(t)
-                        || ts
-                            .last_reimport_ms
-                            .is_none_or(|last| now - last >= self.reimport_interval_ms)
-                });
+            // filter for them) and written when their content changed; the other lists are
+            // read and written once per interval.
+            let interval_due = enabled.iter().any(|t| {
+                let ts = self.state.table(t);
+                self.ctx.resync_requested(t)
+                    || ts
+                        .last_reimport_ms
+                        .is_none_or(|last| now - last >= self.reimport_interval_ms)
+            });
+            let due = g.every_sync || interval_due;
             if !due {
                 tracing::debug!(list = g.label, "re-import not due yet");
                 continue;
@@ -282,6 +288,16 @@ impl Sync<'_> {
                 .list_all(g.label, g.path, &query, list.tables())
                 .await?
                 .ok_or_else(|| Error::upstream(format!("GET {} answered 404", g.path)))?;
+            let digest = g
+                .every_sync
+                .then(|| crate::list_digest::list_digest(items.iter(), &enabled));
+            if !interval_due
+                && digest.is_some()
+                && self.extra.list_digests.get(g.label) == digest.as_ref()
+            {
+                tracing::debug!(list = g.label, "unchanged since it was last written");
+                continue;
+            }
             let mut t = Tables::new(self.ctx.tables.values(), list.tables());
             let requisition = Table::Requisition.name();
             if list == List::Requisitions && self.ctx.is_enabled(requisition) {
@@ -313,6 +329,9 @@ impl Sync<'_> {
                 let ts = self.state.table_mut(table);
                 ts.last_reimport_ms = Some(now);
                 ts.resync_requested = false;
+            }
+            if let Some(d) = digest {
+                self.extra.list_digests.insert(g.label.to_owned(), d);
             }
             tracing::debug!(list = g.label, items = items.len(), "re-imported");
         }

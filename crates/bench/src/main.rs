@@ -62,6 +62,10 @@ struct Args {
     /// Staged rows that force a commit (the CLI's default; to compare commit sizes).
     #[arg(long, default_value_t = 250_000)]
     commit_max_rows: u64,
+    /// Keep the lakes the scenarios write, under `<out>/lakes/`, to inspect their files (the
+    /// path of each is printed); without it they are removed when their scenario ends.
+    #[arg(long)]
+    keep_lakes: bool,
     /// Opportunities in the time-to-fresh-data scenario (rate-limited like scenario 1).
     #[arg(long, default_value_t = 300)]
     fresh_opportunities: usize,
@@ -203,6 +207,34 @@ struct SyncFigures {
     cpu_other_s: f64,
     /// Per table: rows received, data files and bytes written (sums over the commits).
     tables: std::collections::BTreeMap<String, TableFigures>,
+    /// Bytes of the destination's files that the sync left new or changed: data files and
+    /// deletion vectors as `bytes_written`, plus the format's logs and checkpoints and the
+    /// manifests (files written and removed within the sync are not counted).
+    dest_bytes_new: u64,
+    /// Bytes of the whole destination after the sync.
+    dest_bytes_total: u64,
+}
+
+/// Size and modification time of each file under `dir`.
+fn dest_files(
+    dir: &std::path::Path,
+) -> std::collections::HashMap<std::path::PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = std::collections::HashMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if let Ok(modified) = meta.modified() {
+                out.insert(e.path(), (meta.len(), modified));
+            }
+        }
+    }
+    out
 }
 
 /// One table's share of a sync.
@@ -252,6 +284,7 @@ async fn sync(
             config[k] = v.clone();
         }
     }
+    let before = dest_files(std::path::Path::new(dest));
     let metrics = sluice_core::Metrics::new();
     metrics.account_cpu();
     let cpu0 = cpu_seconds();
@@ -270,6 +303,13 @@ async fn sync(
     .await?;
     let wall_s = t0.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds() - cpu0;
+    let after = dest_files(std::path::Path::new(dest));
+    let dest_bytes_total = after.values().map(|(len, _)| len).sum();
+    let dest_bytes_new = after
+        .iter()
+        .filter(|(path, now)| before.get(*path) != Some(*now))
+        .map(|(_, (len, _))| len)
+        .sum();
     let mut written = 0;
     let mut rewritten = 0;
     let mut tables = std::collections::BTreeMap::new();
@@ -300,6 +340,8 @@ async fn sync(
         bytes_written: written,
         bytes_rewritten: rewritten,
         tables,
+        dest_bytes_new,
+        dest_bytes_total,
     })
 }
 
@@ -385,7 +427,7 @@ async fn main() -> Result<()> {
             args.latency_ms,
         )
         .await?;
-        let dir = tempfile::tempdir()?;
+        let dir = lake_dir(&args, "rate")?;
         let f = sync(
             &emu,
             dir.path().to_str().context("utf-8 path")?,
@@ -431,7 +473,7 @@ async fn main() -> Result<()> {
             args.throughput_opportunities
         );
         let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
-        let dir = tempfile::tempdir()?;
+        let dir = lake_dir(&args, "throughput")?;
         let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
         let unlimited = (1_000_000, 1_000_000);
         let full = sync(&emu, &dest, &sink_extra, unlimited, args.commit_max_rows).await?;
@@ -501,6 +543,12 @@ async fn main() -> Result<()> {
         );
         row(
             &mut table,
+            "3. destination bytes new or changed (with manifests): incremental / full",
+            dest_share(&inc, &full),
+            "",
+        );
+        row(
+            &mut table,
             "3. bytes written: incremental / full",
             format!("{} / {}", inc.bytes_written, full.bytes_written),
             "~ change share",
@@ -531,7 +579,7 @@ async fn main() -> Result<()> {
         let mut extra = sink_extra.clone();
         extra.insert("sink".into(), "delta".into());
         let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
-        let dir = tempfile::tempdir()?;
+        let dir = lake_dir(&args, "delta")?;
         let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
         let unlimited = (1_000_000, 1_000_000);
         let full = sync(&emu, &dest, &extra, unlimited, args.commit_max_rows).await?;
@@ -568,6 +616,12 @@ async fn main() -> Result<()> {
                 100.0 * inc.bytes_written as f64 / full.bytes_written.max(1) as f64
             ),
             "~ change share",
+        );
+        row(
+            &mut table,
+            "4. delta: destination bytes new or changed (with logs, manifests): incremental / full",
+            dest_share(&inc, &full),
+            "",
         );
         row(
             &mut table,
@@ -623,7 +677,7 @@ async fn freshness_scenario(
             args.recent_share,
         )
         .await?;
-        let dir = tempfile::tempdir()?;
+        let dir = lake_dir(args, "freshness")?;
         let dest = dir.path().to_str().context("utf-8 path")?;
         let f = freshness::first_sync(&emu.base_url, &emu.api_key, dest, limiter, priority).await;
         emu.stop().await;
@@ -675,4 +729,30 @@ async fn freshness_scenario(
         json!({"opportunities": args.fresh_opportunities, "recent_share": args.recent_share, "latency_ms": args.latency_ms, "rate": args.rate, "burst": args.burst, "runs": runs, "request_overhead": overhead}),
     );
     Ok(())
+}
+
+/// A folder for one scenario's lake: a temporary folder removed when the scenario ends, or
+/// with `--keep-lakes` one under `<out>/lakes/` that stays (its path printed).
+fn lake_dir(args: &Args, scenario: &str) -> Result<tempfile::TempDir> {
+    if !args.keep_lakes {
+        return Ok(tempfile::tempdir()?);
+    }
+    let parent = std::path::Path::new(&args.out).join("lakes");
+    std::fs::create_dir_all(&parent)?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{scenario}-"))
+        .disable_cleanup(true)
+        .tempdir_in(&parent)?;
+    eprintln!("keeping the {scenario} lake in {}", dir.path().display());
+    Ok(dir)
+}
+
+/// `dest_bytes_new` of an incremental sync against its full sync's, with the share.
+fn dest_share(inc: &SyncFigures, full: &SyncFigures) -> String {
+    format!(
+        "{} / {} ({:.2}%)",
+        inc.dest_bytes_new,
+        full.dest_bytes_new,
+        100.0 * inc.dest_bytes_new as f64 / full.dest_bytes_new.max(1) as f64
+    )
 }

@@ -266,16 +266,32 @@ impl LakeSink {
 
     /// Publishes the log version of every table in [`LakeSink::unpublished`] (see
     /// [`TableFormat::publish`](crate::TableFormat::publish)).
+    ///
+    /// A published version's text is dropped from the in-memory manifest, so that the next
+    /// manifest does not carry it (it is in the table folder now): a manifest holds only the
+    /// texts of versions that may still need publishing.
     pub(crate) async fn publish_logs(&mut self) -> Result<()> {
-        let Some(m) = &self.manifest else {
+        let Some(m) = self.manifest.as_mut() else {
             return Ok(());
         };
         for table in std::mem::take(&mut self.unpublished) {
-            let Some(entry) = m.tables.get(&table) else {
+            let Some(entry) = m.tables.get_mut(&table) else {
                 continue;
             };
-            if entry.log.is_none() {
-                continue;
+            match &entry.log {
+                None => continue,
+                Some(log) if log.commit.is_empty() => {
+                    return Err(LakeError::Damaged {
+                        path: layout::table_dir(&self.dest.root, &table).to_string(),
+                        detail: format!(
+                            "log version {} of table `{table}` is missing from the table folder \
+                             although it was published; its log was changed outside sluice \
+                             (re-sync the table to write it anew)",
+                            log.version
+                        ),
+                    });
+                }
+                Some(_) => {}
             }
             let dir = layout::table_dir(&self.dest.root, &table);
             if let Err(e) = self
@@ -286,6 +302,9 @@ impl LakeSink {
                 let rest = m.tables.keys().filter(|t| **t >= table).cloned();
                 self.unpublished.extend(rest);
                 return Err(e);
+            }
+            if let Some(log) = entry.log.as_mut() {
+                log.commit.clear();
             }
         }
         Ok(())

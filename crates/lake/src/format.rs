@@ -68,6 +68,15 @@ pub trait TableFormat: std::fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// Whether data files carry a copy of their Arrow schema in the Parquet footer
+    /// (`ARROW:schema`, as Arrow's own writer adds it; default: yes). Plain Parquet readers
+    /// use it to restore Arrow types; a format whose readers take the schema from the
+    /// format's own log can leave it out (it is 1–6 KB per file, half the footer of a small
+    /// file).
+    fn embeds_arrow_schema(&self) -> bool {
+        true
+    }
+
     /// Whether the engine records each new data file's column statistics
     /// ([`FileEntry::stats`](crate::FileEntry::stats)) for [`TableFormat::next_log`] to publish
     /// (default: no).

@@ -92,6 +92,7 @@ impl<'a> GroupWriter<'a> {
             &path,
             schema,
             self.props.clone(),
+            self.sink.format.embeds_arrow_schema(),
         )?;
         Ok((name, w))
     }

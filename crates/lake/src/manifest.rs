@@ -110,8 +110,10 @@ pub struct TableLog {
     pub version: u64,
     /// The table's schema as the format writes it (Delta's `schemaString`).
     pub schema: String,
-    /// The text of version `version`, kept until a later version replaces it so that it can
-    /// be published again if the run stopped before publishing it.
+    /// The text of version `version` while it may still need publishing (a run that stopped
+    /// between the manifest commit and the publication publishes it at its next open); empty
+    /// once published, so that manifests do not carry every table's last version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub commit: String,
     /// When version 0 was written (epoch ms).
     #[serde(default)]
@@ -248,7 +250,8 @@ impl Manifest {
 
     /// Serializes the manifest.
     pub(crate) fn to_json(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        // Compact: a manifest is written at every commit and grows with the lake's files.
+        let mut bytes = serde_json::to_vec(self).expect("manifest serializes");
         bytes.push(b'\n');
         bytes
     }

@@ -119,17 +119,21 @@ impl Shared {
 const SPLICE_MIN_SHARE: usize = 16;
 
 impl FileWriter {
-    /// Starts a new object at `path` (nothing is visible until [`FileWriter::finish`]).
+    /// Starts a new object at `path` (nothing is visible until [`FileWriter::finish`]). With
+    /// `arrow_schema`, the Arrow schema travels in the footer (`ARROW:schema`), as Arrow's
+    /// own writer adds it (see [`crate::TableFormat::embeds_arrow_schema`]).
     pub(crate) fn create(
         store: &Arc<dyn ObjectStore>,
         path: &Path,
         schema: SchemaRef,
         props: WriterProperties,
+        arrow_schema: bool,
     ) -> Result<FileWriter> {
         let err = |e| LakeError::parquet("writing", path, e);
         let mut props = props;
-        // The Arrow schema travels in the footer (`ARROW:schema`), as ArrowWriter writes it.
-        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        if arrow_schema {
+            add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        }
         let parquet_schema = ArrowSchemaConverter::new()
             .with_coerce_types(props.coerce_types())
             .convert(&schema)
@@ -578,7 +582,8 @@ mod tests {
     }
 
     async fn write(store: &Arc<dyn ObjectStore>, name: &str, batches: &[RecordBatch]) -> u64 {
-        let mut w = FileWriter::create(store, &Path::from(name), schema(), props(100)).unwrap();
+        let mut w =
+            FileWriter::create(store, &Path::from(name), schema(), props(100), true).unwrap();
         for b in batches {
             w.write(b).await.unwrap();
         }
@@ -607,7 +612,7 @@ mod tests {
         let c = write(&store, "c.parquet", &[rows(280, 285)]).await;
 
         let out = Path::from("out.parquet");
-        let mut w = FileWriter::create(&store, &out, schema(), props(100)).unwrap();
+        let mut w = FileWriter::create(&store, &out, schema(), props(100), true).unwrap();
         w.write(&rows(285, 300)).await.unwrap();
         for (name, size) in [("a.parquet", a), ("b.parquet", b), ("c.parquet", c)] {
             assert!(w.splice(&store, &Path::from(name), size).await.unwrap());
@@ -669,7 +674,7 @@ mod tests {
             Field::new("extra", DataType::Int64, true),
         ]));
         let out = Path::from("out.parquet");
-        let mut w = FileWriter::create(&store, &out, wider, props(100)).unwrap();
+        let mut w = FileWriter::create(&store, &out, wider, props(100), true).unwrap();
         assert!(!w.splice(&store, &Path::from("a.parquet"), a).await.unwrap());
         assert_eq!(w.rows(), 0);
     }

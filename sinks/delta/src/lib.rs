@@ -62,6 +62,11 @@ impl TableFormat for DeltaFormat {
         true
     }
 
+    /// Delta readers take the schema from the log, never from a data file's footer.
+    fn embeds_arrow_schema(&self) -> bool {
+        false
+    }
+
     fn retention(&self) -> Duration {
         Duration::from_secs(self.options.retention_hours.saturating_mul(3600))
     }

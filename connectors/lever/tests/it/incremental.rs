@@ -243,3 +243,69 @@ async fn requisition_custom_field_added_between_syncs() {
         .unwrap();
     assert_matches_oracle(&dest, &env.emu.truth(), true);
 }
+
+/// The requisition lists are read on every sync (Lever has no updated-at filter for them)
+/// and written again only when what they hold changed: an unchanged list costs a request,
+/// not a rewrite of its tables; a deleted requisition or a new custom field lands at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requisitions_are_written_again_only_when_they_change() {
+    const TABLES: [&str; 4] = [
+        "requisition",
+        "requisition_fields",
+        "requisition_posting",
+        "requisition_offer",
+    ];
+    let env = Env::start(30).await;
+    let config = env.config();
+    let dest = MemoryDestination::new("lever");
+    sync(&config, &dest, at(DAY0)).await.expect("first sync");
+    // Each table's rows, with when they were last written (`_fivetran_synced`).
+    let synced = |table: &str| -> BTreeSet<String> {
+        let rows = dest.committed_rows(table);
+        assert!(!rows.is_empty(), "{table} has rows");
+        rows.iter().map(|r| format!("{r:?}")).collect()
+    };
+    let first: Vec<BTreeSet<String>> = TABLES.iter().map(|t| synced(t)).collect();
+
+    // Nothing changed: both lists are read, no row of their tables is written.
+    env.emu.reset_counters();
+    sync(&config, &dest, at(DAY0 + HOUR))
+        .await
+        .expect("quiet sync");
+    assert_eq!(env.emu.counters().endpoint("GET /requisitions").requests, 1);
+    assert_eq!(
+        env.emu
+            .counters()
+            .endpoint("GET /requisition_fields")
+            .requests,
+        1
+    );
+    for (table, before) in TABLES.iter().zip(&first) {
+        assert_eq!(&synced(table), before, "{table} was written again");
+    }
+    assert_matches_oracle(&dest, &env.emu.truth(), true);
+
+    // A requisition deleted within the re-import interval is flagged by the next sync.
+    let t = env.emu.truth();
+    let gone = t.requisitions.last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.emu.delete_requisition(&gone);
+    sync(&config, &dest, at(DAY0 + 2 * HOUR)).await.unwrap();
+    assert_eq!(flagged(&dest, "requisition", "id", &gone), Some(true));
+    assert_ne!(synced("requisition"), first[0]);
+    assert_matches_oracle(&dest, &env.emu.truth(), true);
+
+    // A new custom field with values: its column and values land without a re-sync.
+    env.emu
+        .add_requisition_field("employee_referral_bonus", "number");
+    sync(&config, &dest, at(DAY0 + 3 * HOUR)).await.unwrap();
+    let schema = dest.committed_batch("requisition").unwrap().schema();
+    assert!(
+        schema
+            .field_with_name("custom_field_employee_referral_bonus")
+            .is_ok()
+    );
+    assert_matches_oracle(&dest, &env.emu.truth(), true);
+}

@@ -213,6 +213,16 @@ async fn disjoint_keys_append(lake: Lake) {
         assert_eq!(r.tables["note"].inserted, 60);
         assert_eq!(r.tables["opp"].inserted, 40);
     }
+    // Plain Parquet files carry their Arrow schema (`ARROW:schema`) for readers that restore
+    // Arrow types from it.
+    let footers = lake.footer_keys("opp").await;
+    assert!(!footers.is_empty());
+    assert!(
+        footers
+            .iter()
+            .all(|keys| keys.iter().any(|k| k == "ARROW:schema")),
+        "{footers:?}"
+    );
     s.close().await.unwrap();
     assert!(
         per_bucket(&lake, "note").await.values().any(|&c| c > 1),

@@ -281,6 +281,35 @@ impl Lake {
 }
 
 impl Lake {
+    /// The footer's key-value metadata keys of each live data file of `table`.
+    pub async fn footer_keys(&self, table: &str) -> Vec<Vec<String>> {
+        let dest = self.dest();
+        let mut out = Vec::new();
+        for name in self.sink().live_objects(table).await.expect("live objects") {
+            if !name.ends_with(".parquet") {
+                continue;
+            }
+            let bytes = dest
+                .store
+                .get(&object_store::path::Path::from(name.as_str()))
+                .await
+                .expect("get data file")
+                .bytes()
+                .await
+                .expect("read data file");
+            let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+                .parse_and_finish(&bytes)
+                .expect("a Parquet footer");
+            let keys = meta
+                .file_metadata()
+                .key_value_metadata()
+                .map(|kv| kv.iter().map(|k| k.key.clone()).collect())
+                .unwrap_or_default();
+            out.push(keys);
+        }
+        out
+    }
+
     /// The entry of `table` in the live (highest) manifest.
     pub async fn manifest_entry(&self, table: &str) -> serde_json::Value {
         let dest = self.dest();

@@ -2,6 +2,7 @@
 //! of rewrites, and the Delta log read by the `deltalake` Python package.
 
 use crate::common::*;
+use object_store::ObjectStoreExt;
 use sluice_core::{Change, Scope, Sink};
 use std::collections::BTreeSet;
 
@@ -12,6 +13,7 @@ both!(
     delta_faults,
     delta_schema_evolution,
     delta_small_changes_write_small_files,
+    delta_published_log_texts_leave_the_manifest,
 );
 
 fn delta(lake: Lake) -> Lake {
@@ -109,6 +111,14 @@ async fn delta_small_changes_write_small_files(lake: Lake) {
         "[{}] 100 of 10000 keys: wrote {} B in {} files (full: {} B)",
         lake.kind, t.bytes_written, t.files_written, full.bytes_written
     );
+    // Delta readers take the schema from the log: no data file carries an Arrow schema
+    // copy (1–6 KB of footer each), which a small commit's bytes would be mostly made of.
+    let footers = lake.footer_keys("opp").await;
+    assert!(footers.len() >= 2, "{footers:?}");
+    assert!(
+        footers.iter().flatten().all(|k| k != "ARROW:schema"),
+        "{footers:?}"
+    );
     let (files, vectors) = files_and_vectors(&lake, "opp").await;
     assert!(first.is_subset(&files), "the first files stay");
     assert_eq!(vectors, first, "the first files got deletion vectors");
@@ -155,6 +165,85 @@ async fn delta_small_changes_write_small_files(lake: Lake) {
     assert_eq!(notes.len(), 1999, "the scoped delete removed one note");
     assert!(!notes.contains_key("note-opp-00007"));
     lake.assert_no_orphans(&["opp", "note"]).await;
+}
+
+/// A manifest carries a Delta version's text only while it may still need publishing (the
+/// next open publishes what a stopped run did not); once published, the next manifest drops
+/// it. A published version that then goes missing from the table folder is a clear error at
+/// the next open, naming the table, and nothing is written.
+async fn delta_published_log_texts_leave_the_manifest(lake: Lake) {
+    let lake = delta(lake);
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("o1", "a", 1)]), T1))
+        .await
+        .unwrap();
+    s.write(stamp(note_rows(&[("n1", "o1", "b")]), T1))
+        .await
+        .unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("o2", "c", 1)]), T2))
+        .await
+        .unwrap();
+    s.commit(&state(2)).await.unwrap();
+    s.close().await.unwrap();
+
+    // `opp` changed in commit 2: its new version was unpublished when the manifest was
+    // written. `note` did not: its version 0 was published after commit 1.
+    let opp_log = &lake.manifest_entry("opp").await["delta"];
+    assert_eq!(opp_log["version"], 1);
+    assert!(
+        opp_log["commit"]
+            .as_str()
+            .is_some_and(|t| t.contains("\"add\""))
+    );
+    let note_log = &lake.manifest_entry("note").await["delta"];
+    assert_eq!(note_log["version"], 0);
+    assert!(note_log.get("commit").is_none(), "{note_log}");
+
+    // Both tables read back whole after a reopen.
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.close().await.unwrap();
+    assert_eq!(scan(&lake.sink(), &opp()).await.len(), 2);
+
+    // A published version removed from the folder behind sluice's back.
+    let version = lake
+        .objects("note")
+        .await
+        .into_iter()
+        .filter(|o| o.contains("/_delta_log/") && o.ends_with(".json"))
+        .max()
+        .expect("a log version");
+    lake.dest()
+        .store
+        .delete(&object_store::path::Path::from(version.as_str()))
+        .await
+        .unwrap();
+    let before = lake.objects("").await;
+    let err = lake
+        .sink()
+        .open(&specs())
+        .await
+        .expect_err("a missing published version is refused")
+        .to_string();
+    assert!(
+        err.contains("`note`") && err.contains("log version 0"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "one line: {err}");
+    // The lease taken by the failed open is the only change.
+    let after: Vec<String> = lake
+        .objects("")
+        .await
+        .into_iter()
+        .filter(|o| !o.ends_with("lease.json"))
+        .collect();
+    let before: Vec<String> = before
+        .into_iter()
+        .filter(|o| !o.ends_with("lease.json"))
+        .collect();
+    assert_eq!(after, before);
 }
 
 /// Whether python3 with deltalake and pyarrow is there (see [`python_modules_available`]).
