@@ -8,7 +8,7 @@
 //! enabled since the last write changes it). It is kept in the source state, so it must not
 //! depend on the Rust version or the platform: no `std::hash::Hash` involved.
 
-use crate::http::json::{Kind, Number, Value};
+use crate::json::{Kind, Number, Value};
 use sha2::{Digest, Sha256};
 
 /// The digest of a list's `items` feeding `tables`, as lowercase hex.
@@ -88,7 +88,7 @@ fn hex(d: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::json::Doc;
+    use crate::json::Doc;
 
     fn digest(json: &str, tables: &[&str]) -> String {
         let doc = Doc::parse(json.as_bytes()).expect("valid JSON");
