@@ -28,13 +28,17 @@ impl TableFormat for ListingFormat {
     /// did not change (then nothing is published).
     fn next_log(
         &self,
-        _old: Option<&TableEntry>,
+        _table: &str,
+        old: Option<&TableEntry>,
         new: &TableEntry,
         now_ms: i64,
     ) -> Option<TableLog> {
-        let text: String = new.files.iter().map(|f| format!("{}\n", f.name)).collect();
+        let listing = |e: &TableEntry| -> String {
+            e.files.iter().map(|f| format!("{}\n", f.name)).collect()
+        };
+        let text = listing(new);
         match &new.log {
-            Some(log) if log.commit == text => Some(log.clone()),
+            Some(log) if old.map(listing).as_ref() == Some(&text) => Some(log.clone()),
             prev => Some(TableLog {
                 table_id: "listing".to_owned(),
                 version: prev.as_ref().map_or(0, |l| l.version + 1),

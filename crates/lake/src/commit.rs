@@ -184,7 +184,7 @@ impl LakeSink {
         let mut to_publish = BTreeSet::new();
         for (name, entry) in next.tables.iter_mut() {
             let old = base.as_ref().and_then(|m| m.tables.get(name));
-            let log = self.format.next_log(old, entry, now);
+            let log = self.format.next_log(name, old, entry, now);
             if log.is_some() && log != entry.log {
                 to_publish.insert(name.clone());
             }

@@ -199,6 +199,13 @@ pub struct Destination {
     pub(crate) local: bool,
 }
 
+impl Destination {
+    /// Whether the store is the local file system (object paths are file paths).
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+}
+
 impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Destination")

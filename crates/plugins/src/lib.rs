@@ -4,6 +4,7 @@
 //! silently vanishes. Adding a plugin = one line here plus one name in the test below.
 
 use sluice_sink_delta as _;
+use sluice_sink_iceberg as _;
 use sluice_sink_parquet as _;
 use sluice_source_lever as _;
 
@@ -20,6 +21,6 @@ mod tests {
         let sources: Vec<_> = r.sources().iter().map(|p| p.name).collect();
         let sinks: Vec<_> = r.sinks().iter().map(|p| p.name).collect();
         assert_eq!(sources, ["lever"]);
-        assert_eq!(sinks, ["delta", "parquet"]);
+        assert_eq!(sinks, ["delta", "iceberg", "parquet"]);
     }
 }

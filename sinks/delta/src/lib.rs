@@ -77,6 +77,7 @@ impl TableFormat for DeltaFormat {
 
     fn next_log(
         &self,
+        _table: &str,
         old: Option<&TableEntry>,
         new: &TableEntry,
         now_ms: i64,

@@ -12,6 +12,7 @@ use sluice_core::{
 };
 use sluice_lake::{Destination, LakeConfig, LakeSink, TableFormat};
 use sluice_sink_delta::{DeltaFormat, DeltaSinkConfig};
+use sluice_sink_iceberg::{IcebergFormat, IcebergSinkConfig};
 use sluice_sink_parquet::ParquetFormat;
 use sluice_testkit::{Row, batch_rows, rows_by_key};
 use std::collections::BTreeMap;
@@ -162,6 +163,8 @@ pub struct Lake {
     /// `Some`: the `delta` sink with these Delta keys (its `lake` field is unused);
     /// `None`: the `parquet` sink.
     pub delta: Option<DeltaSinkConfig>,
+    /// The `iceberg` sink (superseded files go at once) instead of `parquet` or `delta`.
+    pub iceberg: bool,
     pub kind: &'static str,
     pub tmp: Option<tempfile::TempDir>,
     _moto: Option<Moto>,
@@ -174,6 +177,7 @@ impl Lake {
         Lake {
             config,
             delta: None,
+            iceberg: false,
             kind: "local",
             tmp: Some(tmp),
             _moto: None,
@@ -192,6 +196,7 @@ impl Lake {
         Some(Lake {
             config,
             delta: None,
+            iceberg: false,
             kind: "s3",
             tmp: None,
             _moto: Some(moto),
@@ -209,6 +214,13 @@ impl Lake {
         self
     }
 
+    /// This lake as an `iceberg` destination: default keys, except that superseded files
+    /// go at once (`retention_hours = 0`).
+    pub fn iceberg(mut self) -> Lake {
+        self.iceberg = true;
+        self
+    }
+
     /// The Delta keys (panics on a `parquet` lake).
     pub fn delta_config(&mut self) -> &mut DeltaSinkConfig {
         self.delta.as_mut().expect("a delta lake")
@@ -216,6 +228,13 @@ impl Lake {
 
     /// The table format of this lake's sink.
     pub fn format(&self) -> Arc<dyn TableFormat> {
+        if self.iceberg {
+            let config = IcebergSinkConfig {
+                lake: self.config.clone(),
+                retention_hours: 0,
+            };
+            return Arc::new(IcebergFormat::new(&config).expect("a valid destination"));
+        }
         match &self.delta {
             Some(d) => Arc::new(DeltaFormat::new(d)),
             None => Arc::new(ParquetFormat),
@@ -269,7 +288,7 @@ impl Lake {
                 .objects(t)
                 .await
                 .into_iter()
-                .filter(|o| !o.contains("/_delta_log/"))
+                .filter(|o| !o.contains("/_delta_log/") && !o.contains("/metadata/"))
                 .collect();
             assert_eq!(
                 found, live,

@@ -36,6 +36,7 @@ mod duckdb;
 mod durability;
 mod failing;
 mod hooks;
+mod iceberg;
 mod lease_safety;
 mod moto;
 mod scenarios;

@@ -1,0 +1,242 @@
+//! The `iceberg` sink: the shared scenarios again, and every table read by two Iceberg
+//! readers sluice did not write: pyiceberg (`StaticTable` from the metadata file) and
+//! DuckDB's iceberg extension (loaded offline from the `duckdb-ext-iceberg` wheel, with
+//! `duckdb-ext-avro`). After a full sync, incremental syncs with updates, soft and hard
+//! deletes, a re-sync and a schema change, both read the sink's rows with one row per key.
+
+use crate::common::*;
+use sluice_core::{Change, ColumnSpec, ColumnType, Scope, Sink, TableSpec};
+use std::collections::BTreeMap;
+
+both!(
+    iceberg_conformance,
+    iceberg_conformance_in_small_chunks,
+    iceberg_engine_matches_memory_sink,
+    iceberg_faults,
+    iceberg_schema_evolution,
+);
+
+async fn iceberg_conformance(lake: Lake) {
+    crate::scenarios::conformance(lake.iceberg()).await;
+}
+
+async fn iceberg_conformance_in_small_chunks(lake: Lake) {
+    crate::scenarios::conformance_in_small_chunks(lake.iceberg()).await;
+}
+
+async fn iceberg_engine_matches_memory_sink(lake: Lake) {
+    crate::scenarios::engine_matches_memory_sink(lake.iceberg()).await;
+}
+
+async fn iceberg_faults(lake: Lake) {
+    crate::scenarios::faults(lake.iceberg()).await;
+}
+
+async fn iceberg_schema_evolution(lake: Lake) {
+    crate::scenarios::schema_evolution(lake.iceberg()).await;
+}
+
+/// The folder of DuckDB's extensions from the `duckdb-ext-*` wheels, when python3 has
+/// duckdb, the iceberg and avro extensions, pyiceberg and pyarrow.
+fn readers() -> Option<String> {
+    let pip = "'duckdb==1.4.4' 'duckdb-ext-iceberg==1.4.4.20260205' \
+               'duckdb-ext-avro==1.4.4.20260205' 'pyiceberg[pyarrow]' pyarrow";
+    if !python_modules_available("duckdb, duckdb_ext, pyiceberg, pyarrow", pip) {
+        return None;
+    }
+    let v = python_json(
+        "duckdb",
+        r#"
+import duckdb, duckdb_ext, glob, json, os
+found = []
+for base in duckdb_ext.__path__:
+    found += glob.glob(os.path.join(base, "extensions", "v" + duckdb.__version__, "*", "iceberg.duckdb_extension"))
+print(json.dumps([os.path.dirname(f) for f in found]))
+"#,
+    );
+    let dir = v
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|p| p.as_str());
+    Some(
+        dir.unwrap_or_else(|| {
+            panic!("no iceberg.duckdb_extension for this duckdb in duckdb_ext: {v}")
+        })
+        .to_owned(),
+    )
+}
+
+/// `id -> (value, deleted)` as one reader sees a table.
+type Rows = BTreeMap<String, (String, bool)>;
+
+/// The table in `dir` as `(pyiceberg, DuckDB)` read it: the id, `value` and the deleted flag
+/// `deleted` (an SQL expression) of each row.
+fn read_both(ext_dir: &str, dir: &std::path::Path, value: &str, deleted: &str) -> (Rows, Rows) {
+    let script = format!(
+        r#"
+import duckdb, json, os
+from pyiceberg.table import StaticTable
+d = {dir:?}
+version = open(os.path.join(d, "metadata", "version-hint.text")).read().strip()
+t = StaticTable.from_metadata("file://" + os.path.join(d, "metadata", "v" + version + ".metadata.json"))
+con = duckdb.connect()
+con.register("py", t.scan().to_arrow())
+py = con.execute("select id, {value}, {deleted} from py").fetchall()
+con.execute("LOAD '{ext}/avro.duckdb_extension'")
+con.execute("LOAD '{ext}/iceberg.duckdb_extension'")
+dd = con.execute("select id, {value}, {deleted} from iceberg_scan('{dir}')").fetchall()
+print(json.dumps({{"pyiceberg": [list(r) for r in py], "duckdb": [list(r) for r in dd]}}))
+"#,
+        dir = dir.display().to_string(),
+        ext = ext_dir,
+    );
+    let v = python_json("an Iceberg reader", &script);
+    let rows = |reader: &str| {
+        let mut out = Rows::new();
+        for r in v[reader].as_array().unwrap() {
+            let id = r[0].as_str().unwrap().to_owned();
+            let name = r[1].as_str().unwrap_or("").to_owned();
+            let prev = out.insert(id.clone(), (name, r[2].as_bool().unwrap_or(false)));
+            assert!(prev.is_none(), "{reader} reads {id} twice");
+        }
+        out
+    };
+    (rows("pyiceberg"), rows("duckdb"))
+}
+
+/// Asserts that both readers read exactly the sink's committed rows of `spec`.
+async fn both_read_the_sinks_rows(lake: &Lake, ext: &str, spec: &TableSpec, step: &str) {
+    let (value, deleted) = if spec.capture_deletes {
+        ("name", "_fivetran_deleted")
+    } else {
+        ("body", "false")
+    };
+    let expected: Rows = scan(&lake.sink(), spec)
+        .await
+        .into_iter()
+        .map(|(id, r)| {
+            let name = r[value].as_str().unwrap_or("").to_owned();
+            let gone = r.get("_fivetran_deleted").and_then(|d| d.as_bool());
+            (id, (name, gone.unwrap_or(false)))
+        })
+        .collect();
+    assert!(!expected.is_empty(), "{step}: the sink holds rows");
+    let dir = lake
+        .tmp
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("lake")
+        .join(&spec.name);
+    let (pyiceberg, duckdb) = read_both(ext, &dir, value, deleted);
+    assert_eq!(
+        pyiceberg, expected,
+        "{step}: pyiceberg differs from the sink"
+    );
+    assert_eq!(duckdb, expected, "{step}: DuckDB differs from the sink");
+}
+
+/// Full sync, incremental syncs with updates, soft and hard deletes, a re-sync and a schema
+/// change; after each, pyiceberg and DuckDB read the sink's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_readers_read_every_step() {
+    let Some(ext) = readers() else { return };
+    let mut lake = Lake::local().iceberg();
+    lake.config.table_buckets.insert("opp".into(), 4);
+    let ids: Vec<String> = (0..400).map(|i| format!("opp-{i:04}")).collect();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+
+    let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v1", 1)).collect();
+    s.write(stamp(opp_rows("opp", &rows), T1)).await.unwrap();
+    s.commit(&state(1)).await.unwrap();
+    both_read_the_sinks_rows(&lake, &ext, &opp(), "full sync").await;
+
+    // Incremental: 10 updates, 2 new keys, 3 soft deletes.
+    let upd: Vec<(&str, &str, i64)> = ids
+        .iter()
+        .step_by(40)
+        .map(|i| (i.as_str(), "v2", 2))
+        .chain([("opp-new-1", "v2", 2), ("opp-new-2", "v2", 2)])
+        .collect();
+    s.write(stamp(opp_rows("opp", &upd), T2)).await.unwrap();
+    s.write(stamp(
+        Change::Delete {
+            table: "opp".into(),
+            keys: keys(&["opp-0001", "opp-0002", "opp-0399"]),
+        },
+        T2,
+    ))
+    .await
+    .unwrap();
+    s.commit(&state(2)).await.unwrap();
+    both_read_the_sinks_rows(&lake, &ext, &opp(), "incremental").await;
+
+    // Hard deletes: notes gone from a re-read parent.
+    let notes: Vec<(String, String)> = ids[..50]
+        .iter()
+        .flat_map(|o| (0..2).map(move |k| (format!("note-{o}-{k}"), o.clone())))
+        .collect();
+    let nrows: Vec<(&str, &str, &str)> = notes
+        .iter()
+        .map(|(n, o)| (n.as_str(), o.as_str(), "body"))
+        .collect();
+    s.write(stamp(note_rows(&nrows), T2)).await.unwrap();
+    s.commit(&state(3)).await.unwrap();
+    s.write(stamp(
+        Change::DeleteMissing {
+            table: "note".into(),
+            scope: Scope::Where {
+                column: "opp_id".into(),
+                values: vec![ids[3].clone(), ids[4].clone()],
+            },
+            keep: keys(&["note-opp-0003-0"]),
+        },
+        T3,
+    ))
+    .await
+    .unwrap();
+    s.commit(&state(4)).await.unwrap();
+    both_read_the_sinks_rows(&lake, &ext, &note(), "hard deletes").await;
+
+    // A re-sync: every key again.
+    let again: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v3", 3)).collect();
+    s.write(stamp(opp_rows("opp", &again), T3)).await.unwrap();
+    s.commit(&state(5)).await.unwrap();
+    both_read_the_sinks_rows(&lake, &ext, &opp(), "re-sync").await;
+
+    // A schema change: a new column, and a few keys updated with it.
+    let mut evolved = opp();
+    evolved
+        .columns
+        .push(ColumnSpec::new("extra", ColumnType::Int64));
+    let tables = vec![evolved.clone(), note(), hist()];
+    s.update_table(&evolved).await.unwrap();
+    let change = opp_rows_spec(
+        &evolved,
+        &[
+            ("opp-0005", "v4", 4),
+            ("opp-0300", "v4", 4),
+            ("opp-new-3", "v4", 4),
+        ],
+        Some(vec![Some(1), Some(2), Some(3)]),
+    );
+    s.write(stamp_with(&tables, change, T4)).await.unwrap();
+    s.commit(&state(6)).await.unwrap();
+    s.close().await.unwrap();
+    both_read_the_sinks_rows(&lake, &ext, &evolved, "schema change").await;
+
+    // The new column kept every earlier field id and got the next one.
+    let dir = lake.tmp.as_ref().unwrap().path().join("lake/opp/metadata");
+    let version = std::fs::read_to_string(dir.join("version-hint.text")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("v{}.metadata.json", version.trim()))).unwrap(),
+    )
+    .unwrap();
+    let fields = meta["schemas"][0]["fields"].as_array().unwrap();
+    let ids: Vec<i64> = fields.iter().map(|f| f["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "{meta}");
+    assert_eq!(fields.last().unwrap()["name"], "extra");
+    assert_eq!(meta["last-column-id"], ids.len());
+    assert!(meta["current-schema-id"].as_i64().unwrap() >= 1, "{meta}");
+}

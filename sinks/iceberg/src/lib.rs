@@ -1,0 +1,125 @@
+//! # sluice-sink-iceberg
+//!
+//! The `iceberg` sink: every table folder of the lake (see `sluice-lake`) is also an Apache
+//! Iceberg table (format 2) with its metadata in `<table>/metadata/`, found by path the way
+//! a filesystem catalog finds it (`version-hint.text`), read by pyiceberg, DuckDB's iceberg
+//! extension, Spark, Trino and others. See `docs/iceberg-sink.md`.
+//!
+//! This crate is the Iceberg [`TableFormat`]: the metadata version each manifest commit
+//! computes and publishes after it ([`metadata`]), the table schema with stable field ids
+//! ([`schema`]) and the Avro manifests ([`avro`]); the lake engine does the rest. Commits
+//! are copy-on-write: the live files hold exactly the live rows.
+
+// `LakeError` carries object_store errors by value, as the engine does: errors are rare here.
+#![allow(clippy::result_large_err)]
+
+mod avro;
+mod config;
+mod metadata;
+mod schema;
+
+pub use config::{DEFAULT_RETENTION_HOURS, IcebergSinkConfig};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sluice_core::{Sink, SinkFactory, async_trait};
+use sluice_lake::{Destination, LakeSink, Result, TableEntry, TableFormat, TableLog};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The Iceberg table format (see the crate docs).
+#[derive(Debug, Clone)]
+pub struct IcebergFormat {
+    /// The destination as readers address it: `file:///…` or the object store URL.
+    base: String,
+    retention_hours: u64,
+}
+
+impl IcebergFormat {
+    /// The format for the destination and settings of `config`.
+    pub fn new(config: &IcebergSinkConfig) -> Result<IcebergFormat> {
+        let dest = Destination::from_config(&config.lake)?;
+        let base = if dest.is_local() {
+            format!("file:///{}", dest.root)
+        } else {
+            dest.url.trim_end_matches('/').to_owned()
+        };
+        Ok(IcebergFormat {
+            base,
+            retention_hours: config.retention_hours,
+        })
+    }
+
+    fn location(&self, table: &str) -> String {
+        format!("{}/{table}", self.base)
+    }
+}
+
+#[async_trait]
+impl TableFormat for IcebergFormat {
+    fn name(&self) -> &'static str {
+        "iceberg"
+    }
+
+    /// Iceberg readers take the schema from the table metadata.
+    fn embeds_arrow_schema(&self) -> bool {
+        false
+    }
+
+    fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_hours.saturating_mul(3600))
+    }
+
+    fn keeps_log(&self) -> bool {
+        true
+    }
+
+    fn next_log(
+        &self,
+        table: &str,
+        old: Option<&TableEntry>,
+        new: &TableEntry,
+        now_ms: i64,
+    ) -> Option<TableLog> {
+        metadata::next_version(&self.location(table), old, new, now_ms)
+    }
+
+    async fn is_published(
+        &self,
+        store: &dyn ObjectStore,
+        dir: &Path,
+        log: &TableLog,
+    ) -> Result<bool> {
+        Ok(store
+            .head(&metadata::metadata_path(dir, log.version))
+            .await
+            .is_ok())
+    }
+
+    async fn publish(&self, store: &dyn ObjectStore, dir: &Path, entry: &TableEntry) -> Result<()> {
+        metadata::publish(store, dir, entry).await
+    }
+}
+
+/// An `iceberg` sink for `config` (no I/O yet).
+pub fn iceberg_sink(config: IcebergSinkConfig) -> sluice_core::Result<LakeSink> {
+    let format = Arc::new(IcebergFormat::new(&config)?);
+    Ok(LakeSink::new(config.lake, format)?)
+}
+
+/// Builds `iceberg` sinks from the `[sink]` section.
+pub struct IcebergSinkFactory;
+
+impl SinkFactory for IcebergSinkFactory {
+    type Config = IcebergSinkConfig;
+    fn build(config: IcebergSinkConfig) -> sluice_core::Result<Box<dyn Sink>> {
+        Ok(Box::new(iceberg_sink(config)?))
+    }
+}
+
+sluice_core::inventory::submit! {
+    sluice_core::SinkPlugin::new(
+        "iceberg",
+        "Apache Iceberg tables (format 2, filesystem catalog) on local disk or S3 (object_store URL)",
+        sluice_core::build_sink::<IcebergSinkFactory>,
+    )
+}

@@ -1,0 +1,270 @@
+//! Iceberg table metadata (format 2) for one table of the lake, and its publication.
+//!
+//! Each manifest commit that changes a table makes metadata version `N` of it: one snapshot
+//! (sequence number `N`) whose manifest list names one manifest listing every live data
+//! file. [`next_version`] computes the text of `metadata/vN.metadata.json` before the
+//! manifest commit (kept in the manifest until published); [`publish`] writes the manifest,
+//! the manifest list, then that text, then `metadata/version-hint.text`, after it. Every
+//! name and byte is derived from the version and the manifest entry, so a publication
+//! repeated after a crash writes the same objects.
+//!
+//! ```text
+//! <table>/part-b00003-<uuid>.parquet                  data files (the lake's)
+//! <table>/metadata/v7.metadata.json                   table metadata version 7
+//! <table>/metadata/version-hint.text                  "7": the newest version
+//! <table>/metadata/snap-<snapshot id>-v7.avro         its manifest list
+//! <table>/metadata/<table uuid>-v7-m0.avro            its manifest
+//! ```
+
+use crate::avro::{self, Datum};
+use crate::schema::Schema;
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sluice_lake::{LakeError, Result, TableEntry, TableLog};
+use std::collections::BTreeSet;
+
+/// The folder of a table's metadata, under its folder.
+const METADATA_DIR: &str = "metadata";
+/// The file naming the newest metadata version (the filesystem catalog's pointer).
+const VERSION_HINT: &str = "version-hint.text";
+
+/// A snapshot id for `version` of table `table_id`: positive, the same every time.
+pub(crate) fn snapshot_id(table_id: &str, version: u64) -> i64 {
+    let d = Sha256::digest(format!("{table_id}/{version}"));
+    let n = i64::from_be_bytes(d[..8].try_into().expect("8 bytes")) & i64::MAX;
+    n.max(1)
+}
+
+fn manifest_list_name(table_id: &str, version: u64) -> String {
+    format!("snap-{}-v{version}.avro", snapshot_id(table_id, version))
+}
+
+fn manifest_name(table_id: &str, version: u64) -> String {
+    format!("{table_id}-v{version}-m0.avro")
+}
+
+/// The object of metadata version `version` in the table folder `dir`.
+pub(crate) fn metadata_path(dir: &Path, version: u64) -> Path {
+    dir.clone()
+        .join(METADATA_DIR)
+        .join(format!("v{version}.metadata.json"))
+}
+
+/// The metadata after a manifest commit turned `old` into `new`: `new.log` when neither the
+/// live files nor the schema changed, else version `N + 1` (1 for a new table). `location`
+/// is the table folder as readers address it (`file:///…/opportunity`, `s3://…`).
+pub(crate) fn next_version(
+    location: &str,
+    old: Option<&TableEntry>,
+    new: &TableEntry,
+    now_ms: i64,
+) -> Option<TableLog> {
+    let prev = new.log.as_ref();
+    let prev_schema = prev.and_then(|p| Schema::from_stored(&p.schema));
+    let schema = Schema::of(&new.columns, prev_schema.as_ref());
+    let names =
+        |e: &TableEntry| -> BTreeSet<String> { e.files.iter().map(|f| f.name.clone()).collect() };
+    let unchanged = prev.is_some()
+        && prev_schema.as_ref() == Some(&schema)
+        && old.map(names) == Some(names(new));
+    if unchanged {
+        return prev.cloned();
+    }
+    let (table_id, version, created_ms) = match prev {
+        Some(p) => (p.table_id.clone(), p.version + 1, p.created_ms),
+        None => (uuid::Uuid::new_v4().to_string(), 1, now_ms),
+    };
+    let snapshot = snapshot_id(&table_id, version);
+    let seq = version as i64;
+    let records: u64 = new.files.iter().map(|f| f.rows).sum();
+    let metadata = json!({
+        "format-version": 2,
+        "table-uuid": table_id,
+        "location": location,
+        "last-sequence-number": seq,
+        "last-updated-ms": now_ms,
+        "last-column-id": schema.last_column_id,
+        "current-schema-id": schema.schema_id,
+        "schemas": [schema.to_json()],
+        "default-spec-id": 0,
+        "partition-specs": [{"spec-id": 0, "fields": []}],
+        "last-partition-id": 999,
+        "default-sort-order-id": 0,
+        "sort-orders": [{"order-id": 0, "fields": []}],
+        "properties": {
+            "schema.name-mapping.default": schema.name_mapping(),
+            "write.parquet.compression-codec": "zstd",
+            "created-by": concat!("sluice ", env!("CARGO_PKG_VERSION")),
+        },
+        "current-snapshot-id": snapshot,
+        "refs": {"main": {"snapshot-id": snapshot, "type": "branch"}},
+        "snapshots": [{
+            "snapshot-id": snapshot,
+            "sequence-number": seq,
+            "timestamp-ms": now_ms,
+            "manifest-list": format!("{location}/{METADATA_DIR}/{}", manifest_list_name(&table_id, version)),
+            "summary": {
+                "operation": "overwrite",
+                "total-data-files": new.files.len().to_string(),
+                "total-records": records.to_string(),
+                "total-delete-files": "0",
+            },
+            "schema-id": schema.schema_id,
+        }],
+        "snapshot-log": [{"timestamp-ms": now_ms, "snapshot-id": snapshot}],
+        "metadata-log": [],
+    });
+    Some(TableLog {
+        table_id,
+        version,
+        schema: schema.to_stored(),
+        commit: metadata.to_string(),
+        created_ms,
+    })
+}
+
+/// Publishes `entry.log`'s version in the table folder `dir`: its manifest and manifest
+/// list, then the metadata file (created only if absent: one there with the same text is
+/// ours from an earlier attempt, another text means another writer), then the version hint.
+pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, entry: &TableEntry) -> Result<()> {
+    let Some(log) = &entry.log else {
+        return Ok(());
+    };
+    let meta_path = metadata_path(dir, log.version);
+    let metadata: Value = serde_json::from_str(&log.commit).map_err(|e| LakeError::Damaged {
+        path: meta_path.to_string(),
+        detail: format!("the metadata kept in the manifest is not JSON: {e}"),
+    })?;
+    let location = metadata["location"].as_str().unwrap_or_default().to_owned();
+    let schema = metadata["schemas"][0].to_string();
+    let schema_id = metadata["current-schema-id"].as_i64().unwrap_or_default();
+    let snapshot = snapshot_id(&log.table_id, log.version);
+    let seq = log.version as i64;
+    let sync = sync_marker(&log.table_id, log.version);
+
+    // The manifest: every live file, added by this snapshot (its snapshot id and sequence
+    // number inherited from the manifest list).
+    let entries: Vec<Datum> = entry
+        .files
+        .iter()
+        .map(|f| {
+            Datum::Record(vec![
+                Datum::Int(1),
+                Datum::Null,
+                Datum::Null,
+                Datum::Null,
+                Datum::Record(vec![
+                    Datum::Int(0),
+                    Datum::Str(format!("{location}/{}", f.name)),
+                    Datum::Str("PARQUET".into()),
+                    Datum::Record(Vec::new()),
+                    Datum::Long(f.rows as i64),
+                    Datum::Long(f.size as i64),
+                ]),
+            ])
+        })
+        .collect();
+    let manifest = avro::container(
+        avro::MANIFEST_ENTRY_SCHEMA,
+        &[
+            ("schema", schema),
+            ("schema-id", schema_id.to_string()),
+            ("partition-spec", "[]".into()),
+            ("partition-spec-id", "0".into()),
+            ("format-version", "2".into()),
+            ("content", "data".into()),
+        ],
+        sync,
+        &entries,
+    );
+    let manifest_name = manifest_name(&log.table_id, log.version);
+    let files = entry.files.len() as i32;
+    let rows: u64 = entry.files.iter().map(|f| f.rows).sum();
+    let list_entry = Datum::Record(vec![
+        Datum::Str(format!("{location}/{METADATA_DIR}/{manifest_name}")),
+        Datum::Long(manifest.len() as i64),
+        Datum::Int(0),
+        Datum::Int(0),
+        Datum::Long(seq),
+        Datum::Long(seq),
+        Datum::Long(snapshot),
+        Datum::Int(files),
+        Datum::Int(0),
+        Datum::Int(0),
+        Datum::Long(rows as i64),
+        Datum::Long(0),
+        Datum::Long(0),
+    ]);
+    let list = avro::container(
+        avro::MANIFEST_FILE_SCHEMA,
+        &[
+            ("snapshot-id", snapshot.to_string()),
+            ("sequence-number", seq.to_string()),
+            ("format-version", "2".into()),
+        ],
+        sync,
+        &[list_entry],
+    );
+    let meta_dir = dir.clone().join(METADATA_DIR);
+    put(
+        store,
+        &meta_dir.clone().join(manifest_name.as_str()),
+        manifest,
+    )
+    .await?;
+    put(
+        store,
+        &meta_dir
+            .clone()
+            .join(manifest_list_name(&log.table_id, log.version).as_str()),
+        list,
+    )
+    .await?;
+
+    let created = store
+        .put_opts(
+            &meta_path,
+            PutPayload::from(log.commit.clone().into_bytes()),
+            PutOptions::from(PutMode::Create),
+        )
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let theirs = sluice_lake::get_all(store, &meta_path).await?;
+            if theirs.as_ref() != log.commit.as_bytes() {
+                return Err(LakeError::Damaged {
+                    path: meta_path.to_string(),
+                    detail: "this Iceberg metadata version was written by another writer; \
+                             sluice must be the only writer of its tables"
+                        .to_owned(),
+                });
+            }
+        }
+        Err(e) => return Err(LakeError::store("writing", &meta_path, e)),
+    }
+    put(
+        store,
+        &meta_dir.join(VERSION_HINT),
+        log.version.to_string().into_bytes(),
+    )
+    .await
+}
+
+async fn put(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -> Result<()> {
+    store
+        .put(path, PutPayload::from(Bytes::from(bytes)))
+        .await
+        .map(|_| ())
+        .map_err(|e| LakeError::store("writing", path, e))
+}
+
+/// The Avro sync marker of a version's files: derived, so that they are the same bytes
+/// every time they are written.
+fn sync_marker(table_id: &str, version: u64) -> [u8; 16] {
+    let d = Sha256::digest(format!("sync/{table_id}/{version}"));
+    d[..16].try_into().expect("16 bytes")
+}
