@@ -45,6 +45,7 @@ impl TableFormat for ListingFormat {
                 schema: String::new(),
                 commit: text,
                 created_ms: prev.as_ref().map_or(now_ms, |l| l.created_ms),
+                format: Some("listing".to_owned()),
             }),
         }
     }

@@ -38,7 +38,8 @@ pub(crate) fn is_data_file(name: &str) -> bool {
 /// Whether `name` is a staging file that object_store's local store left behind when the
 /// process died during a put (`<name>#<n>`, renamed into place on success) of an object
 /// this sink writes: a data file, a deletion vector, a JSON object (a Delta log version,
-/// a manifest version, the lease) or a Delta checkpoint.
+/// an Iceberg metadata version, a manifest version, the lease), a Delta checkpoint, an
+/// Iceberg manifest or manifest list (`.avro`) or Iceberg's version hint.
 pub(crate) fn is_staging_leftover(name: &str) -> bool {
     name.rsplit_once('#').is_some_and(|(base, n)| {
         !n.is_empty()
@@ -47,7 +48,9 @@ pub(crate) fn is_staging_leftover(name: &str) -> bool {
                 || crate::deletion_vector::is_dv_file(base)
                 || base.ends_with(".json")
                 || base.ends_with(".checkpoint.parquet")
-                || base == "_last_checkpoint")
+                || base == "_last_checkpoint"
+                || base.ends_with(".avro")
+                || base == "version-hint.text")
     })
 }
 
@@ -126,6 +129,8 @@ mod tests {
         assert!(is_staging_leftover("00000000000000000003.json#1"));
         assert!(is_staging_leftover("part-b00001-abc.parquet#12"));
         assert!(is_staging_leftover("deletion_vector_x.bin#2"));
+        assert!(is_staging_leftover("snap-12-v3.avro#4"));
+        assert!(is_staging_leftover("version-hint.text#1"));
         assert!(!is_staging_leftover("part-b00001-abc.parquet"));
         assert!(!is_staging_leftover("notes.txt#1"));
         assert!(!is_staging_leftover("part-b00001-abc.parquet#"));

@@ -118,6 +118,18 @@ pub struct TableLog {
     /// When version 0 was written (epoch ms).
     #[serde(default)]
     pub created_ms: i64,
+    /// The table format that keeps this log (`delta`, `iceberg`), see
+    /// [`TableLog::format_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl TableLog {
+    /// The table format that keeps this log: logs of manifests written before a second
+    /// format kept one name none, and are Delta's.
+    pub fn format_name(&self) -> &str {
+        self.format.as_deref().unwrap_or("delta")
+    }
 }
 
 /// A stored column.

@@ -46,10 +46,22 @@ impl LakeSink {
                 .tables
                 .values()
                 .any(|e| e.log.is_some() || e.files.iter().any(|f| f.dv.is_some()));
+            // The format whose log a table has (deletion vectors without a log are Delta's).
+            let other = m.tables.iter().find_map(|(t, e)| match &e.log {
+                Some(l) if l.format_name() != self.format.name() => Some((t, l.format_name())),
+                _ => None,
+            });
+            if let Some((table, other)) = other {
+                return Err(LakeError::Config(format!(
+                    "destination {} holds `{other}` tables (`{table}` among them); write to it \
+                     with `--sink {other}`",
+                    self.dest.url
+                )));
+            }
             if logged && !self.format.keeps_log() {
                 return Err(LakeError::Config(format!(
-                    "destination {} holds tables with a table-format log or deletion vectors \
-                     (written by the `delta` sink); write to it with `--sink delta`",
+                    "destination {} holds tables with deletion vectors (written by the `delta` \
+                     sink); write to it with `--sink delta`",
                     self.dest.url
                 )));
             }

@@ -266,6 +266,7 @@ pub(crate) fn next_state(
         schema,
         commit,
         created_ms,
+        format: Some("delta".to_owned()),
     })
 }
 

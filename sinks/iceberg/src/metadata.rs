@@ -123,6 +123,7 @@ pub(crate) fn next_version(
         schema: schema.to_stored(),
         commit: metadata.to_string(),
         created_ms,
+        format: Some("iceberg".to_owned()),
     })
 }
 

@@ -240,3 +240,45 @@ async fn both_readers_read_every_step() {
     assert_eq!(meta["last-column-id"], ids.len());
     assert!(meta["current-schema-id"].as_i64().unwrap() >= 1, "{meta}");
 }
+
+/// One destination, one table format: the `parquet` and `delta` sinks refuse an Iceberg
+/// destination, and the `iceberg` sink a Delta one, each naming the sink to use; nothing is
+/// written by the refused open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_formats_refuse_an_iceberg_destination_and_back() {
+    let lake = Lake::local().iceberg();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("o1", "a", 1)]), T1))
+        .await
+        .unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.close().await.unwrap();
+    let before = lake.objects("opp").await;
+    let mut delta = Lake::local().delta();
+    delta.config = lake.config.clone();
+    for (name, mut other) in [
+        ("parquet", Box::new(lake.parquet_sink()) as Box<dyn Sink>),
+        ("delta", Box::new(delta.sink())),
+    ] {
+        let e = other.open(&specs()).await.unwrap_err().to_string();
+        assert!(
+            e.contains("--sink iceberg") && !e.contains('\n'),
+            "{name}: {e}"
+        );
+    }
+    assert_eq!(lake.objects("opp").await, before);
+
+    let delta = Lake::local().delta();
+    let mut s = delta.sink();
+    s.open(&specs()).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("o1", "a", 1)]), T1))
+        .await
+        .unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.close().await.unwrap();
+    let mut ice = Lake::local().iceberg();
+    ice.config = delta.config.clone();
+    let e = ice.sink().open(&specs()).await.unwrap_err().to_string();
+    assert!(e.contains("--sink delta"), "{e}");
+}
