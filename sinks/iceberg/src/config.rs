@@ -13,6 +13,23 @@ pub struct IcebergSinkConfig {
     /// Hours a file superseded by a commit stays in the table folder (default 168), so that
     /// readers holding an older metadata file keep working; later commits delete it.
     pub retention_hours: u64,
+    /// Where tables are registered besides their folders (see [`Catalog`]).
+    pub catalog: Catalog,
+    /// The catalog's name, as readers name it (`catalog_name` in the SQL catalog; default
+    /// `sluice`).
+    pub catalog_name: String,
+    /// The namespace of the tables in the catalog (default `default`).
+    pub namespace: String,
+}
+
+/// Where the `iceberg` sink registers its tables.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Catalog {
+    /// Nowhere but the table folders: readers find a table by its path (its
+    /// `metadata/version-hint.text`), as a filesystem catalog does. The default.
+    Filesystem,
+    /// The SQL catalog of pyiceberg and iceberg-rust, on this SQLite file.
+    Sqlite(std::path::PathBuf),
 }
 
 /// Default of [`IcebergSinkConfig::retention_hours`] (7 days, as the `delta` sink).
@@ -23,6 +40,9 @@ impl Default for IcebergSinkConfig {
         IcebergSinkConfig {
             lake: LakeConfig::default(),
             retention_hours: DEFAULT_RETENTION_HOURS,
+            catalog: Catalog::Filesystem,
+            catalog_name: "sluice".to_owned(),
+            namespace: "default".to_owned(),
         }
     }
 }
@@ -47,10 +67,128 @@ impl TryFrom<Map<String, Value>> for IcebergSinkConfig {
             config.retention_hours =
                 serde_json::from_value(v).map_err(|e| format!("sink.retention_hours: {e}"))?;
         }
+        let kind = take_string(&mut map, "catalog")?;
+        let uri = take_string(&mut map, "catalog_uri")?;
+        if let Some(name) = take_string(&mut map, "catalog_name")? {
+            config.catalog_name = name;
+        }
+        if let Some(ns) = take_string(&mut map, "namespace")? {
+            if ns.is_empty() || ns.contains('.') {
+                return Err(format!(
+                    "sink.namespace `{ns}`: must be one non-empty name without dots"
+                ));
+            }
+            config.namespace = ns;
+        }
+        config.catalog = match (kind.as_deref().unwrap_or("filesystem"), uri) {
+            ("filesystem", None) => Catalog::Filesystem,
+            ("filesystem", Some(_)) => {
+                return Err("sink.catalog_uri needs sink.catalog = \"sql\"".to_owned());
+            }
+            ("sql", uri) => Catalog::Sqlite(sqlite_path(uri.as_deref(), map.get("dest"))?),
+            (other, _) => {
+                return Err(format!(
+                    "sink.catalog `{other}`: use \"filesystem\" (the default) or \"sql\""
+                ));
+            }
+        };
         if map.contains_key("table_format") {
             return Err(sluice_lake::TABLE_FORMAT_GONE.to_owned());
         }
         config.lake = serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())?;
         Ok(config)
+    }
+}
+
+/// Removes `key` from `map` as a string.
+fn take_string(map: &mut Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match map.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(format!("sink.{key}: expected a string, found {other}")),
+    }
+}
+
+/// The SQLite file of an SQL catalog: `sqlite:///abs/path.db`, `sqlite:///rel.db` or a
+/// plain path; without a URI, `iceberg_catalog.db` in a local destination's folder.
+fn sqlite_path(uri: Option<&str>, dest: Option<&Value>) -> Result<std::path::PathBuf, String> {
+    let Some(uri) = uri else {
+        let dest = dest
+            .and_then(Value::as_str)
+            .unwrap_or(sluice_lake::DEFAULT_DEST);
+        if dest.contains("://") && !dest.starts_with("file://") {
+            return Err(format!(
+                "sink.catalog_uri: a `sql` catalog of the remote destination `{dest}` needs a \
+                 local SQLite file (sink.catalog_uri = \"sqlite:///path/catalog.db\")"
+            ));
+        }
+        let dir = dest.strip_prefix("file://").unwrap_or(dest);
+        return Ok(std::path::Path::new(dir).join("iceberg_catalog.db"));
+    };
+    if let Some(path) = uri.strip_prefix("sqlite:///") {
+        // SQLAlchemy's forms: `sqlite:////abs/path.db` and `sqlite:///relative.db`.
+        return Ok(std::path::PathBuf::from(path));
+    }
+    if uri.starts_with("postgresql:") || uri.starts_with("postgres:") {
+        return Err(
+            "sink.catalog_uri: PostgreSQL catalogs are not supported yet; use an SQLite file \
+             (sqlite:///path/catalog.db)"
+                .to_owned(),
+        );
+    }
+    if uri.contains("://") {
+        return Err(format!(
+            "sink.catalog_uri `{uri}`: use sqlite:///path/catalog.db or a file path"
+        ));
+    }
+    Ok(std::path::PathBuf::from(uri))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<IcebergSinkConfig, String> {
+        match v {
+            Value::Object(m) => IcebergSinkConfig::try_from(m),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn catalogs_parse_and_bad_ones_say_why() {
+        let c = parse(serde_json::json!({"dest": "/l"})).unwrap();
+        assert_eq!(c.catalog, Catalog::Filesystem);
+        let c = parse(serde_json::json!({"dest": "/l", "catalog": "sql"})).unwrap();
+        assert_eq!(c.catalog, Catalog::Sqlite("/l/iceberg_catalog.db".into()));
+        let c = parse(serde_json::json!({
+            "dest": "s3://b/p", "catalog": "sql", "catalog_uri": "sqlite:////tmp/c.db",
+            "namespace": "lever", "catalog_name": "lake"
+        }))
+        .unwrap();
+        assert_eq!(c.catalog, Catalog::Sqlite("/tmp/c.db".into()));
+        assert_eq!(
+            (c.namespace.as_str(), c.catalog_name.as_str()),
+            ("lever", "lake")
+        );
+        for (bad, says) in [
+            (
+                serde_json::json!({"dest": "s3://b/p", "catalog": "sql"}),
+                "needs a local SQLite",
+            ),
+            (
+                serde_json::json!({"catalog": "sql", "catalog_uri": "postgresql://h/db"}),
+                "PostgreSQL",
+            ),
+            (serde_json::json!({"catalog": "hive"}), "`hive`"),
+            (
+                serde_json::json!({"catalog_uri": "/x.db"}),
+                "needs sink.catalog",
+            ),
+            (serde_json::json!({"namespace": "a.b"}), "without dots"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says) && !e.contains('\n'), "{e}");
+        }
     }
 }

@@ -14,11 +14,12 @@
 #![allow(clippy::result_large_err)]
 
 mod avro;
+mod catalog;
 mod config;
 mod metadata;
 mod schema;
 
-pub use config::{DEFAULT_RETENTION_HOURS, IcebergSinkConfig};
+pub use config::{Catalog, DEFAULT_RETENTION_HOURS, IcebergSinkConfig};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_core::{Sink, SinkFactory, async_trait};
@@ -32,6 +33,8 @@ pub struct IcebergFormat {
     /// The destination as readers address it: `file:///…` or the object store URL.
     base: String,
     retention_hours: u64,
+    /// The SQL catalog tables are registered in, if any.
+    catalog: Option<catalog::SqlCatalog>,
 }
 
 impl IcebergFormat {
@@ -43,14 +46,47 @@ impl IcebergFormat {
         } else {
             dest.url.trim_end_matches('/').to_owned()
         };
+        let catalog = match &config.catalog {
+            Catalog::Filesystem => None,
+            Catalog::Sqlite(path) => Some(catalog::SqlCatalog {
+                path: path.clone(),
+                name: config.catalog_name.clone(),
+                namespace: config.namespace.clone(),
+            }),
+        };
         Ok(IcebergFormat {
             base,
             retention_hours: config.retention_hours,
+            catalog,
         })
     }
 
     fn location(&self, table: &str) -> String {
         format!("{}/{table}", self.base)
+    }
+
+    /// The metadata file of `log`'s version of the table in `dir`, as readers address it.
+    fn metadata_location(&self, dir: &Path, log: &TableLog) -> String {
+        let table = dir.filename().unwrap_or_default();
+        format!(
+            "{}/metadata/v{}.metadata.json",
+            self.location(table),
+            log.version
+        )
+    }
+
+    /// Runs `f` on the SQL catalog on the blocking pool (SQLite calls block).
+    async fn with_catalog<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&catalog::SqlCatalog) -> Result<T> + Send + 'static,
+    ) -> Result<Option<T>> {
+        let Some(c) = self.catalog.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || f(&c))
+            .await
+            .map_err(|e| sluice_lake::LakeError::Config(format!("Iceberg SQL catalog: {e}")))?
+            .map(Some)
     }
 }
 
@@ -89,14 +125,28 @@ impl TableFormat for IcebergFormat {
         dir: &Path,
         log: &TableLog,
     ) -> Result<bool> {
-        Ok(store
+        if store
             .head(&metadata::metadata_path(dir, log.version))
             .await
-            .is_ok())
+            .is_err()
+        {
+            return Ok(false);
+        }
+        // With an SQL catalog, published means registered too.
+        let table = dir.filename().unwrap_or_default().to_owned();
+        let want = self.metadata_location(dir, log);
+        let found = self.with_catalog(move |c| c.location(&table)).await?;
+        Ok(found.is_none_or(|at| at.as_deref() == Some(want.as_str())))
     }
 
     async fn publish(&self, store: &dyn ObjectStore, dir: &Path, entry: &TableEntry) -> Result<()> {
-        metadata::publish(store, dir, entry).await
+        metadata::publish(store, dir, entry).await?;
+        if let Some(log) = &entry.log {
+            let table = dir.filename().unwrap_or_default().to_owned();
+            let at = self.metadata_location(dir, log);
+            self.with_catalog(move |c| c.register(&table, &at)).await?;
+        }
+        Ok(())
     }
 }
 

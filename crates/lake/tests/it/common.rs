@@ -165,6 +165,8 @@ pub struct Lake {
     pub delta: Option<DeltaSinkConfig>,
     /// The `iceberg` sink (superseded files go at once) instead of `parquet` or `delta`.
     pub iceberg: bool,
+    /// The `iceberg` sink's catalog.
+    pub iceberg_catalog: sluice_sink_iceberg::Catalog,
     pub kind: &'static str,
     pub tmp: Option<tempfile::TempDir>,
     _moto: Option<Moto>,
@@ -178,6 +180,7 @@ impl Lake {
             config,
             delta: None,
             iceberg: false,
+            iceberg_catalog: sluice_sink_iceberg::Catalog::Filesystem,
             kind: "local",
             tmp: Some(tmp),
             _moto: None,
@@ -197,6 +200,7 @@ impl Lake {
             config,
             delta: None,
             iceberg: false,
+            iceberg_catalog: sluice_sink_iceberg::Catalog::Filesystem,
             kind: "s3",
             tmp: None,
             _moto: Some(moto),
@@ -232,6 +236,9 @@ impl Lake {
             let config = IcebergSinkConfig {
                 lake: self.config.clone(),
                 retention_hours: 0,
+                catalog: self.iceberg_catalog.clone(),
+                catalog_name: "sluice".to_owned(),
+                namespace: "lever".to_owned(),
             };
             return Arc::new(IcebergFormat::new(&config).expect("a valid destination"));
         }

@@ -282,3 +282,78 @@ async fn other_formats_refuse_an_iceberg_destination_and_back() {
     let e = ice.sink().open(&specs()).await.unwrap_err().to_string();
     assert!(e.contains("--sink delta"), "{e}");
 }
+
+/// With `catalog = "sql"`, every published version is registered in the SQL catalog, and
+/// pyiceberg's `SqlCatalog` loads the table by name (`lever.opp`) at its newest version.
+/// A registration lost after the metadata was written (a run stopped in between) is made
+/// by the next open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_catalog_serves_the_tables_by_name() {
+    let Some(_) = readers() else { return };
+    let mut lake = Lake::local().iceberg();
+    let db = lake.tmp.as_ref().unwrap().path().join("catalog.db");
+    lake.iceberg_catalog = sluice_sink_iceberg::Catalog::Sqlite(db.clone());
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("opp-{i:04}")).collect();
+    let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v1", 1)).collect();
+    s.write(stamp(opp_rows("opp", &rows), T1)).await.unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("opp-0007", "v2", 2)]), T2))
+        .await
+        .unwrap();
+    s.commit(&state(2)).await.unwrap();
+    s.close().await.unwrap();
+
+    let read = || {
+        python_json(
+            "pyiceberg's SqlCatalog",
+            &format!(
+                r#"
+import json
+from pyiceberg.catalog.sql import SqlCatalog
+c = SqlCatalog("sluice", uri="sqlite:///{db}")
+t = c.load_table("lever.opp")
+rows = t.scan().to_arrow().to_pylist()
+print(json.dumps({{"location": t.metadata_location, "tables": [list(x) for x in c.list_tables("lever")],
+                   "names": {{r["id"]: r["name"] for r in rows}}}}))
+"#,
+                db = db.display()
+            ),
+        )
+    };
+    let v = read();
+    assert!(
+        v["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("/opp/metadata/v2.metadata.json"),
+        "{v}"
+    );
+    let names = v["names"].as_object().unwrap();
+    assert_eq!(names.len(), 50, "{v}");
+    assert_eq!(names["opp-0007"], "v2");
+    assert_eq!(names["opp-0008"], "v1");
+    assert!(
+        v["tables"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(["lever", "opp"])),
+        "{v}"
+    );
+
+    // The catalog file lost (or a run stopped before registering): the next open registers
+    // the newest version again.
+    std::fs::remove_file(&db).unwrap();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.close().await.unwrap();
+    let v = read();
+    assert!(
+        v["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("/opp/metadata/v2.metadata.json"),
+        "{v}"
+    );
+}
