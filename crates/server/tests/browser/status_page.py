@@ -8,6 +8,7 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 base, token, connection = sys.argv[1:4]
@@ -26,14 +27,21 @@ try:
     row.find_element(By.XPATH, './/button[text()="Sync now"]').click()
     # The form posts, the server starts the run and redirects back to the page.
     deadline = time.time() + 60
+    seen = ""
     while True:
-        row = driver.find_element(By.CSS_SELECTOR, f'tr[data-connection="{connection}"]')
-        status = row.find_elements(By.CSS_SELECTOR, ".status")
-        if status and status[0].text in ("queued", "running", "succeeded"):
-            print("after the click the page shows the run:", status[0].text)
+        # The click navigates (post, then redirect): an element found while the old page is
+        # still up goes stale under us, so each look finds the row anew.
+        try:
+            row = driver.find_element(By.CSS_SELECTOR, f'tr[data-connection="{connection}"]')
+            seen = row.text
+            status = [s.text for s in row.find_elements(By.CSS_SELECTOR, ".status")]
+        except (StaleElementReferenceException, NoSuchElementException):
+            status = []
+        if status and status[0] in ("queued", "running", "succeeded"):
+            print("after the click the page shows the run:", status[0])
             break
         if time.time() > deadline:
-            raise AssertionError(f"no run shown after the click: {row.text}")
+            raise AssertionError(f"no run shown after the click: {seen}")
         time.sleep(0.5)
         driver.get(f"{base}/")
     # Without the cookie the page is closed.
