@@ -82,6 +82,8 @@ enum Scenario {
     Throughput,
     /// The throughput and incremental syncs again with the `delta` sink (deletion vectors).
     Delta,
+    /// The same with the `iceberg` sink (not part of `all`).
+    Iceberg,
     /// Time to fresh data: a rate-limited first sync with and without priority-first.
     Freshness,
 }
@@ -571,71 +573,10 @@ async fn main() -> Result<()> {
     }
 
     if matches!(args.scenario, Scenario::All | Scenario::Delta) {
-        eprintln!(
-            "bench 4: the delta sink, {} opportunities, then {}% changed",
-            args.throughput_opportunities,
-            args.change_fraction * 100.0
-        );
-        let mut extra = sink_extra.clone();
-        extra.insert("sink".into(), "delta".into());
-        let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
-        let dir = lake_dir(&args, "delta")?;
-        let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
-        let unlimited = (1_000_000, 1_000_000);
-        let full = sync(&emu, &dest, &extra, unlimited, args.commit_max_rows).await?;
-        let per_pipeline_cpu = full.rows as f64 / full.pipeline_cpu_s().max(0.001);
-        let changed = mutate(&emu, args.change_fraction).await?;
-        let inc = sync(&emu, &dest, &extra, unlimited, args.commit_max_rows).await?;
-        emu.stop().await;
-        let rss = peak_rss_mib();
-        row(
-            &mut table,
-            "4. delta: rows per CPU-s of decode + transform + write (full sync)",
-            format!("{per_pipeline_cpu:.0}"),
-            "",
-        );
-        row(
-            &mut table,
-            "4. delta: opportunities changed",
-            changed.to_string(),
-            "",
-        );
-        row(
-            &mut table,
-            "4. delta: requests: incremental / full",
-            format!("{} / {}", inc.requests, full.requests),
-            "~ change share",
-        );
-        row(
-            &mut table,
-            "4. delta: bytes written: incremental / full",
-            format!(
-                "{} / {} ({:.2}%)",
-                inc.bytes_written,
-                full.bytes_written,
-                100.0 * inc.bytes_written as f64 / full.bytes_written.max(1) as f64
-            ),
-            "~ change share",
-        );
-        row(
-            &mut table,
-            "4. delta: destination bytes new or changed (with logs, manifests): incremental / full",
-            dest_share(&inc, &full),
-            "",
-        );
-        row(
-            &mut table,
-            "4. delta: bytes rewritten (incremental)",
-            inc.bytes_rewritten.to_string(),
-            "",
-        );
-        row(
-            &mut table,
-            "4. delta: peak RSS, MiB",
-            format!("{rss:.0}"),
-            "< 300",
-        );
-        results.insert("delta".into(), json!({"opportunities": args.throughput_opportunities, "change_fraction": args.change_fraction, "opportunities_changed": changed, "full": full, "incremental": inc, "rows_per_pipeline_cpu_second": per_pipeline_cpu, "peak_rss_mib": rss}));
+        format_scenario(&args, "delta", &sink_extra, &mut table, &mut results).await?;
+    }
+    if matches!(args.scenario, Scenario::Iceberg) {
+        format_scenario(&args, "iceberg", &sink_extra, &mut table, &mut results).await?;
     }
 
     if matches!(args.scenario, Scenario::All | Scenario::Freshness) {
@@ -755,4 +696,83 @@ fn dest_share(inc: &SyncFigures, full: &SyncFigures) -> String {
         full.dest_bytes_new,
         100.0 * inc.dest_bytes_new as f64 / full.dest_bytes_new.max(1) as f64
     )
+}
+
+/// Scenario 4: the throughput and incremental syncs again with a table-format sink
+/// (`delta`, `iceberg`).
+async fn format_scenario(
+    args: &Args,
+    sink: &str,
+    sink_extra: &serde_json::Map<String, serde_json::Value>,
+    table: &mut String,
+    results: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    eprintln!(
+        "bench 4: the {sink} sink, {} opportunities, then {}% changed",
+        args.throughput_opportunities,
+        args.change_fraction * 100.0
+    );
+    let mut extra = sink_extra.clone();
+    extra.insert("sink".into(), sink.into());
+    let emu = EmulatorProcess::spawn(args.throughput_opportunities, 0.0, 0, 0).await?;
+    let dir = lake_dir(args, sink)?;
+    let dest = dir.path().to_str().context("utf-8 path")?.to_owned();
+    let unlimited = (1_000_000, 1_000_000);
+    let full = sync(&emu, &dest, &extra, unlimited, args.commit_max_rows).await?;
+    let per_pipeline_cpu = full.rows as f64 / full.pipeline_cpu_s().max(0.001);
+    let changed = mutate(&emu, args.change_fraction).await?;
+    let inc = sync(&emu, &dest, &extra, unlimited, args.commit_max_rows).await?;
+    emu.stop().await;
+    let rss = peak_rss_mib();
+    row(
+        table,
+        &format!("4. {sink}: rows per CPU-s of decode + transform + write (full sync)"),
+        format!("{per_pipeline_cpu:.0}"),
+        "",
+    );
+    row(
+        table,
+        &format!("4. {sink}: opportunities changed"),
+        changed.to_string(),
+        "",
+    );
+    row(
+        table,
+        &format!("4. {sink}: requests: incremental / full"),
+        format!("{} / {}", inc.requests, full.requests),
+        "~ change share",
+    );
+    row(
+        table,
+        &format!("4. {sink}: bytes written: incremental / full"),
+        format!(
+            "{} / {} ({:.2}%)",
+            inc.bytes_written,
+            full.bytes_written,
+            100.0 * inc.bytes_written as f64 / full.bytes_written.max(1) as f64
+        ),
+        "~ change share",
+    );
+    row(
+        table,
+        &format!(
+            "4. {sink}: destination bytes new or changed (with logs, manifests): incremental / full"
+        ),
+        dest_share(&inc, &full),
+        "",
+    );
+    row(
+        table,
+        &format!("4. {sink}: bytes rewritten (incremental)"),
+        inc.bytes_rewritten.to_string(),
+        "",
+    );
+    row(
+        table,
+        &format!("4. {sink}: peak RSS, MiB"),
+        format!("{rss:.0}"),
+        "< 300",
+    );
+    results.insert(sink.into(), json!({"opportunities": args.throughput_opportunities, "change_fraction": args.change_fraction, "opportunities_changed": changed, "full": full, "incremental": inc, "rows_per_pipeline_cpu_second": per_pipeline_cpu, "peak_rss_mib": rss}));
+    Ok(())
 }
