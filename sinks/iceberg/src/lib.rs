@@ -20,8 +20,8 @@ mod metadata;
 mod schema;
 
 pub use config::{Catalog, DEFAULT_RETENTION_HOURS, IcebergSinkConfig};
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_core::{Sink, SinkFactory, async_trait};
 use sluice_lake::{Destination, LakeSink, Result, TableEntry, TableFormat, TableLog};
 use std::sync::Arc;
@@ -125,11 +125,7 @@ impl TableFormat for IcebergFormat {
         dir: &Path,
         log: &TableLog,
     ) -> Result<bool> {
-        if store
-            .head(&metadata::metadata_path(dir, log.version))
-            .await
-            .is_err()
-        {
+        if !metadata::is_published(store, dir, log.version).await? {
             return Ok(false);
         }
         // With an SQL catalog, published means registered too.

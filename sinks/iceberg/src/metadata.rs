@@ -53,6 +53,28 @@ pub(crate) fn metadata_path(dir: &Path, version: u64) -> Path {
         .join(format!("v{version}.metadata.json"))
 }
 
+/// The version hint of the table folder `dir`.
+pub(crate) fn version_hint_path(dir: &Path) -> Path {
+    dir.clone().join(METADATA_DIR).join(VERSION_HINT)
+}
+
+/// Whether version `version` of the table in `dir` is fully published: its metadata file
+/// is there and the version hint (written after it) names it.
+pub(crate) async fn is_published(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    version: u64,
+) -> Result<bool> {
+    if store.head(&metadata_path(dir, version)).await.is_err() {
+        return Ok(false);
+    }
+    let hint = match sluice_lake::get_all(store, &version_hint_path(dir)).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Ok(false),
+    };
+    Ok(std::str::from_utf8(&hint).map(str::trim) == Ok(version.to_string().as_str()))
+}
+
 /// The metadata after a manifest commit turned `old` into `new`: `new.log` when neither the
 /// live files nor the schema changed, else version `N + 1` (1 for a new table). `location`
 /// is the table folder as readers address it (`file:///…/opportunity`, `s3://…`).

@@ -357,3 +357,34 @@ print(json.dumps({{"location": t.metadata_location, "tables": [list(x) for x in 
         "{v}"
     );
 }
+
+/// A run killed after writing a version's metadata file but before its version hint: the
+/// next open finishes the publication, so readers that follow the hint see the newest
+/// version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_hint_left_behind_is_written_by_the_next_open() {
+    let lake = Lake::local().iceberg();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("o1", "a", 1)]), T1))
+        .await
+        .unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("o2", "b", 1)]), T2))
+        .await
+        .unwrap();
+    s.commit(&state(2)).await.unwrap();
+    s.close().await.unwrap();
+    let hint = lake
+        .tmp
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("lake/opp/metadata/version-hint.text");
+    assert_eq!(std::fs::read_to_string(&hint).unwrap(), "2");
+    std::fs::write(&hint, "1").unwrap();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.close().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&hint).unwrap(), "2");
+}
