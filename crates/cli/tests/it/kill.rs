@@ -85,19 +85,23 @@ async fn kill_then_recover(
     );
 }
 
+/// The live (highest) manifest version of the destination `dest`.
+fn latest_manifest(dest: &Path) -> serde_json::Value {
+    let latest = std::fs::read_dir(dest.join("_sluice/manifest"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .expect("a manifest");
+    serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap()
+}
+
 /// Checks a Delta mode destination after a recovery run: every data file in a table folder
 /// (outside `_delta_log`) is a live or retired (kept for its retention) file of the manifest, and
 /// each table's Delta log has exactly the versions up to the one the manifest records.
 /// Returns how many deletion vector files there are.
 fn assert_delta_consistent(dest: &Path, kill: u32) -> usize {
     let mut vector_files = 0;
-    let dir = dest.join("_sluice/manifest");
-    let latest = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .expect("a manifest");
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
+    let m = latest_manifest(dest);
     for (table, entry) in m["tables"].as_object().unwrap() {
         let folder = dest.join(table);
         let mut want: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
@@ -154,13 +158,7 @@ fn assert_delta_consistent(dest: &Path, kill: u32) -> usize {
 /// exactly versions 1 to the one the manifest records, the version hint names it, and the
 /// manifest list and manifest each version names are there.
 fn assert_iceberg_consistent(dest: &Path, kill: u32) {
-    let dir = dest.join("_sluice/manifest");
-    let latest = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .expect("a manifest");
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
+    let m = latest_manifest(dest);
     for (table, entry) in m["tables"].as_object().unwrap() {
         let folder = dest.join(table);
         let mut want: std::collections::BTreeSet<String> = entry["files"]
