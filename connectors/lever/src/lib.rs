@@ -34,6 +34,7 @@ mod decode;
 #[cfg(feature = "demo")]
 mod demo;
 mod http;
+mod id_hash;
 mod json;
 mod lever_tables;
 mod list_digest;

@@ -6,6 +6,7 @@ use crate::custom_fields::{self, CustomColumn};
 use crate::decode::opportunity::{Endpoint, contact_of, write_children, write_opportunity};
 use crate::decode::{Issues, Tables, Writer, get_str, ms_of};
 use crate::http::{Client, Items, Page, PageError, PageGuard, PageRef};
+use crate::id_hash::{IdHash, IdMap, IdSet};
 use crate::json::{Field, Value};
 use crate::lever_tables::{Read, Table, Vanished, inline_tables, walk_tables};
 use crate::lists::List;
@@ -16,7 +17,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_core::CpuPhase;
 use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, TableSpec};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// Source-specific state kept in `State::extra`.
@@ -76,15 +77,21 @@ pub(crate) struct Walk {
     pub(crate) complete_back_to: Option<String>,
 }
 
-/// What one run of a walk keeps in memory.
+/// `updatedAt` of an opportunity processed in this run; [`NO_UPDATED_AT`] when it has none.
+type Updated = i64;
+
+/// The [`Updated`] of an opportunity without `updatedAt`.
+const NO_UPDATED_AT: i64 = i64::MIN;
+
+/// What one run of a walk keeps in memory (ids by hash: ~30 bytes per opportunity).
 #[derive(Debug, Default)]
 struct WalkRun {
     /// Opportunities processed in this run, id → `updatedAt`.
-    done: HashMap<String, Option<i64>>,
+    done: IdMap<Updated>,
     /// Opportunities near the new cursor, for the boundary kept in the state.
     new_boundary: BTreeMap<String, i64>,
     /// Opportunities the rest window listed but left to a newer window (alive, read or due).
-    listed: HashSet<String>,
+    listed: IdSet,
     /// Whether the walk was resumed from a checkpoint of an earlier run.
     resumed: bool,
     /// The oldest `createdAt` read in this run.
@@ -103,6 +110,8 @@ fn complete_text(ms: i64) -> String {
 /// The keys a re-sync walk has seen, for the deletion of what it did not see.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
+    /// Ids of the opportunities listed in this run, each once.
+    opportunities: StringBuilder,
     /// Keys of the soft-deleting children ([`Table::soft_children`]) read in this run, per
     /// table.
     children: BTreeMap<&'static str, StringBuilder>,
@@ -157,7 +166,7 @@ pub(crate) struct Sync<'a> {
     /// ([`crate::decode::opportunity::contact_digest`]): a contact shared by opportunities
     /// read in different pages or windows is written again only when it changed, so a
     /// copy-on-write sink does not rewrite the contact tables for identical rows.
-    pub(crate) written_contacts: std::sync::Mutex<rustc_hash::FxHashMap<String, u64>>,
+    pub(crate) written_contacts: std::sync::Mutex<IdMap<u64>>,
 }
 
 impl Sync<'_> {
@@ -166,7 +175,7 @@ impl Sync<'_> {
     fn contact_changed(&self, id: &str, o: Value<'_>) -> bool {
         let digest = crate::decode::opportunity::contact_digest(o);
         let mut written = self.written_contacts.lock().expect("contacts lock");
-        written.insert(id.to_owned(), digest) != Some(digest)
+        written.insert(IdHash::of(id), digest) != Some(digest)
     }
 
     /// Runs the whole sync and sends the final checkpoint; then (also after a failure) logs
@@ -557,10 +566,22 @@ impl Sync<'_> {
         run: &mut WalkRun,
     ) -> Vec<Value<'p>> {
         let mut opps = Vec::with_capacity(page.data().len());
+        let mut seen = if walk.reimport {
+            Some(self.seen.lock().expect("seen lock"))
+        } else {
+            None
+        };
         for o in page.data() {
             let Some(id) = get_str(o, "id") else {
                 continue;
             };
+            let key = IdHash::of(id);
+            if let Some(Some(seen)) = seen.as_deref_mut()
+                && !run.done.contains_key(&key)
+                && !run.listed.contains(&key)
+            {
+                seen.opportunities.append_value(id);
+            }
             let updated = ms_of(o.field("updatedAt"));
             if let Some(u) = updated {
                 walk.max_updated = Some(walk.max_updated.map_or(u, |m| m.max(u)));
@@ -576,15 +597,16 @@ impl Sync<'_> {
             {
                 // Read by a newer window of this walk, or changed into one since the walk
                 // began (then the next run's look-back reads it): listed, still alive.
-                run.listed.insert(id.to_owned());
-                if run.resumed || run.done.contains_key(id) {
+                run.listed.insert(key);
+                if run.resumed || run.done.contains_key(&key) {
                     continue;
                 }
             }
-            if run.done.get(id) == Some(&updated) {
+            let stamp = updated.unwrap_or(NO_UPDATED_AT);
+            if run.done.get(&key) == Some(&stamp) {
                 continue; // already processed in this run (walk restarted)
             }
-            run.done.insert(id.to_owned(), updated);
+            run.done.insert(key, stamp);
             if let Some(u) = updated {
                 run.new_boundary.insert(id.to_owned(), u);
             }
@@ -610,9 +632,9 @@ impl Sync<'_> {
             oldest_created,
         } = run;
         let read = done.len().max(listed.len()) as u64;
+        drop((done, listed));
         if walk.reimport {
-            self.delete_unseen(done.into_keys().chain(listed), resumed)
-                .await?;
+            self.delete_unseen(resumed).await?;
         }
         if let Some(c) = next_cursor(cursor, &walk) {
             self.state.table_mut(OPPORTUNITY).cursor = Some(Cursor::TimestampMs(c));
@@ -848,26 +870,24 @@ impl Sync<'_> {
     /// After a complete re-sync walk: soft-deletes the opportunities it
     /// did not see (gone from Lever without a row in `/opportunities/deleted`), and the notes,
     /// feedback and profile forms it did not see, as a deletion through
-    /// `/opportunities/deleted` does. `ids` are the opportunities read in this run; a walk
-    /// resumed after a kill lists the ids once more (one cheap request per page, no
+    /// `/opportunities/deleted` does. The opportunities kept are those listed in this run; a
+    /// walk resumed after a kill lists the ids once more (one cheap request per page, no
     /// children) because those read before the kill are not known.
-    async fn delete_unseen(
-        &mut self,
-        ids: impl Iterator<Item = String>,
-        resumed: bool,
-    ) -> Result<()> {
+    async fn delete_unseen(&mut self, resumed: bool) -> Result<()> {
         let seen = self
             .seen
             .lock()
             .expect("seen lock")
             .take()
             .unwrap_or_default();
+        let mut seen_opportunities = seen.opportunities;
         if let Some(spec) = self.spec(OPPORTUNITY) {
-            let mut keep: HashSet<String> = ids.collect();
+            let mut keys = seen_opportunities.finish();
             if resumed {
+                let mut keep: HashSet<String> = keys.iter().flatten().map(str::to_owned).collect();
                 keep.extend(self.list_opportunity_ids().await?);
+                keys = StringArray::from_iter_values(keep);
             }
-            let keys = StringArray::from_iter_values(keep);
             let batch = RecordBatch::try_new(key_schema(spec), vec![Arc::new(keys) as ArrayRef])?;
             self.out
                 .delete_missing(OPPORTUNITY, Scope::All, batch)

@@ -43,8 +43,7 @@ impl LakeSink {
                                 .written
                                 .lock()
                                 .expect("written-keys index lock")
-                                .get(parent_table)
-                                .is_some_and(|ix| ix.proves_no_rows_with(values))) =>
+                                .proves_no_rows_with(parent_table, column, values)) =>
                 {
                     Vec::new()
                 }

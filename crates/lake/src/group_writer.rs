@@ -39,15 +39,11 @@ pub(crate) struct GroupWriter<'a> {
 impl<'a> GroupWriter<'a> {
     /// Adds rows written to the table's written-keys index (when it keeps one).
     pub(crate) fn record(&self, rows: &RecordBatch) {
-        if let Some(ix) = self
-            .sink
+        self.sink
             .written
             .lock()
             .expect("written-keys index lock")
-            .get_mut(&self.spec.name)
-        {
-            ix.record(self.spec, self.bcol, rows);
-        }
+            .record(self.spec, self.bcol, rows);
     }
 
     /// The rows `changes` give against no stored rows (the append path: no stored row of

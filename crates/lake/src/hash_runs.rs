@@ -1,26 +1,31 @@
-//! [`HashRuns`]: a set of 64-bit hashes in about 8.5 bytes per member.
+//! [`HashRuns`]: a set of 64-bit hashes in about 4 bytes per member.
 //!
-//! The written-keys index holds one hash per row a first sync writes (millions for a large
-//! account). In a `HashSet<u64>` that costs 14–18 bytes per member (hashbrown's control
-//! bytes and the free slots left after each doubling), which was the largest part of the
-//! memory that grows with the account. Here members live in one sorted vector, sized
-//! exactly, with a directory of where each run of equal leading bits starts; new members
-//! wait in a hash set and are merged into the vector in batches of [`PENDING_MAX`] or an
-//! eighth of the vector, whichever is larger (so merging stays linear in total: 5,000,000
-//! members inserted and looked up in batches of 25,000 took 2.5 s with fixed batches, 1.3 s
-//! with growing ones). The waiting set adds up to ~2 bytes per member before a merge.
-//! Lookups read the directory, then a handful of neighbouring members.
+//! The written-keys index holds one hash per row a first sync writes (tens of millions for a
+//! large account), so its cost per member is most of the memory that grows with the sync. A
+//! `HashSet<u64>` costs 14–18 bytes per member (control bytes, free slots after a doubling);
+//! a sorted `Vec<u64>` 8. Here a large set keeps each member's top 48 bits only: a fixed
+//! directory of the top 16 bits (where each prefix's members start) and, per member, the next
+//! 32 bits in one sorted `Vec<u32>`, sized exactly. Members that share their top 48 bits
+//! count as one, so a probe that is not a member is reported as one with probability about
+//! n/2⁴⁸ (2·10⁻⁸ for five million members): the index then checks the files, which costs a
+//! read, never correctness.
+//!
+//! New members wait in a hash set and are merged in batches of a sixteenth of the set (at
+//! least [`PENDING_MIN`]), so each member is copied a bounded number of times and the waiting
+//! set adds about one byte per member at its peak. A set of fewer than [`PENDING_MIN`]
+//! members never leaves the hash set.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Members waiting to be merged into the sorted vector at most, for a small set.
-const PENDING_MAX: usize = 1 << 16;
+/// Members waiting to be merged at most, for a small set; a set this small stays a hash set.
+const PENDING_MIN: usize = 1 << 16;
 
-/// For a larger set, members wait until they are this fraction of the merged ones: about
-/// two more bytes per member at the peak (the pending hash set), for merges that copy each
-/// member ~9 times in all instead of once per [`PENDING_MAX`] inserts (quadratic).
-const PENDING_SHARE: usize = 8;
+/// For a larger set, members wait until they are this fraction of the merged ones.
+const PENDING_SHARE: usize = 16;
+
+/// Bits of a member's hash the directory resolves.
+const DIR_BITS: u32 = 16;
 
 /// A hasher for values that are already hashes.
 #[derive(Default)]
@@ -43,14 +48,25 @@ impl Hasher for Prehashed {
 /// A `HashSet` of values that are already uniformly distributed hashes.
 type HashSet64 = HashSet<u64, BuildHasherDefault<Prehashed>>;
 
+/// The directory slot of a hash: its top [`DIR_BITS`] bits.
+fn slot(h: u64) -> usize {
+    (h >> (64 - DIR_BITS)) as usize
+}
+
+/// The 32 bits of a hash below its directory slot.
+fn rest(h: u64) -> u32 {
+    (h >> (32 - DIR_BITS)) as u32
+}
+
 /// A compact set of uniformly distributed 64-bit hashes (see the module docs).
 #[derive(Default)]
 pub(crate) struct HashRuns {
-    /// Merged members, sorted, without duplicates, allocated to their exact length.
-    sorted: Vec<u64>,
-    /// `dir[p]` is the index of the first member of `sorted` whose top `bits` bits are ≥ `p`.
+    /// Merged members' bits below the directory slot, sorted by (slot, rest), without
+    /// duplicates, allocated to their exact length.
+    merged: Vec<u32>,
+    /// `dir[p]` is the index in `merged` of the first member of slot `p` or above; empty
+    /// while nothing is merged.
     dir: Vec<u32>,
-    bits: u32,
     /// Members not merged yet.
     pending: HashSet64,
 }
@@ -58,102 +74,94 @@ pub(crate) struct HashRuns {
 impl HashRuns {
     /// Whether the set has no member.
     pub(crate) fn is_empty(&self) -> bool {
-        self.sorted.is_empty() && self.pending.is_empty()
+        self.merged.is_empty() && self.pending.is_empty()
     }
 
-    /// Number of members.
+    /// Number of members (members that share their top 48 bits count once once merged).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.sorted.len() + self.pending.iter().filter(|h| !self.in_sorted(**h)).count()
+        self.merged.len() + self.pending.iter().filter(|h| !self.in_merged(**h)).count()
     }
 
-    /// Whether `h` is a member.
+    /// Whether `h` is a member (or shares its top 48 bits with a merged one).
     pub(crate) fn contains(&self, h: u64) -> bool {
-        self.pending.contains(&h) || self.in_sorted(h)
+        self.pending.contains(&h) || self.in_merged(h)
     }
 
-    fn in_sorted(&self, h: u64) -> bool {
-        if self.sorted.is_empty() {
+    fn in_merged(&self, h: u64) -> bool {
+        if self.dir.is_empty() {
             return false;
         }
-        let (from, to) = if self.bits == 0 {
-            (0, self.sorted.len())
-        } else {
-            let p = (h >> (64 - self.bits)) as usize;
-            (self.dir[p] as usize, self.dir[p + 1] as usize)
-        };
-        self.sorted[from..to].binary_search(&h).is_ok()
+        let p = slot(h);
+        let (from, to) = (self.dir[p] as usize, self.dir[p + 1] as usize);
+        self.merged[from..to].binary_search(&rest(h)).is_ok()
     }
 
     /// Adds every hash of `hashes`.
     pub(crate) fn extend(&mut self, hashes: impl IntoIterator<Item = u64>) {
         for h in hashes {
             self.pending.insert(h);
-            // Merging copies the whole sorted vector, so the batch grows with it (an eighth):
-            // each member is copied a bounded number of times, not once per 65,536 inserts.
-            if self.pending.len() >= PENDING_MAX.max(self.sorted.len() / PENDING_SHARE) {
+            // Merging copies the whole merged vector, so the batch grows with it: each member
+            // is copied a bounded number of times, not once per fixed-size batch.
+            if self.pending.len() >= PENDING_MIN.max(self.merged.len() / PENDING_SHARE) {
                 self.merge_pending();
             }
         }
     }
 
-    /// Merges the pending members into the sorted vector (one exact-size allocation).
+    /// Merges the pending members into the merged vector (one exact-size allocation) and
+    /// rebuilds the directory.
     fn merge_pending(&mut self) {
-        let mut new: Vec<u64> = self.pending.drain().collect();
+        let mut new: Vec<u64> = self.pending.drain().map(|h| h >> (32 - DIR_BITS)).collect();
+        self.pending.shrink_to_fit();
         new.sort_unstable();
-        let mut merged = Vec::with_capacity(self.sorted.len() + new.len());
-        let (mut a, mut b) = (self.sorted.iter().peekable(), new.iter().peekable());
+        // Both sides as 48-bit values (slot, rest), merged in order without duplicates.
+        let mut merged = Vec::with_capacity(self.merged.len() + new.len());
+        let mut dir = vec![0u32; (1 << DIR_BITS) + 1];
+        let mut last = None;
+        let (mut a, mut b) = (self.old_members().peekable(), new.into_iter().peekable());
         loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(&&x), Some(&&y)) if x <= y => {
+            let v = match (a.peek(), b.peek()) {
+                (Some(&x), Some(&y)) if x <= y => {
                     a.next();
-                    if x == y {
-                        b.next();
-                    }
                     x
                 }
-                (_, Some(&&y)) => {
+                (_, Some(&y)) => {
                     b.next();
                     y
                 }
-                (Some(&&x), None) => {
+                (Some(&x), None) => {
                     a.next();
                     x
                 }
                 (None, None) => break,
             };
-            merged.push(next);
+            if last == Some(v) {
+                continue;
+            }
+            last = Some(v);
+            merged.push(v as u32);
+            // For now the end of the member's slot; empty slots are filled in below.
+            dir[(v >> 32) as usize + 1] = merged.len() as u32;
+        }
+        drop(a);
+        // `dir[p + 1]` is the end of slot p where p has members; carry ends over empty slots.
+        for p in 1..dir.len() {
+            dir[p] = dir[p].max(dir[p - 1]);
         }
         merged.shrink_to_fit();
-        self.sorted = merged;
-        self.index();
+        self.merged = merged;
+        self.dir = dir;
     }
 
-    /// Rebuilds the directory: about eight members per entry.
-    fn index(&mut self) {
-        let n = self.sorted.len();
-        self.bits = if n < 64 {
-            0
-        } else {
-            (usize::BITS - 1 - n.leading_zeros())
-                .saturating_sub(3)
-                .min(24)
-        };
-        if self.bits == 0 {
-            self.dir = Vec::new();
-            return;
-        }
-        let slots = 1usize << self.bits;
-        let mut dir = Vec::with_capacity(slots + 1);
-        let mut i = 0usize;
-        for p in 0..slots as u64 {
-            while i < n && (self.sorted[i] >> (64 - self.bits)) < p {
-                i += 1;
-            }
-            dir.push(i as u32);
-        }
-        dir.push(n as u32);
-        self.dir = dir;
+    /// The merged members as 48-bit values (slot, rest), in order.
+    fn old_members(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.dir.len().saturating_sub(1)).flat_map(move |p| {
+            let (from, to) = (self.dir[p] as usize, self.dir[p + 1] as usize);
+            self.merged[from..to]
+                .iter()
+                .map(move |&r| ((p as u64) << 32) | u64::from(r))
+        })
     }
 }
 
@@ -172,19 +180,34 @@ mod tests {
     fn members_survive_many_merges_and_others_are_absent() {
         let mut s = HashRuns::default();
         assert!(s.is_empty());
-        let n = 3 * PENDING_MAX as u64 + 1234;
+        let n = 20 * PENDING_MIN as u64 + 1234;
         s.extend((0..n).map(splitmix));
         // Duplicates across merged and pending members are stored once.
         s.extend((0..1000).map(splitmix));
         assert_eq!(s.len(), n as usize);
-        assert!(s.bits > 0, "a merged set of this size has a directory");
+        assert!(!s.dir.is_empty(), "a set of this size is merged");
+        assert!(
+            s.pending.len() < s.merged.len() / 4,
+            "most members are merged"
+        );
         assert!((0..n).all(|i| s.contains(splitmix(i))));
         assert!((n..n + 100_000).all(|i| !s.contains(splitmix(i))));
         // Extreme values fall in the first and last directory entries.
         s.extend([0, u64::MAX]);
         s.merge_pending();
         assert!(s.contains(0) && s.contains(u64::MAX));
-        assert!(!s.contains(1) && !s.contains(u64::MAX - 1));
+        assert!(!s.contains(1 << 16) && !s.contains(u64::MAX - (1 << 16)));
+        // A merged member is known by its top 48 bits: a hash that differs below them is
+        // reported as a member (the index then checks the files).
+        assert!(s.contains(1) && s.contains(u64::MAX - 1));
+    }
+
+    #[test]
+    fn sets_that_stay_small_are_exact() {
+        let mut s = HashRuns::default();
+        s.extend([0, 5, u64::MAX]);
+        assert!(s.dir.is_empty() && s.merged.is_empty());
+        assert!(s.contains(5) && !s.contains(4) && !s.contains(6) && !s.contains(1));
     }
 
     #[test]
@@ -198,7 +221,8 @@ mod tests {
                 .map(|i| match i % 3 {
                     0 => splitmix(case * 10_000 + i),
                     1 => splitmix(case * 10_000 + i / 2),
-                    _ => (1 << 40) + splitmix(i) % 1000,
+                    // Members that differ only in bits the directory and the kept 32 bits hold.
+                    _ => (1 << 40) + ((splitmix(i) % 1000) << 16),
                 })
                 .collect();
             let mut s = HashRuns::default();

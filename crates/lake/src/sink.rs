@@ -12,7 +12,7 @@ use crate::lease::LeaseKeeper;
 use crate::manifest::{self, FileEntry, Manifest};
 use crate::parquet_files;
 use crate::store_check;
-use crate::written_keys::WrittenKeys;
+use crate::written_keys::WrittenIndex;
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path;
@@ -37,7 +37,7 @@ pub struct LakeSink {
     pub(crate) specs: BTreeMap<String, TableSpec>,
     pub(crate) pending: Vec<SinkChange>,
     /// Keys this run wrote to tables that started empty (see `written_keys`).
-    pub(crate) written: std::sync::Mutex<BTreeMap<String, WrittenKeys>>,
+    pub(crate) written: std::sync::Mutex<WrittenIndex>,
     /// Tables whose format log lacks the version the live manifest records.
     pub(crate) unpublished: BTreeSet<String>,
     /// Files superseded by commits whose log versions are not published yet (the format's

@@ -10,7 +10,7 @@ use crate::manifest::{FileEntry, TableEntry};
 use crate::parquet_files;
 use crate::probe::{self, Findings, Probe};
 use crate::sink::{LakeSink, dv_files};
-use crate::written_keys::{Proof, WrittenKeys};
+use crate::written_keys::Proof;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use roaring::RoaringTreemap;
@@ -105,10 +105,7 @@ impl LakeSink {
         let parts = BucketedChanges::new(changes, &bcol, n)?;
         let proof = {
             let mut index = self.written.lock().expect("written-keys index lock");
-            index
-                .entry(spec.name.clone())
-                .or_insert_with(|| WrittenKeys::new(base.map_or(0, |e| e.files.len())))
-                .prove(spec, &bcol, changes)
+            index.prove(spec, &bcol, changes, base.map_or(0, |e| e.files.len()))
         };
         let untouched = matches!(proof, Proof::Untouched { .. });
         let probe = match proof {
