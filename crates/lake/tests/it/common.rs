@@ -156,6 +156,10 @@ pub async fn scan(sink: &dyn Sink, spec: &TableSpec) -> BTreeMap<String, Row> {
     rows_by_key(&rows, &key)
 }
 
+/// The credentials of the tests' moto servers (moto accepts any).
+pub const MOTO_KEY_ID: &str = "testing";
+pub const MOTO_SECRET: &str = "TOP-SECRET-KEY";
+
 /// A destination for one test.
 pub struct Lake {
     /// The keys every lake format shares.
@@ -194,8 +198,8 @@ impl Lake {
         let mut config = LakeConfig::new("s3://lake/some/prefix");
         config.endpoint = Some(moto.endpoint());
         config.region = Some("us-east-1".into());
-        config.access_key_id = Some("testing".into());
-        config.secret_access_key = Some(sluice_core::Secret::new("TOP-SECRET-KEY"));
+        config.access_key_id = Some(MOTO_KEY_ID.into());
+        config.secret_access_key = Some(sluice_core::Secret::new(MOTO_SECRET));
         Some(Lake {
             config,
             delta: None,

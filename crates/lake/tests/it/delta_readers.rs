@@ -7,7 +7,8 @@
 //! for `retention_hours`.
 
 use crate::common::*;
-use sluice_core::{Change, ColumnSpec, ColumnType, Scope, Sink, TableSpec};
+use crate::reader_steps::*;
+use sluice_core::{Sink, TableSpec};
 use std::collections::BTreeMap;
 
 /// The path of DuckDB's delta extension from the `duckdb-ext-delta` wheel, when python3 has
@@ -80,34 +81,19 @@ print(json.dumps({{"deltars": rs,
 
 /// Asserts that both readers read exactly the sink's committed rows of `spec`.
 async fn both_read_the_sinks_rows(lake: &Lake, ext: &str, spec: &TableSpec, step: &str) {
-    let (value, deleted) = if spec.capture_deletes {
-        ("name", "_fivetran_deleted")
-    } else {
-        ("body", "false")
+    let expected = expected_rows(lake, spec).await;
+    assert!(!expected.is_empty(), "{step}: the sink holds rows");
+    let TableAt::Local(dir) = lake.table_at(&spec.name) else {
+        panic!("the Delta readers read local lakes");
     };
-    let expected: Rows = scan(&lake.sink(), spec)
-        .await
-        .into_iter()
-        .map(|(id, r)| {
-            let name = r[value].as_str().unwrap_or("").to_owned();
-            let gone = r.get("_fivetran_deleted").and_then(|d| d.as_bool());
-            (id, (name, gone.unwrap_or(false)))
-        })
-        .collect();
-    let dir = lake
-        .tmp
-        .as_ref()
-        .unwrap()
-        .path()
-        .join("lake")
-        .join(&spec.name);
-    let (deltars, duckdb) = read_columns(ext, &dir, value, deleted);
+    let (deltars, duckdb) = read_columns(
+        ext,
+        std::path::Path::new(&dir),
+        value_column(spec),
+        deleted_expr(spec),
+    );
     assert_eq!(deltars, expected, "{step}: delta-rs differs from the sink");
     assert_eq!(duckdb, expected, "{step}: DuckDB differs from the sink");
-}
-
-fn opp_ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("opp-{i:04}")).collect()
 }
 
 /// Full sync, incremental syncs with updates, soft and hard deletes, a re-sync and a schema
@@ -117,90 +103,10 @@ async fn sync_steps_read_by_both(deletion_vectors: bool) {
     let mut lake = Lake::local().delta();
     lake.delta_config().deletion_vectors = deletion_vectors;
     lake.config.table_buckets.insert("opp".into(), 4);
-    let ids = opp_ids(400);
-    let mut s = lake.sink();
-    s.open(&specs()).await.unwrap();
-
-    let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v1", 1)).collect();
-    s.write(stamp(opp_rows("opp", &rows), T1)).await.unwrap();
-    s.commit(&state(1)).await.unwrap();
-    both_read_the_sinks_rows(&lake, &ext, &opp(), "full sync").await;
-
-    // Incremental: 10 updates, 2 new keys, 3 soft deletes.
-    let upd: Vec<(&str, &str, i64)> = ids
-        .iter()
-        .step_by(40)
-        .map(|i| (i.as_str(), "v2", 2))
-        .chain([("opp-new-1", "v2", 2), ("opp-new-2", "v2", 2)])
-        .collect();
-    s.write(stamp(opp_rows("opp", &upd), T2)).await.unwrap();
-    s.write(stamp(
-        Change::Delete {
-            table: "opp".into(),
-            keys: keys(&["opp-0001", "opp-0002", "opp-0399"]),
-        },
-        T2,
-    ))
-    .await
-    .unwrap();
-    s.commit(&state(2)).await.unwrap();
-    both_read_the_sinks_rows(&lake, &ext, &opp(), "incremental").await;
-
-    // Hard deletes: notes gone from a re-read parent.
-    let notes: Vec<(String, String)> = ids[..50]
-        .iter()
-        .flat_map(|o| (0..2).map(move |k| (format!("note-{o}-{k}"), o.clone())))
-        .collect();
-    let note_rows: Vec<(&str, &str, &str)> = notes
-        .iter()
-        .map(|(n, o)| (n.as_str(), o.as_str(), "body"))
-        .collect();
-    s.write(stamp(note_rows_named(&note_rows), T2))
-        .await
-        .unwrap();
-    s.commit(&state(3)).await.unwrap();
-    s.write(stamp(
-        Change::DeleteMissing {
-            table: "note".into(),
-            scope: Scope::Where {
-                column: "opp_id".into(),
-                values: vec![ids[3].clone(), ids[4].clone()],
-            },
-            keep: keys(&["note-opp-0003-0"]),
-        },
-        T3,
-    ))
-    .await
-    .unwrap();
-    s.commit(&state(4)).await.unwrap();
-    both_read_the_sinks_rows(&lake, &ext, &note_named(), "hard deletes").await;
-
-    // A re-sync: every key again.
-    let again: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v3", 3)).collect();
-    s.write(stamp(opp_rows("opp", &again), T3)).await.unwrap();
-    s.commit(&state(5)).await.unwrap();
-    both_read_the_sinks_rows(&lake, &ext, &opp(), "re-sync").await;
-
-    // A schema change: a new column, and a few keys updated with it.
-    let mut evolved = opp();
-    evolved
-        .columns
-        .push(ColumnSpec::new("extra", ColumnType::Int64));
-    let tables = vec![evolved.clone(), note(), hist()];
-    s.update_table(&evolved).await.unwrap();
-    let change = opp_rows_spec(
-        &evolved,
-        &[
-            ("opp-0005", "v4", 4),
-            ("opp-0300", "v4", 4),
-            ("opp-new-3", "v4", 4),
-        ],
-        Some(vec![Some(1), Some(2), Some(3)]),
-    );
-    s.write(stamp_with(&tables, change, T4)).await.unwrap();
-    s.commit(&state(6)).await.unwrap();
-    s.close().await.unwrap();
-    both_read_the_sinks_rows(&lake, &ext, &evolved, "schema change").await;
+    sync_steps(&lake, async |spec: &TableSpec, step: &'static str| {
+        both_read_the_sinks_rows(&lake, &ext, spec, step).await
+    })
+    .await;
 
     // Without deletion vectors, the protocol names no reader feature.
     let dir = lake.tmp.as_ref().unwrap().path().join("lake/opp");
@@ -226,15 +132,6 @@ async fn sync_steps_read_by_both(deletion_vectors: bool) {
             "copy-on-write writes no deletion vector: {dvs:?}"
         );
     }
-}
-
-/// `note` under its own name in these tests (the fixtures' `note` spec).
-fn note_named() -> TableSpec {
-    note()
-}
-
-fn note_rows_named(rows: &[(&str, &str, &str)]) -> Change {
-    note_rows(rows)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +220,7 @@ async fn superseded_files_stay_for_the_retention_and_go_after() {
     let mut lake = Lake::local().delta();
     lake.delta_config().retention_hours = 1;
     lake.delta_config().deletion_vectors = false;
-    let ids = opp_ids(100);
+    let ids: Vec<String> = (0..100).map(|i| format!("opp-{i:04}")).collect();
     let mut s = lake.sink();
     s.open(&specs()).await.unwrap();
     let rows: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v1", 1)).collect();

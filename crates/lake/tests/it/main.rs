@@ -39,4 +39,5 @@ mod hooks;
 mod iceberg;
 mod lease_safety;
 mod moto;
+mod reader_steps;
 mod scenarios;
