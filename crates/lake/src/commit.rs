@@ -100,6 +100,10 @@ impl LakeSink {
             return Err(internal("commit on a sink that is not open"));
         }
         let pending = std::mem::take(&mut self.pending);
+        self.written
+            .lock()
+            .expect("written-keys index lock")
+            .begin_commit();
         let base = self.manifest.clone();
         let mut by_table: BTreeMap<String, Vec<SinkChange>> = BTreeMap::new();
         for mut c in pending {

@@ -13,6 +13,11 @@
 //! The bucket-column values are kept once per column name for all tables ([`WrittenIndex`]):
 //! the child tables of opportunities all hold the same opportunity ids, and a union of them
 //! still proves that a value is in none (a value of another table is only a false "maybe").
+//! Values written by a commit join the union when the next commit starts
+//! ([`WrittenIndex::begin_commit`]): a commit's tables share its parents (a page of
+//! opportunities), and the union must not hold them while the commit's other tables prove
+//! that their stored rows lack them. Proofs are about stored rows, which are those of
+//! earlier commits.
 //!
 //! Memory: about 4 bytes (5 at the peak before a merge) per key written in the run and per
 //! distinct bucket-column value ([`HashRuns`]).
@@ -85,8 +90,11 @@ pub(crate) enum Proof {
 #[derive(Default)]
 pub(crate) struct WrittenIndex {
     tables: BTreeMap<String, WrittenKeys>,
-    /// Per bucket-column name, the values written to it by the tables that keep an index.
+    /// Per bucket-column name, the values written to it by the tables that keep an index,
+    /// up to the previous commit.
     values: BTreeMap<String, HashRuns>,
+    /// Per bucket-column name, the values written in the commit in progress.
+    new_values: BTreeMap<String, Vec<u64>>,
 }
 
 impl WrittenIndex {
@@ -124,13 +132,21 @@ impl WrittenIndex {
     }
 
     /// Records the rows of `batch` as written to the table of `spec` (when it keeps an
-    /// index).
+    /// index); their bucket-column values count from the next commit on.
     pub(crate) fn record(&mut self, spec: &TableSpec, bucket_column: &str, batch: &RecordBatch) {
         let Some(written) = self.tables.get_mut(&spec.name) else {
             return;
         };
-        let values = self.values.entry(bucket_column.to_owned()).or_default();
+        let values = self.new_values.entry(bucket_column.to_owned()).or_default();
         written.record(spec, bucket_column, values, batch);
+    }
+
+    /// Adds the values the previous commits wrote to the union (called as a commit starts,
+    /// before anything of it is resolved or proved).
+    pub(crate) fn begin_commit(&mut self) {
+        for (column, hashes) in std::mem::take(&mut self.new_values) {
+            self.values.entry(column).or_default().extend(hashes);
+        }
     }
 }
 
@@ -266,7 +282,7 @@ impl WrittenKeys {
         &mut self,
         spec: &TableSpec,
         bucket_column: &str,
-        values: &mut HashRuns,
+        values: &mut Vec<u64>,
         batch: &RecordBatch,
     ) {
         if !self.complete {
@@ -384,6 +400,7 @@ mod tests {
             &[upsert(&["a"], &["o1"]), missing(&["o1"])]
         ));
         ix.record(&t, COL, &rows(&["a", "b"], &["o1", "o1"]));
+        ix.begin_commit();
         assert!(untouched(
             &mut ix,
             &t,
@@ -442,6 +459,12 @@ mod tests {
         assert!(untouched(&mut ix, &note, &[missing(&["o1"])]));
         assert!(untouched(&mut ix, &form, &[missing(&["o1"])]));
         ix.record(&form, COL, &rows(&["f"], &["o1"]));
+        // In the same commit, the note table's stored rows are those of earlier commits.
+        assert!(
+            untouched(&mut ix, &note, &[missing(&["o1"])]),
+            "the commit's own parent"
+        );
+        ix.begin_commit();
         assert!(
             !untouched(&mut ix, &note, &[missing(&["o1"])]),
             "the form's parent"
@@ -452,6 +475,7 @@ mod tests {
         old.name = "offer".into();
         assert!(!untouched_with(&mut ix, &old, &[missing(&["o3"])], 2));
         ix.record(&old, COL, &rows(&["x"], &["o3"]));
+        ix.begin_commit();
         assert!(ix.proves_no_rows_with("note", COL, &["o3".to_owned()]));
     }
 
