@@ -332,3 +332,40 @@ async fn a_contact_shared_across_windows_is_written_once_unless_it_changes() {
     );
     assert_matches_oracle(&dest, &truth, true);
 }
+
+/// At the CLI's default commit interval (30 s, far longer than these runs), each window is
+/// still committed with all its child tables before the next one starts: a run stopped in a
+/// later window has committed every window before it, and one commit per window finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_window_is_committed_before_the_next_at_the_default_commit_interval() {
+    for n in [4, 7] {
+        let (env, mut config) = recent_activity_env().await;
+        config["max_retries"] = json!(0);
+        let hook: ListHook = Arc::new(move |emu, k| {
+            if k == n {
+                emu.set_faults(FaultConfig {
+                    error_rate: 1.0,
+                    drop_rate: 0.0,
+                    seed: 3,
+                });
+            }
+        });
+        env.emu.set_list_hook(Some(hook));
+        let dest = MemoryDestination::new("lever");
+        let options = sluice_core::RunSettings::default()
+            .sync_options()
+            .with_started_at_ms(1_000);
+        assert!(sync(&config, &dest, options).await.is_err(), "stopped");
+        assert!(
+            dest.state().is_some(),
+            "kill at list request {n}: the windows read before it were committed"
+        );
+        let current = assert_newest_first(&dest, &env.emu.truth());
+        assert!(current >= 1, "kill at list request {n}: window {current}");
+        assert!(
+            dest.commits() >= current as u64,
+            "{} commits for {current} windows",
+            dest.commits()
+        );
+    }
+}
