@@ -248,9 +248,7 @@ impl Sync<'_> {
             }
             let forced = needed > done;
             // Listing costs a request too: within the share unless the floor asks for more.
-            if !forced && spent(self) + 1 + per_opportunity > share
-                || allowed(self, done) == 0
-            {
+            if !forced && spent(self) + 1 + per_opportunity > share || allowed(self, done) == 0 {
                 break;
             }
             let (from, end) = rescan.window();

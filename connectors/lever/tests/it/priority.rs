@@ -427,14 +427,18 @@ async fn a_resync_reads_the_newest_first_and_resumes_to_the_truth() {
             }
             if reread.contains(&id) {
                 assert!(
-                    starts.get(current).is_none_or(|s| u.is_some_and(|u| u >= *s)),
+                    starts
+                        .get(current)
+                        .is_none_or(|s| u.is_some_and(|u| u >= *s)),
                     "kill {n}: {id} ({u:?}) older than window {current} re-read first"
                 );
             }
         }
         env.emu.set_list_hook(None);
         env.emu.set_faults(FaultConfig::default());
-        sync(&config, &dest, resync()).await.expect("resumed re-sync");
+        sync(&config, &dest, resync())
+            .await
+            .expect("resumed re-sync");
         assert!(dest.state().unwrap().extra.get("walk").is_none(), "done");
         assert_matches_oracle(&dest, &env.emu.truth(), true);
     }

@@ -220,7 +220,10 @@ fn seen_gone(dest: &MemoryDestination, table: &str, id: &str) -> bool {
     }
     let spec = sluice_source_lever::catalog::spec(table);
     if spec.capture_deletes && spec.find("deleted_at").is_some() {
-        assert!(!row(dest, table, id)["deleted_at"].is_null(), "{table} {id}");
+        assert!(
+            !row(dest, table, id)["deleted_at"].is_null(),
+            "{table} {id}"
+        );
     }
     true
 }
@@ -264,10 +267,7 @@ async fn rescanned_in_every_interval(max_share: Option<f64>) {
     let dest = MemoryDestination::new("lever");
     sync(&config, &dest, at(T)).await.expect("first sync");
     let endpoints = child_requests(&env) / OPPS;
-    assert_eq!(
-        dest.state().unwrap().extra["rescan"]["total"],
-        json!(OPPS)
-    );
+    assert_eq!(dest.state().unwrap().extra["rescan"]["total"], json!(OPPS));
     let mut pass_starts = BTreeSet::new();
     for interval in 0..3i64 {
         let gone = delete_one_child_of_each(&env, interval as usize);
@@ -334,11 +334,15 @@ async fn a_resumed_first_sync_sizes_the_rescan_by_the_whole_account() {
     let dest = MemoryDestination::new("lever");
     assert!(sync(&config, &dest, at(T)).await.is_err(), "stopped");
     env.emu.set_list_hook(None);
-    env.emu.set_faults(sluice_lever_emulator::FaultConfig::default());
+    env.emu
+        .set_faults(sluice_lever_emulator::FaultConfig::default());
     sync(&config, &dest, at(T + 3_600_000))
         .await
         .expect("resumed run");
-    assert!(dest.state().unwrap().extra.get("walk").is_none(), "walk done");
+    assert!(
+        dest.state().unwrap().extra.get("walk").is_none(),
+        "walk done"
+    );
     assert_eq!(
         dest.state().unwrap().extra["rescan"]["total"],
         json!(OPPS),

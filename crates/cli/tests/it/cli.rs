@@ -569,7 +569,10 @@ async fn a_stopped_priority_first_sync_says_how_far_back_the_data_is_complete() 
     let cfg = write(
         dir.path(),
         "small-pages.toml",
-        &format!("{}max_retries = 0\npage_size = 5\n", crate::harness::FAST_SOURCE),
+        &format!(
+            "{}max_retries = 0\npage_size = 5\n",
+            crate::harness::FAST_SOURCE
+        ),
     );
     let o = output(lever.command(&[
         "run",
@@ -587,10 +590,7 @@ async fn a_stopped_priority_first_sync_says_how_far_back_the_data_is_complete() 
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(4), "{err}");
     let back_to = "opportunities complete back to ";
-    assert!(
-        err.lines().any(|l| l.starts_with(back_to)),
-        "stderr: {err}"
-    );
+    assert!(err.lines().any(|l| l.starts_with(back_to)), "stderr: {err}");
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(s["status"], "failed");
     assert!(
@@ -600,7 +600,10 @@ async fn a_stopped_priority_first_sync_says_how_far_back_the_data_is_complete() 
         "{}",
         s["source_status"]
     );
-    let o = output(base_command(&["state", "show", "--sink", "parquet", "--dest", d])).await;
+    let o = output(base_command(&[
+        "state", "show", "--sink", "parquet", "--dest", d,
+    ]))
+    .await;
     let (out, _) = text(&o);
     assert!(o.status.success());
     assert!(
