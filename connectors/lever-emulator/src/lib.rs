@@ -547,8 +547,9 @@ impl Emulator {
         self.write().delete_feedback(opportunity_id, feedback_id)
     }
 
-    /// Hard-removes a note, feedback form or profile form of an opportunity **without**
-    /// bumping the opportunity's `updatedAt`: only a re-read of its children notices.
+    /// Hard-removes a child of an opportunity (a note, feedback form, profile form,
+    /// interview, offer, file, resume, referral or panel) **without** bumping the
+    /// opportunity's `updatedAt`: only a re-read of its children notices.
     ///
     /// # Panics
     /// If the opportunity or the child does not exist.

@@ -11,8 +11,9 @@
 //!   `/feedback` (and from `interview.feedbackForms`) and bumps the parent's `updatedAt` and
 //!   `lastInteractionAt`, so a connector detects it by re-reading the parent's children. The id
 //!   is logged in [`State::deleted_log`] under `notes` / `feedback`.
-//! * [`State::delete_child_silently`] removes a note, feedback form or profile form the same
-//!   way but leaves the parent's `updatedAt` alone: no incremental read can notice.
+//! * [`State::delete_child_silently`] removes any child (a note, feedback form, profile form,
+//!   interview, offer, file, resume, referral or panel) the same way but leaves the parent's
+//!   `updatedAt` alone: no incremental read can notice.
 //! * Adding a note or feedback, changing stage (appends to `stageChanges`, sets
 //!   `lastAdvancedAt`) and `update_opportunity` (new version: tags and followers change) bump
 //!   `updatedAt` and `lastInteractionAt`.
@@ -363,6 +364,12 @@ impl State {
             ch.notes.retain(keep);
             ch.feedback.retain(keep);
             ch.forms.retain(keep);
+            ch.interviews.retain(keep);
+            ch.offers.retain(keep);
+            ch.files.retain(keep);
+            ch.resumes.retain(keep);
+            ch.referrals.retain(keep);
+            ch.panels.retain(keep);
             ch.notes.extend(x.notes.iter().cloned());
             ch.feedback.extend(x.feedback.iter().cloned());
             for iv in &mut ch.interviews {
@@ -545,9 +552,10 @@ impl State {
         Ok(())
     }
 
-    /// Hard-removes a note, feedback form or profile form **without** bumping its
-    /// opportunity's `updatedAt` (Lever documents no bump): only a re-read of the
-    /// opportunity's children notices. Logged under `notes`, `feedback` or `forms`.
+    /// Hard-removes a child (note, feedback form, profile form, interview, offer, file,
+    /// resume, referral or panel) **without** bumping its opportunity's `updatedAt` (Lever
+    /// documents no bump): only a re-read of the opportunity's children notices. Logged under
+    /// the child endpoint's name (`notes`, `feedback`, `forms`, `interviews`, …).
     pub(crate) fn delete_child_silently(
         &mut self,
         opp: &str,
@@ -557,14 +565,22 @@ impl State {
         let rec = self.recs[i].clone();
         let ch = self.children(&rec);
         let has = |list: &[Value]| list.iter().any(|v| v["id"] == child);
-        let kind = if has(&ch.notes) {
-            "notes"
-        } else if has(&ch.feedback) {
-            "feedback"
-        } else if has(&ch.forms) {
-            "forms"
-        } else {
-            return Err(not_found("note, feedback or form", child));
+        let kinds = [
+            ("notes", &ch.notes),
+            ("feedback", &ch.feedback),
+            ("forms", &ch.forms),
+            ("interviews", &ch.interviews),
+            ("offers", &ch.offers),
+            ("files", &ch.files),
+            ("resumes", &ch.resumes),
+            ("referrals", &ch.referrals),
+            ("panels", &ch.panels),
+        ];
+        let Some(kind) = kinds
+            .into_iter()
+            .find_map(|(kind, list)| has(list).then_some(kind))
+        else {
+            return Err(not_found("child", child));
         };
         self.tick();
         let x = self.extras.entry(i as u32).or_default();

@@ -11,12 +11,19 @@
 //! children of the first opportunities of it, and moves the position past them; the width
 //! of the next window adapts to how many opportunities the last one held.
 //!
-//! Pace: a pass is due to end after 80 % of the interval, so each sync re-scans what keeps the
-//! pass on that schedule (from the number of opportunities counted by the full walk or the
-//! previous pass). Budget: the re-scan runs last and makes at most `rescan_max_share` of the
-//! run's requests (`share / (1 − share)` times the requests the run made before it); when the
-//! budget cannot keep the pace, the pass runs late and a warning says so. Vanished children
-//! are deleted as for any re-read opportunity (scoped `DeleteMissing`).
+//! Coverage and cost: each sync re-scans at least what the pass needs to end within the
+//! interval if syncs keep coming as often as the last two did (the *floor*: the share of the
+//! account up to the next expected sync, counted from the full walk or the previous pass);
+//! beyond it, it re-scans what keeps the pass on an 80 % schedule (a margin for late syncs)
+//! while the re-scan stays within `rescan_max_share` of the run's requests (`share / (1 −
+//! share)` times the requests the run made before it). So the re-scan spends the larger of the
+//! share and the floor: coverage within the interval is the guarantee, the share bounds the
+//! extra cost of a busy account. Once the schedule reaches the whole account (the last sync
+//! before the deadline), everything left of the pass is due, however many that is (the count
+//! is an estimate: opportunities created since it was taken are in the pass too), and the
+//! re-scan lists on through empty `createdAt` windows until the pass ends; the next pass
+//! starts in the same run. Vanished children are deleted as for any re-read opportunity
+//! (scoped `DeleteMissing`).
 
 use crate::decode::{get_str, ms_of};
 use crate::http::{Items, PageError, PageGuard, PageRef};
@@ -69,6 +76,9 @@ pub(crate) struct Rescan {
     /// The last run's requests, the re-scan's included.
     #[serde(default)]
     pub(crate) last_run_requests: u64,
+    /// When the last run began (epoch ms): the time between syncs is expected to repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_run_ms: Option<i64>,
 }
 
 impl Rescan {
@@ -85,18 +95,42 @@ impl Rescan {
             total,
             last_requests: 0,
             last_run_requests: 0,
+            last_run_ms: None,
         }
     }
 
-    /// How many opportunities keep the pass on schedule at `now_ms` (`u64::MAX` when the
-    /// account's size is unknown: the budget decides).
+    /// How many opportunities keep the pass on its 80 % schedule at `now_ms` (`u64::MAX` when
+    /// the account's size is unknown, or once the schedule reaches the whole account: all
+    /// that is left of the pass).
     pub(crate) fn due(&self, now_ms: i64, interval_ms: i64) -> u64 {
         if self.total == 0 {
             return u64::MAX;
         }
-        let paced = (interval_ms as f64 * PACE).max(1.0);
         let elapsed = (now_ms - self.pass_started_ms).max(0) as f64;
-        let target = (self.total as f64 * (elapsed / paced).min(1.0)).ceil() as u64;
+        self.behind((elapsed / (interval_ms as f64 * PACE)).max(0.0))
+    }
+
+    /// How many opportunities this run must re-scan (the floor) so that the pass ends within
+    /// the interval if the next sync comes as long after `now_ms` as this one came after the
+    /// last (`u64::MAX` once that reaches the whole account: all that is left of the pass).
+    pub(crate) fn needed(&self, now_ms: i64, interval_ms: i64) -> u64 {
+        let gap = self
+            .last_run_ms
+            .map_or(0, |last| (now_ms - last).clamp(0, interval_ms));
+        let by_next = (now_ms - self.pass_started_ms).max(0) + gap;
+        let fraction = by_next as f64 / interval_ms.max(1) as f64;
+        if self.total == 0 && fraction < 1.0 {
+            return 0; // an empty account when counted: nothing to spread
+        }
+        self.behind(fraction)
+    }
+
+    /// Opportunities short of `fraction` of the pass (`u64::MAX` from the whole pass on).
+    fn behind(&self, fraction: f64) -> u64 {
+        if fraction >= 1.0 || !fraction.is_finite() {
+            return u64::MAX;
+        }
+        let target = (self.total as f64 * fraction).ceil() as u64;
         target.saturating_sub(self.scanned)
     }
 
@@ -162,6 +196,7 @@ impl Rescan {
         *self = Rescan {
             last_requests: self.last_requests,
             last_run_requests: self.last_run_requests,
+            last_run_ms: self.last_run_ms,
             ..Rescan::starting(now_ms, total, self.oldest_created_ms)
         };
     }
@@ -193,17 +228,37 @@ impl Sync<'_> {
             rescan.next_pass(now);
         }
         let before = self.client.requests_sent();
-        let budget = budget(before, self.rescan.max_share);
+        let share = budget(before, self.rescan.max_share);
         let per_opportunity = endpoints.len() as u64;
-        let mut due = rescan.due(now, self.rescan.interval_ms);
+        let due = rescan.due(now, self.rescan.interval_ms);
+        let needed = rescan.needed(now, self.rescan.interval_ms);
         let spent = |s: &Self| s.client.requests_sent() - before;
+        // Opportunities this run may still re-scan: the floor, or the 80 % schedule as far as
+        // the share of the run's requests allows.
+        let allowed = |s: &Self, done: u64| {
+            let left = share.saturating_sub(spent(s));
+            needed
+                .saturating_sub(done)
+                .max(due.saturating_sub(done).min(left / per_opportunity))
+        };
+        let mut done: u64 = 0;
         for _ in 0..MAX_WINDOWS_PER_RUN {
-            if due == 0 || rescan.pass_done() || spent(self) + 1 + per_opportunity > budget {
+            if rescan.pass_done() {
+                break;
+            }
+            let forced = needed > done;
+            // Listing costs a request too: within the share unless the floor asks for more.
+            if !forced && spent(self) + 1 + per_opportunity > share || allowed(self, done) == 0 {
                 break;
             }
             let (from, end) = rescan.window();
-            let Some(items) = self.list_created(from, end, budget - spent(self)).await? else {
-                rescan.adapt_span(u64::MAX / 4, due.min(budget / per_opportunity));
+            let list_budget = if forced {
+                u64::MAX
+            } else {
+                share - spent(self)
+            };
+            let Some(items) = self.list_created(from, end, list_budget).await? else {
+                rescan.adapt_span(u64::MAX / 4, allowed(self, done).max(1));
                 break; // the budget ran out while listing: a narrower window next time
             };
             let mut ahead: Vec<(i64, &str, Value<'_>)> = items
@@ -212,16 +267,15 @@ impl Sync<'_> {
                 .filter(|(c, id, _)| rescan.is_ahead(*c, id))
                 .collect();
             ahead.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-            let affordable = (budget - spent(self)) / per_opportunity;
-            let take = (ahead.len() as u64).min(due).min(affordable) as usize;
+            let take = (ahead.len() as u64).min(allowed(self, done)) as usize;
             if take == 0 && !ahead.is_empty() {
                 break;
             }
             let opps: Vec<Value<'_>> = ahead[..take].iter().map(|(_, _, o)| *o).collect();
             self.process_page(&opps, &endpoints).await?;
-            due -= take as u64;
+            done += take as u64;
             if take == ahead.len() {
-                let wanted = due.max(take as u64);
+                let wanted = allowed(self, done).max(take as u64);
                 rescan.scanned += take as u64;
                 rescan.passed_window(end, ahead.len() as u64, wanted);
             } else if let Some((c, id, _)) = ahead[..take].last() {
@@ -232,14 +286,21 @@ impl Sync<'_> {
             self.extra.rescan = Some(rescan.clone());
             self.checkpoint().await?;
         }
-        if rescan.due(now, self.rescan.interval_ms) > 0
+        if !rescan.pass_done()
+            && rescan.due(now, self.rescan.interval_ms) > 0
             && now - rescan.pass_started_ms >= self.rescan.interval_ms
         {
             tracing::warn!(
-                behind = rescan.due(now, self.rescan.interval_ms),
-                "the re-scan of the opportunities' children is behind its interval: raise rescan_max_share or sync more often"
+                scanned = rescan.scanned,
+                total = rescan.total,
+                "the re-scan of the opportunities' children is behind its interval: sync more often"
             );
         }
+        if rescan.pass_done() {
+            // The next pass starts now, so passes follow each other without a gap.
+            rescan.next_pass(now);
+        }
+        rescan.last_run_ms = Some(now);
         rescan.last_requests = spent(self);
         rescan.last_run_requests = self.client.requests_sent();
         tracing::debug!(
@@ -326,10 +387,33 @@ mod tests {
         let r = Rescan::starting(0, 100, Some(-500 * DAY));
         assert_eq!(r.due(0, 30 * DAY), 0);
         assert_eq!(r.due(12 * DAY, 30 * DAY), 50);
-        assert_eq!(r.due(24 * DAY, 30 * DAY), 100);
-        assert_eq!(r.due(40 * DAY, 30 * DAY), 100);
+        // From 80 % of the interval on, everything left of the pass is due (the count is an
+        // estimate: a pass that counted them all may still have some to list).
+        assert_eq!(r.due(24 * DAY, 30 * DAY), u64::MAX);
+        assert_eq!(r.due(40 * DAY, 30 * DAY), u64::MAX);
         let unknown = Rescan::starting(0, 0, None);
         assert_eq!(unknown.due(DAY, 30 * DAY), u64::MAX);
+    }
+
+    #[test]
+    fn the_floor_ends_a_pass_by_the_next_sync_past_the_interval() {
+        let mut r = Rescan::starting(0, 100, Some(-500 * DAY));
+        // The first run after the pass began: no time between syncs known yet.
+        assert_eq!(r.needed(0, 30 * DAY), 0);
+        r.last_run_ms = Some(0);
+        // Syncs every 3 days: by the next one, 6 days of 30 must be done.
+        assert_eq!(r.needed(3 * DAY, 30 * DAY), 20);
+        r.scanned = 20;
+        r.last_run_ms = Some(3 * DAY);
+        assert_eq!(r.needed(6 * DAY, 30 * DAY), 10);
+        // The last sync before the interval ends takes all that is left, even past the count.
+        r.scanned = 100;
+        r.last_run_ms = Some(24 * DAY);
+        assert_eq!(r.needed(25 * DAY, 30 * DAY), 0, "ahead of the schedule");
+        assert_eq!(r.needed(27 * DAY, 30 * DAY), u64::MAX);
+        let empty = Rescan::starting(0, 0, None);
+        assert_eq!(empty.needed(DAY, 30 * DAY), 0);
+        assert_eq!(empty.needed(31 * DAY, 30 * DAY), u64::MAX);
     }
 
     #[test]

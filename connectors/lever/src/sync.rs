@@ -75,6 +75,14 @@ pub(crate) struct Walk {
     /// `sluice state show`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) complete_back_to: Option<String>,
+    /// Opportunities this walk processed so far, over all its runs (a full walk's count sizes
+    /// the re-scan's first pass, also when the walk was resumed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) read: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `updatedAt` of an opportunity processed in this run; [`NO_UPDATED_AT`] when it has none.
@@ -225,6 +233,13 @@ impl Sync<'_> {
         self.state.extra = serde_json::to_value(&self.extra)
             .map_err(|e| Error::internal("serializing the Lever state").with_source(e))?;
         self.out.checkpoint(self.state.clone()).await
+    }
+
+    /// A checkpoint committed at once, whatever the commit interval.
+    async fn checkpoint_now(&mut self) -> Result<()> {
+        self.state.extra = serde_json::to_value(&self.extra)
+            .map_err(|e| Error::internal("serializing the Lever state").with_source(e))?;
+        self.out.checkpoint_now(self.state.clone()).await
     }
 
     fn spec(&self, table: &str) -> Option<&TableSpec> {
@@ -390,9 +405,10 @@ impl Sync<'_> {
             if windows.is_done() {
                 break;
             }
-            // The window is committed with all its child tables before the next one starts.
+            // The window is committed with all its child tables before the next one starts,
+            // whatever the commit interval.
             self.extra.walk = Some(walk.clone());
-            self.checkpoint().await?;
+            self.checkpoint_now().await?;
         }
         self.finish_walk(walk, cursor, run, family).await
     }
@@ -514,6 +530,7 @@ impl Sync<'_> {
             }
             let next = page.next.clone();
             let opps = self.select(&page, walk, window, run);
+            walk.read += opps.len() as u64;
             // Fetch the next list page while this page's children are read.
             let next_fut = {
                 let client = self.client.clone();
@@ -631,7 +648,7 @@ impl Sync<'_> {
             resumed,
             oldest_created,
         } = run;
-        let read = done.len().max(listed.len()) as u64;
+        let read = walk.read.max(done.len().max(listed.len()) as u64);
         drop((done, listed));
         if walk.reimport {
             self.delete_unseen(resumed).await?;

@@ -239,7 +239,16 @@ async fn run(
             }
         }
     }
-    let report = result?;
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            // How far the data is complete matters most when the run stopped part-way.
+            if let Some(status) = metrics.status() {
+                eprintln!("{status}");
+            }
+            return Err(e);
+        }
+    };
     let text = summary::render(&report);
     if flags.summary_json.as_deref() == Some(std::path::Path::new("-")) {
         eprint!("{text}");

@@ -46,6 +46,9 @@ pub(crate) struct RunSummary {
     /// The destination's committed state after the run (also after a failure: what the
     /// next run resumes from).
     pub(crate) committed: Option<CommittedState>,
+    /// The source's last status line (Lever: how far back the opportunities are complete,
+    /// "opportunities complete back to 2025-09-01 00:00 UTC"), also after a failure.
+    pub(crate) source_status: Option<String>,
 }
 
 /// An error's kind and one-line message (no secrets: errors never hold any).
@@ -152,6 +155,7 @@ impl RunSummary {
             bytes_written: tables.values().map(|t| t.bytes_written).sum(),
             tables,
             committed: outcome.state.map(committed),
+            source_status: outcome.metrics.status(),
         }
     }
 

@@ -32,8 +32,8 @@ pub struct SyncOptions {
     /// The sync's start in epoch ms; `None` = now. Fixed values make tests reproducible.
     pub started_at_ms: Option<i64>,
     /// Commit at a source checkpoint only when at least this long has passed since the last
-    /// commit (or [`SyncOptions::commit_max_rows`] rows are staged). Zero commits at every
-    /// checkpoint. Fewer, larger commits rewrite less; a killed run re-reads at most this much.
+    /// commit (or [`SyncOptions::commit_max_rows`] rows are staged); a
+    /// [`SourceMessage::CheckpointNow`] commits at once. Zero commits at every checkpoint. Fewer, larger commits rewrite less; a killed run re-reads at most this much.
     pub commit_interval: Duration,
     /// Commit at the next checkpoint once this many rows are staged, whatever the interval
     /// (bounds the sink's memory).
@@ -302,6 +302,10 @@ async fn drive(
                 m = rx.recv() => m,
             };
             let Some(message) = message else { break };
+            let (message, commit_now) = match message {
+                SourceMessage::CheckpointNow(state) => (SourceMessage::Checkpoint(state), true),
+                other => (other, false),
+            };
             match message {
                 SourceMessage::Schema(spec) => {
                     if plan.table(&spec.name).is_none() {
@@ -336,7 +340,7 @@ async fn drive(
                     staged_rows += rows;
                     pending = true;
                 }
-                SourceMessage::Checkpoint(mut state) => {
+                SourceMessage::Checkpoint(mut state) | SourceMessage::CheckpointNow(mut state) => {
                     state.version = STATE_VERSION;
                     state.source = source_name.to_owned();
                     state.origin = origin.clone().or(state.origin);
@@ -344,7 +348,8 @@ async fn drive(
                     // is not due yet, the data stays staged and a later commit carries it.
                     last_state = state;
                     pending = true;
-                    let due = last_commit.elapsed() >= options.commit_interval
+                    let due = commit_now
+                        || last_commit.elapsed() >= options.commit_interval
                         || staged_rows >= options.commit_max_rows;
                     for (name, t) in plan.tables() {
                         if t.dest.versioned() {

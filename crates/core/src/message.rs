@@ -93,6 +93,9 @@ pub enum SourceMessage {
     Change(Change),
     /// Everything sent before this point may be committed together with this state.
     Checkpoint(State),
+    /// A checkpoint committed at once, whatever the commit interval: the source needs what
+    /// it sent so far to be durable before it goes on (a priority-first window's end).
+    CheckpointNow(State),
 }
 
 /// What the engine sends to a sink: a change stamped with the sync time.

@@ -161,6 +161,12 @@ impl Emitter {
     pub async fn checkpoint(&self, state: State) -> Result<()> {
         self.send(SourceMessage::Checkpoint(state)).await
     }
+    /// A checkpoint the engine commits at once, whatever its commit interval: everything sent
+    /// so far is durable with `state` before the source goes on. For points a user waits for
+    /// (a window of recent data); plain [`Emitter::checkpoint`] elsewhere.
+    pub async fn checkpoint_now(&self, state: State) -> Result<()> {
+        self.send(SourceMessage::CheckpointNow(state)).await
+    }
 }
 
 /// A source plugin, typed. Implement this; the registry holds it as a [`DynSource`].

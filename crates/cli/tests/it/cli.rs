@@ -461,6 +461,7 @@ async fn summary_json_describes_success_and_failure() {
             "schema",
             "sink",
             "source",
+            "source_status",
             "started_at",
             "status",
             "tables",
@@ -540,6 +541,74 @@ async fn summary_json_describes_success_and_failure() {
     assert_eq!(
         s["committed"]["cursors"]["opportunity"]["type"],
         "timestamp_ms"
+    );
+}
+
+/// A priority-first first sync stopped part-way (at the CLI's default commit interval) says
+/// how far back the committed data is complete: on stderr before the error, in
+/// `--summary-json` (`source_status`) and in `sluice state show`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_priority_first_sync_says_how_far_back_the_data_is_complete() {
+    use sluice_lever_emulator::{FaultConfig, ListHook};
+    let lever = Lever::start(40).await;
+    lever.emu.spread_recent_activity(0.5, 365);
+    let hook: ListHook = std::sync::Arc::new(|emu, k| {
+        if k == 4 {
+            emu.set_faults(FaultConfig {
+                error_rate: 1.0,
+                drop_rate: 0.0,
+                seed: 3,
+            });
+        }
+    });
+    lever.emu.set_list_hook(Some(hook));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("lake");
+    let d = dest.to_str().unwrap();
+    let file = dir.path().join("summary.json");
+    let cfg = write(
+        dir.path(),
+        "small-pages.toml",
+        &format!(
+            "{}max_retries = 0\npage_size = 5\n",
+            crate::harness::FAST_SOURCE
+        ),
+    );
+    let o = output(lever.command(&[
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        d,
+        "--config",
+        &cfg,
+        "--summary-json",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    let back_to = "opportunities complete back to ";
+    assert!(err.lines().any(|l| l.starts_with(back_to)), "stderr: {err}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["source_status"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(back_to)),
+        "{}",
+        s["source_status"]
+    );
+    let o = output(base_command(&[
+        "state", "show", "--sink", "parquet", "--dest", d,
+    ]))
+    .await;
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(
+        out.contains("complete_back_to") && out.contains(back_to),
+        "{out}"
     );
 }
 
