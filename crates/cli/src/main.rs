@@ -141,12 +141,21 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print the effective configuration (the file with the SLUICE_* environment applied),
-    /// secrets redacted, with where each value came from.
+    /// Print the effective configuration (the defaults, the file, the SLUICE_* environment and
+    /// `--dest`), secrets redacted, with where each value came from.
     Show {
         /// Configuration file (default: ./sluice.toml when present).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Source plugin whose defaults fill `[source]`.
+        #[arg(long, default_value = "lever")]
+        source: String,
+        /// Sink plugin whose defaults fill `[sink]`.
+        #[arg(long, default_value = "parquet")]
+        sink: String,
+        /// Destination, as `sluice run --dest` would set it.
+        #[arg(long)]
+        dest: Option<String>,
     },
 }
 
