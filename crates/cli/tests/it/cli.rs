@@ -1,5 +1,6 @@
 use crate::harness::{
-    FAST_SOURCE, Lever, assert_matches_truth, base_command, output, read_dest, text,
+    FAST_SOURCE, Lever, assert_matches_truth, assert_summary_counts_the_stored_rows, base_command,
+    output, read_dest, text,
 };
 
 fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
@@ -637,12 +638,12 @@ async fn summary_json_is_written_when_configuration_or_destination_setup_fails()
 }
 
 /// A run that fails after some commits reports them: how many, and per table what they
-/// inserted and wrote; what it received but never committed is only counted as received.
+/// inserted and wrote, equal to what the destination holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn summary_json_of_a_run_failing_after_commits_reports_what_was_committed() {
     let lever = Lever::start(40).await;
     let hook: sluice_lever_emulator::ListHook = std::sync::Arc::new(|emu, n| {
-        if n == 3 {
+        if n == 5 {
             emu.set_faults(sluice_lever_emulator::FaultConfig {
                 error_rate: 1.0,
                 ..Default::default()
@@ -675,16 +676,10 @@ async fn summary_json_of_a_run_failing_after_commits_reports_what_was_committed(
     let s = read_summary(&file);
     assert_eq!(s["status"], "failed", "{s}");
     assert_eq!(s["error"]["kind"], "upstream", "{s}");
-    assert!(s["commits"].as_u64().unwrap() >= 1, "{s}");
-    let opp = &s["tables"]["opportunity"];
-    let inserted = opp["inserted"].as_u64().unwrap();
-    assert!(inserted > 0, "{s}");
-    assert!(opp["bytes_written"].as_u64().unwrap() > 0, "{s}");
-    assert!(s["bytes_written"].as_u64().unwrap() > 0, "{s}");
     assert!(!s["committed"].is_null(), "{s}");
-    // The figures are those of the committed data.
-    let rows = read_dest(&dest).await;
-    assert_eq!(rows["opportunity"].len() as u64, inserted, "{s}");
+    // The figures are those of the committed data (which tables got there before the failure
+    // depends on the order of concurrent requests).
+    assert_summary_counts_the_stored_rows(&s, &read_dest(&dest).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
