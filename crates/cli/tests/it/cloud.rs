@@ -284,6 +284,42 @@ async fn s3_over_tls_with_a_private_ca_a_client_certificate_and_a_proxy() {
     let (ok, err) = run_s3(&lever, &sink(with_cert), &keys(), home.path()).await;
     assert!(ok, "{err}");
     assert_s3_matches_truth(&moto, &lever).await;
+
+    // `min_tls_version = "1.3"` refuses a store that speaks TLS 1.2 only, in one line naming
+    // the key; the same front is used with the default floor.
+    let tls12 = TlsFront::start(
+        &pki,
+        backend,
+        TlsOptions {
+            tls12_only: true,
+            ..TlsOptions::default()
+        },
+    )
+    .await;
+    let sink = |network: &str| {
+        format!(
+            "[sink]\nendpoint = \"{}\"\n[sink.network]\nca_cert_file = \"{}\"\n{network}",
+            tls12.url(),
+            ca.display()
+        )
+    };
+    let (ok, err) = run_s3(
+        &lever,
+        &sink("min_tls_version = \"1.3\"\n"),
+        &keys(),
+        home.path(),
+    )
+    .await;
+    assert!(!ok);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("sluice: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].starts_with("sluice: destination error: ")
+            && errors[0].contains("min_tls_version"),
+        "{err}"
+    );
+    let (ok, err) = run_s3(&lever, &sink(""), &keys(), home.path()).await;
+    assert!(ok, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,6 +656,96 @@ fn http_date(t: std::time::SystemTime) -> String {
     )
 }
 
+/// Azurite with the container `sluice`.
+fn azurite() -> Option<Service> {
+    let azurite = start(
+        "azurite-blob",
+        &[
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "{port}",
+            "--location",
+            "{dir}",
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+        ],
+        "npm install -g azurite",
+    )?;
+    create_container(azurite.port, "sluice");
+    Some(azurite)
+}
+
+/// Azure Blob Storage over TLS with the test CA and through `proxy_url`: Azurite behind a TLS
+/// front, every request tunnelled by a proxy the test runs; the data equals the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_over_tls_with_a_private_ca_through_a_proxy() {
+    let Some(azurite) = azurite() else { return };
+    let lever = Lever::start(4).await;
+    let pki = TestPki::new();
+    let front = TlsFront::start(
+        &pki,
+        ([127, 0, 0, 1], azurite.port).into(),
+        TlsOptions::default(),
+    )
+    .await;
+    let proxy = ForwardProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    let write_config = |network: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "{FAST_SOURCE}[sink.network]\nproxy_url = \"{}\"\n{network}",
+                proxy.url()
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        let mut c = lever.command(&[
+            "run",
+            "lever",
+            "--sink",
+            "parquet",
+            "--dest",
+            "az://sluice/lever",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        c.env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURITE_BLOB_STORAGE_URL", front.url())
+            .env("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
+            .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY);
+        c
+    };
+    // Without the CA: one destination error line naming the key that fixes it.
+    write_config("");
+    let o = output(run()).await;
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("sluice: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("[sink.network].ca_cert_file"), "{err}");
+    // With it: a full sync, every request tunnelled to the TLS front.
+    write_config(&format!(
+        "ca_cert_file = \"{}\"\n",
+        pki.path("ca.pem").display()
+    ));
+    let o = output(run()).await;
+    let err = text(&o).1;
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains(AZURITE_KEY), "{err}");
+    let log = proxy.log();
+    let tunnel = format!("CONNECT localhost:{}", front.addr.port());
+    assert!(
+        !log.is_empty() && log.iter().all(|l| *l == tunnel),
+        "{log:?}"
+    );
+    assert_sink_matches_truth(azurite_sink(azurite.port).as_ref(), &lever.emu).await;
+}
+
 /// A `parquet` sink on `az://sluice/lever` of the Azurite at `port` (path-style account URL,
 /// the development account's key), built in the test without `AZURE_*` variables.
 fn azurite_sink(port: u16) -> Box<dyn sluice_core::Sink> {
@@ -651,24 +777,7 @@ fn azurite_sink(port: u16) -> Box<dyn sluice_core::Sink> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_storage_on_azurite_keeps_a_failed_runs_commits_reruns_and_merges_to_the_truth()
 {
-    let Some(azurite) = start(
-        "azurite-blob",
-        &[
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            "{port}",
-            "--location",
-            "{dir}",
-            "--silent",
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-        ],
-        "npm install -g azurite",
-    ) else {
-        return;
-    };
-    create_container(azurite.port, "sluice");
+    let Some(azurite) = azurite() else { return };
     let lever = Lever::start(40).await;
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
