@@ -606,7 +606,7 @@ async fn summary_json_is_written_when_configuration_or_destination_setup_fails()
     .await;
     expect_config_failure(&o, "bogus");
 
-    // A bad SLUICE_* value.
+    // A bad SLUICE_* value (the summary's path from SLUICE_SUMMARY_JSON).
     let mut c = lever.command(&[
         "run",
         "lever",
@@ -614,10 +614,9 @@ async fn summary_json_is_written_when_configuration_or_destination_setup_fails()
         "parquet",
         "--dest",
         dest.to_str().unwrap(),
-        "--summary-json",
-        summary,
     ]);
-    c.env("SLUICE_TABLES__USERS__ENABLED", "\"maybe\"");
+    c.env("SLUICE_TABLES__USERS__ENABLED", "\"maybe\"")
+        .env("SLUICE_SUMMARY_JSON", summary);
     expect_config_failure(&output(c).await, "tables.users.enabled");
 
     // The destination's setup: an S3 profile that does not exist.
@@ -695,9 +694,16 @@ async fn every_setting_can_come_from_the_environment() {
         .env("SLUICE_SINK__DEST", dest.to_str().unwrap())
         .env("SLUICE_SOURCE__RATE_LIMIT_PER_SECOND", "10000")
         .env("SLUICE_SOURCE__RATE_LIMIT_BURST", "10000")
-        .env("SLUICE_TABLES__OPPORTUNITY_TAG__ENABLED", "false");
+        .env("SLUICE_TABLES__OPPORTUNITY_TAG__ENABLED", "false")
+        .env("SLUICE_LOG_FORMAT", "json");
     let o = output(c).await;
-    assert!(o.status.success(), "{}", text(&o).1);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with('{') && l.contains("sync starting")),
+        "SLUICE_LOG_FORMAT=json: {err}"
+    );
     assert!(
         dest.join("opportunity").exists(),
         "SLUICE_SINK__DEST was used"
