@@ -161,7 +161,13 @@ fn main() -> Result<()> {
             docs(true)?;
             // The test suite runs last, so its summary closes the output.
             let mut test = cargo();
-            test.args(["nextest", "run", "--locked", "--workspace", "--no-fail-fast"]);
+            test.args([
+                "nextest",
+                "run",
+                "--locked",
+                "--workspace",
+                "--no-fail-fast",
+            ]);
             status(test, "cargo nextest run --workspace")?;
             eprintln!("xtask: ci passed");
             Ok(())
