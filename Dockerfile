@@ -19,10 +19,14 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /home/sluice --create-home sluice
+ && groupadd --system --gid 10001 sluice \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /home/sluice --create-home sluice \
+ && install -d -o 10001 -g 10001 /data
 COPY --from=build /out/sluice /usr/local/bin/sluice
 USER 10001:10001
 WORKDIR /home/sluice
+# `sluice serve --data-dir /data`: a volume mounted here starts owned by the sluice user.
+EXPOSE 7878
 # `sluice run` stops at its last committed checkpoint on SIGTERM (exit 143).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/sluice"]

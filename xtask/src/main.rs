@@ -143,8 +143,11 @@ fn main() -> Result<()> {
             fmt.args(["fmt", "--all", "--", "--check"]);
             status(fmt, "cargo fmt --check")?;
             let mut clippy = cargo();
+            // --locked everywhere: a Cargo.lock that does not match the manifests fails CI as it
+            // fails the image build (`cargo build --locked` in the Dockerfile).
             clippy.args([
                 "clippy",
+                "--locked",
                 "--workspace",
                 "--all-targets",
                 "--",
@@ -153,12 +156,18 @@ fn main() -> Result<()> {
             ]);
             status(clippy, "cargo clippy -D warnings")?;
             let mut doc = cargo();
-            doc.args(["test", "--doc", "--workspace"]);
+            doc.args(["test", "--locked", "--doc", "--workspace"]);
             status(doc, "cargo test --doc")?;
             docs(true)?;
             // The test suite runs last, so its summary closes the output.
             let mut test = cargo();
-            test.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+            test.args([
+                "nextest",
+                "run",
+                "--locked",
+                "--workspace",
+                "--no-fail-fast",
+            ]);
             status(test, "cargo nextest run --workspace")?;
             eprintln!("xtask: ci passed");
             Ok(())

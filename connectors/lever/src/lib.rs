@@ -71,7 +71,30 @@ sluice_core::inventory::submit! {
         "Lever applicant-tracking API (46 Fivetran-compatible tables)",
         build
     )
+    .with_defaults(&[LEVER_DEFAULTS])
 }
+
+/// The defaults of the `[source]` keys, as TOML (shown by `sluice config show`).
+const LEVER_DEFAULTS: &str = "\
+api_key_env = \"LEVER_API_KEY\"
+base_url = \"https://api.lever.co/v1\"
+rate_limit_per_second = 10
+rate_limit_burst = 20
+max_concurrency = 32
+request_timeout_secs = 60
+max_retries = 8
+max_retry_secs = 300
+max_body_bytes = 67108864
+lookback_secs = 3600
+reimport_interval_hours = 24.0
+confidential = true
+page_size = 100
+priority_first = true
+priority_windows_days = [1, 7, 30, 91, 365]
+rescan_interval_days = 30.0
+rescan_max_share = 0.1
+demo = false
+";
 
 /// A connected client plus what keeps it alive (the demo emulator).
 struct Connection {
@@ -239,5 +262,26 @@ impl Source for LeverSource {
             written_contacts: Default::default(),
         };
         run.run().await
+    }
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    #[test]
+    fn the_listed_defaults_are_the_defaults() {
+        let key = serde_json::json!("k");
+        let mut listed: serde_json::Value = toml::from_str(super::LEVER_DEFAULTS).unwrap();
+        // Resolved where they are used, not in the settings.
+        assert_eq!(listed["base_url"], crate::config::DEFAULT_BASE_URL);
+        assert_eq!(listed["api_key_env"], crate::config::DEFAULT_API_KEY_ENV);
+        let map = listed.as_object_mut().unwrap();
+        map.remove("base_url");
+        map.remove("api_key_env");
+        listed["api_key"] = key.clone();
+        let listed: crate::config::LeverConfig = serde_json::from_value(listed).unwrap();
+        let unset: crate::config::LeverConfig =
+            serde_json::from_value(serde_json::json!({ "api_key": key })).unwrap();
+        let (listed, unset) = (listed.settings(), unset.settings());
+        assert_eq!(format!("{listed:?}"), format!("{unset:?}"));
     }
 }

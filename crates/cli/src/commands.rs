@@ -44,9 +44,22 @@ pub(crate) async fn dispatch(command: Command, bars: MultiProgress) -> Result<()
             Ok(())
         }
         Command::Config {
-            command: ConfigCommand::Show { config },
+            command:
+                ConfigCommand::Show {
+                    config,
+                    source,
+                    sink,
+                    dest,
+                },
         } => {
-            print!("{}", config_show(config.as_deref())?);
+            let defaults = ConfigDefaults {
+                source: registry.source(&source)?.defaults,
+                sink: registry.sink(&sink)?.defaults,
+            };
+            print!(
+                "{}",
+                config_show(config.as_deref(), &defaults, dest.as_deref())?
+            );
             Ok(())
         }
         Command::Tables { source, format } => {
@@ -122,14 +135,73 @@ pub(crate) struct RunFlags {
     summary_json: Option<std::path::PathBuf>,
 }
 
+/// The top-level settings' defaults, as TOML (the engine's: see `RunSettings`).
+const TOP_LEVEL_DEFAULTS: &str = "commit_interval_secs = 30\ncommit_max_rows = 250000\n";
+
+/// The plugins' defaults shown by `sluice config show`.
+struct ConfigDefaults {
+    source: &'static [&'static str],
+    sink: &'static [&'static str],
+}
+
+/// The defaults as one TOML table: top-level keys, `[source]` and `[sink]`.
+fn defaults_table(defaults: &ConfigDefaults) -> Result<toml::Table> {
+    let parse = |parts: &[&str]| -> Result<toml::Table> {
+        parts
+            .concat()
+            .parse::<toml::Table>()
+            .map_err(|e| Error::internal("a plugin's defaults").with_source(e))
+    };
+    let mut table = parse(&[TOP_LEVEL_DEFAULTS])?;
+    table.insert("source".into(), toml::Value::Table(parse(defaults.source)?));
+    table.insert("sink".into(), toml::Value::Table(parse(defaults.sink)?));
+    Ok(table)
+}
+
+/// Sets every leaf of `over` into `base` (tables merge, other values replace).
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
 /// `sluice config show`: the effective configuration as TOML, secrets redacted, each value
-/// followed by where it came from.
-fn config_show(explicit: Option<&std::path::Path>) -> Result<String> {
+/// followed by where it came from (`# default`, `# from <file>`, `# from environment <VAR>`,
+/// `# from flag --dest`).
+fn config_show(
+    explicit: Option<&std::path::Path>,
+    defaults: &ConfigDefaults,
+    dest: Option<&str>,
+) -> Result<String> {
     let effective = config::load_effective(explicit)?;
-    let mut out = String::from(
-        "# effective configuration (secrets redacted); unset keys take their documented defaults\n",
+    let mut table = defaults_table(defaults)?;
+    let mut origins = crate::env_config::Origins::new();
+    crate::env_config::record_origins(&table, "", "default", &mut origins);
+    merge(&mut table, &effective.table);
+    origins.extend(
+        effective
+            .origins
+            .iter()
+            .map(|(k, v)| (k.clone(), format!("from {v}"))),
     );
-    let text = toml::to_string(&crate::env_config::redacted(&effective.table))
+    if let Some(dest) = dest {
+        let mut sink = toml::Table::new();
+        sink.insert("dest".into(), toml::Value::String(dest.to_owned()));
+        merge(
+            &mut table,
+            &toml::Table::from_iter([("sink".to_owned(), toml::Value::Table(sink))]),
+        );
+        origins.insert("sink.dest".into(), "from flag --dest".into());
+    }
+    let mut out = String::from(
+        "# effective configuration (secrets redacted); keys not shown are unset (S3 keys then come from the AWS_* environment)\n",
+    );
+    let text = toml::to_string(&crate::env_config::redacted(&table))
         .map_err(|e| Error::internal("rendering the configuration").with_source(e))?;
     let mut section = String::new();
     for line in text.lines() {
@@ -144,8 +216,16 @@ fn config_show(explicit: Option<&std::path::Path>) -> Result<String> {
                 format!("{section}.{}", key.trim())
             };
             out.push_str(line);
-            if let Some(origin) = effective.origins.get(&path) {
-                out.push_str(&format!("  # from {origin}"));
+            let origin = origins.get(&path).or_else(|| {
+                // A key under a table that one variable set as a whole.
+                origins
+                    .iter()
+                    .filter(|(k, _)| path.starts_with(&format!("{k}.")))
+                    .map(|(_, v)| v)
+                    .next_back()
+            });
+            if let Some(origin) = origin {
+                out.push_str(&format!("  # {origin}"));
             }
         } else {
             out.push_str(line);
@@ -187,34 +267,21 @@ async fn run(
     flags: RunFlags,
     bars: MultiProgress,
 ) -> Result<()> {
-    let cfg = config::load(dest.config.as_deref())?;
-    let source_config = source_json(&cfg, flags.source);
-    let source_plugin = registry.source(source_name)?;
-    let sink_plugin = registry.sink(sink_name)?;
-    let source = (source_plugin.build)();
-    let mut sink = (sink_plugin.build)(&cfg.sink_json(dest.dest.as_deref()))?;
-    let options = cfg.run_settings(flags.allow_origin_change).sync_options();
-    let metrics = options.metrics.clone();
     let started = std::time::SystemTime::now();
-
-    crate::signals::stop_on_signals(options.cancel.clone());
-    let stop_bars = CancellationToken::new();
-    let bars_task = tokio::spawn(crate::progress::drive(
-        bars,
-        options.metrics.clone(),
-        stop_bars.clone(),
-    ));
-    tracing::info!(source = source_name, sink = sink_name, "sync starting");
-    let result = sluice_core::run_sync(
+    let metrics = sluice_core::Metrics::new();
+    // The sink once built, so that the summary can read what the destination holds.
+    let mut sink: Option<Box<dyn Sink>> = None;
+    let result = sync(
+        registry,
         source_name,
-        source.as_ref(),
-        &source_config,
-        sink.as_mut(),
-        options,
+        sink_name,
+        dest,
+        flags.clone(),
+        bars,
+        &metrics,
+        &mut sink,
     )
     .await;
-    stop_bars.cancel();
-    let _ = bars_task.await;
     if let Some(path) = &flags.summary_json {
         let exit_code = match &result {
             Ok(_) => 0,
@@ -223,6 +290,10 @@ async fn run(
             }
             Err(e) => e.exit_code(),
         };
+        let state = match &sink {
+            Some(sink) => sink.read_state().await.ok().flatten(),
+            None => None,
+        };
         let summary = crate::run_summary::RunSummary::new(crate::run_summary::Outcome {
             source: source_name,
             sink: sink_name,
@@ -230,7 +301,7 @@ async fn run(
             result: &result,
             exit_code,
             metrics: &metrics,
-            state: sink.read_state().await.ok().flatten(),
+            state,
         });
         if let Err(e) = summary.write(path) {
             tracing::error!(error = %e, "writing the run summary failed");
@@ -256,6 +327,49 @@ async fn run(
         print!("{text}");
     }
     Ok(())
+}
+
+/// The body of `sluice run`, from loading the configuration to the end of the sync; the sink
+/// is left in `sink_slot` once built. Counters go to `metrics`.
+#[allow(clippy::too_many_arguments)]
+async fn sync(
+    registry: &Registry,
+    source_name: &str,
+    sink_name: &str,
+    dest: &Dest,
+    flags: RunFlags,
+    bars: MultiProgress,
+    metrics: &sluice_core::Metrics,
+    sink_slot: &mut Option<Box<dyn Sink>>,
+) -> Result<sluice_core::SyncReport> {
+    let cfg = config::load(dest.config.as_deref())?;
+    let source_config = source_json(&cfg, flags.source);
+    let source_plugin = registry.source(source_name)?;
+    let sink_plugin = registry.sink(sink_name)?;
+    let source = (source_plugin.build)();
+    let sink = sink_slot.insert((sink_plugin.build)(&cfg.sink_json(dest.dest.as_deref()))?);
+    let mut options = cfg.run_settings(flags.allow_origin_change).sync_options();
+    options.metrics = metrics.clone();
+
+    crate::signals::stop_on_signals(options.cancel.clone());
+    let stop_bars = CancellationToken::new();
+    let bars_task = tokio::spawn(crate::progress::drive(
+        bars,
+        options.metrics.clone(),
+        stop_bars.clone(),
+    ));
+    tracing::info!(source = source_name, sink = sink_name, "sync starting");
+    let result = sluice_core::run_sync(
+        source_name,
+        source.as_ref(),
+        &source_config,
+        sink.as_mut(),
+        options,
+    )
+    .await;
+    stop_bars.cancel();
+    let _ = bars_task.await;
+    result
 }
 
 async fn resync(
@@ -302,4 +416,48 @@ async fn resync(
         None => println!("the next run re-imports every table from scratch"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listed_top_level_defaults_are_the_engines() {
+        let listed: toml::Table = TOP_LEVEL_DEFAULTS.parse().unwrap();
+        let o = sluice_core::RunSettings::default().sync_options();
+        assert_eq!(
+            listed["commit_interval_secs"].as_integer(),
+            Some(o.commit_interval.as_secs() as i64)
+        );
+        assert_eq!(
+            listed["commit_max_rows"].as_integer(),
+            Some(o.commit_max_rows as i64)
+        );
+        assert_eq!(listed.len(), 2);
+    }
+
+    #[test]
+    fn every_plugin_lists_defaults_that_parse() {
+        let registry = sluice_plugins::registry().unwrap();
+        for source in registry.sources() {
+            let d = ConfigDefaults {
+                source: source.defaults,
+                sink: &[],
+            };
+            assert!(!source.defaults.is_empty(), "{}", source.name);
+            defaults_table(&d).unwrap();
+        }
+        for sink in registry.sinks() {
+            let d = ConfigDefaults {
+                source: &[],
+                sink: sink.defaults,
+            };
+            assert!(!sink.defaults.is_empty(), "{}", sink.name);
+            assert_eq!(
+                defaults_table(&d).unwrap()["sink"]["dest"].as_str(),
+                Some("./lake")
+            );
+        }
+    }
 }

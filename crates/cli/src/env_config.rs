@@ -143,19 +143,79 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
     .any(|s| k.contains(s))
 }
 
-/// `table` with the values of secret keys replaced by `"***"`.
+/// `table` with the values of secret keys replaced by `"***"`, and the secrets inside other
+/// values masked: the user and password of a URL (`http://***@proxy:3128`) and secret-bearing
+/// query parameters (`?sig=***`, as in an Azure SAS URL).
 pub(crate) fn redacted(table: &toml::Table) -> toml::Table {
     table
         .iter()
         .map(|(k, v)| {
-            let v = match v {
-                toml::Value::Table(t) => toml::Value::Table(redacted(t)),
-                _ if is_secret_key(k) => toml::Value::String("***".into()),
-                other => other.clone(),
+            let v = if is_secret_key(k) && !matches!(v, toml::Value::Table(_)) {
+                toml::Value::String("***".into())
+            } else {
+                redacted_value(v)
             };
             (k.clone(), v)
         })
         .collect()
+}
+
+fn redacted_value(v: &toml::Value) -> toml::Value {
+    match v {
+        toml::Value::Table(t) => toml::Value::Table(redacted(t)),
+        toml::Value::Array(a) => toml::Value::Array(a.iter().map(redacted_value).collect()),
+        toml::Value::String(s) => toml::Value::String(redacted_text(s)),
+        other => other.clone(),
+    }
+}
+
+/// Query parameters whose value is a credential.
+const SECRET_PARAMS: [&str; 8] = [
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "token",
+    "password",
+    "secret",
+    "key",
+];
+
+/// `text` with the credentials of a URL in it masked: `scheme://user:pass@host` →
+/// `scheme://***@host`, and the values of [`SECRET_PARAMS`] in its query → `***`.
+pub(crate) fn redacted_text(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_owned();
+    };
+    let (head, rest) = text.split_at(scheme_end + 3);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("***{}", &authority[at..]),
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, format!("#{f}")),
+                None => (query, String::new()),
+            };
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _))
+                        if SECRET_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p)) =>
+                    {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}{fragment}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{head}{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -244,6 +304,39 @@ token_url = "https://auth.lever.co/oauth/token"
             "https://auth.lever.co/oauth/token",
         ] {
             assert!(text.contains(shown), "{shown} hidden: {text}");
+        }
+    }
+
+    #[test]
+    fn credentials_inside_urls_are_masked() {
+        let t: toml::Table = r#"
+[sink]
+dest = "az://sluice/lever"
+endpoint = "https://127.0.0.1:9000/path?x=1"
+[sink.network]
+proxy_url = "http://proxy-user:p4ss@proxy:3128"
+no_proxy = "localhost"
+[source.network]
+proxy_url = "http://tok3n@proxy"
+[source]
+base_url = "https://u:pw9@api.example/v1?sig=s1g&sv=2020&token=tk2#f"
+other = ["socks5://a:b@h:1080"]
+"#
+        .parse()
+        .unwrap();
+        let text = toml::to_string(&redacted(&t)).unwrap();
+        for secret in ["p4ss", "proxy-user", "tok3n", "pw9", "s1g", "tk2", "a:b@"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        for shown in [
+            "http://***@proxy:3128",
+            "http://***@proxy\"",
+            "https://***@api.example/v1?sig=***&sv=2020&token=***#f",
+            "socks5://***@h:1080",
+            "https://127.0.0.1:9000/path?x=1",
+            "az://sluice/lever",
+        ] {
+            assert!(text.contains(shown), "{shown} missing: {text}");
         }
     }
 }

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 struct Cli {
     /// Log line format on stderr (filter with RUST_LOG, default `info`); `text` by default,
     /// `json` for `serve`.
-    #[arg(long, value_enum, global = true)]
+    #[arg(long, value_enum, global = true, env = "SLUICE_LOG_FORMAT")]
     log_format: Option<logging::LogFormat>,
     /// Never draw progress bars (they are already hidden when stderr is not a terminal).
     #[arg(long, global = true)]
@@ -70,7 +70,7 @@ enum Command {
         allow_origin_change: bool,
         /// Write the run's outcome as JSON to this file (`-`: standard output, the text
         /// summary then goes to standard error), also when the run fails.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", env = "SLUICE_SUMMARY_JSON")]
         summary_json: Option<PathBuf>,
     },
     /// Inspect the effective configuration.
@@ -111,17 +111,17 @@ enum Command {
     /// the API token is SLUICE_API_TOKEN, or one generated on first start and printed once.
     Serve {
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7878")]
+        #[arg(long, default_value = "127.0.0.1:7878", env = "SLUICE_LISTEN")]
         listen: std::net::SocketAddr,
         /// Where connections, run history and encrypted secrets live.
-        #[arg(long, default_value = "./sluice-data")]
+        #[arg(long, default_value = "./sluice-data", env = "SLUICE_DATA_DIR")]
         data_dir: PathBuf,
         /// At most this many syncs at once.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, env = "SLUICE_MAX_CONCURRENT_RUNS")]
         max_concurrent_runs: usize,
         /// The server's URL as browsers reach it (for the OAuth redirect URI); default
         /// `http://<listen>`.
-        #[arg(long)]
+        #[arg(long, env = "SLUICE_PUBLIC_URL")]
         public_url: Option<String>,
     },
     /// Make the next run re-import a table (or every table) from scratch.
@@ -141,12 +141,21 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print the effective configuration (the file with the SLUICE_* environment applied),
-    /// secrets redacted, with where each value came from.
+    /// Print the effective configuration (the defaults, the file, the SLUICE_* environment and
+    /// `--dest`), secrets redacted, with where each value came from.
     Show {
         /// Configuration file (default: ./sluice.toml when present).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Source plugin whose defaults fill `[source]`.
+        #[arg(long, default_value = "lever")]
+        source: String,
+        /// Sink plugin whose defaults fill `[sink]`.
+        #[arg(long, default_value = "parquet")]
+        sink: String,
+        /// Destination, as `sluice run --dest` would set it.
+        #[arg(long)]
+        dest: Option<String>,
     },
 }
 

@@ -123,6 +123,15 @@ impl RunSummary {
                 ("succeeded", None, report.commits)
             }
             Err(e) => {
+                // What the commits made before the failure did.
+                let (commits, committed) = outcome.metrics.commits();
+                for (name, s) in &committed {
+                    let t = tables.entry(name.clone()).or_default();
+                    t.inserted = s.inserted;
+                    t.updated = s.updated;
+                    t.deleted = s.deleted;
+                    t.bytes_written = s.bytes_written;
+                }
                 let status = if e.kind() == ErrorKind::Cancelled {
                     "cancelled"
                 } else {
@@ -133,7 +142,7 @@ impl RunSummary {
                     message: e.to_string(),
                     retryable: e.is_retryable(),
                 };
-                (status, Some(error), 0)
+                (status, Some(error), commits)
             }
         };
         RunSummary {

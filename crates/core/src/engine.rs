@@ -133,7 +133,8 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    fn absorb(&mut self, commit: CommitReport) {
+    fn absorb(&mut self, commit: CommitReport, metrics: &Metrics) {
+        metrics.committed(&commit.tables);
         self.commits += 1;
         for (table, stats) in commit.tables {
             self.tables.entry(table).or_default().add(&stats);
@@ -362,6 +363,7 @@ async fn drive(
                             metrics
                                 .metered(CpuPhase::Write, sink.commit(&last_state))
                                 .await?,
+                            &metrics,
                         );
                         tracing::debug!(
                             commits = report.commits,
@@ -405,6 +407,7 @@ async fn drive(
                 .metrics
                 .metered(CpuPhase::Write, sink.commit(&state))
                 .await?,
+            &options.metrics,
         );
     }
     Ok(report)

@@ -7,6 +7,7 @@
 //! counted). Phases nest exclusively: a decode inside a fetch counts as decode only.
 
 use crate::cpu::{CpuPhase, exclusive};
+use crate::sink::TableCommitStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -42,6 +43,8 @@ struct Inner {
     /// Whether CPU time is accounted by [`CpuPhase`].
     account_cpu: std::sync::atomic::AtomicBool,
     cpu_ns: [AtomicU64; 4],
+    /// Commits made so far and what they did per table.
+    committed: Mutex<(u64, BTreeMap<String, TableCommitStats>)>,
 }
 
 /// Shared, cheap-to-clone sync counters.
@@ -128,6 +131,19 @@ impl Metrics {
     /// Total retries.
     pub fn total_retries(&self) -> u64 {
         self.0.retries.load(Ordering::Relaxed)
+    }
+    /// Counts one commit and adds what it did per table.
+    pub fn committed(&self, tables: &BTreeMap<String, TableCommitStats>) {
+        let mut c = self.0.committed.lock().expect("metrics lock");
+        c.0 += 1;
+        for (name, stats) in tables {
+            c.1.entry(name.clone()).or_default().add(stats);
+        }
+    }
+    /// Commits made so far, and what they did per table: what a failed or stopped run leaves
+    /// committed.
+    pub fn commits(&self) -> (u64, BTreeMap<String, TableCommitStats>) {
+        self.0.committed.lock().expect("metrics lock").clone()
     }
     /// A copy of the per-table counters.
     pub fn tables(&self) -> BTreeMap<String, TableCounters> {

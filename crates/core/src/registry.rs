@@ -15,6 +15,9 @@ pub struct SourcePlugin {
     pub description: &'static str,
     /// Constructs the source.
     pub build: fn() -> Box<dyn DynSource>,
+    /// The settings a `[source]` section leaves unset take these values: TOML fragments, read
+    /// one after the other (for `sluice config show`); empty when not given.
+    pub defaults: &'static [&'static str],
 }
 
 impl SourcePlugin {
@@ -28,7 +31,13 @@ impl SourcePlugin {
             name,
             description,
             build,
+            defaults: &[],
         }
+    }
+
+    /// The entry with [`SourcePlugin::defaults`] set.
+    pub const fn with_defaults(self, defaults: &'static [&'static str]) -> Self {
+        SourcePlugin { defaults, ..self }
     }
 }
 
@@ -41,6 +50,9 @@ pub struct SinkPlugin {
     pub description: &'static str,
     /// Constructs the sink from its JSON config (see [`crate::build_sink`]).
     pub build: fn(&serde_json::Value) -> Result<Box<dyn Sink>>,
+    /// The settings a `[sink]` section leaves unset take these values: TOML fragments, read
+    /// one after the other (for `sluice config show`); empty when not given.
+    pub defaults: &'static [&'static str],
 }
 
 impl SinkPlugin {
@@ -54,7 +66,13 @@ impl SinkPlugin {
             name,
             description,
             build,
+            defaults: &[],
         }
+    }
+
+    /// The entry with [`SinkPlugin::defaults`] set.
+    pub const fn with_defaults(self, defaults: &'static [&'static str]) -> Self {
+        SinkPlugin { defaults, ..self }
     }
 }
 

@@ -25,6 +25,20 @@ pub const TABLE_FORMAT_GONE: &str = "sink.table_format is no longer a setting: e
 /// The destination used when `dest` is not set.
 pub const DEFAULT_DEST: &str = "./lake";
 
+/// The defaults of the keys every lake sink shares, as TOML (shown by `sluice config show`).
+/// Keys without a fixed default (the S3 keys, which default from the AWS environment, `buckets`
+/// and `[sink.network]`) are not listed.
+pub const LAKE_DEFAULTS: &str = "\
+dest = \"./lake\"
+row_group_rows = 131072
+max_rows_per_file = 1000000
+max_files_per_bucket = 8
+bucket_rows = 1048576
+rewrite_chunk_rows = 16384
+lease_ttl_secs = 600
+keep_manifests = 10
+";
+
 /// The `[sink]` settings every lake format shares (`dest` may come from `--dest`); each format
 /// crate adds its own keys next to them.
 ///
@@ -541,5 +555,14 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let v = serde_json::json!({"dest": "/tmp/x", "bogus": 1});
         assert!(serde_json::from_value::<LakeConfig>(v).is_err());
+    }
+
+    #[test]
+    fn the_listed_defaults_are_the_defaults() {
+        let listed: LakeConfig = toml::from_str(LAKE_DEFAULTS).unwrap();
+        assert_eq!(
+            format!("{listed:?}"),
+            format!("{:?}", LakeConfig::new(DEFAULT_DEST))
+        );
     }
 }

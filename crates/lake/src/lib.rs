@@ -68,7 +68,7 @@ mod store_check;
 mod table_commit;
 mod written_keys;
 
-pub use config::{DEFAULT_DEST, Destination, LakeConfig, TABLE_FORMAT_GONE};
+pub use config::{DEFAULT_DEST, Destination, LAKE_DEFAULTS, LakeConfig, TABLE_FORMAT_GONE};
 pub use deletion_vector::Descriptor;
 pub use error::{LakeError, Result};
 pub use file_stats::{ColumnStats, FileStats, MAX_TEXT_BOUND};

@@ -132,4 +132,26 @@ sluice_core::inventory::submit! {
         "Delta Lake tables with deletion vectors on local disk or S3 (object_store URL)",
         sluice_core::build_sink::<DeltaSinkFactory>,
     )
+    .with_defaults(&[sluice_lake::LAKE_DEFAULTS, DELTA_DEFAULTS])
+}
+
+/// The defaults of the `delta` sink's own keys, as TOML (shown by `sluice config show`).
+const DELTA_DEFAULTS: &str =
+    "max_deleted_share = 0.25\ndeletion_vectors = true\nretention_hours = 168\n";
+
+#[cfg(test)]
+mod defaults_tests {
+    #[test]
+    fn the_listed_defaults_are_the_defaults() {
+        let text = format!("{}{}", sluice_lake::LAKE_DEFAULTS, super::DELTA_DEFAULTS);
+        let listed: serde_json::Value = toml::from_str(&text).unwrap();
+        let listed: crate::DeltaSinkConfig = serde_json::from_value(listed).unwrap();
+        assert_eq!(
+            format!("{listed:?}"),
+            format!(
+                "{:?}",
+                crate::DeltaSinkConfig::new(sluice_lake::DEFAULT_DEST)
+            )
+        );
+    }
 }

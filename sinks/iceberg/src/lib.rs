@@ -168,4 +168,26 @@ sluice_core::inventory::submit! {
         "Apache Iceberg tables (format 2, filesystem catalog) on local disk or S3 (object_store URL)",
         sluice_core::build_sink::<IcebergSinkFactory>,
     )
+    .with_defaults(&[sluice_lake::LAKE_DEFAULTS, ICEBERG_DEFAULTS])
+}
+
+/// The defaults of the `iceberg` sink's own keys, as TOML (shown by `sluice config show`).
+const ICEBERG_DEFAULTS: &str =
+    "retention_hours = 168\ncatalog_name = \"sluice\"\nnamespace = \"default\"\n";
+
+#[cfg(test)]
+mod defaults_tests {
+    #[test]
+    fn the_listed_defaults_are_the_defaults() {
+        let text = format!("{}{}", sluice_lake::LAKE_DEFAULTS, super::ICEBERG_DEFAULTS);
+        let listed: serde_json::Value = toml::from_str(&text).unwrap();
+        let listed: crate::IcebergSinkConfig = serde_json::from_value(listed).unwrap();
+        assert_eq!(
+            format!("{listed:?}"),
+            format!(
+                "{:?}",
+                crate::IcebergSinkConfig::new(sluice_lake::DEFAULT_DEST)
+            )
+        );
+    }
 }

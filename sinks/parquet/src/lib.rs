@@ -82,4 +82,5 @@ sluice_core::inventory::submit! {
         "Parquet files on local disk or S3 (object_store URL)",
         sluice_core::build_sink::<ParquetSinkFactory>,
     )
+    .with_defaults(&[sluice_lake::LAKE_DEFAULTS])
 }

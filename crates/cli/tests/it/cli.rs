@@ -1,4 +1,7 @@
-use crate::harness::{Lever, assert_matches_truth, base_command, output, text};
+use crate::harness::{
+    FAST_SOURCE, Lever, assert_matches_truth, assert_summary_counts_the_stored_rows, base_command,
+    output, read_dest, text,
+};
 
 fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
     let p = dir.join(name);
@@ -544,6 +547,290 @@ async fn summary_json_describes_success_and_failure() {
     );
 }
 
+/// Reads the summary at `file`, checking the keys every summary has.
+fn read_summary(file: &std::path::Path) -> serde_json::Value {
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    assert_eq!(s["schema"], "sluice.run-summary/1");
+    for key in [
+        "status",
+        "exit_code",
+        "source",
+        "sink",
+        "started_at",
+        "commits",
+    ] {
+        assert!(!s[key].is_null(), "{key} missing: {s}");
+    }
+    s
+}
+
+/// Failures before the sync starts (the configuration, the destination's credentials) still
+/// write the summary: status `failed`, the exit code, the error's kind and one-line message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_json_is_written_when_configuration_or_destination_setup_fails() {
+    let lever = Lever::start(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("summary.json");
+    let dest = dir.path().join("lake");
+    let summary = file.to_str().unwrap();
+    let expect_config_failure = |o: &std::process::Output, needle: &str| {
+        let (_, err) = text(o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        let s = read_summary(&file);
+        assert_eq!(s["status"], "failed", "{s}");
+        assert_eq!(s["exit_code"], 2, "{s}");
+        assert_eq!(s["error"]["kind"], "config", "{s}");
+        let message = s["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle) && !message.contains('\n'),
+            "{message}"
+        );
+        assert_eq!(s["commits"], 0, "{s}");
+        assert!(s["committed"].is_null(), "{s}");
+        std::fs::remove_file(&file).unwrap();
+    };
+
+    // A configuration file with an unknown key.
+    let bad = write(dir.path(), "bad.toml", "bogus = 1\n");
+    let o = output(lever.command(&[
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        dest.to_str().unwrap(),
+        "--config",
+        &bad,
+        "--summary-json",
+        summary,
+    ]))
+    .await;
+    expect_config_failure(&o, "bogus");
+
+    // A bad SLUICE_* value (the summary's path from SLUICE_SUMMARY_JSON).
+    let mut c = lever.command(&[
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        dest.to_str().unwrap(),
+    ]);
+    c.env("SLUICE_TABLES__USERS__ENABLED", "\"maybe\"")
+        .env("SLUICE_SUMMARY_JSON", summary);
+    expect_config_failure(&output(c).await, "tables.users.enabled");
+
+    // The destination's setup: an S3 profile that does not exist.
+    let home = tempfile::tempdir().unwrap();
+    let mut c = lever.command(&[
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        "s3://lake/x",
+        "--summary-json",
+        summary,
+    ]);
+    c.env("HOME", home.path()).env("AWS_PROFILE", "nope");
+    expect_config_failure(&output(c).await, "nope");
+    assert_eq!(lever.emu.counters().total, 0, "nothing was requested");
+}
+
+/// A run that fails after some commits reports them: how many, and per table what they
+/// inserted and wrote, equal to what the destination holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_json_of_a_run_failing_after_commits_reports_what_was_committed() {
+    let lever = Lever::start(40).await;
+    let hook: sluice_lever_emulator::ListHook = std::sync::Arc::new(|emu, n| {
+        if n == 5 {
+            emu.set_faults(sluice_lever_emulator::FaultConfig {
+                error_rate: 1.0,
+                ..Default::default()
+            });
+        }
+    });
+    lever.emu.set_list_hook(Some(hook));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("lake");
+    let file = dir.path().join("summary.json");
+    let cfg = write(
+        dir.path(),
+        "small.toml",
+        &format!("commit_interval_secs = 0\n{FAST_SOURCE}page_size = 5\nmax_retries = 0\n"),
+    );
+    let o = output(lever.command(&[
+        "run",
+        "lever",
+        "--sink",
+        "parquet",
+        "--dest",
+        dest.to_str().unwrap(),
+        "--config",
+        &cfg,
+        "--summary-json",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o).1);
+    let s = read_summary(&file);
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(s["error"]["kind"], "upstream", "{s}");
+    assert!(!s["committed"].is_null(), "{s}");
+    // The figures are those of the committed data (which tables got there before the failure
+    // depends on the order of concurrent requests).
+    assert_summary_counts_the_stored_rows(&s, &read_dest(&dest).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_setting_can_come_from_the_environment() {
+    let lever = Lever::start(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("env-lake");
+    // No file at all: the destination, rate limit and a blocked table come from variables.
+    let mut c = base_command(&["run", "lever", "--sink", "parquet"]);
+    c.current_dir(dir.path())
+        .env("LEVER_BASE_URL", lever.server.base_url())
+        .env("LEVER_API_KEY", lever.emu.api_key())
+        .env("SLUICE_SINK__DEST", dest.to_str().unwrap())
+        .env("SLUICE_SOURCE__RATE_LIMIT_PER_SECOND", "10000")
+        .env("SLUICE_SOURCE__RATE_LIMIT_BURST", "10000")
+        .env("SLUICE_TABLES__OPPORTUNITY_TAG__ENABLED", "false")
+        .env("SLUICE_LOG_FORMAT", "json");
+    let o = output(c).await;
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with('{') && l.contains("sync starting")),
+        "SLUICE_LOG_FORMAT=json: {err}"
+    );
+    assert!(
+        dest.join("opportunity").exists(),
+        "SLUICE_SINK__DEST was used"
+    );
+    assert!(
+        !dest.join("opportunity_tag").exists(),
+        "the table blocked by a variable"
+    );
+    // A bad value from a variable is a config error naming the key.
+    let mut c = base_command(&["run", "lever", "--sink", "parquet", "--demo"]);
+    c.current_dir(dir.path())
+        .env("SLUICE_SINK__DEST", dest.to_str().unwrap())
+        .env("SLUICE_TABLES__USERS__ENABLED", "\"maybe\"");
+    let o = output(c).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tables.users.enabled") && err.contains("SLUICE_"),
+        "{err}"
+    );
+    // `config show` merges the file and the variables, redacts secrets, says where each
+    // value came from.
+    let cfg = write(
+        dir.path(),
+        "sluice.toml",
+        "[source]\npage_size = 50\napi_key = \"file-key-7\"\n[sink]\ndest = \"./lake\"\n",
+    );
+    let mut c = base_command(&["config", "show", "--config", &cfg]);
+    c.env("SLUICE_SINK__DEST", "s3://bucket/lever")
+        .env("SLUICE_SOURCE__OAUTH__CLIENT_SECRET", "env-secret-9")
+        .env(
+            "SLUICE_SINK__NETWORK__PROXY_URL",
+            "http://proxy-user:p4ss@proxy:3128",
+        )
+        .env(
+            "SLUICE_SOURCE__BASE_URL",
+            "https://api.example/v1?sv=2020&sig=s1gn4ture",
+        )
+        .env("LEVER_API_KEY", "env-key-3");
+    let o = output(c).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains(&format!("page_size = 50  # from {cfg}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("dest = \"s3://bucket/lever\"  # from environment SLUICE_SINK__DEST"),
+        "{out}"
+    );
+    assert!(out.contains("# LEVER_API_KEY is set"), "{out}");
+    assert!(
+        out.contains(
+            "proxy_url = \"http://***@proxy:3128\"  # from environment SLUICE_SINK__NETWORK__PROXY_URL"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("base_url = \"https://api.example/v1?sv=2020&sig=***\""),
+        "{out}"
+    );
+    // Defaults are shown and marked as such.
+    for line in [
+        "commit_interval_secs = 30  # default",
+        "commit_max_rows = 250000  # default",
+        "rate_limit_per_second = 10  # default",
+        "lease_ttl_secs = 600  # default",
+    ] {
+        assert!(out.contains(line), "{line} missing: {out}");
+    }
+    for secret in [
+        "file-key-7",
+        "env-secret-9",
+        "env-key-3",
+        "p4ss",
+        "proxy-user",
+        "s1gn4ture",
+    ] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} shown: {out}"
+        );
+    }
+}
+
+/// `config show`: `--dest` and the sink named by `--sink` (its own keys' defaults), each value
+/// marked with its origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_show_marks_defaults_file_environment_and_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "sluice.toml",
+        "commit_interval_secs = 5\n[source]\npriority_first = false\n",
+    );
+    let mut c = base_command(&[
+        "config",
+        "show",
+        "--config",
+        &cfg,
+        "--sink",
+        "delta",
+        "--dest",
+        "/data/lake",
+    ]);
+    c.env("SLUICE_SINK__KEEP_MANIFESTS", "3");
+    let o = output(c).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for line in [
+        format!("commit_interval_secs = 5  # from {cfg}"),
+        "commit_max_rows = 250000  # default".to_owned(),
+        format!("priority_first = false  # from {cfg}"),
+        "page_size = 100  # default".to_owned(),
+        "dest = \"/data/lake\"  # from flag --dest".to_owned(),
+        "keep_manifests = 3  # from environment SLUICE_SINK__KEEP_MANIFESTS".to_owned(),
+        "max_deleted_share = 0.25  # default".to_owned(),
+    ] {
+        assert!(out.contains(&line), "{line} missing: {out}");
+    }
+    // Every key line says where its value came from.
+    for line in out.lines().filter(|l| l.contains(" = ")) {
+        assert!(line.contains("  # "), "no origin: {line}");
+    }
+}
+
 /// A priority-first first sync stopped part-way (at the CLI's default commit interval) says
 /// how far back the committed data is complete: on stderr before the error, in
 /// `--summary-json` (`source_status`) and in `sluice state show`.
@@ -610,71 +897,4 @@ async fn a_stopped_priority_first_sync_says_how_far_back_the_data_is_complete() 
         out.contains("complete_back_to") && out.contains(back_to),
         "{out}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_setting_can_come_from_the_environment() {
-    let lever = Lever::start(5).await;
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("env-lake");
-    // No file at all: the destination, rate limit and a blocked table come from variables.
-    let mut c = base_command(&["run", "lever", "--sink", "parquet"]);
-    c.current_dir(dir.path())
-        .env("LEVER_BASE_URL", lever.server.base_url())
-        .env("LEVER_API_KEY", lever.emu.api_key())
-        .env("SLUICE_SINK__DEST", dest.to_str().unwrap())
-        .env("SLUICE_SOURCE__RATE_LIMIT_PER_SECOND", "10000")
-        .env("SLUICE_SOURCE__RATE_LIMIT_BURST", "10000")
-        .env("SLUICE_TABLES__OPPORTUNITY_TAG__ENABLED", "false");
-    let o = output(c).await;
-    assert!(o.status.success(), "{}", text(&o).1);
-    assert!(
-        dest.join("opportunity").exists(),
-        "SLUICE_SINK__DEST was used"
-    );
-    assert!(
-        !dest.join("opportunity_tag").exists(),
-        "the table blocked by a variable"
-    );
-    // A bad value from a variable is a config error naming the key.
-    let mut c = base_command(&["run", "lever", "--sink", "parquet", "--demo"]);
-    c.current_dir(dir.path())
-        .env("SLUICE_SINK__DEST", dest.to_str().unwrap())
-        .env("SLUICE_TABLES__USERS__ENABLED", "\"maybe\"");
-    let o = output(c).await;
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("tables.users.enabled") && err.contains("SLUICE_"),
-        "{err}"
-    );
-    // `config show` merges the file and the variables, redacts secrets, says where each
-    // value came from.
-    let cfg = write(
-        dir.path(),
-        "sluice.toml",
-        "[source]\npage_size = 50\napi_key = \"file-key-7\"\n[sink]\ndest = \"./lake\"\n",
-    );
-    let mut c = base_command(&["config", "show", "--config", &cfg]);
-    c.env("SLUICE_SINK__DEST", "s3://bucket/lever")
-        .env("SLUICE_SOURCE__OAUTH__CLIENT_SECRET", "env-secret-9")
-        .env("LEVER_API_KEY", "env-key-3");
-    let o = output(c).await;
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    assert!(
-        out.contains(&format!("page_size = 50  # from {cfg}")),
-        "{out}"
-    );
-    assert!(
-        out.contains("dest = \"s3://bucket/lever\"  # from environment SLUICE_SINK__DEST"),
-        "{out}"
-    );
-    assert!(out.contains("# LEVER_API_KEY is set"), "{out}");
-    for secret in ["file-key-7", "env-secret-9", "env-key-3"] {
-        assert!(
-            !out.contains(secret) && !err.contains(secret),
-            "{secret} shown: {out}"
-        );
-    }
 }

@@ -136,6 +136,73 @@ async fn run_s3(
     (o.status.success(), text(&o).1)
 }
 
+/// Asserts that `s3://lake/lever` on `moto` holds the emulator's truth, read back through a
+/// `parquet` sink of its own (plain HTTP to moto, static keys).
+async fn assert_s3_matches_truth(moto: &Service, lever: &Lever) {
+    let sink = parquet_sink(&serde_json::json!({
+        "dest": "s3://lake/lever",
+        "endpoint": format!("http://127.0.0.1:{}", moto.port),
+        "region": "us-east-1",
+        "access_key_id": "AKIDREADBACK",
+        "secret_access_key": "read-back",
+    }));
+    assert_sink_matches_truth(sink.as_ref(), &lever.emu).await;
+}
+
+/// A fake HTTP endpoint on 127.0.0.1 for credential services: answers each request (one per
+/// connection) with `answer(request line, headers)` → (status, body) and records the request
+/// lines. Stopped on drop.
+struct FakeEndpoint {
+    addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeEndpoint {
+    async fn start(
+        answer: impl Fn(&str, &[(String, String)]) -> (u16, String) + Send + Sync + 'static,
+    ) -> FakeEndpoint {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let Ok((line, headers)) = sluice_testkit::net::read_request_head(&mut tcp).await
+                else {
+                    continue;
+                };
+                log.lock().unwrap().push(line.clone());
+                let (status, body) = answer(&line, &headers);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            }
+        });
+        FakeEndpoint { addr, seen, task }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 fn keys() -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ACCESS_KEY_ID", "AKIDTESTKEY".to_owned()),
@@ -157,10 +224,15 @@ async fn s3_over_tls_with_a_private_ca_a_client_certificate_and_a_proxy() {
     // Without the CA: the store check at open fails in one line naming host and key.
     let (ok, err) = run_s3(&lever, &sink(String::new()), &keys(), home.path()).await;
     assert!(!ok);
-    let line = err
-        .lines()
-        .find(|l| l.contains("not trusted"))
-        .unwrap_or_else(|| panic!("no TLS diagnosis in: {err}"));
+    // The error is the last line, and the only one.
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("sluice: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    let line = errors[0];
+    assert_eq!(err.lines().last(), Some(line), "{err}");
+    assert!(
+        line.starts_with("sluice: destination error: ") && line.contains("not trusted"),
+        "{line}"
+    );
     assert!(
         line.contains(&format!("localhost:{}", front.addr.port()))
             && line.contains("[sink.network].ca_cert_file"),
@@ -211,6 +283,43 @@ async fn s3_over_tls_with_a_private_ca_a_client_certificate_and_a_proxy() {
     );
     let (ok, err) = run_s3(&lever, &sink(with_cert), &keys(), home.path()).await;
     assert!(ok, "{err}");
+    assert_s3_matches_truth(&moto, &lever).await;
+
+    // `min_tls_version = "1.3"` refuses a store that speaks TLS 1.2 only, in one line naming
+    // the key; the same front is used with the default floor.
+    let tls12 = TlsFront::start(
+        &pki,
+        backend,
+        TlsOptions {
+            tls12_only: true,
+            ..TlsOptions::default()
+        },
+    )
+    .await;
+    let sink = |network: &str| {
+        format!(
+            "[sink]\nendpoint = \"{}\"\n[sink.network]\nca_cert_file = \"{}\"\n{network}",
+            tls12.url(),
+            ca.display()
+        )
+    };
+    let (ok, err) = run_s3(
+        &lever,
+        &sink("min_tls_version = \"1.3\"\n"),
+        &keys(),
+        home.path(),
+    )
+    .await;
+    assert!(!ok);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("sluice: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].starts_with("sluice: destination error: ")
+            && errors[0].contains("min_tls_version"),
+        "{err}"
+    );
+    let (ok, err) = run_s3(&lever, &sink(""), &keys(), home.path()).await;
+    assert!(ok, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +360,7 @@ async fn https_proxy_variable_carries_lever_and_s3_requests() {
     let (ok, err) = run_s3(&lever, &toml, &env, home.path()).await;
     assert!(ok, "{err}");
     assert_eq!(proxy2.log(), Vec::<String>::new());
+    assert_s3_matches_truth(&moto, &lever).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,6 +390,7 @@ async fn s3_credentials_from_a_profile_file_and_container_credentials() {
         "{err}"
     );
     assert!(!err.contains("profile-secret-do-not-log"), "{err}");
+    assert_s3_matches_truth(&moto, &lever).await;
 
     // Container credentials: a fake endpoint on 127.0.0.1 hands out temporary keys for the
     // token in the token file.
@@ -335,6 +446,143 @@ async fn s3_credentials_from_a_profile_file_and_container_credentials() {
             .all(|l| l == "GET /v1/credentials HTTP/1.1 auth=container-token-123"),
         "{seen:?}"
     );
+    assert_s3_matches_truth(&moto, &lever).await;
+}
+
+/// EKS IRSA: `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`, with STS at
+/// `AWS_ENDPOINT_URL_STS`: a fake STS on 127.0.0.1 behind a TLS front with the test CA (the
+/// web identity client refuses plain HTTP) answers AssumeRoleWithWebIdentity for the token in
+/// the file; the sync uses the temporary keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_credentials_from_a_web_identity_token_through_sts() {
+    let Some(moto) = moto() else { return };
+    let lever = Lever::start(3).await;
+    let sts = FakeEndpoint::start(|line, _| {
+        let body = r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Credentials>
+      <AccessKeyId>ASIAIRSA</AccessKeyId>
+      <SecretAccessKey>sts-secret-do-not-log</SecretAccessKey>
+      <SessionToken>sts-session-do-not-log</SessionToken>
+      <Expiration>2099-01-01T00:00:00Z</Expiration>
+    </Credentials>
+  </AssumeRoleWithWebIdentityResult>
+</AssumeRoleWithWebIdentityResponse>"#;
+        if line.starts_with("POST /?Action=AssumeRoleWithWebIdentity&") {
+            (200, body.to_owned())
+        } else {
+            (400, String::new())
+        }
+    })
+    .await;
+    let pki = TestPki::new();
+    let front = TlsFront::start(&pki, sts.addr, TlsOptions::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let token_file = home.path().join("eks-token");
+    std::fs::write(&token_file, "web-identity-token-42").unwrap();
+    let toml = format!(
+        "[sink]\nendpoint = \"http://127.0.0.1:{}\"\n[sink.network]\nca_cert_file = \"{}\"\n",
+        moto.port,
+        pki.path("ca.pem").display()
+    );
+    let env = [
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/sluice".into(),
+        ),
+        ("AWS_ROLE_SESSION_NAME", "sluice-test".into()),
+        ("AWS_ENDPOINT_URL_STS", front.url()),
+    ];
+    let (ok, err) = run_s3(&lever, &toml, &env, home.path()).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("S3 credentials: web identity token file (AWS_WEB_IDENTITY_TOKEN_FILE"),
+        "{err}"
+    );
+    for secret in [
+        "sts-secret-do-not-log",
+        "sts-session-do-not-log",
+        "web-identity-token-42",
+    ] {
+        assert!(!err.contains(secret), "{secret} in: {err}");
+    }
+    let seen = sts.seen();
+    assert!(!seen.is_empty(), "STS was never asked");
+    for line in &seen {
+        for part in [
+            "Action=AssumeRoleWithWebIdentity",
+            "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fsluice",
+            "RoleSessionName=sluice-test",
+            "WebIdentityToken=web-identity-token-42",
+        ] {
+            assert!(line.contains(part), "{part} not in {line}");
+        }
+    }
+    assert_s3_matches_truth(&moto, &lever).await;
+}
+
+/// EC2 instance metadata (IMDSv2) at `AWS_EC2_METADATA_SERVICE_ENDPOINT`: a fake on 127.0.0.1
+/// hands out a session token, the role's name and its temporary keys, the last two only for
+/// the session token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_credentials_from_instance_metadata() {
+    let Some(moto) = moto() else { return };
+    let lever = Lever::start(3).await;
+    const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+    let imds = FakeEndpoint::start(|line, headers| {
+        let session = header(headers, "x-aws-ec2-metadata-token") == Some("imds-session-7");
+        let mut parts = line.split(' ');
+        match (parts.next(), parts.next()) {
+            (Some("PUT"), Some("/latest/api/token"))
+                if header(headers, "x-aws-ec2-metadata-token-ttl-seconds").is_some() =>
+            {
+                (200, "imds-session-7".to_owned())
+            }
+            (Some("GET"), Some(ROLES)) if session => (200, "sluice-node-role".to_owned()),
+            (Some("GET"), Some(p)) if session && p == format!("{ROLES}sluice-node-role") => (
+                200,
+                r#"{"Code":"Success","AccessKeyId":"ASIAIMDS","SecretAccessKey":"imds-secret-do-not-log","Token":"imds-token-do-not-log","Expiration":"2099-01-01T00:00:00Z"}"#
+                    .to_owned(),
+            ),
+            _ => (401, String::new()),
+        }
+    })
+    .await;
+    let empty_home = tempfile::tempdir().unwrap();
+    let endpoint = format!("[sink]\nendpoint = \"http://127.0.0.1:{}\"\n", moto.port);
+    let env = [(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        format!("http://{}", imds.addr),
+    )];
+    let (ok, err) = run_s3(&lever, &endpoint, &env, empty_home.path()).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "S3 credentials: instance metadata (IMDS at http://{}",
+            imds.addr
+        )),
+        "{err}"
+    );
+    for secret in [
+        "imds-secret-do-not-log",
+        "imds-token-do-not-log",
+        "imds-session-7",
+    ] {
+        assert!(!err.contains(secret), "{secret} in: {err}");
+    }
+    let seen = imds.seen();
+    for want in [
+        "PUT /latest/api/token HTTP/1.1".to_owned(),
+        format!("GET {ROLES} HTTP/1.1"),
+        format!("GET {ROLES}sluice-node-role HTTP/1.1"),
+    ] {
+        assert!(seen.contains(&want), "{want} not in {seen:?}");
+    }
+    assert_s3_matches_truth(&moto, &lever).await;
 }
 
 /// Azurite's well-known development account.
@@ -408,9 +656,9 @@ fn http_date(t: std::time::SystemTime) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn azure_blob_storage_on_azurite_syncs_rereads_and_resumes() {
-    let Some(azurite) = start(
+/// Azurite with the container `sluice`.
+fn azurite() -> Option<Service> {
+    let azurite = start(
         "azurite-blob",
         &[
             "--blobHost",
@@ -424,13 +672,124 @@ async fn azure_blob_storage_on_azurite_syncs_rereads_and_resumes() {
             "--disableTelemetry",
         ],
         "npm install -g azurite",
-    ) else {
-        return;
-    };
+    )?;
     create_container(azurite.port, "sluice");
-    let lever = Lever::start(6).await;
+    Some(azurite)
+}
+
+/// Azure Blob Storage over TLS with the test CA and through `proxy_url`: Azurite behind a TLS
+/// front, every request tunnelled by a proxy the test runs; the data equals the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_over_tls_with_a_private_ca_through_a_proxy() {
+    let Some(azurite) = azurite() else { return };
+    let lever = Lever::start(4).await;
+    let pki = TestPki::new();
+    let front = TlsFront::start(
+        &pki,
+        ([127, 0, 0, 1], azurite.port).into(),
+        TlsOptions::default(),
+    )
+    .await;
+    let proxy = ForwardProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    let write_config = |network: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "{FAST_SOURCE}[sink.network]\nproxy_url = \"{}\"\n{network}",
+                proxy.url()
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        let mut c = lever.command(&[
+            "run",
+            "lever",
+            "--sink",
+            "parquet",
+            "--dest",
+            "az://sluice/lever",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        c.env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURITE_BLOB_STORAGE_URL", front.url())
+            .env("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
+            .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY);
+        c
+    };
+    // Without the CA: one destination error line naming the key that fixes it.
+    write_config("");
+    let o = output(run()).await;
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("sluice: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("[sink.network].ca_cert_file"), "{err}");
+    // With it: a full sync, every request tunnelled to the TLS front.
+    write_config(&format!(
+        "ca_cert_file = \"{}\"\n",
+        pki.path("ca.pem").display()
+    ));
+    let o = output(run()).await;
+    let err = text(&o).1;
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains(AZURITE_KEY), "{err}");
+    let log = proxy.log();
+    let tunnel = format!("CONNECT localhost:{}", front.addr.port());
+    assert!(
+        !log.is_empty() && log.iter().all(|l| *l == tunnel),
+        "{log:?}"
+    );
+    assert_sink_matches_truth(azurite_sink(azurite.port).as_ref(), &lever.emu).await;
+}
+
+/// A `parquet` sink on `az://sluice/lever` of the Azurite at `port` (path-style account URL,
+/// the development account's key), built in the test without `AZURE_*` variables.
+fn azurite_sink(port: u16) -> Box<dyn sluice_core::Sink> {
+    use std::sync::Arc;
+    let store = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_account(AZURITE_ACCOUNT)
+        .with_access_key(AZURITE_KEY)
+        .with_container_name("sluice")
+        .with_endpoint(format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"))
+        .with_allow_http(true)
+        .build()
+        .expect("Azure store");
+    let mut config = sluice_lake::LakeConfig::new("s3://sluice/lever");
+    config.access_key_id = Some("unused".into());
+    config.secret_access_key = Some(sluice_core::Secret::new("unused"));
+    let format = Arc::new(sluice_sink_parquet::ParquetFormat);
+    let placeholder = sluice_lake::LakeSink::new(config.clone(), format.clone()).expect("sink");
+    let mut dest = placeholder.destination().clone();
+    dest.store = Arc::new(store);
+    Box::new(sluice_lake::LakeSink::with_destination(
+        dest, config, format,
+    ))
+}
+
+/// Azure Blob Storage on Azurite: a first sync that fails after some commits (every request
+/// fails from the fifth opportunities page on) and keeps them, a rerun from those commits to
+/// the emulator's truth, a change merged by a third run, and `state show`; the data read back
+/// from Azurite is checked after each run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_storage_on_azurite_keeps_a_failed_runs_commits_reruns_and_merges_to_the_truth()
+{
+    let Some(azurite) = azurite() else { return };
+    let lever = Lever::start(40).await;
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
+    // The failing run commits at every checkpoint; the others at the default interval.
+    let failing = dir.path().join("failing.toml");
+    std::fs::write(
+        &failing,
+        format!("commit_interval_secs = 0\n{FAST_SOURCE}page_size = 5\nmax_retries = 0\n"),
+    )
+    .unwrap();
+    let fast = dir.path().join("fast.toml");
+    std::fs::write(&fast, FAST_SOURCE).unwrap();
     let dest = "az://sluice/lever";
     let azure = |c: &mut tokio::process::Command| {
         c.env("AZURE_STORAGE_USE_EMULATOR", "true")
@@ -441,7 +800,7 @@ async fn azure_blob_storage_on_azurite_syncs_rereads_and_resumes() {
             .env("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
             .env("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY);
     };
-    let run = || {
+    let run = |config: &std::path::Path| {
         let mut c = lever.command(&[
             "run",
             "lever",
@@ -449,38 +808,83 @@ async fn azure_blob_storage_on_azurite_syncs_rereads_and_resumes() {
             "parquet",
             "--dest",
             dest,
+            "--config",
+            config.to_str().unwrap(),
             "--summary-json",
             summary.to_str().unwrap(),
         ]);
         azure(&mut c);
         c
     };
-    // First run: a full sync (the conditional-write probe at open passes on Azurite).
-    let o = output(run()).await;
+    let read_summary = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap()
+    };
+
+    // First run: the conditional-write probe at open passes on Azurite; the run commits, then
+    // fails at the third opportunities page.
+    let hook: sluice_lever_emulator::ListHook = std::sync::Arc::new(|emu, n| {
+        if n == 5 {
+            emu.set_faults(sluice_lever_emulator::FaultConfig {
+                error_rate: 1.0,
+                ..Default::default()
+            });
+        }
+    });
+    lever.emu.set_list_hook(Some(hook));
+    let o = output(run(&failing)).await;
     let err = text(&o).1;
-    assert!(o.status.success(), "{err}");
+    assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(
         err.contains("Azure credentials: the Azurite emulator"),
         "{err}"
     );
     assert!(!err.contains(AZURITE_KEY), "{err}");
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
-    assert_eq!(s["status"], "succeeded", "{s}");
-    let truth = lever.emu.truth();
-    assert!(
-        s["tables"]["opportunity"]["inserted"].as_u64() >= Some(1),
-        "{s}"
-    );
+    let s = read_summary();
+    assert_eq!(s["status"], "failed", "{s}");
+    let sink = azurite_sink(azurite.port);
+    let stored = read_sink(sink.as_ref(), &Default::default()).await;
+    assert_summary_counts_the_stored_rows(&s, &stored);
+    let inserted = |s: &serde_json::Value| -> u64 {
+        s["tables"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|t| t["inserted"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let first = inserted(&s);
 
-    // A change, then a second run: it reads the state and the stored bucket back from Azure
-    // and merges one new note.
-    let opp = truth.opportunities[0]["id"].as_str().unwrap().to_owned();
-    lever.emu.add_note(&opp);
-    let o = output(run()).await;
+    // The rerun starts from those commits and ends at the truth: every stored row was
+    // inserted once, by one of the two runs.
+    lever.emu.set_list_hook(None);
+    lever
+        .emu
+        .set_faults(sluice_lever_emulator::FaultConfig::default());
+    let o = output(run(&fast)).await;
     assert!(o.status.success(), "{}", text(&o).1);
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let s = read_summary();
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_sink_matches_truth(sink.as_ref(), &lever.emu).await;
+    let stored: usize = read_sink(sink.as_ref(), &Default::default())
+        .await
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(first + inserted(&s), stored as u64, "{s}");
+
+    // A change, then a third run: it reads the state and the stored bucket back from Azure
+    // and merges one new note.
+    let opp = lever.emu.truth().opportunities[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lever.emu.add_note(&opp);
+    let o = output(run(&fast)).await;
+    assert!(o.status.success(), "{}", text(&o).1);
+    let s = read_summary();
     assert_eq!(s["status"], "succeeded", "{s}");
     assert_eq!(s["tables"]["note"]["inserted"], 1, "{s}");
+    assert_sink_matches_truth(sink.as_ref(), &lever.emu).await;
 
     // The committed state is readable from Azure.
     let mut c = lever.command(&["state", "show", "--sink", "parquet", "--dest", dest]);

@@ -108,11 +108,25 @@ pub(crate) async fn read_dest_with(
     dest: &Path,
     extra: &BTreeMap<String, Vec<sluice_core::ColumnSpec>>,
 ) -> BTreeMap<String, Vec<Row>> {
+    read_sink(local_sink(dest).as_ref(), extra).await
+}
+
+/// A `parquet` sink on the local destination `dest`.
+pub(crate) fn local_sink(dest: &Path) -> Box<dyn sluice_core::Sink> {
+    parquet_sink(&serde_json::json!({ "dest": dest.to_str().expect("utf-8") }))
+}
+
+/// A `parquet` sink with the `[sink]` settings `config` (as JSON).
+pub(crate) fn parquet_sink(config: &serde_json::Value) -> Box<dyn sluice_core::Sink> {
     let registry = sluice_plugins::registry().expect("registry");
-    let sink = (registry.sink("parquet").expect("parquet").build)(
-        &serde_json::json!({ "dest": dest.to_str().expect("utf-8") }),
-    )
-    .expect("sink builds");
+    (registry.sink("parquet").expect("parquet").build)(config).expect("sink builds")
+}
+
+/// The committed rows of every table `sink` holds, with the run-time columns of `extra`.
+pub(crate) async fn read_sink(
+    sink: &dyn sluice_core::Sink,
+    extra: &BTreeMap<String, Vec<sluice_core::ColumnSpec>>,
+) -> BTreeMap<String, Vec<Row>> {
     let mut out = BTreeMap::new();
     for mut spec in catalog() {
         if let Some(cols) = extra.get(&spec.name) {
@@ -130,6 +144,11 @@ pub(crate) async fn read_dest_with(
 /// Asserts that the destination's live rows equal the emulator's expected tables, table by
 /// table and row by row, and that no storage key appears twice.
 pub(crate) async fn assert_matches_truth(dest: &Path, emu: &Emulator) {
+    assert_sink_matches_truth(local_sink(dest).as_ref(), emu).await;
+}
+
+/// [`assert_matches_truth`] for the destination of any `sink` (an object store).
+pub(crate) async fn assert_sink_matches_truth(sink: &dyn sluice_core::Sink, emu: &Emulator) {
     let expected = expected::tables(&emu.truth(), &ExpectedOptions { confidential: true });
     // Columns discovered at run time (custom fields) are declared from the expected rows.
     let static_specs: BTreeMap<String, TableSpec> =
@@ -170,7 +189,7 @@ pub(crate) async fn assert_matches_truth(dest: &Path, emu: &Emulator) {
             extra.insert(table.clone(), cols);
         }
     }
-    let actual = read_dest_with(dest, &extra).await;
+    let actual = read_sink(sink, &extra).await;
     let specs: BTreeMap<String, TableSpec> =
         catalog().into_iter().map(|s| (s.name.clone(), s)).collect();
     for (table, want) in &expected {
@@ -233,4 +252,23 @@ pub(crate) fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Asserts that a first run's summary `s` describes what `stored` holds: per table, the rows
+/// its commits inserted are the rows stored (a first run only inserts), and something was
+/// committed.
+pub(crate) fn assert_summary_counts_the_stored_rows(
+    s: &serde_json::Value,
+    stored: &BTreeMap<String, Vec<Row>>,
+) {
+    assert!(s["commits"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["bytes_written"].as_u64().unwrap() > 0, "{s}");
+    for (table, rows) in stored {
+        let t = &s["tables"][table];
+        let inserted = t["inserted"].as_u64().unwrap_or(0);
+        assert_eq!(rows.len() as u64, inserted, "table {table}: {s}");
+        if inserted > 0 {
+            assert!(t["bytes_written"].as_u64().unwrap() > 0, "{table}: {s}");
+        }
+    }
 }

@@ -363,7 +363,10 @@ async fn stop_signal_stops_at_a_consistent_point(signal: &str, exit_code: i32) {
     let cfg = small_pages_config(dir.path());
     let dest = dir.path().join("lake");
     let d = dest.to_str().unwrap().to_owned();
+    let summary = dir.path().join("summary.json");
     let child = sync_command(&lever, &d, &cfg)
+        .arg("--summary-json")
+        .arg(&summary)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -401,6 +404,13 @@ async fn stop_signal_stops_at_a_consistent_point(signal: &str, exit_code: i32) {
         !dest.join("_sluice").join("lease.json").exists(),
         "{signal}: the lease was released, so the next run takes over at once"
     );
+    // The summary says the run was stopped, and counts the commit the wait above saw.
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["status"], "cancelled", "{s}");
+    assert_eq!(s["exit_code"], exit_code, "{s}");
+    assert_eq!(s["error"]["kind"], "cancelled", "{s}");
+    assert!(s["commits"].as_u64().unwrap() >= 1, "{s}");
+    assert!(!s["committed"].is_null(), "{s}");
     lever.emu.set_latency(Duration::ZERO);
     let o = output(sync_command(&lever, &d, &cfg)).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -9,7 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// A `sluice serve` process on 127.0.0.1:0.
+/// A `sluice serve` process on 127.0.0.1:0 (address and data dir given by `SLUICE_LISTEN` and
+/// `SLUICE_DATA_DIR`).
 struct Serve {
     child: tokio::process::Child,
     base: String,
@@ -17,17 +18,13 @@ struct Serve {
 }
 
 async fn serve(data_dir: &Path) -> Serve {
-    let mut child = base_command(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("sluice serve starts");
+    let mut child = base_command(&["serve"])
+        .env("SLUICE_LISTEN", "127.0.0.1:0")
+        .env("SLUICE_DATA_DIR", data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice serve starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut token = None;
     let base = loop {

@@ -254,7 +254,11 @@ pub(crate) fn s3_chain(
     // 6. the instance metadata service.
     Ok(S3Chain {
         credentials: S3Credentials::Instance,
-        source: "instance metadata (IMDS; no credentials in configuration, environment, profile, web identity or container settings)".into(),
+        source: format!(
+            "instance metadata (IMDS at {}; no credentials in configuration, environment, profile, web identity or container settings)",
+            env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+                .unwrap_or_else(|| "http://169.254.169.254".to_owned())
+        ),
         profile_region,
     })
 }
