@@ -26,7 +26,8 @@ pub(crate) struct Extra {
     /// Requisition custom-field columns seen so far (names and types are permanent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) custom_fields: Vec<CustomColumn>,
-    /// Highest `deletedAt` seen on `/opportunities/deleted` (epoch ms).
+    /// Highest `deletedAt` seen on `/opportunities/deleted` (epoch ms), never past the
+    /// server's clock when the list was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) deleted_cursor_ms: Option<i64>,
     /// Opportunities near the cursor already synced, id → `updatedAt` (epoch ms): skipped
@@ -981,6 +982,7 @@ impl Sync<'_> {
         if let Some(c) = self.extra.deleted_cursor_ms {
             query.push(("deleted_at_start", (c - self.lookback_ms).to_string()));
         }
+        let local_start = local_now_ms();
         let items = self
             .client
             .list_all(
@@ -992,15 +994,24 @@ impl Sync<'_> {
             .await?
             .unwrap_or_default();
         let mut ids = Vec::new();
+        let mut highest = self.extra.deleted_cursor_ms;
         for it in items.iter() {
             if let Some(id) = get_str(it, "id") {
                 ids.push(id.to_owned());
             }
             if let Some(d) = ms_of(it.field("deletedAt")) {
-                self.extra.deleted_cursor_ms =
-                    Some(self.extra.deleted_cursor_ms.map_or(d, |c| c.max(d)));
+                highest = Some(highest.map_or(d, |c| c.max(d)));
             }
         }
+        // Never past the list's start (the server's clock on its first page, as for
+        // `next_cursor`): a deletion made while the list is paged, or a `deletedAt` from the
+        // future, must not move the next `deleted_at_start` past later deletions.
+        let start = items
+            .pages
+            .first()
+            .and_then(|p| p.server_time_ms)
+            .unwrap_or(local_start);
+        self.extra.deleted_cursor_ms = highest.map(|h| h.min(start));
         if ids.is_empty() {
             return Ok(());
         }
