@@ -20,9 +20,36 @@ use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, Tab
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+/// The format of [`Extra`] this build writes and the newest it reads. Bump it with every
+/// change an older build would misread, a new field included: a newer format is refused with
+/// "upgrade sluice", and unknown fields are refused.
+pub(crate) const EXTRA_FORMAT: u32 = 1;
+
+/// The format of a state's [`Extra`]; [`EXTRA_FORMAT`] when written by this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct ExtraFormat(pub(crate) u32);
+
+impl Default for ExtraFormat {
+    fn default() -> Self {
+        ExtraFormat(EXTRA_FORMAT)
+    }
+}
+
+impl ExtraFormat {
+    /// Extras that record no format are format 1.
+    fn unrecorded() -> Self {
+        ExtraFormat(1)
+    }
+}
+
 /// Source-specific state kept in `State::extra`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Extra {
+    /// The format these extras were written in.
+    #[serde(default = "ExtraFormat::unrecorded")]
+    pub(crate) format: ExtraFormat,
     /// Requisition custom-field columns seen so far (names and types are permanent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) custom_fields: Vec<CustomColumn>,
@@ -49,6 +76,7 @@ pub(crate) struct Extra {
 
 /// Position of an opportunity walk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Walk {
     /// `updated_at_start` of the walk (None: unfiltered full read).
     pub(crate) updated_start: Option<i64>,
