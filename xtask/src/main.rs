@@ -135,7 +135,10 @@ fn without_demo() -> Result<()> {
         "-D",
         "warnings",
     ]);
-    status(lib, "cargo clippy -p sluice-source-lever --lib (no demo feature)")?;
+    status(
+        lib,
+        "cargo clippy -p sluice-source-lever --lib (no demo feature)",
+    )?;
     let mut bin = cargo();
     bin.args(["check", "-p", "sluice", "--no-default-features"]);
     status(bin, "cargo check -p sluice --no-default-features")?;

@@ -495,9 +495,19 @@ mod tests {
             .unwrap()
         };
         assert_eq!(log(r#", "commit": "text""#).required_format(), 2);
-        assert_eq!(log(r#", "commit": "text", "format": "delta""#).required_format(), 4);
-        assert_eq!(log(r#", "commit": "text", "format": "iceberg""#).required_format(), 4);
-        assert_eq!(log("").required_format(), 4, "a published version's text left out");
+        assert_eq!(
+            log(r#", "commit": "text", "format": "delta""#).required_format(),
+            4
+        );
+        assert_eq!(
+            log(r#", "commit": "text", "format": "iceberg""#).required_format(),
+            4
+        );
+        assert_eq!(
+            log("").required_format(),
+            4,
+            "a published version's text left out"
+        );
     }
 
     #[test]

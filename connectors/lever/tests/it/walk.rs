@@ -196,9 +196,7 @@ async fn a_deletion_from_the_future_does_not_pin_the_deleted_cursor() {
                 move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
                     let log = log.clone();
                     async move {
-                        log.lock()
-                            .unwrap()
-                            .push(q.get("deleted_at_start").cloned());
+                        log.lock().unwrap().push(q.get("deleted_at_start").cloned());
                         let mut h = HeaderMap::new();
                         h.insert("date", "Sun, 01 Mar 2026 00:00:00 GMT".parse().unwrap());
                         h.insert("content-type", "application/json".parse().unwrap());
