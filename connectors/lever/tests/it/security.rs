@@ -371,3 +371,34 @@ async fn state_extras_of_a_newer_build_are_refused() {
         assert_eq!(dest.state().unwrap().extra, extra, "the extras are kept");
     }
 }
+
+/// A destination whose state records no origin (written by an older sluice) is adopted with a
+/// warning that names the risk, and the origin is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_without_a_recorded_origin_is_adopted_with_a_warning() {
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("first subscriber in this process");
+    let env = Env::start(5).await;
+    let dest = MemoryDestination::new("lever");
+    sync(&env.config(), &dest, at(1_000))
+        .await
+        .expect("first sync");
+    let mut older = dest.state().unwrap();
+    older.origin = None;
+    dest.replace_state(older);
+    sync(&env.config(), &dest, at(2_000))
+        .await
+        .expect("adopted");
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("WARN") && logs.contains("did not record where its data came from"),
+        "{logs}"
+    );
+    assert!(dest.state().unwrap().origin.is_some());
+}
