@@ -397,9 +397,13 @@ async fn stop_signal_stops_at_a_consistent_point(signal: &str, exit_code: i32) {
         !err.contains('\x1b'),
         "no ANSI colour codes when stderr is a pipe: {err}"
     );
-    assert!(
-        !dest.join("_sluice").join("lease.json").exists(),
-        "{signal}: the lease was released, so the next run takes over at once"
+    let lease: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dest.join("_sluice").join("lease.json")).expect("the lease object"),
+    )
+    .unwrap();
+    assert_eq!(
+        lease["expires_at_ms"], 0,
+        "{signal}: the lease was released, so the next run takes over at once: {lease}"
     );
     lever.emu.set_latency(Duration::ZERO);
     let o = output(sync_command(&lever, &d, &cfg)).await;
