@@ -1,8 +1,9 @@
 //! Developer tasks: `cargo xtask run|ci|docs|bench`.
 //!
 //! * `run <source> --sink <sink> [args]`: builds and runs the `sluice` CLI (`sluice run …`).
-//! * `ci`: format check, clippy with warnings denied, the test suite (nextest + doctests) and
-//!   the freshness check of the generated docs. This is what `.ci/run` calls.
+//! * `ci`: format check, clippy with warnings denied, the build without demo mode (the Lever
+//!   emulator no normal dependency), the test suite (nextest + doctests) and the freshness
+//!   check of the generated docs. This is what `.ci/run` calls.
 //! * `docs [--check]`: regenerates `docs/tables/<source>.md` from the table specs.
 //! * `bench`: release-build benchmarks (see `docs/benchmarks.md`).
 
@@ -119,6 +120,68 @@ fn wants_demo(args: &[String]) -> bool {
         && !root().join("sluice.toml").exists()
 }
 
+/// The build without demo mode, which the tests and the default build never see (they turn
+/// the Lever source's `demo` feature on): the Lever source's library (clippy, warnings denied)
+/// and the `sluice` binary build without it, and the emulator is then no normal dependency
+/// of the Lever source.
+fn without_demo() -> Result<()> {
+    let mut lib = cargo();
+    lib.args([
+        "clippy",
+        "-p",
+        "sluice-source-lever",
+        "--lib",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    status(
+        lib,
+        "cargo clippy -p sluice-source-lever --lib (no demo feature)",
+    )?;
+    let mut bin = cargo();
+    bin.args(["check", "-p", "sluice", "--no-default-features"]);
+    status(bin, "cargo check -p sluice --no-default-features")?;
+    // With the feature as the control: the check below can see the emulator when it is there.
+    for demo in [false, true] {
+        let mut tree = cargo();
+        tree.args([
+            "tree",
+            "-p",
+            "sluice-source-lever",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ]);
+        if demo {
+            tree.args(["--features", "demo"]);
+        }
+        let out = tree.output().context("running cargo tree")?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree -p sluice-source-lever failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        if lists_emulator(&String::from_utf8_lossy(&out.stdout)) != demo {
+            bail!(
+                "sluice-lever-emulator {} a normal dependency of sluice-source-lever {} the demo feature",
+                if demo { "is not" } else { "is" },
+                if demo { "with" } else { "without" }
+            );
+        }
+    }
+    eprintln!("xtask: sluice-lever-emulator is a dependency only with the demo feature");
+    Ok(())
+}
+
+/// Whether the output of `cargo tree --prefix none` lists the Lever emulator.
+fn lists_emulator(tree: &str) -> bool {
+    tree.lines()
+        .any(|l| l.split_whitespace().next() == Some("sluice-lever-emulator"))
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -155,6 +218,7 @@ fn main() -> Result<()> {
                 "warnings",
             ]);
             status(clippy, "cargo clippy -D warnings")?;
+            without_demo()?;
             let mut doc = cargo();
             doc.args(["test", "--locked", "--doc", "--workspace"]);
             status(doc, "cargo test --doc")?;
@@ -191,5 +255,18 @@ fn main() -> Result<()> {
             .args(&args);
             status(c, "benchmarks")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lists_emulator;
+
+    #[test]
+    fn the_emulator_is_found_in_a_cargo_tree_listing() {
+        let with = "sluice-source-lever v0.1.0 (/w/connectors/lever)\nsluice-lever-emulator v0.1.0 (/w/connectors/lever-emulator)\narrow v57.0.0\n";
+        assert!(lists_emulator(with));
+        let without = "sluice-source-lever v0.1.0 (/w/connectors/lever)\narrow v57.0.0\n";
+        assert!(!lists_emulator(without));
     }
 }

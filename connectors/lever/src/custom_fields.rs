@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// One custom column, as remembered in the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CustomColumn {
     /// The `customFields` key (requisition field id).
     pub(crate) key: String,

@@ -235,15 +235,8 @@ impl Source for LeverSource {
             store: ctx.secrets.clone(),
             legacy: ctx.state.legacy_secrets.get(REFRESH_TOKEN_STATE_KEY),
         };
+        let extra = read_extra(&ctx.state.extra)?;
         let conn = connect(&settings, tokens, ctx.metrics.clone(), ctx.cancel.clone()).await?;
-        let extra: sync::Extra = if ctx.state.extra.is_null() {
-            sync::Extra::default()
-        } else {
-            serde_json::from_value(ctx.state.extra.clone()).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "unreadable Lever state extras; starting the walk afresh");
-                sync::Extra::default()
-            })
-        };
         let state = ctx.state.clone();
         let run = sync::Sync {
             client: conn.client.clone(),
@@ -263,6 +256,37 @@ impl Source for LeverSource {
         };
         run.run().await
     }
+}
+
+/// The Lever extras of a committed state. Extras of a newer format, or that this build cannot
+/// read, are a destination error: a walk position, cursor or custom-field list misread or
+/// reset would skip or rewrite data.
+fn read_extra(v: &serde_json::Value) -> Result<sync::Extra> {
+    if v.is_null() {
+        return Ok(sync::Extra::default());
+    }
+    let format = v.get("format").map_or(Some(1), serde_json::Value::as_u64);
+    match format {
+        Some(f) if f <= u64::from(sync::EXTRA_FORMAT) => {}
+        Some(f) => {
+            return Err(Error::destination(format!(
+                "the Lever state was written by a newer sluice (extras format {f}; this build reads up to {}): upgrade sluice",
+                sync::EXTRA_FORMAT
+            )));
+        }
+        None => {
+            return Err(Error::destination(
+                "the Lever state's extras format is not a number: was the state edited by hand?",
+            ));
+        }
+    }
+    let mut extra: sync::Extra = serde_json::from_value(v.clone()).map_err(|e| {
+        Error::destination(format!(
+            "the Lever state's extras are unreadable ({e}): written by a newer sluice? upgrade sluice"
+        ))
+    })?;
+    extra.format = sync::ExtraFormat::default();
+    Ok(extra)
 }
 
 #[cfg(test)]

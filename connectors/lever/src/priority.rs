@@ -24,6 +24,7 @@ const DAY_MS: i64 = 86_400_000;
 
 /// The windows of a priority-first walk and which one is being read (kept in the state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Windows {
     /// Where each window starts (epoch ms), newest first, strictly decreasing.
     pub(crate) starts: Vec<i64>,

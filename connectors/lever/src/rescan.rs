@@ -51,6 +51,7 @@ const MAX_WINDOWS_PER_RUN: usize = 64;
 
 /// Where the re-scan stands (kept in the Lever state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Rescan {
     /// When the current pass began (a sync's start, epoch ms).
     pub(crate) pass_started_ms: i64,

@@ -20,13 +20,41 @@ use sluice_core::{Cursor, Emitter, Error, ReadContext, Result, Scope, State, Tab
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+/// The format of [`Extra`] this build writes and the newest it reads. Bump it with every
+/// change an older build would misread, a new field included: a newer format is refused with
+/// "upgrade sluice", and unknown fields are refused.
+pub(crate) const EXTRA_FORMAT: u32 = 1;
+
+/// The format of a state's [`Extra`]; [`EXTRA_FORMAT`] when written by this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct ExtraFormat(pub(crate) u32);
+
+impl Default for ExtraFormat {
+    fn default() -> Self {
+        ExtraFormat(EXTRA_FORMAT)
+    }
+}
+
+impl ExtraFormat {
+    /// Extras that record no format are format 1.
+    fn unrecorded() -> Self {
+        ExtraFormat(1)
+    }
+}
+
 /// Source-specific state kept in `State::extra`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Extra {
+    /// The format these extras were written in.
+    #[serde(default = "ExtraFormat::unrecorded")]
+    pub(crate) format: ExtraFormat,
     /// Requisition custom-field columns seen so far (names and types are permanent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) custom_fields: Vec<CustomColumn>,
-    /// Highest `deletedAt` seen on `/opportunities/deleted` (epoch ms).
+    /// Highest `deletedAt` seen on `/opportunities/deleted` (epoch ms), never past the
+    /// server's clock when the list was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) deleted_cursor_ms: Option<i64>,
     /// Opportunities near the cursor already synced, id → `updatedAt` (epoch ms): skipped
@@ -48,6 +76,7 @@ pub(crate) struct Extra {
 
 /// Position of an opportunity walk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Walk {
     /// `updated_at_start` of the walk (None: unfiltered full read).
     pub(crate) updated_start: Option<i64>,
@@ -998,6 +1027,7 @@ impl Sync<'_> {
         if let Some(c) = self.extra.deleted_cursor_ms {
             query.push(("deleted_at_start", (c - self.lookback_ms).to_string()));
         }
+        let local_start = local_now_ms();
         let items = self
             .client
             .list_all(
@@ -1009,15 +1039,24 @@ impl Sync<'_> {
             .await?
             .unwrap_or_default();
         let mut ids = Vec::new();
+        let mut highest = self.extra.deleted_cursor_ms;
         for it in items.iter() {
             if let Some(id) = get_str(it, "id") {
                 ids.push(id.to_owned());
             }
             if let Some(d) = ms_of(it.field("deletedAt")) {
-                self.extra.deleted_cursor_ms =
-                    Some(self.extra.deleted_cursor_ms.map_or(d, |c| c.max(d)));
+                highest = Some(highest.map_or(d, |c| c.max(d)));
             }
         }
+        // Never past the list's start (the server's clock on its first page, as for
+        // `next_cursor`): a deletion made while the list is paged, or a `deletedAt` from the
+        // future, must not move the next `deleted_at_start` past later deletions.
+        let start = items
+            .pages
+            .first()
+            .and_then(|p| p.server_time_ms)
+            .unwrap_or(local_start);
+        self.extra.deleted_cursor_ms = highest.map(|h| h.min(start));
         if ids.is_empty() {
             return Ok(());
         }

@@ -390,7 +390,19 @@ async fn resync(
         None => catalog.iter().map(|s| s.name.clone()).collect(),
     };
     let mut sink = open_sink(registry, sink_name, dest)?;
-    let Some(mut state) = sink.open(&[]).await? else {
+    // SIGTERM and Ctrl-C stop it like a run: before the commit, nothing changes and the lease
+    // is released; a commit under way completes.
+    let stop = CancellationToken::new();
+    crate::signals::stop_on_signals(stop.clone());
+    let opened = tokio::select! {
+        opened = sink.open(&[]) => Some(opened),
+        () = stop.cancelled() => None,
+    };
+    let Some(opened) = opened else {
+        let _ = sink.abort().await;
+        return Err(Error::cancelled());
+    };
+    let Some(mut state) = opened? else {
         sink.close().await?;
         println!("nothing to do: the destination has no state, so the next run is a full sync");
         return Ok(());
@@ -401,6 +413,10 @@ async fn resync(
             "the destination holds data of source `{}`, not `{source_name}`",
             state.source
         )));
+    }
+    if stop.is_cancelled() {
+        sink.abort().await?;
+        return Err(Error::cancelled());
     }
     for t in &tables {
         state.table_mut(t).resync_requested = true;

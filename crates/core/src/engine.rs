@@ -236,7 +236,10 @@ fn adopt_origin(mut state: State, origin: Option<&Origin>, allow_change: bool) -
         }
         Some(_) => {}
         None if state.committed_at_ms > 0 => {
-            tracing::info!(origin = %origin, "recording the origin of a destination written by an older sluice");
+            tracing::warn!(
+                origin = %origin,
+                "the destination was written by an older sluice that did not record where its data came from: recording this run's origin; if it may hold demo data or another account's, sync into a new destination"
+            );
         }
         None => {}
     }

@@ -13,7 +13,11 @@ use std::collections::BTreeMap;
 /// * 2: the source's [`Origin`]; secrets are no longer part of the state (they live in the
 ///   destination's [`crate::SecretStore`]). A format-1 sluice would write to a destination of
 ///   another origin and lose the token, so it must refuse format 2.
-pub const STATE_VERSION: u32 = 2;
+/// * 3: the Lever source's extras hold the walk's start, its priority windows, the rolling
+///   re-scan and the list digests, and record their own format (`extra.format`), checked by
+///   the source. A format-2 sluice would resume a window's page under an unfiltered query and
+///   move the cursor past the walk's start, so it must refuse format 3.
+pub const STATE_VERSION: u32 = 3;
 
 /// Where a destination's data came from: the endpoint a source read, and whether it was demo
 /// data. Recorded in the state by the engine; a run whose source reads from another origin is

@@ -23,6 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
+/// The `expires_at_ms` of a lease its holder released (see [`LeaseKeeper::release`]).
+pub(crate) const RELEASED: i64 = 0;
+
 /// The content of the lease object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LeaseDoc {
@@ -212,11 +215,15 @@ impl Lease {
             if held.expires_at_ms > now_ms() && held.owner != owner && !dead {
                 return Err(ctx.in_use(&held));
             }
-            tracing::warn!(
-                lease = %path, pid = held.pid, host = %held.host,
-                expired = %rfc3339(held.expires_at_ms), holder_dead = dead,
-                "taking over the lease of an interrupted run"
-            );
+            if held.expires_at_ms == RELEASED {
+                tracing::debug!(lease = %path, "taking the lease a finished run released");
+            } else {
+                tracing::warn!(
+                    lease = %path, pid = held.pid, host = %held.host,
+                    expired = %rfc3339(held.expires_at_ms), holder_dead = dead,
+                    "taking over the lease of an interrupted run"
+                );
+            }
             // Replaces exactly the version read: of several runs taking over, one wins.
             match ctx.put(&doc, PutMode::Update(version)).await {
                 Ok(version) => return Ok(Lease::held(doc, version, ttl)),
@@ -350,21 +357,43 @@ impl LeaseKeeper {
         self.lease.lock().await.renew(&self.ctx()).await
     }
 
-    /// Stops the renewals and deletes the lease if this session still holds it.
+    /// Stops the renewals and releases the lease if this session still holds it: a
+    /// conditional replace of the version it wrote last by a released document
+    /// ([`RELEASED`]), which the next run takes over at once. The lease object is not
+    /// deleted: a delete cannot be conditional on every store, and an unconditional one could
+    /// remove the lease of a run that took over in between.
     pub(crate) async fn release(self) -> Result<()> {
         self.renewals.abort();
         let lease = self.lease.lock().await;
-        let ctx = self.ctx();
-        // A lease taken over since is left alone.
-        match ctx.read().await? {
-            Some((held, _)) if held.owner == lease.doc.owner => {
-                match self.store.delete(&self.path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(LakeError::store("releasing the lease", &self.path, e)),
-                }
-            }
-            _ => Ok(()),
+        if lease.lost.is_some() {
+            return Ok(());
         }
+        let ctx = self.ctx();
+        let mut released = lease.doc.clone();
+        released.expires_at_ms = RELEASED;
+        let mut version = lease.version.clone();
+        for _ in 0..3 {
+            match ctx.put(&released, PutMode::Update(version)).await {
+                Ok(_) => return Ok(()),
+                Err(
+                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+                ) => {
+                    // A renewal cut short by the abort above may have replaced the version
+                    // this session knows: a lease still this session's is released against
+                    // the version read; one taken over or removed since is left alone.
+                    match ctx.read().await? {
+                        Some((held, v))
+                            if held.owner == lease.doc.owner && held.expires_at_ms != RELEASED =>
+                        {
+                            version = v;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(LakeError::store("releasing the lease", &self.path, e)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -23,10 +23,17 @@ use std::collections::BTreeMap;
 /// * 3: also files' column statistics (`stats`), which the Delta log is built from, and
 ///   superseded files kept for their retention (`retired`), which a format-2 reader would
 ///   delete as orphans.
+/// * 4: tables' logs name the table format that keeps them (`format`), and leave out the
+///   text of a version once it is published (`commit`); a format-3 reader would take an
+///   Iceberg log for a Delta one and republish published versions from an empty text.
 ///
 /// Every change that an older reader would misread takes a new format; every struct read
 /// from a manifest denies unknown fields, so a field added without one fails loudly here.
-pub(crate) const MANIFEST_FORMAT: u32 = 3;
+pub(crate) const MANIFEST_FORMAT: u32 = 4;
+
+/// The format of manifests with file statistics or retired files whose table logs are all
+/// unnamed and unpublished.
+const STATS_FORMAT: u32 = 3;
 
 /// The format of manifests with deletion vectors or table logs but no file statistics.
 const LOG_FORMAT: u32 = 2;
@@ -47,7 +54,8 @@ pub(crate) struct Manifest {
     pub commit_id: String,
     /// When it was committed (epoch ms).
     pub committed_at_ms: i64,
-    /// The sync state covered by the data below (`State::to_json`, secrets included).
+    /// The sync state covered by the data below (`State::to_json`; a state of format 1 also
+    /// held secrets).
     #[serde(default)]
     pub state: Option<serde_json::Value>,
     /// Tables by name.
@@ -55,7 +63,7 @@ pub(crate) struct Manifest {
     pub tables: BTreeMap<String, TableEntry>,
 }
 
-// The state may hold secrets (a rotated OAuth token): never print it.
+// A state of format 1 may hold secrets (a rotated OAuth token): never print it.
 impl std::fmt::Debug for Manifest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manifest")
@@ -244,14 +252,19 @@ impl Manifest {
         }
     }
 
-    /// The lowest format that holds this manifest: [`MANIFEST_FORMAT`] when a file has
-    /// statistics, [`LOG_FORMAT`] when a table has a log or a file a deletion vector, else the
-    /// plain format, which older builds read right.
+    /// The lowest format that holds this manifest: [`MANIFEST_FORMAT`] when a table's log
+    /// names its format or leaves out a published version's text, [`STATS_FORMAT`] when a
+    /// file has statistics or a table retired files, [`LOG_FORMAT`] when a table has a log or
+    /// a file a deletion vector, else the plain format, which older builds read right.
     pub(crate) fn required_format(&self) -> u32 {
+        let logs = || self.tables.values().filter_map(|t| t.log.as_ref());
+        if logs().any(|l| l.format.is_some() || l.commit.is_empty()) {
+            return MANIFEST_FORMAT;
+        }
         let files = || self.tables.values().flat_map(|t| &t.files);
         if files().any(|f| f.stats.is_some()) || self.tables.values().any(|t| !t.retired.is_empty())
         {
-            return MANIFEST_FORMAT;
+            return STATS_FORMAT;
         }
         let logged = self
             .tables
@@ -465,6 +478,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown field `new`"), "{e}");
+    }
+
+    #[test]
+    fn named_or_published_logs_take_format_4() {
+        let log = |extra: &str| {
+            Manifest::from_json(
+                format!(
+                    r#"{{"format": 3, "version": 1, "commit_id": "c", "committed_at_ms": 0,
+                         "tables": {{"t": {{"buckets": 1, "bucket_column": "id", "columns": [],
+                         "files": [], "delta": {{"table_id": "i", "version": 2, "schema": "s"{extra}}}}}}}}}"#
+                )
+                .as_bytes(),
+                &Path::from("m"),
+            )
+            .unwrap()
+        };
+        assert_eq!(log(r#", "commit": "text""#).required_format(), 2);
+        assert_eq!(
+            log(r#", "commit": "text", "format": "delta""#).required_format(),
+            4
+        );
+        assert_eq!(
+            log(r#", "commit": "text", "format": "iceberg""#).required_format(),
+            4
+        );
+        assert_eq!(
+            log("").required_format(),
+            4,
+            "a published version's text left out"
+        );
     }
 
     #[test]

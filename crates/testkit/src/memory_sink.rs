@@ -76,6 +76,10 @@ impl MemoryDestination {
     pub fn state(&self) -> Option<State> {
         self.lock().state.clone()
     }
+    /// Replaces the committed state, as another build could have written it.
+    pub fn replace_state(&self, state: State) {
+        self.lock().state = Some(state);
+    }
     /// Number of successful commits.
     pub fn commits(&self) -> u64 {
         self.lock().commits

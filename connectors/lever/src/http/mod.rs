@@ -1187,4 +1187,81 @@ mod tests {
         pause.relax();
         assert!(pause.throttled_without_hint() <= THROTTLE_MIN);
     }
+
+    /// Through the client against a server on 127.0.0.1: a 429 without a hint on `/users`
+    /// pauses the account, and a request of another endpoint sent during the pause reaches
+    /// the server only once the pause is over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_429_without_a_hint_holds_back_every_request_of_the_account() {
+        use axum::response::IntoResponse;
+        let users_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let (calls, log) = (users_calls.clone(), arrivals.clone());
+        let empty = || axum::Json(json!({"data": [], "hasNext": false}));
+        let app = axum::Router::new()
+            .route(
+                "/v1/users",
+                axum::routing::get(move || {
+                    let calls = calls.clone();
+                    async move {
+                        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                            (axum::http::StatusCode::TOO_MANY_REQUESTS, "slow down").into_response()
+                        } else {
+                            empty().into_response()
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/v1/stages",
+                axum::routing::get(move || {
+                    let log = log.clone();
+                    async move {
+                        log.lock().unwrap().push(Instant::now());
+                        empty()
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let opts = ClientOptions {
+            base_url: format!("http://{addr}/v1"),
+            rate_per_second: 1000,
+            burst: 1000,
+            timeout: Duration::from_secs(30),
+            max_retries: 3,
+            page_size: 100,
+            min_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+            max_retry_time: Duration::from_secs(60),
+            max_body_bytes: 1 << 20,
+            network: sluice_net::Network::default(),
+        };
+        let auth = Auth::api_key(&sluice_core::Secret::new("k")).unwrap();
+        let client = Client::new(opts, auth, Metrics::new(), CancellationToken::new()).unwrap();
+        let throttled = tokio::spawn({
+            let client = client.clone();
+            async move { client.get("users", "/users", &[]).await.map(|_| ()) }
+        });
+        // Until the 429 has paused the account: it must, before its request is retried.
+        let until = loop {
+            let done = throttled.is_finished();
+            if let Some(until) = client.0.pause.until() {
+                break until;
+            }
+            assert!(!done, "the 429 without a hint did not pause the account");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        client.get("stages", "/stages", &[]).await.unwrap();
+        let arrived = arrivals.lock().unwrap()[0];
+        assert!(
+            arrived >= until,
+            "a request sent during the pause reached the server {:?} before its end",
+            until - arrived
+        );
+        throttled.await.unwrap().unwrap();
+        assert_eq!(users_calls.load(Ordering::SeqCst), 2);
+        server.abort();
+    }
 }

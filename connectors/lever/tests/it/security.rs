@@ -329,3 +329,76 @@ async fn a_destination_of_another_origin_is_refused() {
         .expect("allowed origin change");
     assert!(real.state().unwrap().origin.unwrap().demo);
 }
+
+/// Lever extras of a newer build (a newer `extra.format`, or a field this build does not know)
+/// are refused with one line saying to upgrade, before any request and without a commit;
+/// they are never reset to defaults. Extras that record no format (format 1) are read.
+#[tokio::test]
+async fn state_extras_of_a_newer_build_are_refused() {
+    let env = Env::start(5).await;
+    let dest = MemoryDestination::new("lever");
+    sync(&env.config(), &dest, at(1_000))
+        .await
+        .expect("first sync");
+    let written = dest.state().unwrap();
+    assert_eq!(written.extra["format"], json!(1), "{}", written.extra);
+    // Extras written before the format was recorded.
+    let mut unrecorded = written.clone();
+    unrecorded.extra.as_object_mut().unwrap().remove("format");
+    dest.replace_state(unrecorded);
+    sync(&env.config(), &dest, at(2_000))
+        .await
+        .expect("extras without a format are read");
+    let mut newer_format = dest.state().unwrap().extra;
+    newer_format["format"] = json!(99);
+    let mut unknown_walk_field = dest.state().unwrap().extra;
+    unknown_walk_field["walk"] =
+        json!({"offset": "t", "pages": 3, "full": true, "started_ms": 5, "lane": 2});
+    let mut unknown_field = dest.state().unwrap().extra;
+    unknown_field["cursor_v2"] = json!(7);
+    for extra in [newer_format, unknown_walk_field, unknown_field] {
+        let mut state = dest.state().unwrap();
+        state.extra = extra.clone();
+        dest.replace_state(state);
+        let (requests, commits) = (env.emu.counters().total, dest.commits());
+        let r = sync(&env.config(), &dest, at(3_000)).await;
+        assert_kind(&r, ErrorKind::Destination);
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains("upgrade sluice"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        assert_eq!(env.emu.counters().total, requests, "nothing was requested");
+        assert_eq!(dest.commits(), commits, "nothing was committed");
+        assert_eq!(dest.state().unwrap().extra, extra, "the extras are kept");
+    }
+}
+
+/// A destination whose state records no origin (written by an older sluice) is adopted with a
+/// warning that names the risk, and the origin is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_without_a_recorded_origin_is_adopted_with_a_warning() {
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("first subscriber in this process");
+    let env = Env::start(5).await;
+    let dest = MemoryDestination::new("lever");
+    sync(&env.config(), &dest, at(1_000))
+        .await
+        .expect("first sync");
+    let mut older = dest.state().unwrap();
+    older.origin = None;
+    dest.replace_state(older);
+    sync(&env.config(), &dest, at(2_000))
+        .await
+        .expect("adopted");
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("WARN") && logs.contains("did not record where its data came from"),
+        "{logs}"
+    );
+    assert!(dest.state().unwrap().origin.is_some());
+}

@@ -400,9 +400,13 @@ async fn stop_signal_stops_at_a_consistent_point(signal: &str, exit_code: i32) {
         !err.contains('\x1b'),
         "no ANSI colour codes when stderr is a pipe: {err}"
     );
-    assert!(
-        !dest.join("_sluice").join("lease.json").exists(),
-        "{signal}: the lease was released, so the next run takes over at once"
+    let lease: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dest.join("_sluice").join("lease.json")).expect("the lease object"),
+    )
+    .unwrap();
+    assert_eq!(
+        lease["expires_at_ms"], 0,
+        "{signal}: the lease was released, so the next run takes over at once: {lease}"
     );
     // The summary says the run was stopped, and counts the commit the wait above saw.
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();

@@ -7,4 +7,5 @@ mod cli;
 mod cloud;
 mod kill;
 mod oauth;
+mod resync;
 mod serve;

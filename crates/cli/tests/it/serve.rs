@@ -162,10 +162,11 @@ async fn serve_sigterm_stops_a_run_at_its_checkpoint_and_a_restart_picks_up() {
         .find(|l| l["message"] == "sync starting")
         .unwrap_or_else(|| panic!("{stderr}"));
     assert_eq!(starting["span"]["connection_id"], id.as_str(), "{starting}");
-    assert!(
-        !lake.join("_sluice").join("lease.json").exists(),
-        "the lease was released"
-    );
+    let lease: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lake.join("_sluice").join("lease.json")).expect("the lease object"),
+    )
+    .unwrap();
+    assert_eq!(lease["expires_at_ms"], 0, "the lease was released: {lease}");
 
     // Restart: no new token, the stopped run is recorded as cancelled, syncs work again.
     lever.emu.set_latency(Duration::ZERO);

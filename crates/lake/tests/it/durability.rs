@@ -186,8 +186,8 @@ async fn unreadable_manifests_without_a_safe_fallback_fail_clearly() {
 
 /// A destination whose newest manifest has a newer format than this build reads is refused
 /// with a one-line destination error saying to upgrade; a manifest this build writes has the
-/// lowest format that holds it (1 without Delta fields, 2 with deletion vectors and Delta
-/// state, which builds reading only format 1 refuse).
+/// lowest format that holds it (1 without Delta fields, 4 for a Delta table whose log names
+/// its format, which builds reading only format 3 refuse).
 async fn a_manifest_of_a_newer_format_is_refused(mut lake: Lake) {
     let format_of = |v: &serde_json::Value| v["format"].as_u64().unwrap();
     commits(&lake, 1).await;
@@ -208,7 +208,7 @@ async fn a_manifest_of_a_newer_format_is_refused(mut lake: Lake) {
     };
     let mut m = read(path(1)).await;
     assert_eq!(format_of(&m), 1, "plain Parquet tables: format 1");
-    m["format"] = 4.into();
+    m["format"] = 5.into();
     m["version"] = 2.into();
     let body = PutPayload::from(serde_json::to_vec(&m).unwrap());
     dest.store.put(&path(2), body).await.unwrap();
@@ -234,8 +234,8 @@ async fn a_manifest_of_a_newer_format_is_refused(mut lake: Lake) {
     let m = read(path(2)).await;
     assert_eq!(
         format_of(&m),
-        3,
-        "Delta state, deletion vectors and file statistics: format 3"
+        4,
+        "a Delta log naming its format, deletion vectors and file statistics: format 4"
     );
 }
 

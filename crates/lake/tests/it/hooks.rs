@@ -1,8 +1,9 @@
-//! An ObjectStore wrapper that runs an async hook before every put and lets it change the
-//! put's mode: to pause a put, race two of them, act on the store in the middle of a commit,
+//! An ObjectStore wrapper that runs an async hook before every put (and every delete) and
+//! lets it change the put's mode: to pause a put, race two of them, act on the store in the middle of a commit,
 //! or pretend to be a store that ignores conditional writes.
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use object_store::path::Path;
@@ -74,7 +75,19 @@ impl ObjectStore for HookStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
+        // Deletes are announced to the hook too (as `PutMode::Overwrite`), before they run.
+        let hook = Arc::clone(&self.hook);
+        let announced = locations
+            .then(move |p| {
+                let hook = Arc::clone(&hook);
+                async move {
+                    let p = p?;
+                    hook(p.clone(), PutMode::Overwrite).await?;
+                    Ok(p)
+                }
+            })
+            .boxed();
+        self.inner.delete_stream(announced)
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         self.inner.list(prefix)

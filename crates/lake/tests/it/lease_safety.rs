@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 both!(
     concurrent_takeovers_of_an_expired_lease_have_one_winner,
+    a_takeover_right_before_a_release_keeps_its_lease,
     a_store_ignoring_conditional_writes_is_refused,
     a_lease_stolen_during_a_commit_fails_it_before_the_manifest,
     the_lease_is_renewed_through_a_commit_longer_than_its_ttl,
@@ -44,9 +45,13 @@ async fn plant_lease(lake: &Lake, owner: &str, expires_at_ms: i64) {
         .unwrap();
 }
 
+/// The owner of the lease, unless it is released (or absent).
 async fn lease_owner(lake: &Lake) -> Option<String> {
     let got = lake.dest().store.get(&lease_path(lake)).await.ok()?;
     let doc: serde_json::Value = serde_json::from_slice(&got.bytes().await.unwrap()).unwrap();
+    if doc["expires_at_ms"] == 0 {
+        return None;
+    }
     doc["owner"].as_str().map(str::to_owned)
 }
 
@@ -246,4 +251,49 @@ async fn the_lease_is_renewed_through_a_commit_longer_than_its_ttl(mut lake: Lak
     committed.expect("the long commit keeps its lease and commits");
     a.close().await.unwrap();
     assert_eq!(lake.sink().read_state().await.unwrap(), Some(state(1)));
+}
+
+/// A run that takes the lease over at the last instant before another run releases it (the
+/// other run stalled past its TTL) keeps it: the release is a conditional replace of the
+/// releasing run's own version, never a delete of whatever lease is there.
+async fn a_takeover_right_before_a_release_keeps_its_lease(lake: Lake) {
+    let real = lake.dest().store;
+    let path = lease_path(&lake);
+    let armed = Arc::new(AtomicBool::new(false));
+    let stolen = Arc::new(AtomicBool::new(false));
+    let (armed2, stolen2) = (Arc::clone(&armed), Arc::clone(&stolen));
+    let hook: PutHook = Arc::new(move |p: Path, mode| {
+        let steal =
+            p == path && armed2.load(Ordering::SeqCst) && !stolen2.swap(true, Ordering::SeqCst);
+        let (real, path) = (Arc::clone(&real), path.clone());
+        async move {
+            if steal {
+                let doc = serde_json::json!({
+                    "owner": "thief", "host": "elsewhere", "pid": 4242,
+                    "acquired_at_ms": now_ms(), "expires_at_ms": now_ms() + 3_600_000,
+                });
+                let body = PutPayload::from(serde_json::to_vec(&doc).unwrap());
+                real.put(&path, body).await.unwrap();
+            }
+            Ok(mode)
+        }
+        .boxed()
+    });
+    let mut s = lake.sink_on(move |st| Arc::new(HookStore::new(st, hook)));
+    s.open(&specs()).await.unwrap();
+    s.write(stamp(opp_rows("opp", &[("a", "A", 1)]), T1))
+        .await
+        .unwrap();
+    s.commit(&state(1)).await.unwrap();
+    armed.store(true, Ordering::SeqCst);
+    s.close().await.unwrap();
+    assert!(
+        stolen.load(Ordering::SeqCst),
+        "the release touched the lease"
+    );
+    assert_eq!(
+        lease_owner(&lake).await.as_deref(),
+        Some("thief"),
+        "the run that took over keeps its lease"
+    );
 }

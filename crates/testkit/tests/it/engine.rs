@@ -146,6 +146,29 @@ async fn a_failing_source_commits_nothing_past_its_last_checkpoint() {
     assert_eq!(dest.committed_rows("parent").len(), 7);
 }
 
+/// A sink that fails while the source is blocked on a full channel ends the run with the
+/// sink's error instead of waiting forever: with room for one message and 2,000 to send
+/// (500 pages of four), the source waits on the full channel when the first write fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_failing_while_the_source_waits_on_a_full_channel_ends_the_run() {
+    let dest = MemoryDestination::new(SOURCE);
+    dest.fail_at(FailPoint::Write(0));
+    let cfg = json!({"parents": 500, "children_per_parent": 2, "version": 1, "lookup": ["a"], "checkpoint_every": 1});
+    let run = sync_with(
+        &TestSource,
+        &cfg,
+        &dest,
+        options(STARTED).with_channel_capacity(1),
+    );
+    // A guard against a hang, not a measurement: the run ends at once.
+    let err = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the run ends instead of waiting on the full channel")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Destination, "{err}");
+    assert_eq!(dest.commits(), 0);
+}
+
 #[tokio::test]
 async fn blocking_and_hashing_apply_end_to_end() {
     let dest = MemoryDestination::new(SOURCE);
