@@ -375,7 +375,15 @@ pub fn python_json(what: &str, script: &str) -> serde_json::Value {
         "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("json from {what}: {e}"))
+    // The script prints its JSON on one line, last; a reader may print before it (DuckDB's
+    // progress bar, drawn with carriage returns, when a query runs long on a loaded machine).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout
+        .split(['\n', '\r'])
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("json from {what}: {e}; its output: {stdout}"))
 }
 
 /// Whether `python3` can run `import <modules>`; panics when it cannot, unless
