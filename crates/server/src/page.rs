@@ -19,7 +19,7 @@ const COOKIE: &str = "sluice_token";
 /// The page's routes.
 pub fn router(_: AppState) -> Router<AppState> {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(index).post(login_post))
         .route("/ui/connections/{id}/sync", post(sync_now))
 }
 
@@ -55,8 +55,7 @@ async fn index(
         if !state.token_ok(&token) {
             return login(StatusCode::UNAUTHORIZED, "That is not the API token.");
         }
-        let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-        return ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response();
+        return sign_in(&state, &token);
     }
     if !authenticated(&state, &headers) {
         return login(StatusCode::UNAUTHORIZED, "Enter the API token.");
@@ -97,9 +96,35 @@ async fn sync_now(
     }
 }
 
+/// The login form's post: the token travels in the body, never in a URL.
+async fn login_post(
+    State(state): State<AppState>,
+    axum::Form(q): axum::Form<PageQuery>,
+) -> Response {
+    match q.token {
+        Some(token) => sign_in(&state, &token),
+        None => login(StatusCode::UNAUTHORIZED, "Enter the API token."),
+    }
+}
+
+/// Checks the token and keeps it in the page's cookie (`Secure` when the public URL is
+/// https).
+fn sign_in(state: &AppState, token: &str) -> Response {
+    if !state.token_ok(token) {
+        return login(StatusCode::UNAUTHORIZED, "That is not the API token.");
+    }
+    let secure = if state.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
 fn login(status: StatusCode, message: &str) -> Response {
     let body = format!(
-        "<p>{}</p><form method=\"get\" action=\"/\"><input type=\"password\" name=\"token\" aria-label=\"API token\"> <button type=\"submit\">Open</button></form>",
+        "<p>{}</p><form method=\"post\" action=\"/\"><input type=\"password\" name=\"token\" aria-label=\"API token\"> <button type=\"submit\">Open</button></form>",
         escape(message)
     );
     (status, Html(shell(&body))).into_response()
