@@ -36,7 +36,8 @@ mod tests {
     #[test]
     fn equal_ids_hash_equal_and_different_ids_differ() {
         let a = "250d8f03-738a-4bba-a671-8a3d73477145";
-        assert_eq!(IdHash::of(a), IdHash::of(&a.to_owned()));
+        let copy = String::from(a);
+        assert_eq!(IdHash::of(a), IdHash::of(copy.as_str()));
         // Ids one character apart, and the empty id.
         let ids: Vec<String> = (0..10_000)
             .map(|i| format!("250d8f03-738a-4bba-a671-{i:012}"))
