@@ -86,6 +86,12 @@ pub struct LeverConfig {
     /// (`[source.network]`, the same keys as `[sink.network]`).
     #[serde(default)]
     pub network: sluice_net::NetworkConfig,
+    /// Read nothing from the process environment: no `LEVER_API_KEY` (nor the variable
+    /// `api_key_env` names) and no `LEVER_BASE_URL`; the credentials and the base URL come from
+    /// these settings only. `sluice serve` sets it on every connection, so the server's own
+    /// environment never reaches a connection.
+    #[serde(default)]
+    pub ignore_environment: bool,
 }
 
 /// OAuth 2.0 refresh-token settings.
@@ -148,7 +154,14 @@ impl LeverConfig {
             .api_key_env
             .clone()
             .unwrap_or_else(|| DEFAULT_API_KEY_ENV.to_owned());
-        let env_key = match std::env::var(&env_name) {
+        let var = |name: &str| {
+            if self.ignore_environment {
+                Err(std::env::VarError::NotPresent)
+            } else {
+                std::env::var(name)
+            }
+        };
+        let env_key = match var(&env_name) {
             Ok(v) if v.trim().is_empty() => {
                 return Err(Error::config(format!(
                     "{env_name} is set but empty: set it to the Lever API key (a secret that failed to mount?), or unset it"
@@ -191,7 +204,7 @@ impl LeverConfig {
         if let Some(o) = &self.oauth {
             check_oauth(o)?;
         }
-        let base_url = match std::env::var(BASE_URL_ENV) {
+        let base_url = match var(BASE_URL_ENV) {
             Ok(v) if v.trim().is_empty() => {
                 return Err(Error::config(format!("{BASE_URL_ENV} is set but empty")));
             }

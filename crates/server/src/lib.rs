@@ -64,6 +64,8 @@ pub struct ServeOptions {
     pub schedule_minute: Duration,
     /// How often the scheduler looks for due runs (default 5 s).
     pub scheduler_tick: Duration,
+    /// How long an OAuth `state` stays usable (15 minutes; shorter in tests).
+    pub oauth_state_ttl: Duration,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -89,6 +91,7 @@ impl ServeOptions {
             public_url: None,
             schedule_minute: Duration::from_secs(60),
             scheduler_tick: Duration::from_secs(5),
+            oauth_state_ttl: oauth::STATE_TTL,
         }
     }
 }
@@ -139,6 +142,11 @@ impl Server {
         };
         let registry = Arc::new(registry);
         let metrics = metrics::ServerMetrics::new();
+        for c in store.connections()? {
+            if let Some(run) = store.last_succeeded_run(&c.id)? {
+                metrics.seed_last_success(&c.id, run.ended_at.unwrap_or(run.queued_at));
+            }
+        }
         let runner = runner::Runner::new(
             store.clone(),
             Arc::clone(&registry),
@@ -166,6 +174,7 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}")),
             minute_ms: options.schedule_minute.as_millis().max(1) as i64,
+            oauth_state_ttl_ms: options.oauth_state_ttl.as_millis() as i64,
             http,
         };
         let stop = CancellationToken::new();

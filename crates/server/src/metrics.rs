@@ -220,6 +220,17 @@ impl ServerMetrics {
         }
     }
 
+    /// Sets a connection's last success time from the run history (at start, so the gauge
+    /// survives a restart).
+    pub fn seed_last_success(&self, connection_id: &str, ended_at_ms: i64) {
+        self.inner
+            .last_success
+            .get_or_create(&ConnectionLabel {
+                connection_id: connection_id.to_owned(),
+            })
+            .set(ended_at_ms / 1000);
+    }
+
     /// The metrics in OpenMetrics text format (which Prometheus scrapes).
     pub fn render(&self) -> String {
         let mut out = String::new();

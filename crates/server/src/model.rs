@@ -123,6 +123,10 @@ pub struct Connection {
     pub created_at: i64,
     /// Last changed (epoch ms).
     pub updated_at: i64,
+    /// What a change did besides what was asked (a `PATCH` that changed `base_url` drops
+    /// the stored API key and OAuth authorization); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// Credentials to set; absent fields stay as they are, `null`... is not accepted: send a
@@ -215,6 +219,18 @@ pub enum Trigger {
     Schedule,
     /// A retry of a failed run.
     Retry,
+}
+
+impl Trigger {
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Resync => "resync",
+            Trigger::Schedule => "schedule",
+            Trigger::Retry => "retry",
+        }
+    }
 }
 
 /// Rows a run changed in one table.

@@ -6,7 +6,7 @@
 //! pressing the button).
 
 use crate::api::AppState;
-use crate::model::{Connection, Trigger};
+use crate::model::{Connection, Run, Trigger};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -19,7 +19,7 @@ const COOKIE: &str = "sluice_token";
 /// The page's routes.
 pub fn router(_: AppState) -> Router<AppState> {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(index).post(login_post))
         .route("/ui/connections/{id}/sync", post(sync_now))
 }
 
@@ -55,8 +55,7 @@ async fn index(
         if !state.token_ok(&token) {
             return login(StatusCode::UNAUTHORIZED, "That is not the API token.");
         }
-        let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-        return ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response();
+        return sign_in(&state, &token);
     }
     if !authenticated(&state, &headers) {
         return login(StatusCode::UNAUTHORIZED, "Enter the API token.");
@@ -67,8 +66,19 @@ async fn index(
         .map_err(crate::error::ApiError::from)
         .and_then(|cs| {
             cs.iter()
-                .map(|c| state.view(c))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|c| {
+                    let view = state.view(c)?;
+                    let finished = match &view.last_run {
+                        Some(r) if r.status.is_final() => Some(r.clone()),
+                        _ => state
+                            .store
+                            .runs(&c.id, 20)?
+                            .into_iter()
+                            .find(|r| r.status.is_final()),
+                    };
+                    Ok((view, finished))
+                })
+                .collect::<Result<Vec<_>, crate::error::ApiError>>()
         }) {
         Ok(c) => c,
         Err(e) => return (e.status(), Html(escape(e.message()))).into_response(),
@@ -97,9 +107,35 @@ async fn sync_now(
     }
 }
 
+/// The login form's post: the token travels in the body, never in a URL.
+async fn login_post(
+    State(state): State<AppState>,
+    axum::Form(q): axum::Form<PageQuery>,
+) -> Response {
+    match q.token {
+        Some(token) => sign_in(&state, &token),
+        None => login(StatusCode::UNAUTHORIZED, "Enter the API token."),
+    }
+}
+
+/// Checks the token and keeps it in the page's cookie (`Secure` when the public URL is
+/// https).
+fn sign_in(state: &AppState, token: &str) -> Response {
+    if !state.token_ok(token) {
+        return login(StatusCode::UNAUTHORIZED, "That is not the API token.");
+    }
+    let secure = if state.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
 fn login(status: StatusCode, message: &str) -> Response {
     let body = format!(
-        "<p>{}</p><form method=\"get\" action=\"/\"><input type=\"password\" name=\"token\" aria-label=\"API token\"> <button type=\"submit\">Open</button></form>",
+        "<p>{}</p><form method=\"post\" action=\"/\"><input type=\"password\" name=\"token\" aria-label=\"API token\"> <button type=\"submit\">Open</button></form>",
         escape(message)
     );
     (status, Html(shell(&body))).into_response()
@@ -114,15 +150,16 @@ fn shell(body: &str) -> String {
     )
 }
 
-/// The page body for `connections`.
-pub fn render(connections: &[Connection]) -> String {
+/// The page body for `connections`, each with its newest finished run (whose rows per table
+/// the page shows while a newer run is queued or running).
+pub fn render(connections: &[(Connection, Option<Run>)]) -> String {
     let mut out = String::new();
     if connections.is_empty() {
         out.push_str("<p>No connections yet: create one with <code>POST /v1/connections</code> (see docs/api.md).</p>");
         return shell(&out);
     }
-    out.push_str("<table id=\"connections\"><thead><tr><th>Connection</th><th>Schedule</th><th>Last run</th><th>Rows of the last run</th><th></th></tr></thead><tbody>\n");
-    for c in connections {
+    out.push_str("<table id=\"connections\"><thead><tr><th>Connection</th><th>Schedule</th><th>Last run</th><th>Rows of the last finished run</th><th></th></tr></thead><tbody>\n");
+    for (c, finished) in connections {
         let schedule = if c.schedule.paused {
             format!("every {} min, <b>paused</b>", c.schedule.every_minutes)
         } else {
@@ -132,8 +169,21 @@ pub fn render(connections: &[Connection]) -> String {
                 c.next_run_at.map(time).unwrap_or_default()
             )
         };
-        let (last, rows) = match &c.last_run {
-            None => ("never".to_owned(), String::new()),
+        let mut rows = String::new();
+        for (t, n) in finished.iter().flat_map(|r| &r.tables) {
+            if n.inserted + n.updated + n.deleted > 0 {
+                let _ = write!(
+                    rows,
+                    "{}: +{} ~{} -{}<br>",
+                    escape(t),
+                    n.inserted,
+                    n.updated,
+                    n.deleted
+                );
+            }
+        }
+        let last = match &c.last_run {
+            None => "never".to_owned(),
             Some(r) => {
                 let when = r.ended_at.or(r.started_at).unwrap_or(r.queued_at);
                 let mut last = format!(
@@ -144,20 +194,7 @@ pub fn render(connections: &[Connection]) -> String {
                 if let Some(m) = &r.error_message {
                     let _ = write!(last, "<br><small class=\"error\">{}</small>", escape(m));
                 }
-                let mut rows = String::new();
-                for (t, n) in &r.tables {
-                    if n.inserted + n.updated + n.deleted > 0 {
-                        let _ = write!(
-                            rows,
-                            "{}: +{} ~{} -{}<br>",
-                            escape(t),
-                            n.inserted,
-                            n.updated,
-                            n.deleted
-                        );
-                    }
-                }
-                (last, rows)
+                last
             }
         };
         let _ = writeln!(
@@ -226,5 +263,46 @@ mod tests {
             escape("<a href='x'>&</a>"),
             "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;"
         );
+    }
+
+    fn run(status: &str, inserted: u64) -> Run {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("run_{status}"), "connection_id": "conn_a", "status": status,
+            "trigger": "schedule", "resync": [], "queued_at": 0, "started_at": null,
+            "ended_at": null, "requests": 0, "requests_by_endpoint": {},
+            "responses_by_status": {}, "throttled": 0, "bytes_written": 0,
+            "error_kind": null, "error_message": null,
+            "tables": {"opportunity": {"received": inserted, "inserted": inserted,
+                                       "updated": 0, "deleted": 0}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_come_from_the_newest_finished_run_while_another_runs() {
+        let c = Connection {
+            id: "conn_a".into(),
+            name: "a".into(),
+            source: "lever".into(),
+            sink: "parquet".into(),
+            destination: "/lake".into(),
+            source_settings: Default::default(),
+            sink_settings: Default::default(),
+            schedule: crate::model::Schedule {
+                every_minutes: 5,
+                paused: false,
+            },
+            credentials: Default::default(),
+            authorized: true,
+            running: true,
+            next_run_at: None,
+            last_run: Some(run("running", 0)),
+            created_at: 0,
+            updated_at: 0,
+            notice: None,
+        };
+        let page = render(&[(c, Some(run("succeeded", 7)))]);
+        assert!(page.contains("opportunity: +7 ~0 -0"), "{page}");
+        assert!(page.contains(">running<"), "{page}");
     }
 }

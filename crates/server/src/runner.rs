@@ -69,6 +69,20 @@ impl Runner {
         self.active().get(connection_id).cloned()
     }
 
+    /// Deletes a connection unless it has a run queued or running (409), under the lock
+    /// that queueing takes: no run can be queued between the check and the delete.
+    pub fn delete_connection(&self, connection_id: &str) -> ApiResult<()> {
+        let active = self.active();
+        if let Some(run) = active.get(connection_id) {
+            return Err(ApiError::conflict(format!(
+                "connection `{connection_id}` has run `{run}` queued or running: wait for it to end"
+            )));
+        }
+        self.inner.store.delete_connection(connection_id)?;
+        drop(active);
+        Ok(())
+    }
+
     /// Queues a run of a connection; 409 when one is already queued or running, 404 for an
     /// unknown connection.
     pub fn start(
@@ -133,23 +147,30 @@ impl Runner {
             p = Arc::clone(&inner.permits).acquire_owned() => p.ok(),
             _ = inner.shutdown.cancelled() => None,
         };
-        let result = match permit {
-            Some(_permit) => {
-                run.status = RunStatus::Running;
-                run.started_at = Some(sluice_core::now_ms());
-                if let Err(e) = inner.store.put_run(&run) {
-                    tracing::error!(error = %e, "recording the run's start failed");
-                }
-                tracing::info!(trigger = ?run.trigger, resync = ?run.resync, "sync starting");
-                let counters = sluice_core::Metrics::new();
-                let result = Box::pin(self.sync(&run, counters.clone())).await;
-                // A failed run still reports what it did before failing.
-                run.requests = counters.total_requests();
-                run.throttled = counters.total_throttled();
-                run.responses_by_status = counters.responses();
-                result
+        // The permit is held until the run's end is recorded: a run waiting for it never
+        // starts before the one holding it has ended.
+        let result = if permit.is_some() {
+            run.status = RunStatus::Running;
+            run.started_at = Some(sluice_core::now_ms());
+            if let Err(e) = inner.store.put_run(&run) {
+                tracing::error!(error = %e, "recording the run's start failed");
             }
-            None => Err(Error::cancelled()),
+            tracing::info!(trigger = run.trigger.as_str(), resync = ?run.resync, "sync starting");
+            let counters = sluice_core::Metrics::new();
+            let result = Box::pin(self.sync(&run, counters.clone())).await;
+            // A failed run still reports what it did before failing.
+            run.requests = counters.total_requests();
+            run.throttled = counters.total_throttled();
+            run.responses_by_status = counters.responses();
+            run.requests_by_endpoint = counters
+                .tables()
+                .into_iter()
+                .filter(|(_, t)| t.requests > 0)
+                .map(|(table, t)| (table, t.requests))
+                .collect();
+            result
+        } else {
+            Err(Error::cancelled())
         };
         run.ended_at = Some(sluice_core::now_ms());
         match result {
@@ -178,6 +199,7 @@ impl Runner {
             tracing::error!(error = %e, "recording the run's end failed");
         }
         inner.metrics.run_finished(&run);
+        drop(permit);
         let mut active = self.active();
         if active.get(&run.connection_id) == Some(&run.id) {
             active.remove(&run.connection_id);

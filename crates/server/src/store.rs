@@ -313,6 +313,20 @@ impl Store {
         body.map(|b| parse(&b)).transpose()
     }
 
+    /// The newest succeeded run of a connection.
+    pub fn last_succeeded_run(&self, connection_id: &str) -> Result<Option<Run>> {
+        let db = self.db();
+        let body: Option<String> = db
+            .query_row(
+                "SELECT body FROM runs WHERE connection_id = ?1 AND status = 'succeeded' ORDER BY seq DESC LIMIT 1",
+                [connection_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_error)?;
+        body.map(|b| parse(&b)).transpose()
+    }
+
     /// The newest `limit` runs of a connection, newest first.
     pub fn runs(&self, connection_id: &str, limit: usize) -> Result<Vec<Run>> {
         let db = self.db();

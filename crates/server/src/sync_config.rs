@@ -26,9 +26,30 @@ impl std::fmt::Debug for SyncConfig {
 /// never stored with the settings.
 pub const SECRET_SOURCE_KEYS: [&str; 2] = ["api_key", "oauth"];
 
+/// Keys of the source's settings that would read the server's environment (the flag that
+/// turns the environment off is the server's to set).
+pub const ENV_SOURCE_KEYS: [&str; 2] = ["api_key_env", "ignore_environment"];
+
+/// Keys of the sink's settings that hold object-store secrets: the server takes object-store
+/// credentials from its own environment or instance role only.
+pub const SECRET_SINK_KEYS: [&str; 3] = ["access_key_id", "secret_access_key", "session_token"];
+
+/// Keys of a `network` block (source or sink) that name files on the server's disk.
+pub const FILE_NETWORK_KEYS: [&str; 3] = ["ca_cert_file", "client_cert_file", "client_key_file"];
+
+/// The source's settings as the plugin reads them: the stored settings, and for Lever the
+/// flag that keeps the server's environment (`LEVER_API_KEY`, `LEVER_BASE_URL`) out.
+pub fn source_settings(c: &StoredConnection) -> Value {
+    let mut source = Value::Object(c.source_settings.clone());
+    if c.source == "lever" {
+        source["ignore_environment"] = Value::Bool(true);
+    }
+    source
+}
+
 /// Builds the sync configuration of `c`.
 pub fn sync_config(store: &Store, c: &StoredConnection) -> Result<SyncConfig> {
-    let mut source = Value::Object(c.source_settings.clone());
+    let mut source = source_settings(c);
     if let Some(key) = store.secret(&c.id, secret::API_KEY)? {
         source["api_key"] = Value::String(key.expose().to_owned());
     }

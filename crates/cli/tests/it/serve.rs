@@ -18,9 +18,16 @@ struct Serve {
 }
 
 async fn serve(data_dir: &Path) -> Serve {
-    let mut child = base_command(&["serve"])
+    serve_with_env(data_dir, &[]).await
+}
+
+async fn serve_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Serve {
+    let mut command = base_command(&["serve"]);
+    command
         .env("SLUICE_LISTEN", "127.0.0.1:0")
         .env("SLUICE_DATA_DIR", data_dir)
+        .envs(env.iter().copied());
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,4 +224,99 @@ async fn serve_sigterm_stops_a_run_at_its_checkpoint_and_a_restart_picks_up() {
     let (status, stderr) = s.terminate().await;
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_matches_truth(&lake, &lever.emu).await;
+}
+
+/// A listener on 127.0.0.1:0 that records every byte it receives and answers 401.
+async fn recording_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = sock.read(&mut buf).await {
+                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                let _ = sock
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_ignores_its_own_lever_environment() {
+    use reqwest::Method;
+    let lever = Lever::start(3).await;
+    let key = lever.emu.api_key();
+    let (elsewhere, seen) = recording_listener().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "serve-env-test-token-0123456789";
+    let s = serve_with_env(
+        &dir.path().join("data"),
+        &[
+            ("SLUICE_API_TOKEN", token),
+            ("LEVER_API_KEY", key.as_str()),
+            ("LEVER_BASE_URL", elsewhere.as_str()),
+        ],
+    )
+    .await;
+    let c = s
+        .call(
+            token,
+            Method::POST,
+            "/v1/connections",
+            json!({"source": "lever", "sink": "parquet",
+                   "destination": dir.path().join("lake").to_str().unwrap(),
+                   "source_settings": {"base_url": lever.server.base_url()}}),
+        )
+        .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(c["authorized"], false, "{c}");
+    // No credentials of its own: the server's LEVER_API_KEY does not stand in.
+    let check = s
+        .call(
+            token,
+            Method::POST,
+            &format!("/v1/connections/{id}/check"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains("no Lever credentials"),
+        "{check}"
+    );
+    // With its own key, it reaches its own base_url, not LEVER_BASE_URL.
+    s.call(
+        token,
+        Method::PUT,
+        &format!("/v1/connections/{id}/credentials"),
+        json!({"api_key": key}),
+    )
+    .await;
+    let check = s
+        .call(
+            token,
+            Method::POST,
+            &format!("/v1/connections/{id}/check"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(check["ok"], true, "{check}");
+    let (status, stderr) = s.terminate().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a request went to the server's LEVER_BASE_URL"
+    );
 }

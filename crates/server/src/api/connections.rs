@@ -6,8 +6,10 @@ use crate::model::{
     Connection, ConnectionList, ConnectionPatch, DEFAULT_EVERY_MINUTES, MAX_EVERY_MINUTES,
     MIN_EVERY_MINUTES, NewConnection, Schedule, SchedulePatch,
 };
-use crate::store::StoredConnection;
-use crate::sync_config::SECRET_SOURCE_KEYS;
+use crate::store::{StoredConnection, secret};
+use crate::sync_config::{
+    ENV_SOURCE_KEYS, FILE_NETWORK_KEYS, SECRET_SINK_KEYS, SECRET_SOURCE_KEYS,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -93,6 +95,7 @@ pub(crate) async fn patch(
     Body(p): Body<ConnectionPatch>,
 ) -> ApiResult<Json<Connection>> {
     let mut c = state.connection(&id)?;
+    let old_base_url = c.source_settings.get("base_url").cloned();
     if let Some(name) = p.name {
         c.name = name;
     }
@@ -111,9 +114,37 @@ pub(crate) async fn patch(
         c.schedule_anchor_ms = sluice_core::now_ms();
     }
     validate(&state, &c)?;
+    // Credentials were given for a host: they never follow the connection to another one.
+    let notice = if c.source_settings.get("base_url").cloned() != old_base_url {
+        let names = state.store.secret_names(&c.id)?;
+        let dropped = [
+            secret::API_KEY,
+            secret::OAUTH_CLIENT_SECRET,
+            secret::OAUTH_REFRESH_TOKEN,
+        ]
+        .into_iter()
+        .any(|n| names.iter().any(|x| x == n))
+            || c.oauth.is_some();
+        for n in [
+            secret::API_KEY,
+            secret::OAUTH_CLIENT_SECRET,
+            secret::OAUTH_REFRESH_TOKEN,
+        ] {
+            state.store.remove_secret(&c.id, n)?;
+        }
+        c.oauth = None;
+        dropped.then(|| {
+            tracing::info!(connection_id = %c.id, "base_url changed: stored credentials dropped");
+            "source_settings.base_url changed: the stored API key and OAuth authorization were dropped; set them again with PUT /v1/connections/{id}/credentials".to_owned()
+        })
+    } else {
+        None
+    };
     c.updated_at = sluice_core::now_ms();
     state.store.put_connection(&c)?;
-    Ok(Json(state.view(&c)?))
+    let mut view = state.view(&c)?;
+    view.notice = notice;
+    Ok(Json(view))
 }
 
 /// `DELETE /v1/connections/{id}`: forgets the connection, its secrets and runs; the lake
@@ -128,12 +159,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     state.connection(&id)?;
-    if let Some(run) = state.runner.active_run(&id) {
-        return Err(ApiError::conflict(format!(
-            "connection `{id}` has run `{run}` queued or running: wait for it to end"
-        )));
-    }
-    state.store.delete_connection(&id)?;
+    state.runner.delete_connection(&id)?;
     tracing::info!(connection_id = %id, "connection deleted (its destination is kept)");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -218,14 +244,45 @@ fn validate(state: &AppState, c: &StoredConnection) -> ApiResult<()> {
             ));
         }
     }
+    for key in ENV_SOURCE_KEYS {
+        if c.source_settings.contains_key(key) {
+            return Err(ApiError::invalid(
+                format!("source_settings.{key}"),
+                "is not accepted by the server (it would read the server's environment): set the key with PUT /v1/connections/{id}/credentials",
+            ));
+        }
+    }
     if c.sink_settings.contains_key("dest") {
         return Err(ApiError::invalid(
             "sink_settings.dest",
             "set `destination` instead",
         ));
     }
+    for key in SECRET_SINK_KEYS {
+        if c.sink_settings.contains_key(key) {
+            return Err(ApiError::invalid(
+                format!("sink_settings.{key}"),
+                "is a secret the server does not take: object-store credentials come from the server's environment or instance role",
+            ));
+        }
+    }
+    for (section, settings) in [
+        ("source_settings", &c.source_settings),
+        ("sink_settings", &c.sink_settings),
+    ] {
+        if let Some(Value::Object(network)) = settings.get("network") {
+            for key in FILE_NETWORK_KEYS {
+                if network.contains_key(key) {
+                    return Err(ApiError::invalid(
+                        format!("{section}.network.{key}"),
+                        "is not accepted by the server (it names a file on the server's disk)",
+                    ));
+                }
+            }
+        }
+    }
     (source.build)()
-        .validate_config(&Value::Object(c.source_settings.clone()))
+        .validate_config(&crate::sync_config::source_settings(c))
         .map_err(|e| ApiError::invalid("source_settings", strip_section(e.message())))?;
     let sink_json =
         sluice_core::sink_config(Value::Object(c.sink_settings.clone()), Some(&c.destination));

@@ -167,7 +167,7 @@ pub(crate) async fn authorize(
         ),
     };
     let st = oauth::new_state();
-    let expires_at = sluice_core::now_ms() + oauth::STATE_TTL.as_millis() as i64;
+    let expires_at = sluice_core::now_ms() + state.oauth_state_ttl_ms;
     let url = oauth::authorization_url(client, &redirect_uri, &st)?;
     state
         .store
@@ -223,7 +223,7 @@ async fn finish_authorization(state: &AppState, q: CallbackQuery) -> ApiResult<S
         .store
         .take_oauth_state(&oauth::state_hash(&st))?
         .ok_or_else(|| ApiError::invalid("state", "unknown or already used: authorize again"))?;
-    if sluice_core::now_ms() > expires_at {
+    if sluice_core::now_ms() >= expires_at {
         return Err(ApiError::invalid("state", "expired: authorize again"));
     }
     if let Some(error) = q.error {

@@ -44,6 +44,8 @@ pub struct AppState {
     pub public_url: String,
     /// Length of a schedule minute in ms (60 000 outside tests).
     pub minute_ms: i64,
+    /// How long an OAuth `state` stays usable, in ms.
+    pub oauth_state_ttl_ms: i64,
     /// HTTP client for the OAuth token exchange.
     pub http: reqwest::Client,
 }
@@ -107,6 +109,7 @@ impl AppState {
             last_run: runs.into_iter().next(),
             created_at: c.created_at,
             updated_at: c.updated_at,
+            notice: None,
         })
     }
 }

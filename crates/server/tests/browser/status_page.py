@@ -1,7 +1,8 @@
 """Drives the status page in headless chromium: usage: status_page.py BASE_URL TOKEN CONNECTION_ID.
 
-Loads the page with the token, checks that the connection's row is there, presses its
-"Sync now" button and checks that the page comes back showing a run of it."""
+Loads the page with the token, checks that the connection's row is there with its schedule,
+presses its "Sync now" button, checks that the page comes back showing a run of it, and once
+the run succeeded, its rows per table (the emulator holds 10 opportunities)."""
 
 import sys
 import time
@@ -24,6 +25,7 @@ try:
     assert driver.title == "sluice", driver.title
     row = driver.find_element(By.CSS_SELECTOR, f'tr[data-connection="{connection}"]')
     assert "never" in row.text, row.text
+    assert "every 30 min" in row.text, row.text
     row.find_element(By.XPATH, './/button[text()="Sync now"]').click()
     # The form posts, the server starts the run and redirects back to the page.
     deadline = time.time() + 60
@@ -44,6 +46,21 @@ try:
             raise AssertionError(f"no run shown after the click: {seen}")
         time.sleep(0.5)
         driver.get(f"{base}/")
+    # Once the run succeeded, the rows cell shows what it wrote.
+    deadline = time.time() + 120
+    while True:
+        driver.get(f"{base}/")
+        row = driver.find_element(By.CSS_SELECTOR, f'tr[data-connection="{connection}"]')
+        status = [s.text for s in row.find_elements(By.CSS_SELECTOR, ".status")]
+        if status and status[0] == "succeeded":
+            break
+        assert not (status and status[0] in ("failed", "cancelled")), row.text
+        if time.time() > deadline:
+            raise AssertionError(f"the run did not succeed: {row.text}")
+        time.sleep(0.5)
+    rows_cell = row.find_elements(By.TAG_NAME, "td")[3].text
+    assert "opportunity: +10 ~0 -0" in rows_cell, rows_cell
+    print("rows per table:", rows_cell.replace("\n", ", "))
     # Without the cookie the page is closed.
     driver.delete_all_cookies()
     driver.get(f"{base}/")

@@ -1,7 +1,7 @@
 //! The status page in a real headless browser (Debian's chromium through Selenium): it loads,
 //! shows the connection created through the API, and its "Sync now" button starts a run.
-//! Skipped, saying so, only when chromium is absent and `SLUICE_REQUIRE_BROWSER` is unset
-//! (`.ci/run` sets it).
+//! Skipped, saying so, only when chromium is absent and neither `CI=true` nor
+//! `SLUICE_REQUIRE_BROWSER` is set (`.ci/run` sets the latter): in CI a missing browser fails.
 
 use crate::harness::*;
 use std::process::Command;
@@ -13,6 +13,20 @@ fn have(cmd: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether a missing browser fails the test: in CI (`CI=true`, the convention of the other
+/// tool tests) or when `SLUICE_REQUIRE_BROWSER` is set.
+fn browser_required(require_browser: bool, ci: Option<&str>) -> bool {
+    require_browser || ci == Some("true")
+}
+
+#[test]
+fn a_missing_browser_fails_in_ci() {
+    assert!(browser_required(false, Some("true")));
+    assert!(browser_required(true, None));
+    assert!(!browser_required(false, None));
+    assert!(!browser_required(false, Some("false")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_shows_connections_and_syncs_now_in_chromium() {
     let chromium = have("chromium") && have("chromedriver");
@@ -22,8 +36,11 @@ async fn status_page_shows_connections_and_syncs_now_in_chromium() {
         .is_ok_and(|o| o.status.success());
     if !(chromium && selenium) {
         let why = "chromium, chromedriver or python3's selenium is not installed (apt-get install chromium chromium-driver; pip install selenium)";
-        if std::env::var_os("SLUICE_REQUIRE_BROWSER").is_some() {
-            panic!("SLUICE_REQUIRE_BROWSER is set but {why}");
+        if browser_required(
+            std::env::var_os("SLUICE_REQUIRE_BROWSER").is_some(),
+            std::env::var("CI").ok().as_deref(),
+        ) {
+            panic!("chromium is required here (CI=true or SLUICE_REQUIRE_BROWSER) but {why}");
         }
         println!("SKIPPED status_page_shows_connections_and_syncs_now_in_chromium: {why}");
         eprintln!("SKIPPED status_page_shows_connections_and_syncs_now_in_chromium: {why}");

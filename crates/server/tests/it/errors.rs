@@ -26,6 +26,22 @@ async fn missing_or_wrong_token_is_401_except_healthz() {
             assert_eq!(body["error"]["code"], "unauthorized");
         }
     }
+    // Every route of the OpenAPI document but the OAuth callback (authenticated by `state`).
+    let doc = s.get("/v1/openapi.json").await;
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if path == "/v1/oauth/callback" {
+            continue;
+        }
+        for method in ops.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let path = path.replace("{id}", "x");
+            let (status, _) = s.call_as(None, method.clone(), &path, None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 17, "{checked} routes");
     let (status, _) = s.call_as(None, Method::GET, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = s.call_as(None, Method::GET, "/", None).await;
@@ -125,6 +141,38 @@ async fn invalid_bodies_are_400_naming_the_field() {
         "destination",
     )
     .await;
+    // Settings that would read the server's own environment or files.
+    create(
+        with(json!({"source_settings": {"api_key_env": "SLUICE_MASTER_KEY"}})),
+        "source_settings.api_key_env",
+        "the server's environment",
+    )
+    .await;
+    create(
+        with(json!({"source_settings": {"ignore_environment": false}})),
+        "source_settings.ignore_environment",
+        "the server's environment",
+    )
+    .await;
+    for key in ["ca_cert_file", "client_cert_file", "client_key_file"] {
+        for section in ["source_settings", "sink_settings"] {
+            create(
+                with(json!({section: {"network": {key: "/etc/passwd"}}})),
+                Box::leak(format!("{section}.network.{key}").into_boxed_str()),
+                "names a file on the server's disk",
+            )
+            .await;
+        }
+    }
+    // Object-store secrets are not taken (they would be stored and shown in clear).
+    for key in ["access_key_id", "secret_access_key", "session_token"] {
+        create(
+            with(json!({"sink_settings": {key: "AKIA-OR-SECRET"}})),
+            Box::leak(format!("sink_settings.{key}").into_boxed_str()),
+            "the server's environment or instance role",
+        )
+        .await;
+    }
 
     let id = s.lever_connection(&lever, 60).await;
     let schema = format!("/v1/connections/{id}/schema");
@@ -272,5 +320,142 @@ async fn the_openapi_document_is_generated_from_the_code() {
         "{run}"
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    s.stop().await;
+}
+
+/// A listener on 127.0.0.1:0 that records every byte it receives and answers 401.
+async fn recording_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = sock.read(&mut buf).await {
+                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                let _ = sock
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn changing_base_url_drops_the_stored_credentials() {
+    use base64::Engine;
+    let lever = Lever::start(5).await;
+    let s = TestServer::start().await;
+    let id = s.lever_connection(&lever, 60).await;
+    let key = lever.emu.api_key();
+    let (other, seen) = recording_listener().await;
+    let c = s
+        .send(
+            Method::PATCH,
+            &format!("/v1/connections/{id}"),
+            json!({"source_settings": {"base_url": other}}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(c["credentials"]["api_key"], false, "{c}");
+    assert_eq!(c["authorized"], false, "{c}");
+    let notice = c["notice"].as_str().unwrap_or_else(|| panic!("{c}"));
+    assert!(notice.contains("dropped"), "{notice}");
+    let check = s
+        .send(
+            Method::POST,
+            &format!("/v1/connections/{id}/check"),
+            json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(check["ok"], false, "{check}");
+    let run = s
+        .send(
+            Method::POST,
+            &format!("/v1/connections/{id}/sync"),
+            json!({}),
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    let run = s.wait_run(run["id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+    let got = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(
+        !got.contains(&key) && !got.contains(&basic),
+        "the old key reached the new host"
+    );
+    // A patch that keeps the base URL keeps the credentials.
+    s.send(
+        Method::PUT,
+        &format!("/v1/connections/{id}/credentials"),
+        json!({"api_key": "another-key"}),
+        StatusCode::OK,
+    )
+    .await;
+    let c = s
+        .send(
+            Method::PATCH,
+            &format!("/v1/connections/{id}"),
+            json!({"name": "renamed", "source_settings": {"base_url": other}}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(c["credentials"]["api_key"], true, "{c}");
+    assert!(c.get("notice").is_none(), "{c}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_login_form_posts_the_token_and_the_cookie_is_secure_behind_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&dir.path().join("data"));
+    o.public_url = Some("https://sluice.example.com".to_owned());
+    let s = TestServer::start_with(dir, o).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = client
+        .get(format!("{}/", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(form.contains("method=\"post\""), "{form}");
+    let post = |token: &str| {
+        client
+            .post(format!("{}/", s.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    let wrong = post("wrong-token").await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let ok = post(TOKEN).await.unwrap();
+    assert!(ok.status().is_redirection(), "{}", ok.status());
+    assert_eq!(ok.headers()["location"], "/");
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} missing: {cookie}");
+    }
+    let page = client
+        .get(format!("{}/", s.base))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
     s.stop().await;
 }

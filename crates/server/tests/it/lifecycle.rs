@@ -216,6 +216,13 @@ async fn lifecycle_from_create_to_restart() {
     let mut o = options(&dir.path().join("data"));
     o.schedule_minute = Duration::from_millis(40);
     let s = TestServer::start_with(dir, o).await;
+    // The last success time is there from the start (seeded from the run history).
+    let m = s.metrics().await;
+    assert!(
+        metric(&m, "sluice_last_success_timestamp_seconds", &[c])
+            >= (second["ended_at"].as_i64().unwrap() / 1000) as f64,
+        "{m}"
+    );
     let conn = s.get(&format!("/v1/connections/{id}")).await;
     assert_eq!(conn["credentials"]["api_key"], true);
     assert_eq!(conn["credentials"]["hash_salt"], true);
@@ -293,5 +300,12 @@ async fn lifecycle_from_create_to_restart() {
     assert!(run_lines.len() >= 3, "{logs}");
     for line in run_lines {
         assert_eq!(line["span"]["connection_id"], id.as_str(), "{line}");
+        if line["fields"]["message"] == "sync starting" {
+            let trigger = line["fields"]["trigger"].as_str().unwrap();
+            assert!(
+                ["manual", "resync", "schedule", "retry"].contains(&trigger),
+                "the trigger is logged as the API names it: {line}"
+            );
+        }
     }
 }

@@ -141,3 +141,54 @@ async fn oauth_dance_end_to_end() {
         &[client_secret.as_str(), first_token.trim()],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_state_is_refused() {
+    let lever = Lever::start(1).await;
+    let (client_id, client_secret) = lever.emu.register_oauth_client();
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&dir.path().join("data"));
+    // Every state is past its time as soon as it is issued.
+    o.oauth_state_ttl = Duration::ZERO;
+    let s = TestServer::start_with(dir, o).await;
+    let c = s
+        .send(
+            Method::POST,
+            "/v1/connections",
+            json!({"source": "lever", "sink": "parquet", "destination": s.lake().to_str().unwrap(),
+                   "source_settings": lever.source_settings()}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let root = lever.server.root_url();
+    s.send(
+        Method::PUT,
+        &format!("/v1/connections/{id}/credentials"),
+        json!({"oauth": {"client_id": client_id, "client_secret": client_secret,
+               "token_url": format!("{root}/oauth/token"),
+               "authorize_url": format!("{root}/oauth/authorize")}}),
+        StatusCode::OK,
+    )
+    .await;
+    let auth = s
+        .send(
+            Method::POST,
+            &format!("/v1/connections/{id}/authorize"),
+            json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    let url = url::Url::parse(auth["authorization_url"].as_str().unwrap()).unwrap();
+    // The admin approves; the emulator sends the browser back with a valid code.
+    let browser = reqwest::Client::builder().no_proxy().build().unwrap();
+    let resp = browser.get(url).send().await.unwrap();
+    assert_eq!(resp.url().path(), "/v1/oauth/callback");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("state: expired"), "{page}");
+    let conn = s.get(&format!("/v1/connections/{id}")).await;
+    assert_eq!(conn["authorized"], false, "{conn}");
+    assert_eq!(conn["credentials"]["oauth_refresh_token"], false, "{conn}");
+    s.stop().await;
+}

@@ -92,6 +92,17 @@ async fn scheduled_connections_sync_on_their_own_and_failures_are_retried() {
         retry["requests"].as_u64().unwrap() >= 1,
         "a failed run reports its requests: {retry}"
     );
+    let by_endpoint: u64 = retry["requests_by_endpoint"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        by_endpoint,
+        retry["requests"].as_u64().unwrap(),
+        "a failed run reports its requests by endpoint: {retry}"
+    );
     assert!(!retry["error_message"].as_str().unwrap().contains('\n'));
     let runs = s.get(&format!("/v1/connections/{bad}/runs")).await;
     let failed = runs["runs"].as_array().unwrap();
@@ -105,6 +116,10 @@ async fn scheduled_connections_sync_on_their_own_and_failures_are_retried() {
             "sluice_runs_total",
             &[("connection_id", &bad), ("status", "failed")]
         ) >= 2.0
+    );
+    assert!(
+        metric(&m, "sluice_requests_total", &[("connection_id", &bad)]) >= 2.0,
+        "requests of failed runs are counted by endpoint"
     );
 
     // The paused connection never ran; resuming schedules it.
@@ -129,5 +144,86 @@ async fn scheduled_connections_sync_on_their_own_and_failures_are_retried() {
         StatusCode::OK,
     )
     .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_runs_holds_runs_of_other_connections_back() {
+    let lever = Lever::start(10).await;
+    lever.emu.set_latency(Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&dir.path().join("data"));
+    o.max_concurrent_runs = 1;
+    let s = TestServer::start_with(dir, o).await;
+    let mut ids = Vec::new();
+    for lake in ["lake-a", "lake-b"] {
+        let c = s
+            .send(
+                Method::POST,
+                "/v1/connections",
+                json!({"source": "lever", "sink": "parquet",
+                       "destination": s.dir.path().join(lake).to_str().unwrap(),
+                       "source_settings": lever.source_settings(),
+                       "schedule": {"every_minutes": 1440}}),
+                StatusCode::CREATED,
+            )
+            .await;
+        let id = c["id"].as_str().unwrap().to_owned();
+        s.send(
+            Method::PUT,
+            &format!("/v1/connections/{id}/credentials"),
+            json!({"api_key": lever.emu.api_key()}),
+            StatusCode::OK,
+        )
+        .await;
+        ids.push(id);
+    }
+    let mut runs = Vec::new();
+    for id in &ids {
+        let run = s
+            .send(
+                Method::POST,
+                &format!("/v1/connections/{id}/sync"),
+                json!({}),
+                StatusCode::ACCEPTED,
+            )
+            .await;
+        runs.push(run["id"].as_str().unwrap().to_owned());
+    }
+    // A connection with a run queued or running is not deleted.
+    let (status, v) = s
+        .call(Method::DELETE, &format!("/v1/connections/{}", ids[1]), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    // While one runs, the other waits as queued.
+    let mut saw_one_queued_while_the_other_ran = false;
+    loop {
+        let a = s.get(&format!("/v1/runs/{}", runs[0])).await;
+        let b = s.get(&format!("/v1/runs/{}", runs[1])).await;
+        let (sa, sb) = (a["status"].as_str().unwrap(), b["status"].as_str().unwrap());
+        assert!(
+            !(sa == "running" && sb == "running"),
+            "two runs at once with max_concurrent_runs = 1"
+        );
+        if (sa, sb) == ("running", "queued") || (sa, sb) == ("queued", "running") {
+            saw_one_queued_while_the_other_ran = true;
+        }
+        if !matches!(sa, "queued" | "running") && !matches!(sb, "queued" | "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_one_queued_while_the_other_ran);
+    let mut spans = Vec::new();
+    for run in &runs {
+        let r = s.wait_run(run).await;
+        assert_eq!(r["status"], "succeeded", "{r}");
+        spans.push((
+            r["started_at"].as_i64().unwrap(),
+            r["ended_at"].as_i64().unwrap(),
+        ));
+    }
+    spans.sort();
+    assert!(spans[0].1 <= spans[1].0, "overlapping runs {spans:?}");
     s.stop().await;
 }
