@@ -352,3 +352,55 @@ pub async fn read_request_head(
         .collect();
     Ok((first, headers))
 }
+
+/// A listener on 127.0.0.1:0 that records every byte it receives and answers 401 (a host a
+/// test checks no secret reaches). Stops when dropped.
+pub struct RecordingListener {
+    /// Its base URL, `http://127.0.0.1:<port>/v1`.
+    pub url: String,
+    seen: Arc<Mutex<Vec<u8>>>,
+    task: JoinHandle<()>,
+}
+
+impl RecordingListener {
+    /// Starts a listener.
+    pub async fn start() -> RecordingListener {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let url = format!(
+            "http://{}/v1",
+            listener.local_addr().expect("local address")
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    if let Ok(n) = sock.read(&mut buf).await {
+                        rec.lock()
+                            .expect("recording lock")
+                            .extend_from_slice(&buf[..n]);
+                    }
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        RecordingListener { url, seen, task }
+    }
+
+    /// Everything received so far, as text (lossy).
+    pub fn received(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().expect("recording lock")).into_owned()
+    }
+}
+
+impl Drop for RecordingListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -226,36 +226,12 @@ async fn serve_sigterm_stops_a_run_at_its_checkpoint_and_a_restart_picks_up() {
     assert_matches_truth(&lake, &lever.emu).await;
 }
 
-/// A listener on 127.0.0.1:0 that records every byte it receives and answers 401.
-async fn recording_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let rec = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let rec = rec.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                if let Ok(n) = sock.read(&mut buf).await {
-                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-                let _ = sock
-                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-            });
-        }
-    });
-    (url, seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_ignores_its_own_lever_environment() {
     use reqwest::Method;
     let lever = Lever::start(3).await;
     let key = lever.emu.api_key();
-    let (elsewhere, seen) = recording_listener().await;
+    let elsewhere = sluice_testkit::net::RecordingListener::start().await;
     let dir = tempfile::tempdir().unwrap();
     let token = "serve-env-test-token-0123456789";
     let s = serve_with_env(
@@ -263,7 +239,7 @@ async fn serve_ignores_its_own_lever_environment() {
         &[
             ("SLUICE_API_TOKEN", token),
             ("LEVER_API_KEY", key.as_str()),
-            ("LEVER_BASE_URL", elsewhere.as_str()),
+            ("LEVER_BASE_URL", elsewhere.url.as_str()),
         ],
     )
     .await;
@@ -316,7 +292,7 @@ async fn serve_ignores_its_own_lever_environment() {
     let (status, stderr) = s.terminate().await;
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
-        seen.lock().unwrap().is_empty(),
+        elsewhere.received().is_empty(),
         "a request went to the server's LEVER_BASE_URL"
     );
 }

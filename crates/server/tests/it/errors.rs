@@ -323,30 +323,6 @@ async fn the_openapi_document_is_generated_from_the_code() {
     s.stop().await;
 }
 
-/// A listener on 127.0.0.1:0 that records every byte it receives and answers 401.
-async fn recording_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let rec = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let rec = rec.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                if let Ok(n) = sock.read(&mut buf).await {
-                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-                let _ = sock
-                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-            });
-        }
-    });
-    (url, seen)
-}
-
 #[tokio::test]
 async fn changing_base_url_drops_the_stored_credentials() {
     use base64::Engine;
@@ -354,12 +330,12 @@ async fn changing_base_url_drops_the_stored_credentials() {
     let s = TestServer::start().await;
     let id = s.lever_connection(&lever, 60).await;
     let key = lever.emu.api_key();
-    let (other, seen) = recording_listener().await;
+    let other = sluice_testkit::net::RecordingListener::start().await;
     let c = s
         .send(
             Method::PATCH,
             &format!("/v1/connections/{id}"),
-            json!({"source_settings": {"base_url": other}}),
+            json!({"source_settings": {"base_url": other.url}}),
             StatusCode::OK,
         )
         .await;
@@ -387,7 +363,7 @@ async fn changing_base_url_drops_the_stored_credentials() {
     let run = s.wait_run(run["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "failed", "{run}");
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
-    let got = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let got = other.received();
     assert!(
         !got.contains(&key) && !got.contains(&basic),
         "the old key reached the new host"
@@ -404,7 +380,7 @@ async fn changing_base_url_drops_the_stored_credentials() {
         .send(
             Method::PATCH,
             &format!("/v1/connections/{id}"),
-            json!({"name": "renamed", "source_settings": {"base_url": other}}),
+            json!({"name": "renamed", "source_settings": {"base_url": other.url}}),
             StatusCode::OK,
         )
         .await;
