@@ -194,24 +194,32 @@ impl TestServer {
         v.as_str().unwrap().to_owned()
     }
 
+    /// Creates a Lever → parquet connection into [`TestServer::lake`] without credentials,
+    /// scheduled every `every_minutes` (none: the server's default schedule); returns its id.
+    pub(crate) async fn new_lever_connection(
+        &self,
+        lever: &Lever,
+        every_minutes: Option<u32>,
+    ) -> String {
+        let mut body = json!({
+            "name": "lever",
+            "source": "lever",
+            "sink": "parquet",
+            "destination": self.lake().to_str().unwrap(),
+            "source_settings": lever.source_settings(),
+        });
+        if let Some(m) = every_minutes {
+            body["schedule"] = json!({"every_minutes": m});
+        }
+        let c = self
+            .send(Method::POST, "/v1/connections", body, StatusCode::CREATED)
+            .await;
+        c["id"].as_str().unwrap().to_owned()
+    }
+
     /// Creates a Lever → parquet connection into [`TestServer::lake`] with an API key.
     pub(crate) async fn lever_connection(&self, lever: &Lever, every_minutes: u32) -> String {
-        let c = self
-            .send(
-                Method::POST,
-                "/v1/connections",
-                json!({
-                    "name": "lever",
-                    "source": "lever",
-                    "sink": "parquet",
-                    "destination": self.lake().to_str().unwrap(),
-                    "source_settings": lever.source_settings(),
-                    "schedule": {"every_minutes": every_minutes},
-                }),
-                StatusCode::CREATED,
-            )
-            .await;
-        let id = c["id"].as_str().unwrap().to_owned();
+        let id = self.new_lever_connection(lever, Some(every_minutes)).await;
         self.send(
             Method::PUT,
             &format!("/v1/connections/{id}/credentials"),

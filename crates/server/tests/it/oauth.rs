@@ -22,16 +22,7 @@ async fn oauth_dance_end_to_end() {
     .await;
     let (client_id, client_secret) = lever.emu.register_oauth_client();
     let s = TestServer::start().await;
-    let c = s
-        .send(
-            Method::POST,
-            "/v1/connections",
-            json!({"source": "lever", "sink": "parquet", "destination": s.lake().to_str().unwrap(),
-                   "source_settings": lever.source_settings()}),
-            StatusCode::CREATED,
-        )
-        .await;
-    let id = c["id"].as_str().unwrap().to_owned();
+    let id = s.new_lever_connection(&lever, None).await;
     let root = lever.server.root_url();
     let conn = s
         .send(
@@ -151,16 +142,7 @@ async fn an_expired_state_is_refused() {
     // Every state is past its time as soon as it is issued.
     o.oauth_state_ttl = Duration::ZERO;
     let s = TestServer::start_with(dir, o).await;
-    let c = s
-        .send(
-            Method::POST,
-            "/v1/connections",
-            json!({"source": "lever", "sink": "parquet", "destination": s.lake().to_str().unwrap(),
-                   "source_settings": lever.source_settings()}),
-            StatusCode::CREATED,
-        )
-        .await;
-    let id = c["id"].as_str().unwrap().to_owned();
+    let id = s.new_lever_connection(&lever, None).await;
     let root = lever.server.root_url();
     s.send(
         Method::PUT,
