@@ -20,6 +20,35 @@ both!(
     the_lease_is_renewed_through_a_commit_longer_than_its_ttl,
 );
 
+/// A put hook that, the first time a put goes to a path `when` picks, first writes another
+/// holder's unexpired lease over the lake's lease (a thief); the flag says it did.
+fn lease_thief(
+    lake: &Lake,
+    when: impl Fn(&Path) -> bool + Send + Sync + 'static,
+) -> (PutHook, Arc<AtomicBool>) {
+    let real = lake.dest().store;
+    let lease = lease_path(lake);
+    let stolen = Arc::new(AtomicBool::new(false));
+    let stolen2 = Arc::clone(&stolen);
+    let hook: PutHook = Arc::new(move |path: Path, mode| {
+        let steal = when(&path) && !stolen2.swap(true, Ordering::SeqCst);
+        let (real, lease) = (Arc::clone(&real), lease.clone());
+        async move {
+            if steal {
+                let doc = serde_json::json!({
+                    "owner": "thief", "host": "elsewhere", "pid": 4242,
+                    "acquired_at_ms": now_ms(), "expires_at_ms": now_ms() + 3_600_000,
+                });
+                let body = PutPayload::from(serde_json::to_vec(&doc).unwrap());
+                real.put(&lease, body).await.unwrap();
+            }
+            Ok(mode)
+        }
+        .boxed()
+    });
+    (hook, stolen)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -164,26 +193,7 @@ async fn a_lease_stolen_during_a_commit_fails_it_before_the_manifest(lake: Lake)
     s.close().await.unwrap();
     let before = manifests(&lake).await;
 
-    let real = lake.dest().store;
-    let thief_path = lease_path(&lake);
-    let stolen = Arc::new(AtomicBool::new(false));
-    let stolen2 = Arc::clone(&stolen);
-    let hook: PutHook = Arc::new(move |path: Path, mode| {
-        let steal = path.as_ref().contains("/part-b") && !stolen2.swap(true, Ordering::SeqCst);
-        let (real, thief_path) = (Arc::clone(&real), thief_path.clone());
-        async move {
-            if steal {
-                let doc = serde_json::json!({
-                    "owner": "thief", "host": "elsewhere", "pid": 4242,
-                    "acquired_at_ms": now_ms(), "expires_at_ms": now_ms() + 3_600_000,
-                });
-                let body = PutPayload::from(serde_json::to_vec(&doc).unwrap());
-                real.put(&thief_path, body).await.unwrap();
-            }
-            Ok(mode)
-        }
-        .boxed()
-    });
+    let (hook, stolen) = lease_thief(&lake, |path| path.as_ref().contains("/part-b"));
     let mut s = lake.sink_on(move |s| Arc::new(HookStore::new(s, hook)));
     s.open(&specs()).await.unwrap();
     s.write(stamp(opp_rows("opp", &[("b", "B", 2), ("a", "A2", 2)]), T2))
@@ -257,28 +267,10 @@ async fn the_lease_is_renewed_through_a_commit_longer_than_its_ttl(mut lake: Lak
 /// other run stalled past its TTL) keeps it: the release is a conditional replace of the
 /// releasing run's own version, never a delete of whatever lease is there.
 async fn a_takeover_right_before_a_release_keeps_its_lease(lake: Lake) {
-    let real = lake.dest().store;
     let path = lease_path(&lake);
     let armed = Arc::new(AtomicBool::new(false));
-    let stolen = Arc::new(AtomicBool::new(false));
-    let (armed2, stolen2) = (Arc::clone(&armed), Arc::clone(&stolen));
-    let hook: PutHook = Arc::new(move |p: Path, mode| {
-        let steal =
-            p == path && armed2.load(Ordering::SeqCst) && !stolen2.swap(true, Ordering::SeqCst);
-        let (real, path) = (Arc::clone(&real), path.clone());
-        async move {
-            if steal {
-                let doc = serde_json::json!({
-                    "owner": "thief", "host": "elsewhere", "pid": 4242,
-                    "acquired_at_ms": now_ms(), "expires_at_ms": now_ms() + 3_600_000,
-                });
-                let body = PutPayload::from(serde_json::to_vec(&doc).unwrap());
-                real.put(&path, body).await.unwrap();
-            }
-            Ok(mode)
-        }
-        .boxed()
-    });
+    let armed2 = Arc::clone(&armed);
+    let (hook, stolen) = lease_thief(&lake, move |p| *p == path && armed2.load(Ordering::SeqCst));
     let mut s = lake.sink_on(move |st| Arc::new(HookStore::new(st, hook)));
     s.open(&specs()).await.unwrap();
     s.write(stamp(opp_rows("opp", &[("a", "A", 1)]), T1))
