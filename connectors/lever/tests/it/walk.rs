@@ -122,31 +122,34 @@ async fn resumed_walk_in_created_order_keeps_the_original_start() {
     resumed_walk_keeps_the_original_start(ListOrder::CreatedAt).await;
 }
 
-/// A server whose clock says 2026-03-01 lists an opportunity updated in 2100: the cursor stays
-/// at the server's time, and the next walk asks from there less the look-back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timestamp_from_the_future_does_not_pin_the_cursor() {
-    const NOW_MS: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
-    const FUTURE_MS: i64 = 4_102_444_800_000; // 2100-01-01T00:00:00Z
+/// The clock of the servers below: 2026-03-01T00:00:00Z.
+const NOW_MS: i64 = 1_772_323_200_000;
+/// A timestamp from the future: 2100-01-01T00:00:00Z.
+const FUTURE_MS: i64 = 4_102_444_800_000;
+
+/// Serves `path` from a server whose `Date` is [`NOW_MS`], listing `items` (every other list
+/// is empty), and runs two syncs of the opportunity table (look-back one hour, plain walks);
+/// returns the value of the query parameter `param` of each request of `path`, and the
+/// opportunity cursor after the first sync.
+async fn two_syncs_at_a_fixed_clock(
+    path: &'static str,
+    param: &'static str,
+    items: Value,
+) -> (Vec<Option<String>>, Option<Cursor>) {
     let asked: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let log = asked.clone();
     let app = axum::Router::new()
         .route(
-            "/v1/opportunities",
+            path,
             axum::routing::get(
                 move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
-                    let log = log.clone();
+                    let (log, items) = (log.clone(), items.clone());
                     async move {
-                        log.lock()
-                            .unwrap()
-                            .push(q.get("updated_at_start").cloned());
+                        log.lock().unwrap().push(q.get(param).cloned());
                         let mut h = HeaderMap::new();
                         h.insert("date", "Sun, 01 Mar 2026 00:00:00 GMT".parse().unwrap());
                         h.insert("content-type", "application/json".parse().unwrap());
-                        let body = json!({"data": [
-                            {"id": "o-past", "createdAt": NOW_MS - HOUR, "updatedAt": NOW_MS - HOUR},
-                            {"id": "o-future", "createdAt": NOW_MS - HOUR, "updatedAt": FUTURE_MS},
-                        ], "hasNext": false});
+                        let body = json!({"data": items, "hasNext": false});
                         (h, body.to_string()).into_response()
                     }
                 },
@@ -162,75 +165,57 @@ async fn a_timestamp_from_the_future_does_not_pin_the_cursor() {
         "rate_limit_per_second": 1000,
         "rate_limit_burst": 1000,
         "lookback_secs": 3600,
-        // One unfiltered first walk: the queries below are a plain walk's.
+        // One unfiltered first walk: the queries are a plain walk's.
         "priority_first": false,
     });
     let dest = MemoryDestination::new("lever");
     let tables = only(&["opportunity"]);
     let options = |ms| at(ms).with_settings(tables.clone());
     sync(&config, &dest, options(1_000)).await.expect("first");
-    let cursor = dest.state().unwrap().table("opportunity").cursor;
-    assert_eq!(cursor, Some(Cursor::TimestampMs(NOW_MS)));
+    let first_cursor = dest.state().unwrap().table("opportunity").cursor;
     sync(&config, &dest, options(2_000)).await.expect("second");
+    server.abort();
     let asked = asked.lock().unwrap().clone();
+    (asked, first_cursor)
+}
+
+/// A server whose clock says 2026-03-01 lists an opportunity updated in 2100: the cursor stays
+/// at the server's time, and the next walk asks from there less the look-back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_from_the_future_does_not_pin_the_cursor() {
+    let (asked, cursor) = two_syncs_at_a_fixed_clock(
+        "/v1/opportunities",
+        "updated_at_start",
+        json!([
+            {"id": "o-past", "createdAt": NOW_MS - HOUR, "updatedAt": NOW_MS - HOUR},
+            {"id": "o-future", "createdAt": NOW_MS - HOUR, "updatedAt": FUTURE_MS},
+        ]),
+    )
+    .await;
+    assert_eq!(cursor, Some(Cursor::TimestampMs(NOW_MS)));
     assert_eq!(
         asked,
         vec![None, Some((NOW_MS - HOUR).to_string())],
         "the second walk starts at the server's time less the look-back"
     );
-    server.abort();
 }
 
 /// A `deletedAt` in 2100 leaves the deleted-opportunities cursor at the server's time, so the
 /// next sync still asks for the deletions of the look-back window.
 #[tokio::test]
 async fn a_deletion_from_the_future_does_not_pin_the_deleted_cursor() {
-    const NOW_MS: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
-    const FUTURE_MS: i64 = 4_102_444_800_000; // 2100-01-01T00:00:00Z
-    let asked: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-    let log = asked.clone();
-    let app = axum::Router::new()
-        .route(
-            "/v1/opportunities/deleted",
-            axum::routing::get(
-                move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
-                    let log = log.clone();
-                    async move {
-                        log.lock().unwrap().push(q.get("deleted_at_start").cloned());
-                        let mut h = HeaderMap::new();
-                        h.insert("date", "Sun, 01 Mar 2026 00:00:00 GMT".parse().unwrap());
-                        h.insert("content-type", "application/json".parse().unwrap());
-                        let body = json!({"data": [
-                            {"id": "o-past", "deletedAt": NOW_MS - HOUR},
-                            {"id": "o-future", "deletedAt": FUTURE_MS},
-                        ], "hasNext": false});
-                        (h, body.to_string()).into_response()
-                    }
-                },
-            ),
-        )
-        .fallback(|| async { axum::Json(json!({"data": [], "hasNext": false})) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let config = json!({
-        "api_key": "k",
-        "base_url": format!("http://{addr}/v1"),
-        "rate_limit_per_second": 1000,
-        "rate_limit_burst": 1000,
-        "lookback_secs": 3600,
-        "priority_first": false,
-    });
-    let dest = MemoryDestination::new("lever");
-    let tables = only(&["opportunity"]);
-    let options = |ms| at(ms).with_settings(tables.clone());
-    sync(&config, &dest, options(1_000)).await.expect("first");
-    sync(&config, &dest, options(2_000)).await.expect("second");
-    let asked = asked.lock().unwrap().clone();
+    let (asked, _) = two_syncs_at_a_fixed_clock(
+        "/v1/opportunities/deleted",
+        "deleted_at_start",
+        json!([
+            {"id": "o-past", "deletedAt": NOW_MS - HOUR},
+            {"id": "o-future", "deletedAt": FUTURE_MS},
+        ]),
+    )
+    .await;
     assert_eq!(
         asked,
         vec![None, Some((NOW_MS - HOUR).to_string())],
         "the second sync asks for deletions from the server's time less the look-back"
     );
-    server.abort();
 }
