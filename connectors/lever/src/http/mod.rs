@@ -12,7 +12,6 @@ use sluice_core::CpuPhase;
 use sluice_core::{Error, Metrics, Result};
 use std::collections::HashSet;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -96,42 +95,72 @@ impl From<Error> for PageError {
 }
 
 /// The pause every request of the account waits out before it is sent: set by a 429 (for
-/// as long as the server asks, or growing from 100 ms to 4 s over consecutive 429s without a
-/// hint), so that one throttled request slows all of them.
+/// as long as the server asks, or growing from 100 ms to 4 s over 429s without a hint), so
+/// that one throttled request slows all of them.
+///
+/// Only a 429 to a request sent after the latest growth grows the pause again: when many
+/// requests are in flight at once, their 429s are one answer (the server was out of
+/// capacity at that moment), not evidence that the last pause was too short. Counting each
+/// of them would send the pause to its maximum on a single burst and leave the account idle
+/// most of the time.
 #[derive(Debug, Default)]
 pub(crate) struct AccountPause {
-    until: Mutex<Option<Instant>>,
-    /// 429s without a hint since the last success.
-    streak: AtomicU32,
+    state: Mutex<PauseState>,
+}
+
+#[derive(Debug, Default)]
+struct PauseState {
+    /// When the pause ends.
+    until: Option<Instant>,
+    /// When the pause last grew on a 429 without a hint.
+    grown_at: Option<Instant>,
+    /// Growths since the last success.
+    streak: u32,
 }
 
 impl AccountPause {
     /// Keeps every request waiting for at least `wait` from now.
     pub(crate) fn extend(&self, wait: Duration) {
-        let mut p = self.until.lock().expect("pause lock");
+        let mut p = self.state.lock().expect("pause lock");
         let until = Instant::now() + wait;
-        if p.is_none_or(|t| t < until) {
-            *p = Some(until);
+        if p.until.is_none_or(|t| t < until) {
+            p.until = Some(until);
         }
     }
 
-    /// A 429 without a hint: pauses the account for a jittered, growing delay; returns it.
-    pub(crate) fn throttled_without_hint(&self) -> Duration {
-        let streak = self.streak.fetch_add(1, Ordering::SeqCst).min(16);
-        let base = THROTTLE_MIN.saturating_mul(1 << streak).min(THROTTLE_MAX);
+    /// A 429 without a hint to a request sent at `sent_at`: returns how long that request
+    /// waits before its retry. If the request was sent after the pause last grew, the pause
+    /// grows (a jittered delay doubling from [`THROTTLE_MIN`] up to [`THROTTLE_MAX`]) and
+    /// every request of the account waits it out; otherwise the request only waits for the
+    /// current pause to end.
+    pub(crate) fn throttled_without_hint(&self, sent_at: Instant) -> Duration {
+        let now = Instant::now();
+        let mut p = self.state.lock().expect("pause lock");
+        if p.grown_at.is_some_and(|t| sent_at < t) {
+            return p
+                .until
+                .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        }
+        let exponent = p.streak.min(16);
+        p.streak = p.streak.saturating_add(1);
+        let base = THROTTLE_MIN.saturating_mul(1 << exponent).min(THROTTLE_MAX);
         let delay = base.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-        self.extend(delay);
+        p.grown_at = Some(now);
+        let until = now + delay;
+        if p.until.is_none_or(|t| t < until) {
+            p.until = Some(until);
+        }
         delay
     }
 
     /// A request succeeded: the next 429 without a hint starts the pauses over.
     pub(crate) fn relax(&self) {
-        self.streak.store(0, Ordering::SeqCst);
+        self.state.lock().expect("pause lock").streak = 0;
     }
 
     /// When the pause ends, if one is set.
     pub(crate) fn until(&self) -> Option<Instant> {
-        *self.until.lock().expect("pause lock")
+        self.state.lock().expect("pause lock").until
     }
 
     /// Waits until the pause is over.
@@ -356,6 +385,7 @@ impl Client {
                 return Err(Error::cancelled().into());
             }
             self.wait_turn().await?;
+            let sent_at = Instant::now();
             inner.metrics.request(label);
             inner
                 .sent
@@ -421,7 +451,7 @@ impl Client {
                     let delay = match (wait, throttled) {
                         (Some(w), _) => w,
                         // Every request of the account waits, not just this one.
-                        (None, true) => inner.pause.throttled_without_hint(),
+                        (None, true) => inner.pause.throttled_without_hint(sent_at),
                         (None, false) => backoff.next().unwrap_or(inner.opts.max_backoff),
                     };
                     self.within_budget(path, label, began, delay, failures + throttles, &why)?;
@@ -984,6 +1014,7 @@ pub(crate) fn http_client(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::atomic::Ordering;
 
     fn ov(v: serde_json::Value) -> Doc {
         Doc::parse(v.to_string().as_bytes()).unwrap()
@@ -1164,17 +1195,17 @@ mod tests {
     }
 
     /// A 429 without a hint pauses every request of the account (they all wait in
-    /// `wait_turn`), growing over consecutive 429s until a success.
+    /// `wait_turn`), growing over 429s until a success.
     #[test]
     fn a_429_without_a_hint_pauses_the_whole_account() {
         let pause = AccountPause::default();
         assert!(pause.until().is_none());
-        let first = pause.throttled_without_hint();
+        let first = pause.throttled_without_hint(Instant::now());
         let until = pause.until().expect("the account is paused");
         assert!(until > Instant::now() && first >= THROTTLE_MIN / 2);
         let mut longest = first;
         for _ in 0..10 {
-            longest = longest.max(pause.throttled_without_hint());
+            longest = longest.max(pause.throttled_without_hint(Instant::now()));
         }
         assert!(
             longest > THROTTLE_MIN && longest <= THROTTLE_MAX,
@@ -1185,7 +1216,28 @@ mod tests {
             "a pause is only ever extended"
         );
         pause.relax();
-        assert!(pause.throttled_without_hint() <= THROTTLE_MIN);
+        assert!(pause.throttled_without_hint(Instant::now()) <= THROTTLE_MIN);
+    }
+
+    /// The 429s of requests already in flight when the pause grew are the same burst: they
+    /// wait for the current pause and do not grow it. Counting each would take the pause to
+    /// its maximum on one burst of 32 concurrent requests.
+    #[test]
+    fn the_429s_of_one_burst_grow_the_pause_once() {
+        let pause = AccountPause::default();
+        let burst_sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        let first = pause.throttled_without_hint(burst_sent);
+        let until = pause.until().expect("the account is paused");
+        for _ in 0..31 {
+            let wait = pause.throttled_without_hint(burst_sent);
+            assert!(wait <= first, "{wait:?} > {first:?}");
+        }
+        assert_eq!(pause.until(), Some(until), "the burst grew the pause once");
+        // A request sent after the growth and throttled again grows it.
+        std::thread::sleep(Duration::from_millis(2));
+        let second = pause.throttled_without_hint(Instant::now());
+        assert!(second >= THROTTLE_MIN, "{second:?}");
     }
 
     /// Through the client against a server on 127.0.0.1: a 429 without a hint on `/users`
