@@ -20,7 +20,6 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// The magic number in front of every serialized vector.
 const MAGIC: u32 = 1_681_511_377;
@@ -49,7 +48,7 @@ pub struct Descriptor {
 
 impl Descriptor {
     /// The vector file's name inside the table folder.
-    pub(crate) fn file_name(&self) -> Result<String> {
+    pub fn file_name(&self) -> Result<String> {
         let bytes = z85::decode(&self.path_or_inline_dv).map_err(|_| self.corrupt("path"))?;
         let id = uuid::Uuid::from_slice(&bytes).map_err(|_| self.corrupt("path"))?;
         Ok(file_name(id))
@@ -70,6 +69,27 @@ fn file_name(id: uuid::Uuid) -> String {
 /// Whether `name` is a deletion vector file this sink writes.
 pub(crate) fn is_dv_file(name: &str) -> bool {
     name.starts_with(DV_PREFIX) && name.ends_with(".bin")
+}
+
+/// The name of the file a format derives from the vector file `dv_file` (see
+/// [`TableFormat::dv_companion_extension`](crate::TableFormat::dv_companion_extension)): the
+/// same name with `extension` in place of `bin`.
+pub(crate) fn companion_name(dv_file: &str, extension: &str) -> String {
+    let stem = dv_file.strip_suffix(".bin").unwrap_or(dv_file);
+    format!("{stem}.{extension}")
+}
+
+/// Whether `name` is a file derived from a vector file under `extension`.
+pub(crate) fn is_companion(name: &str, extension: &str) -> bool {
+    name.starts_with(DV_PREFIX)
+        && name
+            .strip_suffix(extension)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// Whether `name` is a vector file or a file derived from one, under any extension.
+pub(crate) fn is_dv_or_companion(name: &str) -> bool {
+    name.starts_with(DV_PREFIX)
 }
 
 /// Serializes one vector: magic, then the portable 64-bit roaring format.
@@ -125,10 +145,21 @@ impl FileBuilder {
     }
 }
 
+/// The positions of the deleted rows that `d` describes, in ascending order, read from the
+/// table folder `dir` (checked as [`read`] checks them). For formats that publish deleted
+/// rows in their own files (Iceberg's position deletes).
+pub async fn deleted_positions(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    d: &Descriptor,
+) -> Result<Vec<u64>> {
+    Ok(read(store, dir, d).await?.iter().collect())
+}
+
 /// Reads the vector `d` describes from the folder `dir`, checking its size, checksum and
 /// magic number.
 pub(crate) async fn read(
-    store: &Arc<dyn ObjectStore>,
+    store: &dyn ObjectStore,
     dir: &Path,
     d: &Descriptor,
 ) -> Result<RoaringTreemap> {
@@ -183,6 +214,20 @@ mod tests {
     use super::*;
     use object_store::PutPayload;
     use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    #[test]
+    fn companions_are_named_after_their_vector_file() {
+        let dv = file_name(uuid::Uuid::nil());
+        let c = companion_name(&dv, "parquet");
+        assert_eq!(
+            c,
+            "deletion_vector_00000000-0000-0000-0000-000000000000.parquet"
+        );
+        assert!(is_companion(&c, "parquet") && is_dv_or_companion(&c));
+        assert!(!is_companion(&dv, "parquet") && !is_companion("part-x.parquet", "parquet"));
+        assert!(!is_companion("deletion_vector_xparquet", "parquet"));
+    }
 
     #[tokio::test]
     async fn vectors_round_trip_through_a_file_and_are_checked() {

@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::manifest::{TableEntry, TableLog};
 use object_store::ObjectStore;
 use object_store::path::Path;
+use roaring::RoaringTreemap;
 use sluice_core::async_trait;
 use std::time::Duration;
 
@@ -85,6 +86,32 @@ pub trait TableFormat: std::fmt::Debug + Send + Sync + 'static {
     /// (default: no).
     fn records_file_stats(&self) -> bool {
         false
+    }
+
+    /// The extension of the format's own file of deleted rows (see
+    /// [`TableFormat::encode_deleted_rows`]; Iceberg's position-delete files: `parquet`);
+    /// default: none, the deletion vectors are the only record. The file is named like the
+    /// vector file of the same commit with this extension in place of `bin`; the engine
+    /// retires and removes it with that vector file, and removes it as an orphan when no
+    /// manifest has it.
+    fn dv_companion_extension(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The bytes of the format's file holding `deleted`: for each data file of `table` that
+    /// a commit gave a new deletion vector, its name and every deleted row position (the
+    /// vector's rows). Called, before the manifest commit, only for formats with a
+    /// [`TableFormat::dv_companion_extension`].
+    fn encode_deleted_rows(
+        &self,
+        table: &str,
+        deleted: &[(String, RoaringTreemap)],
+    ) -> Result<Vec<u8>> {
+        let _ = (table, deleted);
+        Err(crate::LakeError::Config(format!(
+            "the {} format keeps no file of deleted rows",
+            self.name()
+        )))
     }
 
     /// Whether `log`'s version is published in the table folder `dir` (at `open`, for each

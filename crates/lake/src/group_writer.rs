@@ -110,6 +110,7 @@ impl<'a> GroupWriter<'a> {
             rows,
             dv: None,
             stats: self.sink.format.records_file_stats().then_some(stats),
+            delete_file: None,
         });
         Ok(())
     }

@@ -45,7 +45,7 @@ pub(crate) fn is_staging_leftover(name: &str) -> bool {
         !n.is_empty()
             && n.bytes().all(|b| b.is_ascii_digit())
             && (is_data_file(base)
-                || crate::deletion_vector::is_dv_file(base)
+                || crate::deletion_vector::is_dv_or_companion(base)
                 || base.ends_with(".json")
                 || base.ends_with(".checkpoint.parquet")
                 || base == "_last_checkpoint"

@@ -69,10 +69,11 @@ mod table_commit;
 mod written_keys;
 
 pub use config::{DEFAULT_DEST, Destination, LAKE_DEFAULTS, LakeConfig, TABLE_FORMAT_GONE};
-pub use deletion_vector::Descriptor;
+pub use deletion_vector::{Descriptor, deleted_positions};
 pub use error::{LakeError, Result};
 pub use file_stats::{ColumnStats, FileStats, MAX_TEXT_BOUND};
 pub use format::{DeletedRows, TableFormat};
-pub use manifest::{FileEntry, RetiredFile, StoredColumn, TableEntry, TableLog};
+pub use manifest::{DeleteFile, FileEntry, RetiredFile, StoredColumn, TableEntry, TableLog};
 pub use parquet_files::get_all;
+pub use roaring::RoaringTreemap;
 pub use sink::LakeSink;

@@ -26,10 +26,15 @@ use std::collections::BTreeMap;
 /// * 4: tables' logs name the table format that keeps them (`format`), and leave out the
 ///   text of a version once it is published (`commit`); a format-3 reader would take an
 ///   Iceberg log for a Delta one and republish published versions from an empty text.
+/// * 5: files' deleted rows are also kept in a file of the table format (`delete_file`,
+///   Iceberg's position-delete files), which a format-4 reader would delete as an orphan.
 ///
 /// Every change that an older reader would misread takes a new format; every struct read
 /// from a manifest denies unknown fields, so a field added without one fails loudly here.
-pub(crate) const MANIFEST_FORMAT: u32 = 4;
+pub(crate) const MANIFEST_FORMAT: u32 = 5;
+
+/// The format of manifests whose table logs name their format, without format delete files.
+const NAMED_LOG_FORMAT: u32 = 4;
 
 /// The format of manifests with file statistics or retired files whose table logs are all
 /// unnamed and unpublished.
@@ -171,6 +176,24 @@ pub struct FileEntry {
     /// [`TableFormat::records_file_stats`](crate::TableFormat::records_file_stats)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<FileStats>,
+    /// The file of the table format that holds the rows of `dv` too (formats with
+    /// [`TableFormat::dv_companion_extension`](crate::TableFormat::dv_companion_extension)):
+    /// written beside the vector file, named like it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_file: Option<DeleteFile>,
+}
+
+/// A file of the table format holding deleted rows of data files (Iceberg's
+/// position-delete file): the rows of every deletion vector one commit wrote for a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteFile {
+    /// File name inside the table folder.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Rows in the file (deleted rows of all the data files it covers).
+    pub rows: u64,
 }
 
 impl FileEntry {
@@ -252,16 +275,20 @@ impl Manifest {
         }
     }
 
-    /// The lowest format that holds this manifest: [`MANIFEST_FORMAT`] when a table's log
+    /// The lowest format that holds this manifest: [`MANIFEST_FORMAT`] when a file's deleted
+    /// rows are also in a format delete file, [`NAMED_LOG_FORMAT`] when a table's log
     /// names its format or leaves out a published version's text, [`STATS_FORMAT`] when a
     /// file has statistics or a table retired files, [`LOG_FORMAT`] when a table has a log or
     /// a file a deletion vector, else the plain format, which older builds read right.
     pub(crate) fn required_format(&self) -> u32 {
-        let logs = || self.tables.values().filter_map(|t| t.log.as_ref());
-        if logs().any(|l| l.format.is_some() || l.commit.is_empty()) {
+        let files = || self.tables.values().flat_map(|t| &t.files);
+        if files().any(|f| f.delete_file.is_some()) {
             return MANIFEST_FORMAT;
         }
-        let files = || self.tables.values().flat_map(|t| &t.files);
+        let logs = || self.tables.values().filter_map(|t| t.log.as_ref());
+        if logs().any(|l| l.format.is_some() || l.commit.is_empty()) {
+            return NAMED_LOG_FORMAT;
+        }
         if files().any(|f| f.stats.is_some()) || self.tables.values().any(|t| !t.retired.is_empty())
         {
             return STATS_FORMAT;
@@ -507,6 +534,30 @@ mod tests {
             log("").required_format(),
             4,
             "a published version's text left out"
+        );
+    }
+
+    #[test]
+    fn format_delete_files_take_format_5() {
+        let with = |file: &str| {
+            Manifest::from_json(
+                format!(
+                    r#"{{"format": 5, "version": 1, "commit_id": "c", "committed_at_ms": 0,
+                         "tables": {{"t": {{"buckets": 1, "bucket_column": "id", "columns": [],
+                         "files": [{{"name": "f", "bucket": 0, "size": 1, "rows": 4{file}}}]}}}}}}"#
+                )
+                .as_bytes(),
+                &Path::from("m"),
+            )
+            .unwrap()
+        };
+        assert_eq!(with("").required_format(), 1);
+        let m =
+            with(r#", "delete_file": {"name": "deletion_vector_x.parquet", "size": 9, "rows": 2}"#);
+        assert_eq!(m.required_format(), 5);
+        assert_eq!(
+            m.tables["t"].files[0].delete_file.as_ref().map(|d| d.rows),
+            Some(2)
         );
     }
 

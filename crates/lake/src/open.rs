@@ -6,7 +6,7 @@ use crate::deletion_vector;
 use crate::error::{LakeError, Result};
 use crate::layout;
 use crate::manifest;
-use crate::sink::{LakeSink, dv_files};
+use crate::sink::{LakeSink, dv_files, with_companions};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use sluice_core::{State, TableSpec};
@@ -109,6 +109,11 @@ impl LakeSink {
         let empty = BTreeMap::new();
         let tables = self.manifest.as_ref().map_or(&empty, |m| &m.tables);
         let names: BTreeSet<&String> = tables.keys().chain(self.specs.keys()).collect();
+        let companion = self.format.dv_companion_extension();
+        let is_vector_or_companion = |name: &str| {
+            deletion_vector::is_dv_file(name)
+                || companion.is_some_and(|e| deletion_vector::is_companion(name, e))
+        };
         for table in names {
             let live: HashSet<&str> = tables
                 .get(table)
@@ -116,8 +121,10 @@ impl LakeSink {
                 .unwrap_or_default();
             let live_dvs: HashSet<String> = tables
                 .get(table)
-                .map(|e| dv_files(&e.files))
-                .unwrap_or_default();
+                .map(|e| with_companions(self.format.as_ref(), &dv_files(&e.files)))
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
             let retired: HashSet<&str> = tables
                 .get(table)
                 .map(|e| e.retired.iter().map(|r| r.name.as_str()).collect())
@@ -146,7 +153,7 @@ impl LakeSink {
                 };
                 let orphan = !retired.contains(name)
                     && ((layout::is_data_file(name) && !live.contains(name))
-                        || (deletion_vector::is_dv_file(name) && !live_dvs.contains(name)));
+                        || (is_vector_or_companion(name) && !live_dvs.contains(name)));
                 if orphan {
                     tracing::info!(file = %meta.location, "removing a data file of an interrupted commit");
                     if let Err(e) = self.dest.store.delete(&meta.location).await {

@@ -142,7 +142,10 @@ impl LakeSink {
             .files
             .iter()
             .map(|f| f.name.clone())
-            .chain(dv_files(&entry.files))
+            .chain(with_companions(
+                self.format.as_ref(),
+                &dv_files(&entry.files),
+            ))
             .chain(entry.retired.iter().map(|r| r.name.clone()));
         Ok(names
             .map(|n| self.file_path(table, &n).to_string())
@@ -208,6 +211,22 @@ pub(crate) fn dv_files(files: &[FileEntry]) -> HashSet<String> {
         .iter()
         .filter_map(|f| f.dv.as_ref())
         .filter_map(|d| d.file_name().ok())
+        .collect()
+}
+
+/// The given vector files and, when the format derives a file from each (see
+/// [`TableFormat::dv_companion_extension`]), those files too.
+pub(crate) fn with_companions<'a>(
+    format: &dyn TableFormat,
+    dv_files: impl IntoIterator<Item = &'a String>,
+) -> Vec<String> {
+    let ext = format.dv_companion_extension();
+    dv_files
+        .into_iter()
+        .flat_map(|n| {
+            let companion = ext.map(|e| deletion_vector::companion_name(n, e));
+            std::iter::once(n.clone()).chain(companion)
+        })
         .collect()
 }
 

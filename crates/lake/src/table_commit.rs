@@ -6,10 +6,10 @@ use crate::deletion_vector::{self, Descriptor};
 use crate::error::{LakeError, Result};
 use crate::format::DeletedRows;
 use crate::group_writer::GroupWriter;
-use crate::manifest::{FileEntry, TableEntry};
+use crate::manifest::{DeleteFile, FileEntry, TableEntry};
 use crate::parquet_files;
 use crate::probe::{self, Findings, Probe};
-use crate::sink::{LakeSink, dv_files};
+use crate::sink::{LakeSink, dv_files, with_companions};
 use crate::written_keys::Proof;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -276,22 +276,36 @@ impl LakeSink {
         stats.add(&split_stats);
 
         // Deletion vectors: this commit's deletion vectors, all in one new vector file.
+        // A format that keeps deleted rows in a file of its own gets one beside it.
         let mut vectors: FxHashMap<String, Descriptor> = FxHashMap::default();
+        let mut delete_file = None;
         if !deletions.is_empty() {
             let mut file = deletion_vector::FileBuilder::new();
             for (name, rows) in &deletions {
                 vectors.insert(name.clone(), file.push(rows));
             }
-            let path = self.file_path(&spec.name, &file.name());
-            new_files.push(path.clone());
-            let bytes = file.into_bytes();
-            stats.bytes_written += bytes.len() as u64;
-            stats.files_written += 1;
-            self.dest
-                .store
-                .put(&path, PutPayload::from(bytes))
-                .await
-                .map_err(|e| LakeError::store("writing", &path, e))?;
+            let mut puts = vec![(file.name(), file.into_bytes())];
+            if let Some(ext) = self.format.dv_companion_extension() {
+                let name = deletion_vector::companion_name(&puts[0].0, ext);
+                let bytes = self.format.encode_deleted_rows(&spec.name, &deletions)?;
+                delete_file = Some(DeleteFile {
+                    name: name.clone(),
+                    size: bytes.len() as u64,
+                    rows: deletions.iter().map(|(_, rows)| rows.len()).sum(),
+                });
+                puts.push((name, bytes));
+            }
+            for (name, bytes) in puts {
+                let path = self.file_path(&spec.name, &name);
+                new_files.push(path.clone());
+                stats.bytes_written += bytes.len() as u64;
+                stats.files_written += 1;
+                self.dest
+                    .store
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| LakeError::store("writing", &path, e))?;
+            }
         }
         let vectors_before = base.map(|e| dv_files(&e.files)).unwrap_or_default();
 
@@ -308,6 +322,7 @@ impl LakeSink {
             } else {
                 if let Some(d) = vectors.remove(&f.name) {
                     f.dv = Some(d);
+                    f.delete_file.clone_from(&delete_file);
                 }
                 files.push(f);
             }
@@ -317,9 +332,10 @@ impl LakeSink {
         entry.files = files;
         // Vector files no live file refers to any more.
         let vectors_after = dv_files(&entry.files);
+        let gone = vectors_before.difference(&vectors_after);
         superseded.extend(
-            vectors_before
-                .difference(&vectors_after)
+            with_companions(self.format.as_ref(), gone)
+                .iter()
                 .map(|name| self.file_path(&spec.name, name)),
         );
         Ok((entry, stats, superseded))

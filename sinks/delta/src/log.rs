@@ -497,6 +497,7 @@ mod tests {
                 cardinality: c,
             }),
             stats: None,
+            delete_file: None,
         }
     }
 

@@ -13,6 +13,13 @@ pub struct IcebergSinkConfig {
     /// Hours a file superseded by a commit stays in the table folder (default 168), so that
     /// readers holding an older metadata file keep working; later commits delete it.
     pub retention_hours: u64,
+    /// Whether a commit records replaced and deleted rows in position-delete files (merge on
+    /// read, the default: an incremental sync writes about what changed) or rewrites the
+    /// files holding them (copy-on-write, `false`: for readers without delete-file support).
+    pub position_deletes: bool,
+    /// With position deletes: the share of a data file's rows that may be deleted before the
+    /// next commit touching it rewrites it without them (default 0.25).
+    pub max_deleted_share: f64,
     /// Where tables are registered besides their folders (see [`Catalog`]).
     pub catalog: Catalog,
     /// The catalog's name, as readers name it (`catalog_name` in the SQL catalog; default
@@ -35,11 +42,16 @@ pub enum Catalog {
 /// Default of [`IcebergSinkConfig::retention_hours`] (7 days, as the `delta` sink).
 pub const DEFAULT_RETENTION_HOURS: u64 = 168;
 
+/// Default of [`IcebergSinkConfig::max_deleted_share`] (as the `delta` sink's).
+pub const DEFAULT_MAX_DELETED_SHARE: f64 = 0.25;
+
 impl Default for IcebergSinkConfig {
     fn default() -> Self {
         IcebergSinkConfig {
             lake: LakeConfig::default(),
             retention_hours: DEFAULT_RETENTION_HOURS,
+            position_deletes: true,
+            max_deleted_share: DEFAULT_MAX_DELETED_SHARE,
             catalog: Catalog::Filesystem,
             catalog_name: "sluice".to_owned(),
             namespace: "default".to_owned(),
@@ -66,6 +78,18 @@ impl TryFrom<Map<String, Value>> for IcebergSinkConfig {
         if let Some(v) = map.remove("retention_hours") {
             config.retention_hours =
                 serde_json::from_value(v).map_err(|e| format!("sink.retention_hours: {e}"))?;
+        }
+        if let Some(v) = map.remove("position_deletes") {
+            config.position_deletes =
+                serde_json::from_value(v).map_err(|e| format!("sink.position_deletes: {e}"))?;
+        }
+        if let Some(v) = map.remove("max_deleted_share") {
+            let share: f64 =
+                serde_json::from_value(v).map_err(|e| format!("sink.max_deleted_share: {e}"))?;
+            if !(share > 0.0 && share <= 1.0) {
+                return Err("sink.max_deleted_share must be above 0 and at most 1".to_owned());
+            }
+            config.max_deleted_share = share;
         }
         let kind = take_string(&mut map, "catalog")?;
         let uri = take_string(&mut map, "catalog_uri")?;

@@ -7,8 +7,9 @@
 //!
 //! This crate is the Iceberg [`TableFormat`]: the metadata version each manifest commit
 //! computes and publishes after it ([`metadata`]), the table schema with stable field ids
-//! ([`schema`]) and the Avro manifests ([`avro`]); the lake engine does the rest. Commits
-//! are copy-on-write: the live files hold exactly the live rows.
+//! ([`schema`]), the Avro manifests ([`avro`]) and the position-delete files
+//! ([`position_deletes`]) that record replaced and deleted rows (merge on read; with
+//! `position_deletes = false`, commits rewrite files instead); the lake engine does the rest.
 
 // `LakeError` carries object_store errors by value, as the engine does: errors are rare here.
 #![allow(clippy::result_large_err)]
@@ -17,13 +18,16 @@ mod avro;
 mod catalog;
 mod config;
 mod metadata;
+mod position_deletes;
 mod schema;
 
-pub use config::{Catalog, DEFAULT_RETENTION_HOURS, IcebergSinkConfig};
+pub use config::{Catalog, DEFAULT_MAX_DELETED_SHARE, DEFAULT_RETENTION_HOURS, IcebergSinkConfig};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use sluice_core::{Sink, SinkFactory, async_trait};
-use sluice_lake::{Destination, LakeSink, Result, TableEntry, TableFormat, TableLog};
+use sluice_lake::{
+    DeletedRows, Destination, LakeSink, Result, RoaringTreemap, TableEntry, TableFormat, TableLog,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +37,8 @@ pub struct IcebergFormat {
     /// The destination as readers address it: `file:///…` or the object store URL.
     base: String,
     retention_hours: u64,
+    /// How replaced and deleted rows are recorded (position deletes or rewrites).
+    deleted_rows: DeletedRows,
     /// The SQL catalog tables are registered in, if any.
     catalog: Option<catalog::SqlCatalog>,
 }
@@ -54,9 +60,17 @@ impl IcebergFormat {
                 namespace: config.namespace.clone(),
             }),
         };
+        let deleted_rows = if config.position_deletes {
+            DeletedRows::Vectors {
+                max_deleted_share: config.max_deleted_share,
+            }
+        } else {
+            DeletedRows::Rewrite
+        };
         Ok(IcebergFormat {
             base,
             retention_hours: config.retention_hours,
+            deleted_rows,
             catalog,
         })
     }
@@ -103,6 +117,24 @@ impl TableFormat for IcebergFormat {
 
     fn retention(&self) -> Duration {
         Duration::from_secs(self.retention_hours.saturating_mul(3600))
+    }
+
+    fn deleted_rows(&self) -> DeletedRows {
+        self.deleted_rows
+    }
+
+    /// Every deletion vector has its position-delete file (also when `position_deletes`
+    /// was turned off later: the files already written stay until rewritten).
+    fn dv_companion_extension(&self) -> Option<&'static str> {
+        Some("parquet")
+    }
+
+    fn encode_deleted_rows(
+        &self,
+        table: &str,
+        deleted: &[(String, RoaringTreemap)],
+    ) -> Result<Vec<u8>> {
+        position_deletes::encode(&self.location(table), deleted)
     }
 
     fn keeps_log(&self) -> bool {
@@ -172,8 +204,8 @@ sluice_core::inventory::submit! {
 }
 
 /// The defaults of the `iceberg` sink's own keys, as TOML (shown by `sluice config show`).
-const ICEBERG_DEFAULTS: &str =
-    "retention_hours = 168\ncatalog_name = \"sluice\"\nnamespace = \"default\"\n";
+const ICEBERG_DEFAULTS: &str = "retention_hours = 168\nposition_deletes = true\n\
+     max_deleted_share = 0.25\ncatalog_name = \"sluice\"\nnamespace = \"default\"\n";
 
 #[cfg(test)]
 mod defaults_tests {

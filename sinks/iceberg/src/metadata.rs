@@ -2,7 +2,8 @@
 //!
 //! Each manifest commit that changes a table makes metadata version `N` of it: one snapshot
 //! (sequence number `N`) whose manifest list names one manifest listing every live data
-//! file. [`next_version`] computes the text of `metadata/vN.metadata.json` before the
+//! file and, when rows were deleted by position, a delete manifest listing every live
+//! position-delete file. [`next_version`] computes the text of `metadata/vN.metadata.json` before the
 //! manifest commit (kept in the manifest until published); [`publish`] writes the manifest,
 //! the manifest list, then that text, then `metadata/version-hint.text`, after it. Every
 //! name and byte is derived from the version and the manifest entry, so a publication
@@ -13,7 +14,9 @@
 //! <table>/metadata/v7.metadata.json                   table metadata version 7
 //! <table>/metadata/version-hint.text                  "7": the newest version
 //! <table>/metadata/snap-<snapshot id>-v7.avro         its manifest list
-//! <table>/metadata/<table uuid>-v7-m0.avro            its manifest
+//! <table>/metadata/<table uuid>-v7-m0.avro            its data manifest
+//! <table>/metadata/<table uuid>-v7-m1.avro            its delete manifest (if any)
+//! <table>/deletion_vector_<uuid>.parquet              position-delete files (the lake's)
 //! ```
 
 use crate::avro::{self, Datum};
@@ -23,8 +26,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sluice_lake::{LakeError, Result, TableEntry, TableLog};
-use std::collections::BTreeSet;
+use sluice_lake::{DeleteFile, LakeError, Result, TableEntry, TableLog};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The folder of a table's metadata, under its folder.
 const METADATA_DIR: &str = "metadata";
@@ -42,8 +45,19 @@ fn manifest_list_name(table_id: &str, version: u64) -> String {
     format!("snap-{}-v{version}.avro", snapshot_id(table_id, version))
 }
 
-fn manifest_name(table_id: &str, version: u64) -> String {
-    format!("{table_id}-v{version}-m0.avro")
+/// The name of manifest `index` of a version: 0 lists the data files, 1 the delete files.
+fn manifest_name(table_id: &str, version: u64, index: u8) -> String {
+    format!("{table_id}-v{version}-m{index}.avro")
+}
+
+/// The live position-delete files of `entry` (several data files share one), by name.
+fn delete_files(entry: &TableEntry) -> BTreeMap<&str, &DeleteFile> {
+    entry
+        .files
+        .iter()
+        .filter_map(|f| f.delete_file.as_ref())
+        .map(|d| (d.name.as_str(), d))
+        .collect()
 }
 
 /// The object of metadata version `version` in the table folder `dir`.
@@ -87,11 +101,21 @@ pub(crate) fn next_version(
     let prev = new.log.as_ref();
     let prev_schema = prev.and_then(|p| Schema::from_stored(&p.schema));
     let schema = Schema::of(&new.columns, prev_schema.as_ref());
-    let names =
-        |e: &TableEntry| -> BTreeSet<String> { e.files.iter().map(|f| f.name.clone()).collect() };
+    // A file's deleted rows change its vector, not its name.
+    let files = |e: &TableEntry| -> BTreeSet<(String, Option<String>)> {
+        e.files
+            .iter()
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    f.delete_file.as_ref().map(|d| d.name.clone()),
+                )
+            })
+            .collect()
+    };
     let unchanged = prev.is_some()
         && prev_schema.as_ref() == Some(&schema)
-        && old.map(names) == Some(names(new));
+        && old.map(files) == Some(files(new));
     if unchanged {
         return prev.cloned();
     }
@@ -102,6 +126,8 @@ pub(crate) fn next_version(
     let snapshot = snapshot_id(&table_id, version);
     let seq = version as i64;
     let records: u64 = new.files.iter().map(|f| f.rows).sum();
+    let deletes = delete_files(new);
+    let position_deletes: u64 = deletes.values().map(|d| d.rows).sum();
     let metadata = json!({
         "format-version": 2,
         "table-uuid": table_id,
@@ -132,7 +158,9 @@ pub(crate) fn next_version(
                 "operation": "overwrite",
                 "total-data-files": new.files.len().to_string(),
                 "total-records": records.to_string(),
-                "total-delete-files": "0",
+                "total-delete-files": deletes.len().to_string(),
+                "total-position-deletes": position_deletes.to_string(),
+                "total-equality-deletes": "0",
             },
             "schema-id": schema.schema_id,
         }],
@@ -168,59 +196,81 @@ pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, entry: &TableEn
     let seq = log.version as i64;
     let sync = sync_marker(&log.table_id, log.version);
 
-    // The manifest: every live file, added by this snapshot (its snapshot id and sequence
-    // number inherited from the manifest list).
-    let entries: Vec<Datum> = entry
+    // The data manifest lists every live data file, the delete manifest every live
+    // position-delete file, all added by this snapshot (their snapshot id and sequence
+    // number inherited from the manifest list, so every delete file applies to every data
+    // file: position deletes apply to data files of the same or a lower sequence number).
+    let entry_of = |content: i32, name: &str, rows: u64, size: u64| {
+        Datum::Record(vec![
+            Datum::Int(1),
+            Datum::Null,
+            Datum::Null,
+            Datum::Null,
+            Datum::Record(vec![
+                Datum::Int(content),
+                Datum::Str(format!("{location}/{name}")),
+                Datum::Str("PARQUET".into()),
+                Datum::Record(Vec::new()),
+                Datum::Long(rows as i64),
+                Datum::Long(size as i64),
+            ]),
+        ])
+    };
+    let data: Vec<Datum> = entry
         .files
         .iter()
-        .map(|f| {
+        .map(|f| entry_of(0, &f.name, f.rows, f.size))
+        .collect();
+    let deletes: Vec<Datum> = delete_files(entry)
+        .values()
+        .map(|d| entry_of(1, &d.name, d.rows, d.size))
+        .collect();
+    let manifest = |content: &str, entries: &[Datum]| {
+        avro::container(
+            avro::MANIFEST_ENTRY_SCHEMA,
+            &[
+                ("schema", schema.clone()),
+                ("schema-id", schema_id.to_string()),
+                ("partition-spec", "[]".into()),
+                ("partition-spec-id", "0".into()),
+                ("format-version", "2".into()),
+                ("content", content.into()),
+            ],
+            sync,
+            entries,
+        )
+    };
+    let mut manifests = vec![(
+        0,
+        manifest("data", &data),
+        entry.files.iter().map(|f| f.rows).sum::<u64>(),
+        data.len(),
+    )];
+    if !deletes.is_empty() {
+        let rows = delete_files(entry).values().map(|d| d.rows).sum::<u64>();
+        manifests.push((1, manifest("deletes", &deletes), rows, deletes.len()));
+    }
+    let list_entries: Vec<Datum> = manifests
+        .iter()
+        .map(|(content, bytes, rows, files)| {
+            let name = manifest_name(&log.table_id, log.version, *content as u8);
             Datum::Record(vec![
-                Datum::Int(1),
-                Datum::Null,
-                Datum::Null,
-                Datum::Null,
-                Datum::Record(vec![
-                    Datum::Int(0),
-                    Datum::Str(format!("{location}/{}", f.name)),
-                    Datum::Str("PARQUET".into()),
-                    Datum::Record(Vec::new()),
-                    Datum::Long(f.rows as i64),
-                    Datum::Long(f.size as i64),
-                ]),
+                Datum::Str(format!("{location}/{METADATA_DIR}/{name}")),
+                Datum::Long(bytes.len() as i64),
+                Datum::Int(0),
+                Datum::Int(*content),
+                Datum::Long(seq),
+                Datum::Long(seq),
+                Datum::Long(snapshot),
+                Datum::Int(*files as i32),
+                Datum::Int(0),
+                Datum::Int(0),
+                Datum::Long(*rows as i64),
+                Datum::Long(0),
+                Datum::Long(0),
             ])
         })
         .collect();
-    let manifest = avro::container(
-        avro::MANIFEST_ENTRY_SCHEMA,
-        &[
-            ("schema", schema),
-            ("schema-id", schema_id.to_string()),
-            ("partition-spec", "[]".into()),
-            ("partition-spec-id", "0".into()),
-            ("format-version", "2".into()),
-            ("content", "data".into()),
-        ],
-        sync,
-        &entries,
-    );
-    let manifest_name = manifest_name(&log.table_id, log.version);
-    let files = entry.files.len() as i32;
-    let rows: u64 = entry.files.iter().map(|f| f.rows).sum();
-    let list_entry = Datum::Record(vec![
-        Datum::Str(format!("{location}/{METADATA_DIR}/{manifest_name}")),
-        Datum::Long(manifest.len() as i64),
-        Datum::Int(0),
-        Datum::Int(0),
-        Datum::Long(seq),
-        Datum::Long(seq),
-        Datum::Long(snapshot),
-        Datum::Int(files),
-        Datum::Int(0),
-        Datum::Int(0),
-        Datum::Long(rows as i64),
-        Datum::Long(0),
-        Datum::Long(0),
-    ]);
     let list = avro::container(
         avro::MANIFEST_FILE_SCHEMA,
         &[
@@ -229,15 +279,13 @@ pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, entry: &TableEn
             ("format-version", "2".into()),
         ],
         sync,
-        &[list_entry],
+        &list_entries,
     );
     let meta_dir = dir.clone().join(METADATA_DIR);
-    put(
-        store,
-        &meta_dir.clone().join(manifest_name.as_str()),
-        manifest,
-    )
-    .await?;
+    for (content, bytes, _, _) in manifests {
+        let name = manifest_name(&log.table_id, log.version, content as u8);
+        put(store, &meta_dir.clone().join(name.as_str()), bytes).await?;
+    }
     put(
         store,
         &meta_dir

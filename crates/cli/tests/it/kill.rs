@@ -153,8 +153,9 @@ fn assert_delta_consistent(dest: &Path, kill: u32) -> usize {
     vector_files
 }
 
-/// Checks an Iceberg destination after a recovery run: every data file in a table folder
-/// (outside `metadata/`) is a live or retired file of the manifest; `metadata/` holds
+/// Checks an Iceberg destination after a recovery run: every file in a table folder
+/// (outside `metadata/`) is a live or retired file of the manifest (data files,
+/// position-delete files and their deletion vectors); `metadata/` holds
 /// exactly versions 1 to the one the manifest records, the version hint names it, and the
 /// manifest list and manifest each version names are there.
 fn assert_iceberg_consistent(dest: &Path, kill: u32) {
@@ -169,6 +170,14 @@ fn assert_iceberg_consistent(dest: &Path, kill: u32) {
             .collect();
         for f in entry["retired"].as_array().into_iter().flatten() {
             want.insert(f["name"].as_str().unwrap().to_owned());
+        }
+        // Each position-delete file, and the deletion vector file it was written beside.
+        for f in entry["files"].as_array().unwrap() {
+            if let Some(d) = f["delete_file"]["name"].as_str() {
+                assert!(f["dv"].is_object(), "kill {kill}: {table}: {f}");
+                want.insert(d.to_owned());
+                want.insert(d.replace(".parquet", ".bin"));
+            }
         }
         let mut found = std::collections::BTreeSet::new();
         let mut versions = Vec::new();

@@ -171,6 +171,8 @@ pub struct Lake {
     pub iceberg: bool,
     /// The `iceberg` sink's catalog.
     pub iceberg_catalog: sluice_sink_iceberg::Catalog,
+    /// The `iceberg` sink's `position_deletes` (default true; false: copy-on-write).
+    pub iceberg_position_deletes: bool,
     pub kind: &'static str,
     pub tmp: Option<tempfile::TempDir>,
     _moto: Option<Moto>,
@@ -184,6 +186,7 @@ impl Lake {
             config,
             delta: None,
             iceberg: false,
+            iceberg_position_deletes: true,
             iceberg_catalog: sluice_sink_iceberg::Catalog::Filesystem,
             kind: "local",
             tmp: Some(tmp),
@@ -204,6 +207,7 @@ impl Lake {
             config,
             delta: None,
             iceberg: false,
+            iceberg_position_deletes: true,
             iceberg_catalog: sluice_sink_iceberg::Catalog::Filesystem,
             kind: "s3",
             tmp: None,
@@ -229,6 +233,14 @@ impl Lake {
         self
     }
 
+    /// This lake as an `iceberg` destination that rewrites files instead of writing
+    /// position deletes (`position_deletes = false`).
+    pub fn iceberg_copy_on_write(mut self) -> Lake {
+        self.iceberg = true;
+        self.iceberg_position_deletes = false;
+        self
+    }
+
     /// The Delta keys (panics on a `parquet` lake).
     pub fn delta_config(&mut self) -> &mut DeltaSinkConfig {
         self.delta.as_mut().expect("a delta lake")
@@ -240,9 +252,11 @@ impl Lake {
             let config = IcebergSinkConfig {
                 lake: self.config.clone(),
                 retention_hours: 0,
+                position_deletes: self.iceberg_position_deletes,
                 catalog: self.iceberg_catalog.clone(),
                 catalog_name: "sluice".to_owned(),
                 namespace: "lever".to_owned(),
+                ..IcebergSinkConfig::default()
             };
             return Arc::new(IcebergFormat::new(&config).expect("a valid destination"));
         }

@@ -208,7 +208,7 @@ async fn a_manifest_of_a_newer_format_is_refused(mut lake: Lake) {
     };
     let mut m = read(path(1)).await;
     assert_eq!(format_of(&m), 1, "plain Parquet tables: format 1");
-    m["format"] = 5.into();
+    m["format"] = 6.into();
     m["version"] = 2.into();
     let body = PutPayload::from(serde_json::to_vec(&m).unwrap());
     dest.store.put(&path(2), body).await.unwrap();

@@ -149,14 +149,42 @@ async fn both_read_the_sinks_rows(lake: &Lake, ext: &str, spec: &TableSpec, step
     assert_eq!(duckdb, expected, "{step}: DuckDB differs from the sink");
 }
 
+/// The snapshot summary of the newest version of `table`.
+async fn snapshot_summary(lake: &Lake, table: &str) -> serde_json::Value {
+    use object_store::ObjectStoreExt;
+    let version = hinted_version(lake, table).await;
+    let dest = lake.dest();
+    let path = dest
+        .root
+        .clone()
+        .join(table)
+        .join("metadata")
+        .join(format!("v{version}.metadata.json").as_str());
+    let bytes = dest.store.get(&path).await.unwrap().bytes().await.unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    meta["snapshots"][0]["summary"].clone()
+}
+
 /// The reader steps on `lake`: after each, pyiceberg and DuckDB read the sink's rows.
-async fn readers_read_every_step(mut lake: Lake) {
-    let Some(ext) = readers() else { return };
+/// Returns, per step, its name and how many position-delete files the table's snapshot
+/// lists (`None` when the readers are not installed and nothing ran).
+async fn readers_read_every_step(lake: &mut Lake) -> Option<Vec<(&'static str, u64)>> {
+    let ext = readers()?;
     lake.config.table_buckets.insert("opp".into(), 4);
-    sync_steps(&lake, async |spec: &TableSpec, step: &'static str| {
-        both_read_the_sinks_rows(&lake, &ext, spec, step).await
+    let deletes = std::sync::Mutex::new(Vec::new());
+    let lake = &*lake;
+    sync_steps(lake, async |spec: &TableSpec, step: &'static str| {
+        both_read_the_sinks_rows(lake, &ext, spec, step).await;
+        let summary = snapshot_summary(lake, &spec.name).await;
+        let files = summary["total-delete-files"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        deletes.lock().unwrap().push((step, files));
     })
     .await;
+    Some(deletes.into_inner().unwrap())
 }
 
 /// Full sync, incremental syncs with updates, soft and hard deletes, a re-sync and a schema
@@ -164,11 +192,15 @@ async fn readers_read_every_step(mut lake: Lake) {
 /// column keeps every earlier field id and gets the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_readers_read_every_step() {
-    let lake = Lake::local().iceberg();
+    let mut lake = Lake::local().iceberg();
     let dir = lake.tmp.as_ref().unwrap().path().join("lake/opp/metadata");
-    readers_read_every_step(lake).await;
-    if !dir.exists() {
+    let Some(deletes) = readers_read_every_step(&mut lake).await else {
         return; // the readers are not installed and the test was skipped
+    };
+    // Updates and deletes of a few stored rows are position deletes, read by both.
+    for step in ["incremental", "hard deletes"] {
+        let (_, files) = deletes.iter().find(|(s, _)| *s == step).unwrap();
+        assert!(*files > 0, "{step}: no position-delete file in {deletes:?}");
     }
     let version = std::fs::read_to_string(dir.join("version-hint.text")).unwrap();
     let meta: serde_json::Value = serde_json::from_str(
@@ -188,8 +220,23 @@ async fn both_readers_read_every_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_readers_read_every_step_on_s3() {
     if let Some(lake) = Lake::s3() {
-        readers_read_every_step(lake.iceberg()).await;
+        let deletes = readers_read_every_step(&mut lake.iceberg()).await;
+        assert!(
+            deletes.is_none_or(|d| d.iter().any(|(_, files)| *files > 0)),
+            "position deletes on S3"
+        );
     }
+}
+
+/// With `position_deletes = false` the same steps rewrite files (copy-on-write): no
+/// snapshot lists a delete file, and both readers read the sink's rows at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_readers_read_every_step_copy_on_write() {
+    let mut lake = Lake::local().iceberg_copy_on_write();
+    let Some(deletes) = readers_read_every_step(&mut lake).await else {
+        return;
+    };
+    assert!(deletes.iter().all(|(_, files)| *files == 0), "{deletes:?}");
 }
 
 /// One destination, one table format: the `parquet` and `delta` sinks refuse an Iceberg
@@ -338,4 +385,68 @@ async fn a_version_hint_left_behind_is_written_by_the_next_open() {
     s.open(&specs()).await.unwrap();
     s.close().await.unwrap();
     assert_eq!(std::fs::read_to_string(&hint).unwrap(), "2");
+}
+
+/// Position-delete files live and go with their deletion vectors: an update of a few stored
+/// rows writes one beside the vector file, a folded file takes both away (retention 0 here),
+/// and one no manifest has (left by a killed commit) is removed by the next open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_delete_files_live_and_go_with_their_vectors() {
+    let lake = Lake::local().iceberg();
+    let ids: Vec<String> = (0..1_000).map(|i| format!("opp-{i:04}")).collect();
+    let rows = |value: &'static str, n: usize, step: usize| -> Vec<(&str, &str, i64)> {
+        ids.iter()
+            .step_by(step)
+            .take(n)
+            .map(|i| (i.as_str(), value, 1))
+            .collect()
+    };
+    let kinds = |objects: Vec<String>| -> (usize, usize) {
+        let name = |o: &String| o.rsplit('/').next().unwrap().to_owned();
+        let dv = objects.iter().map(name);
+        let bins = dv
+            .clone()
+            .filter(|n| n.starts_with("deletion_vector_") && n.ends_with(".bin"));
+        let pos = dv.filter(|n| n.starts_with("deletion_vector_") && n.ends_with(".parquet"));
+        (bins.count(), pos.count())
+    };
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.write(stamp(opp_rows("opp", &rows("v1", 1_000, 1)), T1))
+        .await
+        .unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.write(stamp(opp_rows("opp", &rows("v2", 10, 97)), T2))
+        .await
+        .unwrap();
+    let t = s.commit(&state(2)).await.unwrap().tables["opp"];
+    assert_eq!(t.bytes_rewritten, 0, "{t:?}");
+    assert_eq!(kinds(lake.objects("opp").await), (1, 1));
+    lake.assert_no_orphans(&["opp"]).await;
+    let summary = snapshot_summary(&lake, "opp").await;
+    assert_eq!(summary["total-delete-files"], "1", "{summary}");
+    assert_eq!(summary["total-position-deletes"], "10", "{summary}");
+    s.close().await.unwrap();
+
+    // A killed commit's vector and position-delete files: removed at the next open.
+    let dir = lake.tmp.as_ref().unwrap().path().join("lake/opp");
+    let stray = "deletion_vector_00000000-0000-0000-0000-000000000001";
+    std::fs::write(dir.join(format!("{stray}.bin")), b"x").unwrap();
+    std::fs::write(dir.join(format!("{stray}.parquet")), b"x").unwrap();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    assert_eq!(kinds(lake.objects("opp").await), (1, 1));
+    lake.assert_no_orphans(&["opp"]).await;
+
+    // Most rows updated: the files are folded, and their vector and delete files go.
+    s.write(stamp(opp_rows("opp", &rows("v3", 1_000, 1)), T3))
+        .await
+        .unwrap();
+    let t = s.commit(&state(3)).await.unwrap().tables["opp"];
+    assert!(t.bytes_rewritten > 0, "{t:?}");
+    s.close().await.unwrap();
+    assert_eq!(kinds(lake.objects("opp").await), (0, 0));
+    lake.assert_no_orphans(&["opp"]).await;
+    let summary = snapshot_summary(&lake, "opp").await;
+    assert_eq!(summary["total-delete-files"], "0", "{summary}");
 }
