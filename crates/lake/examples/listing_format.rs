@@ -29,6 +29,7 @@ impl TableFormat for ListingFormat {
     fn next_log(
         &self,
         _table: &str,
+        _key: &[String],
         old: Option<&TableEntry>,
         new: &TableEntry,
         now_ms: i64,

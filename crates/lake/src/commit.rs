@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sluice_core::sink_support::select_values;
-use sluice_core::{Change, CommitReport, Scope, SinkChange, State};
+use sluice_core::{Change, CommitReport, Scope, SinkChange, State, TableSpec};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl LakeSink {
@@ -187,7 +187,12 @@ impl LakeSink {
         let mut to_publish = BTreeSet::new();
         for (name, entry) in next.tables.iter_mut() {
             let old = base.as_ref().and_then(|m| m.tables.get(name));
-            let log = self.format.next_log(name, old, entry, now);
+            let key = self
+                .specs
+                .get(name)
+                .map(TableSpec::storage_key)
+                .unwrap_or_default();
+            let log = self.format.next_log(name, &key, old, entry, now);
             if log.is_some() && log != entry.log {
                 to_publish.insert(name.clone());
             }

@@ -58,17 +58,20 @@ pub trait TableFormat: std::fmt::Debug + Send + Sync + 'static {
 
     /// The log of `table` after a manifest commit turned `old` (the previous entry, `None`
     /// for a new table) into `new` (whose `log` is still the previous one): `new.log` when
-    /// nothing changed, else the next version with its text. Called before the manifest is
-    /// written. The previous version's text is empty once it was published (see
-    /// [`TableLog::commit`]): what the next version needs of it must be in the other fields.
+    /// nothing changed, else the next version with its text. `key` is the table's stored
+    /// key (primary key, plus `_fivetran_start` in history mode; empty when the run did not
+    /// declare the table). Called before the manifest is written. The previous version's
+    /// text is empty once it was published (see [`TableLog::commit`]): what the next version
+    /// needs of it must be in the other fields.
     fn next_log(
         &self,
         table: &str,
+        key: &[String],
         old: Option<&TableEntry>,
         new: &TableEntry,
         now_ms: i64,
     ) -> Option<TableLog> {
-        let _ = (table, old, new, now_ms);
+        let _ = (table, key, old, new, now_ms);
         None
     }
 

@@ -78,6 +78,7 @@ impl TableFormat for DeltaFormat {
     fn next_log(
         &self,
         _table: &str,
+        _key: &[String],
         old: Option<&TableEntry>,
         new: &TableEntry,
         now_ms: i64,

@@ -144,11 +144,12 @@ impl TableFormat for IcebergFormat {
     fn next_log(
         &self,
         table: &str,
+        key: &[String],
         old: Option<&TableEntry>,
         new: &TableEntry,
         now_ms: i64,
     ) -> Option<TableLog> {
-        metadata::next_version(&self.location(table), old, new, now_ms)
+        metadata::next_version(&self.location(table), key, old, new, now_ms)
     }
 
     async fn is_published(

@@ -91,16 +91,18 @@ pub(crate) async fn is_published(
 
 /// The metadata after a manifest commit turned `old` into `new`: `new.log` when neither the
 /// live files nor the schema changed, else version `N + 1` (1 for a new table). `location`
-/// is the table folder as readers address it (`file:///…/opportunity`, `s3://…`).
+/// is the table folder as readers address it (`file:///…/opportunity`, `s3://…`), `key` the
+/// table's stored key (see [`Schema::of`]).
 pub(crate) fn next_version(
     location: &str,
+    key: &[String],
     old: Option<&TableEntry>,
     new: &TableEntry,
     now_ms: i64,
 ) -> Option<TableLog> {
     let prev = new.log.as_ref();
     let prev_schema = prev.and_then(|p| Schema::from_stored(&p.schema));
-    let schema = Schema::of(&new.columns, prev_schema.as_ref());
+    let schema = Schema::of(&new.columns, prev_schema.as_ref(), key);
     // A file's deleted rows change its vector, not its name.
     let files = |e: &TableEntry| -> BTreeSet<(String, Option<String>)> {
         e.files

@@ -213,6 +213,21 @@ async fn both_readers_read_every_step() {
     assert_eq!(fields.last().unwrap()["name"], "extra");
     assert_eq!(meta["last-column-id"], ids.len());
     assert!(meta["current-schema-id"].as_i64().unwrap() >= 1, "{meta}");
+    // The primary key is the identifier field (required), and pyiceberg reads it so.
+    let id = fields.iter().find(|f| f["name"] == "id").unwrap();
+    assert_eq!(id["required"], true, "{id}");
+    assert_eq!(
+        meta["schemas"][0]["identifier-field-ids"],
+        serde_json::json!([id["id"]])
+    );
+    let script = format!(
+        "import json\nfrom pyiceberg.table import StaticTable\n\
+         t = StaticTable.from_metadata('file://{}/v{}.metadata.json')\n\
+         print(json.dumps(sorted(t.schema().identifier_field_names())))",
+        dir.display(),
+        version.trim()
+    );
+    assert_eq!(python_json("pyiceberg", &script), serde_json::json!(["id"]));
 }
 
 /// The same steps on S3 (moto): pyiceberg and DuckDB (with its httpfs extension) read every
