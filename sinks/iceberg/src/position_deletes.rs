@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 use parquet::arrow::arrow_writer::{ArrowWriter, ArrowWriterOptions};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sluice_lake::{LakeError, Result, RoaringTreemap};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,9 +36,12 @@ pub(crate) fn encode(location: &str, deleted: &[(String, RoaringTreemap)]) -> Re
         field("file_path", DataType::Utf8, FILE_PATH_ID),
         field("pos", DataType::Int64, POS_ID),
     ]));
+    // No column statistics: readers apply every row, and the bounds of `file_path` (long
+    // paths, twice per column chunk and page) would be half of a small file.
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_created_by(concat!("sluice ", env!("CARGO_PKG_VERSION")).to_owned())
+        .set_statistics_enabled(EnabledStatistics::None)
         .build();
     let options = ArrowWriterOptions::new()
         .with_properties(props)
