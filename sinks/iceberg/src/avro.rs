@@ -3,7 +3,8 @@
 //! 16-byte sync marker, then blocks of binary-encoded records, uncompressed).
 //!
 //! Only what these two fixed schemas use is encoded: `int` and `long` (zig-zag varints),
-//! `string`, unions with `null`, and records. The schemas carry Iceberg's `field-id`s, by
+//! `string` and `bytes`, unions with `null`, arrays (Iceberg's `map` with `int` keys is an
+//! array of key-value records) and records. The schemas carry Iceberg's `field-id`s, by
 //! which readers resolve the fields. Read back by pyiceberg and DuckDB's iceberg extension
 //! in the tests (`tests/it`), two readers this project did not write.
 
@@ -15,6 +16,12 @@ pub(crate) enum Datum {
     Str(String),
     /// `null` of a `["null", T]` union (the first branch).
     Null,
+    /// The value of a `["null", T]` union (the second branch).
+    Some(Box<Datum>),
+    /// Length-prefixed bytes (Avro `bytes`).
+    Bytes(Vec<u8>),
+    /// An array: its items, in one block.
+    Array(Vec<Datum>),
     /// A record: its fields in schema order.
     Record(Vec<Datum>),
 }
@@ -45,6 +52,20 @@ fn put_datum(out: &mut Vec<u8>, d: &Datum) {
         Datum::Long(n) => put_long(out, *n),
         Datum::Str(s) => put_bytes(out, s.as_bytes()),
         Datum::Null => put_long(out, 0),
+        Datum::Some(d) => {
+            put_long(out, 1);
+            put_datum(out, d);
+        }
+        Datum::Bytes(b) => put_bytes(out, b),
+        Datum::Array(items) => {
+            if !items.is_empty() {
+                put_long(out, items.len() as i64);
+                for i in items {
+                    put_datum(out, i);
+                }
+            }
+            put_long(out, 0);
+        }
         Datum::Record(fields) => {
             for f in fields {
                 put_datum(out, f);
@@ -89,7 +110,8 @@ pub(crate) fn container(
 }
 
 /// The Avro schema of a manifest entry (Iceberg format 2), with the `data_file` fields this
-/// sink writes; `partition` is the empty record of an unpartitioned table.
+/// sink writes; `partition` is the empty record of an unpartitioned table, and the column
+/// metrics are Iceberg maps from field id (arrays of key-value records).
 pub(crate) const MANIFEST_ENTRY_SCHEMA: &str = r#"{"type":"record","name":"manifest_entry","fields":[
 {"name":"status","type":"int","field-id":0},
 {"name":"snapshot_id","type":["null","long"],"default":null,"field-id":1},
@@ -101,7 +123,11 @@ pub(crate) const MANIFEST_ENTRY_SCHEMA: &str = r#"{"type":"record","name":"manif
  {"name":"file_format","type":"string","field-id":101},
  {"name":"partition","type":{"type":"record","name":"r102","fields":[]},"field-id":102},
  {"name":"record_count","type":"long","field-id":103},
- {"name":"file_size_in_bytes","type":"long","field-id":104}
+ {"name":"file_size_in_bytes","type":"long","field-id":104},
+ {"name":"value_counts","type":["null",{"type":"array","logicalType":"map","items":{"type":"record","name":"k119_v120","fields":[{"name":"key","type":"int","field-id":119},{"name":"value","type":"long","field-id":120}]}}],"default":null,"field-id":109},
+ {"name":"null_value_counts","type":["null",{"type":"array","logicalType":"map","items":{"type":"record","name":"k121_v122","fields":[{"name":"key","type":"int","field-id":121},{"name":"value","type":"long","field-id":122}]}}],"default":null,"field-id":110},
+ {"name":"lower_bounds","type":["null",{"type":"array","logicalType":"map","items":{"type":"record","name":"k126_v127","fields":[{"name":"key","type":"int","field-id":126},{"name":"value","type":"bytes","field-id":127}]}}],"default":null,"field-id":125},
+ {"name":"upper_bounds","type":["null",{"type":"array","logicalType":"map","items":{"type":"record","name":"k129_v130","fields":[{"name":"key","type":"int","field-id":129},{"name":"value","type":"bytes","field-id":130}]}}],"default":null,"field-id":128}
 ]},"field-id":2}
 ]}"#;
 
@@ -153,6 +179,25 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(s).expect("valid JSON");
             assert_eq!(v["type"], "record");
         }
+    }
+
+    #[test]
+    fn unions_bytes_and_arrays_are_encoded_as_the_specification_says() {
+        let mut out = Vec::new();
+        put_datum(&mut out, &Datum::Some(Box::new(Datum::Long(3))));
+        // Branch 1, then the long.
+        assert_eq!(out, [0x02, 0x06]);
+        out.clear();
+        put_datum(&mut out, &Datum::Bytes(vec![7, 8]));
+        assert_eq!(out, [0x04, 7, 8]);
+        out.clear();
+        let pair = |k, v| Datum::Record(vec![Datum::Int(k), Datum::Long(v)]);
+        put_datum(&mut out, &Datum::Array(vec![pair(1, 5), pair(2, 0)]));
+        // One block of 2 items, then the empty block that ends the array.
+        assert_eq!(out, [0x04, 0x02, 0x0a, 0x04, 0x00, 0x00]);
+        out.clear();
+        put_datum(&mut out, &Datum::Array(Vec::new()));
+        assert_eq!(out, [0x00]);
     }
 
     #[test]

@@ -123,6 +123,11 @@ impl TableFormat for IcebergFormat {
         self.deleted_rows
     }
 
+    /// Column bounds and NULL counts go into the manifests, for readers to skip files.
+    fn records_file_stats(&self) -> bool {
+        true
+    }
+
     /// Every deletion vector has its position-delete file (also when `position_deletes`
     /// was turned off later: the files already written stay until rewritten).
     fn dv_companion_extension(&self) -> Option<&'static str> {

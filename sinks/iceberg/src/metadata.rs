@@ -26,7 +26,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sluice_lake::{DeleteFile, LakeError, Result, TableEntry, TableLog};
+use sluice_lake::{DeleteFile, FileEntry, LakeError, Result, TableEntry, TableLog};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The folder of a table's metadata, under its folder.
@@ -202,30 +202,33 @@ pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, entry: &TableEn
     // position-delete file, all added by this snapshot (their snapshot id and sequence
     // number inherited from the manifest list, so every delete file applies to every data
     // file: position deletes apply to data files of the same or a lower sequence number).
-    let entry_of = |content: i32, name: &str, rows: u64, size: u64| {
+    let fields = field_ids(&metadata["schemas"][0]);
+    let entry_of = |content: i32, name: &str, rows: u64, size: u64, metrics: [Datum; 4]| {
+        let mut file = vec![
+            Datum::Int(content),
+            Datum::Str(format!("{location}/{name}")),
+            Datum::Str("PARQUET".into()),
+            Datum::Record(Vec::new()),
+            Datum::Long(rows as i64),
+            Datum::Long(size as i64),
+        ];
+        file.extend(metrics);
         Datum::Record(vec![
             Datum::Int(1),
             Datum::Null,
             Datum::Null,
             Datum::Null,
-            Datum::Record(vec![
-                Datum::Int(content),
-                Datum::Str(format!("{location}/{name}")),
-                Datum::Str("PARQUET".into()),
-                Datum::Record(Vec::new()),
-                Datum::Long(rows as i64),
-                Datum::Long(size as i64),
-            ]),
+            Datum::Record(file),
         ])
     };
     let data: Vec<Datum> = entry
         .files
         .iter()
-        .map(|f| entry_of(0, &f.name, f.rows, f.size))
+        .map(|f| entry_of(0, &f.name, f.rows, f.size, metrics(f, &fields)))
         .collect();
     let deletes: Vec<Datum> = delete_files(entry)
         .values()
-        .map(|d| entry_of(1, &d.name, d.rows, d.size))
+        .map(|d| entry_of(1, &d.name, d.rows, d.size, no_metrics()))
         .collect();
     let manifest = |content: &str, entries: &[Datum]| {
         avro::container(
@@ -333,6 +336,66 @@ async fn put(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -> Result<()>
         .await
         .map(|_| ())
         .map_err(|e| LakeError::store("writing", path, e))
+}
+
+/// Each field of an Iceberg schema (JSON) by name: its id and type.
+fn field_ids(schema: &Value) -> BTreeMap<String, (i32, String)> {
+    schema["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let id = i32::try_from(f["id"].as_i64()?).ok()?;
+            Some((
+                f["name"].as_str()?.to_owned(),
+                (id, f["type"].as_str()?.to_owned()),
+            ))
+        })
+        .collect()
+}
+
+/// The column metrics of a file without statistics: all four maps null.
+fn no_metrics() -> [Datum; 4] {
+    [Datum::Null, Datum::Null, Datum::Null, Datum::Null]
+}
+
+/// A data file's `value_counts`, `null_value_counts`, `lower_bounds` and `upper_bounds`
+/// from its statistics (kept by the engine from the Parquet footer), by field id; bounds in
+/// Iceberg's single-value binary form. A column without statistics, or a bound the engine
+/// left out (an all-NULL column, a text maximum too long to keep), is left out of its map.
+fn metrics(file: &FileEntry, fields: &BTreeMap<String, (i32, String)>) -> [Datum; 4] {
+    let Some(stats) = &file.stats else {
+        return no_metrics();
+    };
+    let (mut counts, mut nulls, mut lower, mut upper) = (vec![], vec![], vec![], vec![]);
+    for (name, c) in &stats.columns {
+        let Some((id, ty)) = fields.get(name) else {
+            continue;
+        };
+        let pair = |v: Datum| Datum::Record(vec![Datum::Int(*id), v]);
+        counts.push(pair(Datum::Long(file.rows as i64)));
+        nulls.push(pair(Datum::Long(c.nulls as i64)));
+        if let Some(b) = c.min.as_ref().and_then(|v| single_value(ty, v)) {
+            lower.push(pair(Datum::Bytes(b)));
+        }
+        if let Some(b) = c.max.as_ref().and_then(|v| single_value(ty, v)) {
+            upper.push(pair(Datum::Bytes(b)));
+        }
+    }
+    [counts, nulls, lower, upper].map(|m| Datum::Some(Box::new(Datum::Array(m))))
+}
+
+/// A bound in Iceberg's single-value binary serialization: `long` and `timestamptz`
+/// (microseconds) as 8 bytes little-endian, `double` as its IEEE 754 bits little-endian,
+/// `boolean` as one byte, `string` as its UTF-8 bytes; `None` for a value of another kind.
+fn single_value(ty: &str, v: &Value) -> Option<Vec<u8>> {
+    match ty {
+        "long" | "timestamptz" => Some(v.as_i64()?.to_le_bytes().to_vec()),
+        "double" => Some(v.as_f64()?.to_le_bytes().to_vec()),
+        "boolean" => Some(vec![u8::from(v.as_bool()?)]),
+        "string" => Some(v.as_str()?.as_bytes().to_vec()),
+        _ => None,
+    }
 }
 
 /// The Avro sync marker of a version's files: derived, so that they are the same bytes

@@ -465,3 +465,55 @@ async fn position_delete_files_live_and_go_with_their_vectors() {
     let summary = snapshot_summary(&lake, "opp").await;
     assert_eq!(summary["total-delete-files"], "0", "{summary}");
 }
+
+/// Data files' column bounds and NULL counts are in the manifests: pyiceberg plans a scan
+/// filtered on a value only the newer files hold over fewer files than the table has, and
+/// pyiceberg and DuckDB return exactly the matching rows (position deletes applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_carry_column_bounds_and_a_filtered_scan_plans_fewer_files() {
+    let Some(ext) = readers() else { return };
+    let mut lake = Lake::local().iceberg();
+    lake.config.table_buckets.insert("opp".into(), 4);
+    let ids: Vec<String> = (0..400).map(|i| format!("opp-{i:04}")).collect();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    let all: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "old", 1)).collect();
+    s.write(stamp(opp_rows("opp", &all), T1)).await.unwrap();
+    s.commit(&state(1)).await.unwrap();
+    let some: Vec<(&str, &str, i64)> = ids
+        .iter()
+        .step_by(40)
+        .map(|i| (i.as_str(), "new", 2))
+        .collect();
+    s.write(stamp(opp_rows("opp", &some), T2)).await.unwrap();
+    s.commit(&state(2)).await.unwrap();
+    s.close().await.unwrap();
+    let version = hinted_version(&lake, "opp").await;
+    let meta = format!(
+        "{}/metadata/v{version}.metadata.json",
+        lake.table_at("opp").location()
+    );
+    let script = format!(
+        r#"
+import duckdb, json
+from pyiceberg.table import StaticTable
+from pyiceberg.expressions import EqualTo
+t = StaticTable.from_metadata("file://{meta}")
+everything = len(list(t.scan().plan_files()))
+scan = t.scan(row_filter=EqualTo("name", "new"))
+planned = len(list(scan.plan_files()))
+py = sorted(r["id"] for r in scan.to_arrow().to_pylist() if r["name"] == "new")
+con = duckdb.connect()
+con.execute("LOAD '{ext}/avro.duckdb_extension'")
+con.execute("LOAD '{ext}/iceberg.duckdb_extension'")
+dd = sorted(r[0] for r in con.execute("select id from iceberg_scan('{meta}') where name = 'new'").fetchall())
+print(json.dumps({{"everything": everything, "planned": planned, "pyiceberg": py, "duckdb": dd}}))
+"#
+    );
+    let v = python_json("an Iceberg reader", &script);
+    let want: Vec<String> = ids.iter().step_by(40).cloned().collect();
+    assert_eq!(v["pyiceberg"], serde_json::json!(want), "{v}");
+    assert_eq!(v["duckdb"], serde_json::json!(want), "{v}");
+    let (everything, planned) = (v["everything"].as_u64(), v["planned"].as_u64());
+    assert!(planned < everything && planned > Some(0), "{v}");
+}
