@@ -119,7 +119,13 @@ impl PostgresCatalog {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            client.batch_execute(crate::catalog::SCHEMA).await?;
+            // Without the server's notices ("relation … already exists, skipping") in the log.
+            client
+                .batch_execute(&format!(
+                    "SET client_min_messages = warning;{}",
+                    crate::catalog::SCHEMA
+                ))
+                .await?;
             f(&client).await
         };
         match tokio::time::timeout(CALL_TIMEOUT, work).await {
