@@ -15,14 +15,17 @@ use tokio_postgres::{Client, NoTls};
 /// How long one connection attempt (per host) may take, unless the URL's `connect_timeout`
 /// says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one catalog call (connect, create the tables, the statements) may take in all.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one catalog call (connect, create the tables, the statements) may take in all,
+/// in connect timeouts (60 s by default).
+const CALL_TIMEOUTS: u32 = 6;
 
 /// A PostgreSQL database holding the SQL catalog, from `catalog_uri`.
 #[derive(Clone, PartialEq)]
 pub struct PostgresCatalog {
     config: Arc<tokio_postgres::Config>,
     url: String,
+    /// How long one call may take.
+    call_timeout: Duration,
 }
 
 impl fmt::Debug for PostgresCatalog {
@@ -79,14 +82,14 @@ impl PostgresCatalog {
         {
             config.password(password);
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
+        let connect_timeout = *config.get_connect_timeout().unwrap_or(&CONNECT_TIMEOUT);
+        config.connect_timeout(connect_timeout);
         config.application_name("sluice");
         let url = shown_url(&config);
         Ok(PostgresCatalog {
             config: Arc::new(config),
             url,
+            call_timeout: connect_timeout * CALL_TIMEOUTS,
         })
     }
 
@@ -108,7 +111,8 @@ impl PostgresCatalog {
         )))
     }
 
-    /// Runs `f` on a new connection with the catalog tables created, within [`CALL_TIMEOUT`].
+    /// Runs `f` on a new connection with the catalog tables created, within the call timeout
+    /// (a server that accepts the connection and then says nothing does not hold the run).
     async fn call<T>(
         &self,
         f: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
@@ -128,9 +132,9 @@ impl PostgresCatalog {
                 .await?;
             f(&client).await
         };
-        match tokio::time::timeout(CALL_TIMEOUT, work).await {
+        match tokio::time::timeout(self.call_timeout, work).await {
             Ok(r) => r.map_err(|e| self.err(&e)),
-            Err(_) => Err(self.err(&TimedOut)),
+            Err(_) => Err(self.err(&TimedOut(self.call_timeout))),
         }
     }
 
@@ -186,13 +190,17 @@ impl PostgresCatalog {
     }
 }
 
-/// The catalog call ran out of [`CALL_TIMEOUT`].
+/// The catalog call ran out of its time.
 #[derive(Debug)]
-struct TimedOut;
+struct TimedOut(Duration);
 
 impl fmt::Display for TimedOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "no answer within {} s", CALL_TIMEOUT.as_secs())
+        write!(
+            f,
+            "no answer within {} s (6 times the connect timeout; the URL's connect_timeout sets it)",
+            self.0.as_secs()
+        )
     }
 }
 

@@ -238,3 +238,29 @@ async fn an_unreachable_postgres_catalog_is_a_one_line_destination_error() {
         "{text}"
     );
 }
+
+/// A server that accepts connections and never answers: each catalog call gives up after 6
+/// connect timeouts (here `connect_timeout=1`: 6 s) with a one-line destination error, so a
+/// run does not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_postgres_catalog_times_out_with_a_destination_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Holds every accepted connection open, silent, until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let mut lake = Lake::local().iceberg();
+    let url = format!("postgresql://cat:pw-T5@127.0.0.1:{port}/lake?connect_timeout=1");
+    lake.iceberg_catalog = Catalog::Postgres(PostgresCatalog::from_uri(&url).unwrap());
+    let e = failing_commit(&lake).await;
+    let text = e.to_string();
+    assert_eq!(e.exit_code(), 5, "{text}");
+    assert!(
+        !text.contains('\n') && !text.contains("pw-T5") && text.contains("no answer within 6 s"),
+        "{text}"
+    );
+}
