@@ -3,7 +3,9 @@
 //! The `iceberg` sink: every table folder of the lake (see `sluice-lake`) is also an Apache
 //! Iceberg table (format 2) with its metadata in `<table>/metadata/`, found by path the way
 //! a filesystem catalog finds it (`version-hint.text`), read by pyiceberg, DuckDB's iceberg
-//! extension, Spark, Trino and others. See `docs/iceberg-sink.md`.
+//! extension, Spark, Trino and others, and with `catalog = "sql"` registered in the SQL
+//! catalog of pyiceberg and iceberg-rust on SQLite or PostgreSQL (`catalog.rs`, `postgres.rs`)
+//! so that engines load it by name. See `docs/iceberg-sink.md`.
 //!
 //! This crate is the Iceberg [`TableFormat`]: the metadata version each manifest commit
 //! computes and publishes after it ([`metadata`]), the table schema with stable field ids
@@ -164,7 +166,7 @@ impl SinkFactory for IcebergSinkFactory {
 sluice_core::inventory::submit! {
     sluice_core::SinkPlugin::new(
         "iceberg",
-        "Apache Iceberg tables (format 2, filesystem catalog) on local disk or S3 (object_store URL)",
+        "Apache Iceberg tables (format 2; by path, or by name in an SQL catalog on SQLite or PostgreSQL) on local disk or S3 (object_store URL)",
         sluice_core::build_sink::<IcebergSinkFactory>,
     )
     .with_defaults(&[sluice_lake::LAKE_DEFAULTS, ICEBERG_DEFAULTS])
