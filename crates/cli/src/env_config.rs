@@ -313,6 +313,7 @@ token_url = "https://auth.lever.co/oauth/token"
 [sink]
 dest = "az://sluice/lever"
 endpoint = "https://127.0.0.1:9000/path?x=1"
+catalog_uri = "postgresql+psycopg2://cat:pgpw7@db:5432/lake?sslmode=disable&password=pgpw8"
 [sink.network]
 proxy_url = "http://proxy-user:p4ss@proxy:3128"
 no_proxy = "localhost"
@@ -325,7 +326,17 @@ other = ["socks5://a:b@h:1080"]
         .parse()
         .unwrap();
         let text = toml::to_string(&redacted(&t)).unwrap();
-        for secret in ["p4ss", "proxy-user", "tok3n", "pw9", "s1g", "tk2", "a:b@"] {
+        for secret in [
+            "p4ss",
+            "proxy-user",
+            "tok3n",
+            "pw9",
+            "s1g",
+            "tk2",
+            "a:b@",
+            "pgpw7",
+            "pgpw8",
+        ] {
             assert!(!text.contains(secret), "{secret} shown: {text}");
         }
         for shown in [
@@ -335,6 +346,7 @@ other = ["socks5://a:b@h:1080"]
             "socks5://***@h:1080",
             "https://127.0.0.1:9000/path?x=1",
             "az://sluice/lever",
+            "postgresql+psycopg2://***@db:5432/lake?sslmode=disable&password=***",
         ] {
             assert!(text.contains(shown), "{shown} missing: {text}");
         }

@@ -1,27 +1,40 @@
 //! The SQL catalog: the tables pyiceberg's `SqlCatalog` and iceberg-rust's SQL catalog keep
-//! (`iceberg_tables`, `iceberg_namespace_properties`), on an SQLite file, so that engines load
-//! the tables by name (`<namespace>.<table>`) instead of by metadata path.
+//! (`iceberg_tables`, `iceberg_namespace_properties`), on an SQLite file or in a PostgreSQL
+//! database ([`crate::postgres`]), so that engines load the tables by name
+//! (`<namespace>.<table>`) instead of by metadata path.
 //!
 //! After a table's metadata version is published, its row points at the new metadata file
 //! (the previous one moves to `previous_metadata_location`). Registering the same location
 //! again changes nothing, so a publication repeated after a crash is harmless.
 
+use crate::postgres::PostgresCatalog;
 use rusqlite::{Connection, OptionalExtension, params};
 use sluice_lake::{LakeError, Result};
 use std::path::{Path, PathBuf};
 
-/// An SQL catalog on an SQLite file.
+/// An SQL catalog.
 #[derive(Debug, Clone)]
 pub(crate) struct SqlCatalog {
-    /// The SQLite file.
-    pub(crate) path: PathBuf,
+    /// Where its tables are.
+    pub(crate) db: Db,
     /// The catalog's name (`catalog_name`, the name readers give it).
     pub(crate) name: String,
     /// The namespace of every table.
     pub(crate) namespace: String,
 }
 
-const SCHEMA: &str = "
+/// The database of an SQL catalog.
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    /// An SQLite file (its calls block: they run on the blocking pool).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PostgresCatalog),
+}
+
+/// The catalog's tables, as pyiceberg's `SqlCatalog` creates them (the same text runs on
+/// SQLite and PostgreSQL).
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS iceberg_tables (
     catalog_name VARCHAR(255) NOT NULL,
     table_namespace VARCHAR(255) NOT NULL,
@@ -44,6 +57,61 @@ fn err(path: &Path, e: impl std::fmt::Display) -> LakeError {
 }
 
 impl SqlCatalog {
+    /// Points `table` at `metadata_location` (creating the catalog tables, the namespace and
+    /// the table's row as needed).
+    pub(crate) async fn register(&self, table: &str, metadata_location: &str) -> Result<()> {
+        match &self.db {
+            Db::Sqlite(path) => {
+                let sqlite = self.sqlite(path);
+                let (table, at) = (table.to_owned(), metadata_location.to_owned());
+                blocking(move || sqlite.register(&table, &at)).await
+            }
+            Db::Postgres(pg) => {
+                pg.register(&self.name, &self.namespace, table, metadata_location)
+                    .await
+            }
+        }
+    }
+
+    /// The metadata location `table` points at, if it is registered.
+    pub(crate) async fn location(&self, table: &str) -> Result<Option<String>> {
+        match &self.db {
+            Db::Sqlite(path) => {
+                let sqlite = self.sqlite(path);
+                let table = table.to_owned();
+                blocking(move || sqlite.location(&table)).await
+            }
+            Db::Postgres(pg) => pg.location(&self.name, &self.namespace, table).await,
+        }
+    }
+}
+
+impl SqlCatalog {
+    fn sqlite(&self, path: &Path) -> Sqlite {
+        Sqlite {
+            path: path.to_owned(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LakeError::Config(format!("Iceberg SQL catalog: {e}")))?
+}
+
+/// An SQL catalog on an SQLite file.
+#[derive(Debug, Clone)]
+struct Sqlite {
+    path: PathBuf,
+    name: String,
+    namespace: String,
+}
+
+impl Sqlite {
     fn open(&self) -> Result<Connection> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(&self.path, e))?;
@@ -55,9 +123,7 @@ impl SqlCatalog {
         Ok(conn)
     }
 
-    /// Points `table` at `metadata_location` (creating the catalog tables, the namespace and
-    /// the table's row as needed).
-    pub(crate) fn register(&self, table: &str, metadata_location: &str) -> Result<()> {
+    fn register(&self, table: &str, metadata_location: &str) -> Result<()> {
         let conn = self.open()?;
         conn.execute(
             "INSERT OR IGNORE INTO iceberg_namespace_properties VALUES (?1, ?2, 'exists', 'true')",
@@ -78,8 +144,7 @@ impl SqlCatalog {
         Ok(())
     }
 
-    /// The metadata location `table` points at, if it is registered.
-    pub(crate) fn location(&self, table: &str) -> Result<Option<String>> {
+    fn location(&self, table: &str) -> Result<Option<String>> {
         if !self.path.exists() {
             return Ok(None);
         }
@@ -103,7 +168,7 @@ mod tests {
     #[test]
     fn registering_moves_the_previous_location_once() {
         let dir = tempfile::tempdir().unwrap();
-        let c = SqlCatalog {
+        let c = Sqlite {
             path: dir.path().join("cat/catalog.db"),
             name: "sluice".into(),
             namespace: "lever".into(),

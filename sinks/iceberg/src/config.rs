@@ -37,6 +37,8 @@ pub enum Catalog {
     Filesystem,
     /// The SQL catalog of pyiceberg and iceberg-rust, on this SQLite file.
     Sqlite(std::path::PathBuf),
+    /// The same SQL catalog in this PostgreSQL database.
+    Postgres(crate::PostgresCatalog),
 }
 
 /// Default of [`IcebergSinkConfig::retention_hours`] (7 days, as the `delta` sink).
@@ -109,6 +111,9 @@ impl TryFrom<Map<String, Value>> for IcebergSinkConfig {
             ("filesystem", Some(_)) => {
                 return Err("sink.catalog_uri needs sink.catalog = \"sql\"".to_owned());
             }
+            ("sql", Some(uri)) if is_postgres(&uri) => {
+                Catalog::Postgres(crate::PostgresCatalog::from_uri(&uri)?)
+            }
             ("sql", uri) => Catalog::Sqlite(sqlite_path(uri.as_deref(), map.get("dest"))?),
             (other, _) => {
                 return Err(format!(
@@ -133,6 +138,15 @@ fn take_string(map: &mut Map<String, Value>, key: &str) -> Result<Option<String>
     }
 }
 
+/// Whether `uri` is a PostgreSQL URL (`postgresql://`, `postgres://`, with or without
+/// SQLAlchemy's `+driver`).
+fn is_postgres(uri: &str) -> bool {
+    uri.split_once("://").is_some_and(|(scheme, _)| {
+        let scheme = scheme.split_once('+').map_or(scheme, |(s, _)| s);
+        scheme == "postgresql" || scheme == "postgres"
+    })
+}
+
 /// The SQLite file of an SQL catalog: `sqlite:///abs/path.db`, `sqlite:///rel.db` or a
 /// plain path; without a URI, `iceberg_catalog.db` in a local destination's folder.
 fn sqlite_path(uri: Option<&str>, dest: Option<&Value>) -> Result<std::path::PathBuf, String> {
@@ -153,16 +167,11 @@ fn sqlite_path(uri: Option<&str>, dest: Option<&Value>) -> Result<std::path::Pat
         // SQLAlchemy's forms: `sqlite:////abs/path.db` and `sqlite:///relative.db`.
         return Ok(std::path::PathBuf::from(path));
     }
-    if uri.starts_with("postgresql:") || uri.starts_with("postgres:") {
-        return Err(
-            "sink.catalog_uri: PostgreSQL catalogs are not supported yet; use an SQLite file \
-             (sqlite:///path/catalog.db)"
-                .to_owned(),
-        );
-    }
     if uri.contains("://") {
         return Err(format!(
-            "sink.catalog_uri `{uri}`: use sqlite:///path/catalog.db or a file path"
+            "sink.catalog_uri `{}`: use sqlite:///path/catalog.db, \
+             postgresql://user@host:port/dbname or a file path",
+            uri.split_once("://").map_or("", |(scheme, _)| scheme)
         ));
     }
     Ok(std::path::PathBuf::from(uri))
@@ -191,6 +200,21 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.catalog, Catalog::Sqlite("/tmp/c.db".into()));
+        for uri in [
+            "postgresql://cat:pw-x@db:5433/lake",
+            "postgres://cat:pw-x@db:5433/lake",
+            "postgresql+psycopg2://cat:pw-x@db:5433/lake?sslmode=disable",
+        ] {
+            let c = parse(serde_json::json!({
+                "dest": "s3://b/p", "catalog": "sql", "catalog_uri": uri
+            }))
+            .unwrap();
+            let Catalog::Postgres(pg) = &c.catalog else {
+                panic!("{uri}: {:?}", c.catalog)
+            };
+            assert_eq!(pg.url(), "postgresql://cat@db:5433/lake");
+            assert!(!format!("{c:?}").contains("pw-x"), "{c:?}");
+        }
         assert_eq!(
             (c.namespace.as_str(), c.catalog_name.as_str()),
             ("lever", "lake")
@@ -201,8 +225,12 @@ mod tests {
                 "needs a local SQLite",
             ),
             (
-                serde_json::json!({"catalog": "sql", "catalog_uri": "postgresql://h/db"}),
-                "PostgreSQL",
+                serde_json::json!({"catalog": "sql", "catalog_uri": "mysql://u:pw-x@h/db"}),
+                "postgresql://",
+            ),
+            (
+                serde_json::json!({"catalog": "sql", "catalog_uri": "postgresql://u:pw-x@h/db?sslmode=require"}),
+                "sslmode=require",
             ),
             (serde_json::json!({"catalog": "hive"}), "`hive`"),
             (
@@ -212,7 +240,10 @@ mod tests {
             (serde_json::json!({"namespace": "a.b"}), "without dots"),
         ] {
             let e = parse(bad).unwrap_err();
-            assert!(e.contains(says) && !e.contains('\n'), "{e}");
+            assert!(
+                e.contains(says) && !e.contains('\n') && !e.contains("pw-x"),
+                "{e}"
+            );
         }
     }
 }

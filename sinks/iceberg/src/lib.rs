@@ -3,7 +3,9 @@
 //! The `iceberg` sink: every table folder of the lake (see `sluice-lake`) is also an Apache
 //! Iceberg table (format 2) with its metadata in `<table>/metadata/`, found by path the way
 //! a filesystem catalog finds it (`version-hint.text`), read by pyiceberg, DuckDB's iceberg
-//! extension, Spark, Trino and others. See `docs/iceberg-sink.md`.
+//! extension, Spark, Trino and others, and with `catalog = "sql"` registered in the SQL
+//! catalog of pyiceberg and iceberg-rust on SQLite or PostgreSQL (`catalog.rs`, `postgres.rs`)
+//! so that engines load it by name. See `docs/iceberg-sink.md`.
 //!
 //! This crate is the Iceberg [`TableFormat`]: the metadata version each manifest commit
 //! computes and publishes after it ([`metadata`]), the table schema with stable field ids
@@ -19,11 +21,13 @@ mod catalog;
 mod config;
 mod metadata;
 mod position_deletes;
+mod postgres;
 mod schema;
 
 pub use config::{Catalog, DEFAULT_MAX_DELETED_SHARE, DEFAULT_RETENTION_HOURS, IcebergSinkConfig};
 use object_store::ObjectStore;
 use object_store::path::Path;
+pub use postgres::PostgresCatalog;
 use sluice_core::{Sink, SinkFactory, async_trait};
 use sluice_lake::{
     DeletedRows, Destination, LakeSink, Result, RoaringTreemap, TableEntry, TableFormat, TableLog,
@@ -54,12 +58,14 @@ impl IcebergFormat {
         };
         let catalog = match &config.catalog {
             Catalog::Filesystem => None,
-            Catalog::Sqlite(path) => Some(catalog::SqlCatalog {
-                path: path.clone(),
-                name: config.catalog_name.clone(),
-                namespace: config.namespace.clone(),
-            }),
-        };
+            Catalog::Sqlite(path) => Some(catalog::Db::Sqlite(path.clone())),
+            Catalog::Postgres(pg) => Some(catalog::Db::Postgres(pg.clone())),
+        }
+        .map(|db| catalog::SqlCatalog {
+            db,
+            name: config.catalog_name.clone(),
+            namespace: config.namespace.clone(),
+        });
         let deleted_rows = if config.position_deletes {
             DeletedRows::Vectors {
                 max_deleted_share: config.max_deleted_share,
@@ -87,20 +93,6 @@ impl IcebergFormat {
             self.location(table),
             log.version
         )
-    }
-
-    /// Runs `f` on the SQL catalog on the blocking pool (SQLite calls block).
-    async fn with_catalog<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&catalog::SqlCatalog) -> Result<T> + Send + 'static,
-    ) -> Result<Option<T>> {
-        let Some(c) = self.catalog.clone() else {
-            return Ok(None);
-        };
-        tokio::task::spawn_blocking(move || f(&c))
-            .await
-            .map_err(|e| sluice_lake::LakeError::Config(format!("Iceberg SQL catalog: {e}")))?
-            .map(Some)
     }
 }
 
@@ -166,19 +158,28 @@ impl TableFormat for IcebergFormat {
         if !metadata::is_published(store, dir, log.version).await? {
             return Ok(false);
         }
-        // With an SQL catalog, published means registered too.
-        let table = dir.filename().unwrap_or_default().to_owned();
+        // With an SQL catalog, published means registered too. A version whose files are
+        // published but whose catalog row is missing or older (the row lost, or a run stopped
+        // before registering) is registered here: that needs only its location, not the
+        // metadata text, which the manifest keeps only until the files are written.
+        let Some(catalog) = &self.catalog else {
+            return Ok(true);
+        };
+        let table = dir.filename().unwrap_or_default();
         let want = self.metadata_location(dir, log);
-        let found = self.with_catalog(move |c| c.location(&table)).await?;
-        Ok(found.is_none_or(|at| at.as_deref() == Some(want.as_str())))
+        if catalog.location(table).await?.as_deref() != Some(want.as_str()) {
+            catalog.register(table, &want).await?;
+        }
+        Ok(true)
     }
 
     async fn publish(&self, store: &dyn ObjectStore, dir: &Path, entry: &TableEntry) -> Result<()> {
         metadata::publish(store, dir, entry).await?;
-        if let Some(log) = &entry.log {
-            let table = dir.filename().unwrap_or_default().to_owned();
+        if let (Some(log), Some(catalog)) = (&entry.log, &self.catalog) {
             let at = self.metadata_location(dir, log);
-            self.with_catalog(move |c| c.register(&table, &at)).await?;
+            catalog
+                .register(dir.filename().unwrap_or_default(), &at)
+                .await?;
         }
         Ok(())
     }
@@ -203,7 +204,7 @@ impl SinkFactory for IcebergSinkFactory {
 sluice_core::inventory::submit! {
     sluice_core::SinkPlugin::new(
         "iceberg",
-        "Apache Iceberg tables (format 2, filesystem catalog) on local disk or S3 (object_store URL)",
+        "Apache Iceberg tables (format 2; by path, or by name in an SQL catalog on SQLite or PostgreSQL) on local disk or S3 (object_store URL)",
         sluice_core::build_sink::<IcebergSinkFactory>,
     )
     .with_defaults(&[sluice_lake::LAKE_DEFAULTS, ICEBERG_DEFAULTS])

@@ -266,6 +266,18 @@ fn validate(state: &AppState, c: &StoredConnection) -> ApiResult<()> {
             ));
         }
     }
+    if let Some(Value::String(uri)) = c.sink_settings.get("catalog_uri")
+        && uri
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.starts_with("postgres"))
+    {
+        return Err(ApiError::invalid(
+            "sink_settings.catalog_uri",
+            "a PostgreSQL catalog is not accepted by the server (its password would be stored \
+             in clear, or read from the server's PGPASSWORD): use an SQLite catalog, or \
+             `sluice run` for a PostgreSQL one",
+        ));
+    }
     for (section, settings) in [
         ("source_settings", &c.source_settings),
         ("sink_settings", &c.sink_settings),

@@ -174,6 +174,23 @@ async fn invalid_bodies_are_400_naming_the_field() {
         .await;
     }
 
+    // A PostgreSQL catalog: its password would be stored in clear or be the server's
+    // PGPASSWORD.
+    for uri in [
+        "postgresql://cat:pw@db:5432/lake",
+        "postgres://cat@db/lake",
+        "postgresql+psycopg2://cat@db/lake",
+    ] {
+        create(
+            with(
+                json!({"sink": "iceberg", "sink_settings": {"catalog": "sql", "catalog_uri": uri}}),
+            ),
+            "sink_settings.catalog_uri",
+            "PGPASSWORD",
+        )
+        .await;
+    }
+
     let id = s.lever_connection(&lever, 60).await;
     let schema = format!("/v1/connections/{id}/schema");
     // The same messages as sluice.toml.
