@@ -181,6 +181,9 @@ impl TableFormat for IcebergFormat {
                 .register(dir.filename().unwrap_or_default(), &at)
                 .await?;
         }
+        if let Some(log) = &entry.log {
+            metadata::expire(store, dir, log.version, self.retention()).await;
+        }
         Ok(())
     }
 }

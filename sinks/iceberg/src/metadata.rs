@@ -338,6 +338,58 @@ async fn put(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -> Result<()>
         .map_err(|e| LakeError::store("writing", path, e))
 }
 
+/// Removes the metadata of versions before `current - 1` of the table in `dir` (metadata
+/// file, manifest list, manifests) once they are older than `retention`, so that `metadata/`
+/// does not grow with every commit while readers holding an older metadata file within the
+/// retention keep working. The current version and the one before it (the SQL catalog's
+/// previous location) always stay. Best effort: a failure is logged, and the next
+/// publication tries again.
+pub(crate) async fn expire(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    current: u64,
+    retention: std::time::Duration,
+) {
+    use futures::TryStreamExt;
+    let meta_dir = dir.clone().join(METADATA_DIR);
+    let listed: Vec<_> = match store.list(Some(&meta_dir)).try_collect().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %meta_dir, "cannot list Iceberg metadata to expire");
+            return;
+        }
+    };
+    let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = sluice_core::now_ms().saturating_sub(keep_ms);
+    for meta in listed {
+        let Some(version) = meta.location.filename().and_then(metadata_version) else {
+            continue;
+        };
+        let expired = version + 1 < current && meta.last_modified.timestamp_millis() <= cutoff;
+        if expired && let Err(e) = store.delete(&meta.location).await {
+            tracing::warn!(error = %e, file = %meta.location, "cannot remove expired Iceberg metadata");
+        }
+    }
+}
+
+/// The version whose metadata `name` belongs to (`vN.metadata.json`, `snap-<id>-vN.avro`,
+/// `<uuid>-vN-m<k>.avro`); `None` for any other name (the version hint).
+fn metadata_version(name: &str) -> Option<u64> {
+    let digits = |s: &str| s.parse::<u64>().ok().filter(|_| !s.starts_with('+'));
+    if let Some(v) = name
+        .strip_prefix('v')
+        .and_then(|n| n.strip_suffix(".metadata.json"))
+    {
+        return digits(v);
+    }
+    let stem = name.strip_suffix(".avro")?;
+    if stem.starts_with("snap-") {
+        return digits(stem.rsplit_once("-v")?.1);
+    }
+    let (head, _manifest) = stem.rsplit_once("-m")?;
+    digits(head.rsplit_once("-v")?.1)
+}
+
 /// Each field of an Iceberg schema (JSON) by name: its id and type.
 fn field_ids(schema: &Value) -> BTreeMap<String, (i32, String)> {
     schema["fields"]
@@ -403,4 +455,21 @@ fn single_value(ty: &str, v: &Value) -> Option<Vec<u8>> {
 fn sync_marker(table_id: &str, version: u64) -> [u8; 16] {
     let d = Sha256::digest(format!("sync/{table_id}/{version}"));
     d[..16].try_into().expect("16 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_names_give_their_version() {
+        let id = "5e0c8ad2-0f6f-4f4e-9d0b-54b3c4bd2a11";
+        assert_eq!(metadata_version("v12.metadata.json"), Some(12));
+        assert_eq!(metadata_version(&manifest_list_name(id, 7)), Some(7));
+        assert_eq!(metadata_version(&manifest_name(id, 7, 0)), Some(7));
+        assert_eq!(metadata_version(&manifest_name(id, 7, 1)), Some(7));
+        assert_eq!(metadata_version(VERSION_HINT), None);
+        assert_eq!(metadata_version("v+1.metadata.json"), None);
+        assert_eq!(metadata_version("notes.avro"), None);
+    }
 }

@@ -517,3 +517,48 @@ print(json.dumps({{"everything": everything, "planned": planned, "pyiceberg": py
     let (everything, planned) = (v["everything"].as_u64(), v["planned"].as_u64());
     assert!(planned < everything && planned > Some(0), "{v}");
 }
+
+/// Metadata of versions older than the retention (0 here) goes: after four commits,
+/// `metadata/` holds the newest version and the one before it (metadata file, manifest
+/// list, manifests) and the version hint, nothing older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_older_than_the_retention_is_removed() {
+    let lake = Lake::local().iceberg();
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    for (n, at) in [T1, T2, T3, T4].into_iter().enumerate() {
+        let id = format!("o{n}");
+        s.write(stamp(opp_rows("opp", &[(id.as_str(), "a", 1)]), at))
+            .await
+            .unwrap();
+        s.commit(&state(n as i64 + 1)).await.unwrap();
+    }
+    s.close().await.unwrap();
+    let names: Vec<String> = lake
+        .objects("opp")
+        .await
+        .iter()
+        .filter(|o| o.contains("/metadata/"))
+        .map(|o| o.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    let version = |n: &str| -> Option<u64> {
+        let stem = n
+            .strip_suffix(".metadata.json")
+            .or(n.strip_suffix(".avro"))?;
+        let v = stem
+            .rsplit_once("-v")
+            .map_or(stem.strip_prefix('v'), |(_, v)| Some(v))?;
+        v.split("-m").next()?.parse().ok()
+    };
+    let mut versions: Vec<u64> = names.iter().filter_map(|n| version(n)).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions, vec![3, 4], "{names:?}");
+    assert!(names.contains(&"version-hint.text".to_owned()), "{names:?}");
+    assert!(names.contains(&"v4.metadata.json".to_owned()), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("snap-")).count(),
+        2,
+        "{names:?}"
+    );
+}
