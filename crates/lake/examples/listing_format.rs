@@ -47,6 +47,7 @@ impl TableFormat for ListingFormat {
                 commit: text,
                 created_ms: prev.as_ref().map_or(now_ms, |l| l.created_ms),
                 format: Some("listing".to_owned()),
+                versions: Vec::new(),
             }),
         }
     }

@@ -73,7 +73,9 @@ pub use deletion_vector::{Descriptor, deleted_positions};
 pub use error::{LakeError, Result};
 pub use file_stats::{ColumnStats, FileStats, MAX_TEXT_BOUND};
 pub use format::{DeletedRows, TableFormat};
-pub use manifest::{DeleteFile, FileEntry, RetiredFile, StoredColumn, TableEntry, TableLog};
+pub use manifest::{
+    DeleteFile, FileEntry, LogVersion, RetiredFile, StoredColumn, TableEntry, TableLog,
+};
 pub use parquet_files::get_all;
 pub use roaring::RoaringTreemap;
 pub use sink::LakeSink;

@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 ///   text of a version once it is published (`commit`); a format-3 reader would take an
 ///   Iceberg log for a Delta one and republish published versions from an empty text.
 /// * 5: files' deleted rows are also kept in a file of the table format (`delete_file`,
-///   Iceberg's position-delete files), which a format-4 reader would delete as an orphan.
+///   Iceberg's position-delete files), which a format-4 reader would delete as an orphan,
+///   and a log lists the versions readers may still read (`versions`, Iceberg's snapshot
+///   history), whose files a format-4 reader would not keep.
 ///
 /// Every change that an older reader would misread takes a new format; every struct read
 /// from a manifest denies unknown fields, so a field added without one fails loudly here.
@@ -135,6 +137,20 @@ pub struct TableLog {
     /// [`TableLog::format_name`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// The versions readers may still read, oldest first, `version` last (formats that list
+    /// earlier versions in each new one: Iceberg's snapshot history); empty for the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<LogVersion>,
+}
+
+/// A version of a table's log and when it was made (see [`TableLog::versions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogVersion {
+    /// The version.
+    pub version: u64,
+    /// When its commit was made (epoch ms).
+    pub at_ms: i64,
 }
 
 impl TableLog {
@@ -276,16 +292,16 @@ impl Manifest {
     }
 
     /// The lowest format that holds this manifest: [`MANIFEST_FORMAT`] when a file's deleted
-    /// rows are also in a format delete file, [`NAMED_LOG_FORMAT`] when a table's log
+    /// rows are also in a format delete file or a log lists its readable versions, [`NAMED_LOG_FORMAT`] when a table's log
     /// names its format or leaves out a published version's text, [`STATS_FORMAT`] when a
     /// file has statistics or a table retired files, [`LOG_FORMAT`] when a table has a log or
     /// a file a deletion vector, else the plain format, which older builds read right.
     pub(crate) fn required_format(&self) -> u32 {
         let files = || self.tables.values().flat_map(|t| &t.files);
-        if files().any(|f| f.delete_file.is_some()) {
+        let logs = || self.tables.values().filter_map(|t| t.log.as_ref());
+        if files().any(|f| f.delete_file.is_some()) || logs().any(|l| !l.versions.is_empty()) {
             return MANIFEST_FORMAT;
         }
-        let logs = || self.tables.values().filter_map(|t| t.log.as_ref());
         if logs().any(|l| l.format.is_some() || l.commit.is_empty()) {
             return NAMED_LOG_FORMAT;
         }
@@ -559,6 +575,16 @@ mod tests {
             m.tables["t"].files[0].delete_file.as_ref().map(|d| d.rows),
             Some(2)
         );
+        let history = Manifest::from_json(
+            br#"{"format": 5, "version": 1, "commit_id": "c", "committed_at_ms": 0,
+                 "tables": {"t": {"buckets": 1, "bucket_column": "id", "columns": [],
+                 "files": [], "delta": {"table_id": "i", "version": 2, "schema": "s",
+                 "format": "iceberg", "versions": [{"version": 1, "at_ms": 5},
+                 {"version": 2, "at_ms": 9}]}}}}"#,
+            &Path::from("m"),
+        )
+        .unwrap();
+        assert_eq!(history.required_format(), 5, "a log's readable versions");
     }
 
     #[test]

@@ -267,6 +267,7 @@ pub(crate) fn next_state(
         commit,
         created_ms,
         format: Some("delta".to_owned()),
+        versions: Vec::new(),
     })
 }
 

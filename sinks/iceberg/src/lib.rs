@@ -146,7 +146,14 @@ impl TableFormat for IcebergFormat {
         new: &TableEntry,
         now_ms: i64,
     ) -> Option<TableLog> {
-        metadata::next_version(&self.location(table), key, old, new, now_ms)
+        metadata::next_version(
+            &self.location(table),
+            key,
+            old,
+            new,
+            now_ms,
+            self.retention(),
+        )
     }
 
     async fn is_published(
@@ -182,7 +189,7 @@ impl TableFormat for IcebergFormat {
                 .await?;
         }
         if let Some(log) = &entry.log {
-            metadata::expire(store, dir, log.version, self.retention()).await;
+            metadata::expire(store, dir, log, self.retention()).await;
         }
         Ok(())
     }

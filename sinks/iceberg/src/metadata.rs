@@ -26,7 +26,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sluice_lake::{DeleteFile, FileEntry, LakeError, Result, TableEntry, TableLog};
+use sluice_lake::{DeleteFile, FileEntry, LakeError, LogVersion, Result, TableEntry, TableLog};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The folder of a table's metadata, under its folder.
@@ -99,6 +99,7 @@ pub(crate) fn next_version(
     old: Option<&TableEntry>,
     new: &TableEntry,
     now_ms: i64,
+    retention: std::time::Duration,
 ) -> Option<TableLog> {
     let prev = new.log.as_ref();
     let prev_schema = prev.and_then(|p| Schema::from_stored(&p.schema));
@@ -127,6 +128,39 @@ pub(crate) fn next_version(
     };
     let snapshot = snapshot_id(&table_id, version);
     let seq = version as i64;
+    let versions = readable_versions(prev, version, now_ms, retention);
+    let list_of = |v: u64| {
+        format!(
+            "{location}/{METADATA_DIR}/{}",
+            manifest_list_name(&table_id, v)
+        )
+    };
+    // Earlier snapshots still readable: their manifest lists and files are kept while they
+    // are listed here. They name the current schema (only it is kept; sluice's schema
+    // changes only add columns, which read as NULL in older files): a snapshot without a
+    // schema id crashes DuckDB 1.4.4's iceberg extension.
+    let mut snapshots: Vec<Value> = versions
+        .iter()
+        .filter(|lv| lv.version < version)
+        .map(|lv| {
+            let mut s = json!({
+                "snapshot-id": snapshot_id(&table_id, lv.version),
+                "sequence-number": lv.version,
+                "timestamp-ms": lv.at_ms,
+                "manifest-list": list_of(lv.version),
+                "summary": {"operation": "overwrite"},
+                "schema-id": schema.schema_id,
+            });
+            if lv.version > 1 {
+                s["parent-snapshot-id"] = json!(snapshot_id(&table_id, lv.version - 1));
+            }
+            s
+        })
+        .collect();
+    let snapshot_log: Vec<Value> = versions
+        .iter()
+        .map(|lv| json!({"timestamp-ms": lv.at_ms, "snapshot-id": snapshot_id(&table_id, lv.version)}))
+        .collect();
     let records: u64 = new.files.iter().map(|f| f.rows).sum();
     let deletes = delete_files(new);
     let position_deletes: u64 = deletes.values().map(|d| d.rows).sum();
@@ -151,11 +185,15 @@ pub(crate) fn next_version(
         },
         "current-snapshot-id": snapshot,
         "refs": {"main": {"snapshot-id": snapshot, "type": "branch"}},
-        "snapshots": [{
+        "snapshots": [],
+        "snapshot-log": snapshot_log,
+        "metadata-log": [],
+    });
+    let mut current = json!({
             "snapshot-id": snapshot,
             "sequence-number": seq,
             "timestamp-ms": now_ms,
-            "manifest-list": format!("{location}/{METADATA_DIR}/{}", manifest_list_name(&table_id, version)),
+            "manifest-list": list_of(version),
             "summary": {
                 "operation": "overwrite",
                 "total-data-files": new.files.len().to_string(),
@@ -165,10 +203,13 @@ pub(crate) fn next_version(
                 "total-equality-deletes": "0",
             },
             "schema-id": schema.schema_id,
-        }],
-        "snapshot-log": [{"timestamp-ms": now_ms, "snapshot-id": snapshot}],
-        "metadata-log": [],
     });
+    if version > 1 {
+        current["parent-snapshot-id"] = json!(snapshot_id(&table_id, version - 1));
+    }
+    snapshots.push(current);
+    let mut metadata = metadata;
+    metadata["snapshots"] = Value::Array(snapshots);
     Some(TableLog {
         table_id,
         version,
@@ -176,7 +217,32 @@ pub(crate) fn next_version(
         commit: metadata.to_string(),
         created_ms,
         format: Some("iceberg".to_owned()),
+        versions,
     })
+}
+
+/// The versions a new version `version` made at `now_ms` lists as its snapshots: those of
+/// `prev` made within `retention` (their files are still kept: a file superseded at or after
+/// a version is retired no earlier than that version's commit), then `version` itself.
+fn readable_versions(
+    prev: Option<&TableLog>,
+    version: u64,
+    now_ms: i64,
+    retention: std::time::Duration,
+) -> Vec<LogVersion> {
+    let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now_ms.saturating_sub(keep_ms);
+    let mut versions: Vec<LogVersion> = prev
+        .map(|p| p.versions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|lv| lv.at_ms > cutoff && lv.version < version)
+        .collect();
+    versions.push(LogVersion {
+        version,
+        at_ms: now_ms,
+    });
+    versions
 }
 
 /// Publishes `entry.log`'s version in the table folder `dir`: its manifest and manifest
@@ -338,18 +404,23 @@ async fn put(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -> Result<()>
         .map_err(|e| LakeError::store("writing", path, e))
 }
 
-/// Removes the metadata of versions before `current - 1` of the table in `dir` (metadata
-/// file, manifest list, manifests) once they are older than `retention`, so that `metadata/`
-/// does not grow with every commit while readers holding an older metadata file within the
-/// retention keep working. The current version and the one before it (the SQL catalog's
-/// previous location) always stay. Best effort: a failure is logged, and the next
-/// publication tries again.
+/// Removes the metadata (metadata file, manifest list, manifests) of versions of the table
+/// in `dir` that `log` no longer lists as snapshots once they are older than `retention`, so
+/// that `metadata/` does not grow with every commit while readers holding an older metadata
+/// file within the retention keep working. Listed versions, and the one before the current
+/// (the SQL catalog's previous location), always stay. Best effort: a failure is logged,
+/// and the next publication tries again.
 pub(crate) async fn expire(
     store: &dyn ObjectStore,
     dir: &Path,
-    current: u64,
+    log: &TableLog,
     retention: std::time::Duration,
 ) {
+    let previous = log.version.saturating_sub(1);
+    let keep_from = log
+        .versions
+        .first()
+        .map_or(previous, |lv| lv.version.min(previous));
     use futures::TryStreamExt;
     let meta_dir = dir.clone().join(METADATA_DIR);
     let listed: Vec<_> = match store.list(Some(&meta_dir)).try_collect().await {
@@ -365,7 +436,7 @@ pub(crate) async fn expire(
         let Some(version) = meta.location.filename().and_then(metadata_version) else {
             continue;
         };
-        let expired = version + 1 < current && meta.last_modified.timestamp_millis() <= cutoff;
+        let expired = version < keep_from && meta.last_modified.timestamp_millis() <= cutoff;
         if expired && let Err(e) = store.delete(&meta.location).await {
             tracing::warn!(error = %e, file = %meta.location, "cannot remove expired Iceberg metadata");
         }
@@ -460,6 +531,36 @@ fn sync_marker(table_id: &str, version: u64) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_made_within_the_retention_are_listed() {
+        let hour = std::time::Duration::from_secs(3600);
+        let log = |versions: Vec<LogVersion>| TableLog {
+            table_id: "t".into(),
+            version: versions.last().map_or(0, |v| v.version),
+            schema: String::new(),
+            commit: String::new(),
+            created_ms: 0,
+            format: Some("iceberg".into()),
+            versions,
+        };
+        let at = |version, at_ms| LogVersion { version, at_ms };
+        let h = 3_600_000;
+        let prev = log(vec![at(1, 0), at(2, 5 * h), at(3, 9 * h)]);
+        // At 10 h with a 6 h retention: version 1 (made at 0 h) is out, 2 and 3 stay.
+        let v = readable_versions(Some(&prev), 4, 10 * h, 6 * hour);
+        assert_eq!(v, vec![at(2, 5 * h), at(3, 9 * h), at(4, 10 * h)]);
+        // No retention: only the new version.
+        assert_eq!(
+            readable_versions(Some(&prev), 4, 10 * h, std::time::Duration::ZERO),
+            vec![at(4, 10 * h)]
+        );
+        // A log written without a history starts one.
+        assert_eq!(
+            readable_versions(Some(&log(Vec::new())), 8, 1, hour),
+            vec![at(8, 1)]
+        );
+    }
 
     #[test]
     fn metadata_names_give_their_version() {

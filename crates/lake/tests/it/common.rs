@@ -173,6 +173,8 @@ pub struct Lake {
     pub iceberg_catalog: sluice_sink_iceberg::Catalog,
     /// The `iceberg` sink's `position_deletes` (default true; false: copy-on-write).
     pub iceberg_position_deletes: bool,
+    /// The `iceberg` sink's `retention_hours` (0 here unless a test sets it).
+    pub iceberg_retention_hours: u64,
     pub kind: &'static str,
     pub tmp: Option<tempfile::TempDir>,
     _moto: Option<Moto>,
@@ -187,6 +189,7 @@ impl Lake {
             delta: None,
             iceberg: false,
             iceberg_position_deletes: true,
+            iceberg_retention_hours: 0,
             iceberg_catalog: sluice_sink_iceberg::Catalog::Filesystem,
             kind: "local",
             tmp: Some(tmp),
@@ -208,6 +211,7 @@ impl Lake {
             delta: None,
             iceberg: false,
             iceberg_position_deletes: true,
+            iceberg_retention_hours: 0,
             iceberg_catalog: sluice_sink_iceberg::Catalog::Filesystem,
             kind: "s3",
             tmp: None,
@@ -251,7 +255,7 @@ impl Lake {
         if self.iceberg {
             let config = IcebergSinkConfig {
                 lake: self.config.clone(),
-                retention_hours: 0,
+                retention_hours: self.iceberg_retention_hours,
                 position_deletes: self.iceberg_position_deletes,
                 catalog: self.iceberg_catalog.clone(),
                 catalog_name: "sluice".to_owned(),
@@ -378,7 +382,8 @@ impl Lake {
 }
 
 /// Runs a Python script (a reader this project did not write: DuckDB, delta-rs) and parses
-/// the JSON it prints; `what` names the reader in the failure.
+/// the JSON it prints; `what` names the reader in the failure, with its exit status and
+/// output.
 pub fn python_json(what: &str, script: &str) -> serde_json::Value {
     let out = std::process::Command::new("python3")
         .args(["-c", script])
@@ -386,8 +391,10 @@ pub fn python_json(what: &str, script: &str) -> serde_json::Value {
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     // The script prints its JSON on one line, last; a reader may print before it (DuckDB's
     // progress bar, drawn with carriage returns, when a query runs long on a loaded machine).

@@ -562,3 +562,61 @@ async fn metadata_older_than_the_retention_is_removed() {
         "{names:?}"
     );
 }
+
+/// Each metadata version lists the earlier snapshots made within the retention, so readers
+/// travel in time: pyiceberg lists three snapshots after three commits and reads each as it
+/// was committed; DuckDB reads the first by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_within_the_retention_can_be_read_in_time() {
+    let Some(ext) = readers() else { return };
+    let mut lake = Lake::local().iceberg();
+    lake.iceberg_retention_hours = 168;
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    for (n, (rows, at)) in [
+        (vec![("o0", "a", 1)], T1),
+        (vec![("o1", "a", 1)], T2),
+        (vec![("o0", "b", 2)], T3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.write(stamp(opp_rows("opp", &rows), at)).await.unwrap();
+        s.commit(&state(n as i64 + 1)).await.unwrap();
+    }
+    s.close().await.unwrap();
+    let version = hinted_version(&lake, "opp").await;
+    let meta = format!(
+        "{}/metadata/v{version}.metadata.json",
+        lake.table_at("opp").location()
+    );
+    let script = format!(
+        r#"
+import duckdb, json
+from pyiceberg.table import StaticTable
+t = StaticTable.from_metadata("file://{meta}")
+snaps = [s.snapshot_id for s in t.metadata.snapshots]
+def rows(**kw):
+    return sorted([r["id"], r["name"]] for r in t.scan(**kw).to_arrow().to_pylist())
+py = [rows(snapshot_id=i) for i in snaps]
+con = duckdb.connect()
+con.execute("LOAD '{ext}/avro.duckdb_extension'")
+con.execute("LOAD '{ext}/iceberg.duckdb_extension'")
+first = sorted(list(r) for r in con.execute(
+    "select id, name from iceberg_scan('{meta}', snapshot_from_id = " + str(snaps[0]) + ")").fetchall())
+print(json.dumps({{"history": len(t.history()), "pyiceberg": py, "duckdb_first": first}}))
+"#
+    );
+    let v = python_json("an Iceberg reader", &script);
+    assert_eq!(v["history"], 3, "{v}");
+    assert_eq!(
+        v["pyiceberg"],
+        serde_json::json!([
+            [["o0", "a"]],
+            [["o0", "a"], ["o1", "a"]],
+            [["o0", "b"], ["o1", "a"]]
+        ]),
+        "{v}"
+    );
+    assert_eq!(v["duckdb_first"], serde_json::json!([["o0", "a"]]), "{v}");
+}
