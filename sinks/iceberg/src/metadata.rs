@@ -221,9 +221,15 @@ pub(crate) fn next_version(
     })
 }
 
+/// Most snapshots one metadata version lists (its own included), as Iceberg's own writers
+/// bound their metadata log (`write.metadata.previous-versions-max`, 100): a first sync
+/// makes a version per commit, and each lists the others.
+const MAX_LISTED_SNAPSHOTS: usize = 100;
+
 /// The versions a new version `version` made at `now_ms` lists as its snapshots: those of
 /// `prev` made within `retention` (their files are still kept: a file superseded at or after
-/// a version is retired no earlier than that version's commit), then `version` itself.
+/// a version is retired no earlier than that version's commit), at most the newest
+/// [`MAX_LISTED_SNAPSHOTS`] with `version` itself last.
 fn readable_versions(
     prev: Option<&TableLog>,
     version: u64,
@@ -242,6 +248,8 @@ fn readable_versions(
         version,
         at_ms: now_ms,
     });
+    let over = versions.len().saturating_sub(MAX_LISTED_SNAPSHOTS);
+    versions.drain(..over);
     versions
 }
 
@@ -555,6 +563,11 @@ mod tests {
             readable_versions(Some(&prev), 4, 10 * h, std::time::Duration::ZERO),
             vec![at(4, 10 * h)]
         );
+        // At most the newest MAX_LISTED_SNAPSHOTS.
+        let many = log((1..=150).map(|v| at(v, v as i64)).collect());
+        let v = readable_versions(Some(&many), 151, 200, hour);
+        assert_eq!(v.len(), MAX_LISTED_SNAPSHOTS);
+        assert_eq!((v[0].version, v[99].version), (52, 151));
         // A log written without a history starts one.
         assert_eq!(
             readable_versions(Some(&log(Vec::new())), 8, 1, hour),
