@@ -620,3 +620,46 @@ print(json.dumps({{"history": len(t.history()), "pyiceberg": py, "duckdb_first":
     );
     assert_eq!(v["duckdb_first"], serde_json::json!([["o0", "a"]]), "{v}");
 }
+
+/// Turning `position_deletes` off on a table that has position deletes: the next commits
+/// rewrite the files they touch, the files they do not touch keep their delete files, and
+/// both readers read the sink's rows after each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_deletes_turned_off_later_keep_the_tables_readable() {
+    let Some(ext) = readers() else { return };
+    let mut lake = Lake::local().iceberg();
+    lake.config.table_buckets.insert("opp".into(), 4);
+    let ids: Vec<String> = (0..400).map(|i| format!("opp-{i:04}")).collect();
+    let rows = |value: &'static str, skip: usize| -> Vec<(&str, &str, i64)> {
+        ids.iter()
+            .skip(skip)
+            .step_by(40)
+            .map(|i| (i.as_str(), value, 2))
+            .collect()
+    };
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    let all: Vec<(&str, &str, i64)> = ids.iter().map(|i| (i.as_str(), "v1", 1)).collect();
+    s.write(stamp(opp_rows("opp", &all), T1)).await.unwrap();
+    s.commit(&state(1)).await.unwrap();
+    s.write(stamp(opp_rows("opp", &rows("v2", 0)), T2))
+        .await
+        .unwrap();
+    s.commit(&state(2)).await.unwrap();
+    s.close().await.unwrap();
+    let with = snapshot_summary(&lake, "opp").await;
+    assert_ne!(with["total-delete-files"], "0", "{with}");
+    both_read_the_sinks_rows(&lake, &ext, &opp(), "position deletes").await;
+
+    lake.iceberg_position_deletes = false;
+    let mut s = lake.sink();
+    s.open(&specs()).await.unwrap();
+    s.write(stamp(opp_rows("opp", &rows("v3", 7)), T3))
+        .await
+        .unwrap();
+    let t = s.commit(&state(3)).await.unwrap().tables["opp"];
+    s.close().await.unwrap();
+    assert!(t.bytes_rewritten > 0, "copy-on-write now: {t:?}");
+    both_read_the_sinks_rows(&lake, &ext, &opp(), "copy-on-write after").await;
+    lake.assert_no_orphans(&["opp"]).await;
+}
