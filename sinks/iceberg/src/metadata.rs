@@ -300,7 +300,8 @@ pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, entry: &TableEn
         .iter()
         .map(|f| entry_of(0, &f.name, f.rows, f.size, metrics(f, &fields)))
         .collect();
-    let deletes: Vec<Datum> = delete_files(entry)
+    let delete_files = delete_files(entry);
+    let deletes: Vec<Datum> = delete_files
         .values()
         .map(|d| entry_of(1, &d.name, d.rows, d.size, no_metrics()))
         .collect();
@@ -326,7 +327,7 @@ pub(crate) async fn publish(store: &dyn ObjectStore, dir: &Path, entry: &TableEn
         data.len(),
     )];
     if !deletes.is_empty() {
-        let rows = delete_files(entry).values().map(|d| d.rows).sum::<u64>();
+        let rows = delete_files.values().map(|d| d.rows).sum::<u64>();
         manifests.push((1, manifest("deletes", &deletes), rows, deletes.len()));
     }
     let list_entries: Vec<Datum> = manifests

@@ -135,6 +135,15 @@ async fn hinted_version(lake: &Lake, table: &str) -> String {
     String::from_utf8(bytes.to_vec()).unwrap().trim().to_owned()
 }
 
+/// The newest metadata file of the local `table` (the one its version hint names).
+async fn newest_metadata(lake: &Lake, table: &str) -> String {
+    let version = hinted_version(lake, table).await;
+    format!(
+        "{}/metadata/v{version}.metadata.json",
+        lake.table_at(table).location()
+    )
+}
+
 /// Asserts that both readers read exactly the sink's committed rows of `spec`.
 async fn both_read_the_sinks_rows(lake: &Lake, ext: &str, spec: &TableSpec, step: &str) {
     let expected = expected_rows(lake, spec).await;
@@ -488,11 +497,7 @@ async fn manifests_carry_column_bounds_and_a_filtered_scan_plans_fewer_files() {
     s.write(stamp(opp_rows("opp", &some), T2)).await.unwrap();
     s.commit(&state(2)).await.unwrap();
     s.close().await.unwrap();
-    let version = hinted_version(&lake, "opp").await;
-    let meta = format!(
-        "{}/metadata/v{version}.metadata.json",
-        lake.table_at("opp").location()
-    );
+    let meta = newest_metadata(&lake, "opp").await;
     let script = format!(
         r#"
 import duckdb, json
@@ -585,11 +590,7 @@ async fn snapshots_within_the_retention_can_be_read_in_time() {
         s.commit(&state(n as i64 + 1)).await.unwrap();
     }
     s.close().await.unwrap();
-    let version = hinted_version(&lake, "opp").await;
-    let meta = format!(
-        "{}/metadata/v{version}.metadata.json",
-        lake.table_at("opp").location()
-    );
+    let meta = newest_metadata(&lake, "opp").await;
     let script = format!(
         r#"
 import duckdb, json
