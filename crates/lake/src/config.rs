@@ -31,6 +31,7 @@ pub const DEFAULT_DEST: &str = "./lake";
 pub const LAKE_DEFAULTS: &str = "\
 dest = \"./lake\"
 row_group_rows = 131072
+row_group_bytes = 16777216
 max_rows_per_file = 1000000
 max_files_per_bucket = 8
 bucket_rows = 1048576
@@ -73,6 +74,11 @@ pub struct LakeConfig {
     /// Maximum rows per Parquet row group (default 131072).
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
+    /// Most bytes a row group may buffer while it is written (default 16 MiB): a row group
+    /// ends at `row_group_rows` rows or at this size, whichever comes first, so the memory a
+    /// file being written holds does not grow with the width of the table's rows.
+    #[serde(default = "default_row_group_bytes")]
+    pub row_group_bytes: usize,
     /// Maximum rows per data file; a bucket larger than this is split over several files
     /// (default 1000000).
     #[serde(default = "default_max_rows_per_file")]
@@ -120,6 +126,9 @@ pub struct LakeConfig {
 fn default_row_group_rows() -> usize {
     128 * 1024
 }
+fn default_row_group_bytes() -> usize {
+    16 * 1024 * 1024
+}
 fn default_max_rows_per_file() -> usize {
     1_000_000
 }
@@ -150,6 +159,7 @@ impl Default for LakeConfig {
             secret_access_key: None,
             session_token: None,
             row_group_rows: default_row_group_rows(),
+            row_group_bytes: default_row_group_bytes(),
             max_rows_per_file: default_max_rows_per_file(),
             max_files_per_bucket: default_max_files_per_bucket(),
             buckets: None,
@@ -177,6 +187,9 @@ impl LakeConfig {
         let bad = |m: &str| Err(LakeError::Config(m.to_owned()));
         if self.row_group_rows == 0 {
             return bad("sink.row_group_rows must be at least 1");
+        }
+        if self.row_group_bytes < 64 * 1024 {
+            return bad("sink.row_group_bytes must be at least 65536");
         }
         if self.max_rows_per_file == 0 {
             return bad("sink.max_rows_per_file must be at least 1");

@@ -88,6 +88,7 @@ impl<'a> GroupWriter<'a> {
             &path,
             schema,
             self.props.clone(),
+            self.sink.config.row_group_bytes,
             self.sink.format.embeds_arrow_schema(),
         )?;
         Ok((name, w))

@@ -1,7 +1,8 @@
 //! [`HashRuns`]: a set of 64-bit hashes in about 4 bytes per member.
 //!
-//! The written-keys index holds one hash per row a first sync writes (tens of millions for a
-//! large account), so its cost per member is most of the memory that grows with the sync. A
+//! The written-keys index holds one hash per parent or row key a first sync writes (tens of
+//! millions for a large account), so its cost per member is most of the memory that grows
+//! with the sync. A
 //! `HashSet<u64>` costs 14–18 bytes per member (control bytes, free slots after a doubling);
 //! a sorted `Vec<u64>` 8. Here a large set keeps each member's top 48 bits only: a fixed
 //! directory of the top 16 bits (where each prefix's members start) and, per member, the next
@@ -73,6 +74,7 @@ pub(crate) struct HashRuns {
 
 impl HashRuns {
     /// Whether the set has no member.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.merged.is_empty() && self.pending.is_empty()
     }

@@ -78,6 +78,8 @@ pub(crate) struct FileWriter {
     /// The row group being encoded: one writer per column, and its rows so far.
     open: Option<(Vec<ArrowColumnWriter>, usize)>,
     row_group_rows: usize,
+    /// The row group ends once its column writers hold this many bytes.
+    row_group_bytes: usize,
     path: Path,
     rows: u64,
     bytes: u64,
@@ -111,22 +113,28 @@ impl Shared {
 }
 
 /// Stored row groups with fewer rows than `row_group_rows / SPLICE_MIN_SHARE` (8,192 by
-/// default) are decoded and encoded again by [`FileWriter::splice`], into the row group
-/// being written, so that tiny row groups merge as files are compacted; larger ones are
-/// copied as they are. At 16, the row groups a first sync's commits write for the tables that
+/// default) and fewer bytes than `row_group_bytes / SPLICE_MIN_SHARE` (1 MiB) are decoded and
+/// encoded again by [`FileWriter::splice`], into the row group being written, so that tiny
+/// row groups merge as files are compacted; larger ones are copied as they are (a row group
+/// of very wide rows that ended at `row_group_bytes` is never re-encoded again). At 16, the row groups a first sync's commits write for the tables that
 /// hold most rows (5,000–30,000 rows each at 100,000 opportunities) are copied, not
 /// re-encoded at every compaction.
 const SPLICE_MIN_SHARE: usize = 16;
 
+/// Most rows [`FileWriter::write`] encodes between two checks of the row group's size.
+const WRITE_SLICE_ROWS: usize = 4096;
+
 impl FileWriter {
     /// Starts a new object at `path` (nothing is visible until [`FileWriter::finish`]). With
     /// `arrow_schema`, the Arrow schema travels in the footer (`ARROW:schema`), as Arrow's
-    /// own writer adds it (see [`crate::TableFormat::embeds_arrow_schema`]).
+    /// own writer adds it (see [`crate::TableFormat::embeds_arrow_schema`]). A row group ends
+    /// at the row count of `props` or once it holds `row_group_bytes`, whichever comes first.
     pub(crate) fn create(
         store: &Arc<dyn ObjectStore>,
         path: &Path,
         schema: SchemaRef,
         props: WriterProperties,
+        row_group_bytes: usize,
         arrow_schema: bool,
     ) -> Result<FileWriter> {
         let err = |e| LakeError::parquet("writing", path, e);
@@ -155,6 +163,7 @@ impl FileWriter {
             sink: BufWriter::new(Arc::clone(store), path.clone()),
             open: None,
             row_group_rows,
+            row_group_bytes,
             path: path.clone(),
             rows: 0,
             bytes: 0,
@@ -170,8 +179,14 @@ impl FileWriter {
         LakeError::parquet("writing", &self.path, e)
     }
 
-    /// Appends `batch` (with the writer's schema).
+    /// Appends `batch` (with the writer's schema), in slices of at most [`WRITE_SLICE_ROWS`]
+    /// rows and a quarter of `row_group_bytes`, so that a row group ends close to
+    /// `row_group_bytes`.
     pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        // Rows per slice: at most a quarter of `row_group_bytes` of the batch's memory (an
+        // upper bound for a sliced batch, whose buffers are counted whole).
+        let row_bytes = batch.get_array_memory_size() / batch.num_rows().max(1);
+        let slice_rows = (self.row_group_bytes / 4 / row_bytes.max(1)).clamp(1, WRITE_SLICE_ROWS);
         let mut at = 0;
         while at < batch.num_rows() {
             let (writers, rows) = match self.open.take() {
@@ -185,7 +200,9 @@ impl FileWriter {
                     (writers, 0)
                 }
             };
-            let n = (self.row_group_rows - rows).min(batch.num_rows() - at);
+            let n = (self.row_group_rows - rows)
+                .min(batch.num_rows() - at)
+                .min(slice_rows);
             let part = batch.slice(at, n);
             let mut writers = writers;
             let mut leaf_writers = writers.iter_mut();
@@ -201,8 +218,9 @@ impl FileWriter {
             }
             at += n;
             self.rows += n as u64;
+            let held: usize = writers.iter().map(ArrowColumnWriter::memory_size).sum();
             self.open = Some((writers, rows + n));
-            if rows + n >= self.row_group_rows {
+            if rows + n >= self.row_group_rows || held >= self.row_group_bytes {
                 self.close_row_group().await?;
             }
         }
@@ -240,9 +258,9 @@ impl FileWriter {
     }
 
     /// Appends every row of the stored file `path` (`size` bytes). When its Parquet schema is
-    /// the writer's, each row group of at least a sixteenth of `row_group_rows` rows is copied
-    /// as encoded (with its statistics and page index) and smaller ones are decoded into the
-    /// row group being written; returns `false`, having written nothing, when the schema
+    /// the writer's, each row group of at least a sixteenth of `row_group_rows` rows or of
+    /// `row_group_bytes` bytes is copied as encoded (with its statistics and page index) and
+    /// smaller ones are decoded into the row group being written; returns `false`, having written nothing, when the schema
     /// differs (a column added since): the caller then copies the file's rows by decoding.
     pub(crate) async fn splice(
         &mut self,
@@ -270,6 +288,7 @@ impl FileWriter {
         let meta = Arc::new(meta);
         let dest = self.path.clone();
         let min_rows = (self.row_group_rows / SPLICE_MIN_SHARE).max(1);
+        let min_bytes = self.row_group_bytes / SPLICE_MIN_SHARE;
         // How to decode the file's small row groups, built once per file (and only if it
         // has one).
         let mut decoding: Option<ArrowReaderMetadata> = None;
@@ -283,7 +302,9 @@ impl FileWriter {
                 start: span.start,
                 bytes,
             };
-            if (group.num_rows() as usize) < min_rows {
+            let small = (group.num_rows() as usize) < min_rows
+                && (group.compressed_size().max(0) as usize) < min_bytes;
+            if small {
                 let reader_meta = match &decoding {
                     Some(m) => m.clone(),
                     None => {
@@ -582,8 +603,15 @@ mod tests {
     }
 
     async fn write(store: &Arc<dyn ObjectStore>, name: &str, batches: &[RecordBatch]) -> u64 {
-        let mut w =
-            FileWriter::create(store, &Path::from(name), schema(), props(100), true).unwrap();
+        let mut w = FileWriter::create(
+            store,
+            &Path::from(name),
+            schema(),
+            props(100),
+            16 << 20,
+            true,
+        )
+        .unwrap();
         for b in batches {
             w.write(b).await.unwrap();
         }
@@ -612,7 +640,7 @@ mod tests {
         let c = write(&store, "c.parquet", &[rows(280, 285)]).await;
 
         let out = Path::from("out.parquet");
-        let mut w = FileWriter::create(&store, &out, schema(), props(100), true).unwrap();
+        let mut w = FileWriter::create(&store, &out, schema(), props(100), 16 << 20, true).unwrap();
         w.write(&rows(285, 300)).await.unwrap();
         for (name, size) in [("a.parquet", a), ("b.parquet", b), ("c.parquet", c)] {
             assert!(w.splice(&store, &Path::from(name), size).await.unwrap());
@@ -664,6 +692,73 @@ mod tests {
         assert_eq!(values(&picked), values(&[rows(137, 177)]));
     }
 
+    /// Rows `from..to` with ids of about 2 KB that do not compress.
+    fn wide_rows(from: i64, to: i64) -> RecordBatch {
+        let id = |i: i64| {
+            (0..128)
+                .map(|j| format!("{:016x}", twox_hash::XxHash64::oneshot(j, &i.to_le_bytes())))
+                .collect::<String>()
+        };
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values((from..to).map(id))),
+                Arc::new(Int64Array::from_iter_values(from..to)),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn row_group_rows_of(store: &Arc<dyn ObjectStore>, path: &Path, size: u64) -> Vec<i64> {
+        let meta = ParquetMetaDataReader::new()
+            .load_and_finish(
+                &mut ObjectReader {
+                    store: Arc::clone(store),
+                    path: path.clone(),
+                    size,
+                },
+                size,
+            )
+            .await
+            .unwrap();
+        meta.row_groups().iter().map(|g| g.num_rows()).collect()
+    }
+
+    #[tokio::test]
+    async fn row_groups_of_wide_rows_end_at_the_byte_limit_and_are_spliced_as_they_are() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let big = |rows| {
+            WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_max_row_group_row_count(Some(rows))
+                .build()
+        };
+        // 3,000 rows of 2 KB (6 MB) with a 1 MiB limit and room for 100,000 rows per group.
+        let path = Path::from("wide.parquet");
+        let mut w =
+            FileWriter::create(&store, &path, schema(), big(100_000), 1 << 20, true).unwrap();
+        w.write(&wide_rows(0, 3_000)).await.unwrap();
+        let size = w.finish().await.unwrap().0;
+        let groups = row_group_rows_of(&store, &path, size).await;
+        assert!(groups.len() >= 5, "{groups:?}");
+        assert!(groups.iter().all(|&g| g <= 1_000), "{groups:?}");
+        assert_eq!(groups.iter().sum::<i64>(), 3_000);
+
+        // Fewer rows than a sixteenth of the row limit, but more bytes than a sixteenth of the
+        // byte limit: copied, not merged into the row group being written.
+        let out = Path::from("out.parquet");
+        let mut w =
+            FileWriter::create(&store, &out, schema(), big(100_000), 1 << 20, true).unwrap();
+        assert!(w.splice(&store, &path, size).await.unwrap());
+        let out_size = w.finish().await.unwrap().0;
+        assert_eq!(row_group_rows_of(&store, &out, out_size).await, groups);
+        let mut want = values(&[wide_rows(0, 3_000)]);
+        let mut got = values(&read_file(&store, &out, out_size, None, None).await.unwrap());
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+    }
+
     #[tokio::test]
     async fn a_file_of_another_schema_is_not_spliced() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
@@ -674,7 +769,7 @@ mod tests {
             Field::new("extra", DataType::Int64, true),
         ]));
         let out = Path::from("out.parquet");
-        let mut w = FileWriter::create(&store, &out, wider, props(100), true).unwrap();
+        let mut w = FileWriter::create(&store, &out, wider, props(100), 16 << 20, true).unwrap();
         assert!(!w.splice(&store, &Path::from("a.parquet"), a).await.unwrap());
         assert_eq!(w.rows(), 0);
     }
