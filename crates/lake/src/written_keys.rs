@@ -29,7 +29,7 @@
 //! earlier commits.
 //!
 //! Memory: about 4 bytes (5 at the peak before a merge) per distinct value of each of those
-//! columns ([`HashRuns`]): about 22 million values, 100 MB, for a first sync of 45 million
+//! columns ([`HashRuns`]): about 20 million values, 90 MB, for a first sync of 45 million
 //! rows from a million opportunities.
 
 use crate::hash_runs::HashRuns;
