@@ -173,9 +173,16 @@ impl<'a> GroupWriter<'a> {
     /// Compacts `bucket`, which no change affects: the changes merged into an empty table,
     /// then the rows of `files`, go into one new file. Exact for the fast path's reason (their
     /// keys are disjoint). Stored row groups are spliced in as encoded
-    /// ([`parquet_files::FileWriter::splice`]; small ones are re-encoded together), or, for a file of an
-    /// older schema, copied batch by batch; either way it holds one row group at a time, not
+    /// ([`parquet_files::FileWriter::splice`]), or, for a file of an older schema or with
+    /// deleted rows, copied batch by batch; either way it holds one row group at a time, not
     /// the bucket.
+    ///
+    /// Small row groups (a commit's rows of one bucket) are merged, decoded and encoded again,
+    /// only once the new rows and the small row groups of `files` add up to a row group that
+    /// is no longer small; until then they are copied like the others. So a row is encoded
+    /// again at most once on its way into a large row group, not at every compaction while
+    /// its row group grows: when a first sync's commits bring a few thousand rows per bucket,
+    /// compactions copy them until a merge makes a large row group of them.
     pub(crate) async fn compact(
         &mut self,
         bucket: u32,
@@ -187,17 +194,42 @@ impl<'a> GroupWriter<'a> {
         let only = BTreeSet::from([bucket]);
         let schema = self.spec.arrow_schema();
         let mut file = self.start_file(bucket, Arc::clone(&schema))?;
+        // Row groups are copied as encoded when the file has the table's current schema
+        // (their rows were checked to be in this bucket when they were written).
+        let store = &self.sink.dest.store;
+        let mut footers = Vec::with_capacity(files.len());
+        // The new rows and the small row groups of `files`: merged only if they make a
+        // large row group.
+        let mut small_rows: usize = new.iter().map(RecordBatch::num_rows).sum();
+        let mut small_bytes = 0;
+        let parquet_schema = file.1.parquet_schema();
+        for f in files {
+            let path = self.sink.file_path(&self.spec.name, &f.name);
+            let footer = match f.dv {
+                None => {
+                    parquet_files::FileWriter::spliceable(store, &path, f.size, &parquet_schema)
+                        .await?
+                }
+                Some(_) => None,
+            };
+            for g in footer.iter().flat_map(|m| m.row_groups()) {
+                if file.1.is_small(g) {
+                    small_rows += g.num_rows() as usize;
+                    small_bytes += g.compressed_size().max(0) as usize;
+                }
+            }
+            footers.push((path, footer));
+        }
+        let merge_small = file.1.is_large(small_rows, small_bytes);
         for part in &new {
             self.record(part);
             self.buckets_in(part, &only)?;
             file.1.write(part).await?;
         }
         drop(new);
-        for f in files {
-            // Row groups are copied as encoded when the file has the table's current schema
-            // (their rows were checked to be in this bucket when they were written).
-            let path = self.sink.file_path(&self.spec.name, &f.name);
-            if f.dv.is_none() && file.1.splice(&self.sink.dest.store, &path, f.size).await? {
+        for (f, (path, footer)) in files.iter().zip(footers) {
+            if let Some(meta) = footer {
+                file.1.splice(store, &path, meta, merge_small).await?;
                 continue;
             }
             let mut batches = self.stored_batches(f, &schema).await?;

@@ -30,7 +30,7 @@ use parquet::file::metadata::{
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::ColumnPath;
+use parquet::schema::types::{ColumnPath, TypePtr};
 use roaring::RoaringTreemap;
 use sluice_core::TableSpec;
 use std::ops::Range;
@@ -112,13 +112,13 @@ impl Shared {
     }
 }
 
-/// Stored row groups with fewer rows than `row_group_rows / SPLICE_MIN_SHARE` (8,192 by
-/// default) and fewer bytes than `row_group_bytes / SPLICE_MIN_SHARE` (1 MiB) are decoded and
-/// encoded again by [`FileWriter::splice`], into the row group being written, so that tiny
-/// row groups merge as files are compacted; larger ones are copied as they are (a row group
-/// of very wide rows that ended at `row_group_bytes` is never re-encoded again). At 16, the row groups a first sync's commits write for the tables that
-/// hold most rows (5,000–30,000 rows each at 100,000 opportunities) are copied, not
-/// re-encoded at every compaction.
+/// A stored row group with fewer rows than `row_group_rows / SPLICE_MIN_SHARE` (8,192 by
+/// default) and fewer bytes than `row_group_bytes / SPLICE_MIN_SHARE` (1 MiB) is small: when a
+/// compaction's small row groups add up to a large one, [`FileWriter::splice`] decodes them
+/// into the row group being written, so that tiny row groups merge; larger ones are always
+/// copied as they are (a row group of very wide rows that ended at `row_group_bytes` is never
+/// encoded again). At 16, the row groups a first sync's commits write for the tables that
+/// hold most rows (5,000–30,000 rows each at 100,000 opportunities, one bucket) are copied.
 const SPLICE_MIN_SHARE: usize = 16;
 
 /// Most rows [`FileWriter::write`] encodes between two checks of the row group's size.
@@ -257,18 +257,21 @@ impl FileWriter {
             .map_err(|e| LakeError::parquet("writing", &self.path, e))
     }
 
-    /// Appends every row of the stored file `path` (`size` bytes). When its Parquet schema is
-    /// the writer's, each row group of at least a sixteenth of `row_group_rows` rows or of
-    /// `row_group_bytes` bytes is copied as encoded (with its statistics and page index) and
-    /// smaller ones are decoded into the row group being written; returns `false`, having written nothing, when the schema
-    /// differs (a column added since): the caller then copies the file's rows by decoding.
-    pub(crate) async fn splice(
-        &mut self,
+    /// The writer's Parquet schema (for [`Self::spliceable`]).
+    pub(crate) fn parquet_schema(&self) -> TypePtr {
+        self.file.schema_descr().root_schema_ptr()
+    }
+
+    /// The footer of the stored file `path` (`size` bytes) when its Parquet schema is
+    /// `schema`, a writer's ([`Self::parquet_schema`]), so that its row groups can be spliced
+    /// in ([`Self::splice`]); `None` when it differs (a column added since): the caller then
+    /// copies the file's rows by decoding.
+    pub(crate) async fn spliceable(
         store: &Arc<dyn ObjectStore>,
         path: &Path,
         size: u64,
-    ) -> Result<bool> {
-        let rerr = |e| LakeError::parquet("reading", path, e);
+        schema: &TypePtr,
+    ) -> Result<Option<Arc<ParquetMetaData>>> {
         let mut reader = ObjectReader {
             store: Arc::clone(store),
             path: path.clone(),
@@ -279,16 +282,40 @@ impl FileWriter {
             .with_page_index_policy(PageIndexPolicy::Optional)
             .load_and_finish(&mut reader, size)
             .await
-            .map_err(rerr)?;
-        if meta.file_metadata().schema_descr().root_schema()
-            != self.file.schema_descr().root_schema()
-        {
-            return Ok(false);
-        }
-        let meta = Arc::new(meta);
+            .map_err(|e| LakeError::parquet("reading", path, e))?;
+        let same = meta.file_metadata().schema_descr().root_schema() == schema.as_ref();
+        Ok(same.then(|| Arc::new(meta)))
+    }
+
+    /// Whether a row group of `rows` rows and `bytes` encoded bytes is large: a sixteenth of
+    /// `row_group_rows` rows or of `row_group_bytes` bytes, or more.
+    pub(crate) fn is_large(&self, rows: usize, bytes: usize) -> bool {
+        rows >= (self.row_group_rows / SPLICE_MIN_SHARE).max(1)
+            || bytes >= self.row_group_bytes / SPLICE_MIN_SHARE
+    }
+
+    /// Whether a stored row group is small ([`Self::is_large`]): [`Self::splice`] may merge
+    /// it into the row group being written rather than copy it.
+    pub(crate) fn is_small(&self, group: &RowGroupMetaData) -> bool {
+        !self.is_large(
+            group.num_rows() as usize,
+            group.compressed_size().max(0) as usize,
+        )
+    }
+
+    /// Appends every row of the stored file `path` (`meta` from [`Self::spliceable`]): each
+    /// row group is copied as encoded (with its statistics and page index), except that with
+    /// `merge_small`, small ones ([`Self::is_small`]) are decoded into the row group being
+    /// written.
+    pub(crate) async fn splice(
+        &mut self,
+        store: &Arc<dyn ObjectStore>,
+        path: &Path,
+        meta: Arc<ParquetMetaData>,
+        merge_small: bool,
+    ) -> Result<()> {
+        let rerr = |e| LakeError::parquet("reading", path, e);
         let dest = self.path.clone();
-        let min_rows = (self.row_group_rows / SPLICE_MIN_SHARE).max(1);
-        let min_bytes = self.row_group_bytes / SPLICE_MIN_SHARE;
         // How to decode the file's small row groups, built once per file (and only if it
         // has one).
         let mut decoding: Option<ArrowReaderMetadata> = None;
@@ -302,9 +329,7 @@ impl FileWriter {
                 start: span.start,
                 bytes,
             };
-            let small = (group.num_rows() as usize) < min_rows
-                && (group.compressed_size().max(0) as usize) < min_bytes;
-            if small {
+            if merge_small && self.is_small(group) {
                 let reader_meta = match &decoding {
                     Some(m) => m.clone(),
                     None => {
@@ -343,7 +368,7 @@ impl FileWriter {
             self.rows += group.num_rows() as u64;
             self.drain().await?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Writes the footer and completes the object; returns its size in bytes and its
@@ -631,6 +656,50 @@ mod tests {
             .collect()
     }
 
+    /// Splices the stored file `name` into `w`; `false` (nothing written) when its schema
+    /// is not the writer's.
+    async fn splice(
+        w: &mut FileWriter,
+        store: &Arc<dyn ObjectStore>,
+        name: &str,
+        size: u64,
+        merge_small: bool,
+    ) -> bool {
+        let path = Path::from(name);
+        let schema = w.parquet_schema();
+        match FileWriter::spliceable(store, &path, size, &schema)
+            .await
+            .unwrap()
+        {
+            Some(meta) => {
+                w.splice(store, &path, meta, merge_small).await.unwrap();
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn small_row_groups_are_copied_when_not_merging() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // Row groups of 30 and 5 rows (below a sixteenth of 100 is 6): both copied.
+        let b = write(&store, "b.parquet", &[rows(250, 280)]).await;
+        let c = write(&store, "c.parquet", &[rows(280, 285)]).await;
+        let out = Path::from("out.parquet");
+        let mut w = FileWriter::create(&store, &out, schema(), props(100), 16 << 20, true).unwrap();
+        w.write(&rows(285, 289)).await.unwrap();
+        assert!(splice(&mut w, &store, "b.parquet", b, false).await);
+        assert!(splice(&mut w, &store, "c.parquet", c, false).await);
+        let size = w.finish().await.unwrap().0;
+        // Copied in order; the new rows are their own row group, closed last.
+        assert_eq!(row_group_rows_of(&store, &out, size).await, [30, 5, 4]);
+        let mut want = values(&[rows(250, 289)]);
+        let mut got = values(&read_file(&store, &out, size, None, None).await.unwrap());
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+    }
+
     #[tokio::test]
     async fn splicing_copies_large_row_groups_and_merges_small_ones() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
@@ -643,7 +712,7 @@ mod tests {
         let mut w = FileWriter::create(&store, &out, schema(), props(100), 16 << 20, true).unwrap();
         w.write(&rows(285, 300)).await.unwrap();
         for (name, size) in [("a.parquet", a), ("b.parquet", b), ("c.parquet", c)] {
-            assert!(w.splice(&store, &Path::from(name), size).await.unwrap());
+            assert!(splice(&mut w, &store, name, size, true).await);
         }
         assert_eq!(w.rows(), 300);
         let size = w.finish().await.unwrap().0;
@@ -749,7 +818,7 @@ mod tests {
         let out = Path::from("out.parquet");
         let mut w =
             FileWriter::create(&store, &out, schema(), big(100_000), 1 << 20, true).unwrap();
-        assert!(w.splice(&store, &path, size).await.unwrap());
+        assert!(splice(&mut w, &store, "wide.parquet", size, true).await);
         let out_size = w.finish().await.unwrap().0;
         assert_eq!(row_group_rows_of(&store, &out, out_size).await, groups);
         let mut want = values(&[wide_rows(0, 3_000)]);
@@ -770,7 +839,7 @@ mod tests {
         ]));
         let out = Path::from("out.parquet");
         let mut w = FileWriter::create(&store, &out, wider, props(100), 16 << 20, true).unwrap();
-        assert!(!w.splice(&store, &Path::from("a.parquet"), a).await.unwrap());
+        assert!(!splice(&mut w, &store, "a.parquet", a, true).await);
         assert_eq!(w.rows(), 0);
     }
 }
