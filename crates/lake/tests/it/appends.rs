@@ -77,6 +77,7 @@ both!(
     changed_rows_rewrite,
     compaction,
     compaction_is_size_tiered,
+    small_row_groups_merge_once_they_make_a_large_one,
     buckets_follow_table_size,
     history_appends,
     crash_with_appended_files,
@@ -501,6 +502,48 @@ async fn compaction_is_size_tiered(mut lake: Lake) {
         "compactions: {partial} partial, {whole} of the whole bucket"
     );
     assert_eq!(scan(&lake.sink(), &opp()).await.len(), 240);
+    lake.assert_no_orphans(&["opp"]).await;
+}
+
+/// The row groups of the live files of `table`, rows each, read from their footers.
+async fn row_groups(lake: &Lake, table: &str) -> Vec<i64> {
+    use object_store::ObjectStoreExt;
+    use parquet::file::metadata::ParquetMetaDataReader;
+    let store = lake.dest().store;
+    let mut out = Vec::new();
+    for path in lake.sink().live_files(table).await.unwrap() {
+        let path = object_store::path::Path::from(path);
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        let meta = ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
+        out.extend(meta.row_groups().iter().map(|g| g.num_rows()));
+    }
+    out
+}
+
+/// Commits of a few rows each into one bucket: their small row groups are copied by the
+/// compactions until they add up to a large one (a sixteenth of `row_group_rows`), then merged
+/// into it, so the live files hold few small row groups however many commits were made.
+async fn small_row_groups_merge_once_they_make_a_large_one(mut lake: Lake) {
+    lake.config.table_buckets.insert("opp".into(), 1);
+    lake.config.max_files_per_bucket = 4;
+    // A row group of under 100 rows is small; each commit writes one of 10 rows.
+    lake.config.row_group_rows = 1600;
+    let mut s = lake.sink();
+    s.open(&all_specs()).await.unwrap();
+    for round in 0..60 {
+        let t = commit_new_opps(&mut s, "t", round, 10).await;
+        assert_eq!(t.inserted, 10);
+    }
+    s.close().await.unwrap();
+    let groups = row_groups(&lake, "opp").await;
+    assert_eq!(groups.iter().sum::<i64>(), 600);
+    let small = groups.iter().filter(|&&g| g < 100).count();
+    // Without merging, one small row group per commit (60) would stay; merging at every
+    // compaction or once they add up, at most the ~10 rows of each commit since the last
+    // merge per file: a few per file.
+    assert!(small <= 4 * 10, "{groups:?}");
+    assert!(groups.iter().any(|&g| g >= 100), "{groups:?}");
+    assert_eq!(scan(&lake.sink(), &opp()).await.len(), 600);
     lake.assert_no_orphans(&["opp"]).await;
 }
 
