@@ -514,7 +514,9 @@ async fn row_groups(lake: &Lake, table: &str) -> Vec<i64> {
     for path in lake.sink().live_files(table).await.unwrap() {
         let path = object_store::path::Path::from(path);
         let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
-        let meta = ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
         out.extend(meta.row_groups().iter().map(|g| g.num_rows()));
     }
     out
