@@ -5,9 +5,10 @@
 use crate::error::{LakeError, Result};
 use crate::layout;
 use crate::manifest::{self, FileEntry, RetiredFile};
-use crate::sink::{LakeSink, internal};
-use futures::FutureExt;
+use crate::parquet_files;
+use crate::sink::{LakeSink, internal, without_deleted};
 use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sluice_core::sink_support::select_values;
@@ -70,10 +71,14 @@ impl LakeSink {
                     {
                         columns.push(column.clone());
                     }
-                    let batches = self
-                        .read_files(parent_table, files, Some(&columns), None)
-                        .await?;
-                    select_values(&batches, &parent_scope, parent_column)?
+                    self.select_in_files(
+                        parent_table,
+                        files,
+                        &columns,
+                        &parent_scope,
+                        parent_column,
+                    )
+                    .await?
                 }
             };
             Ok(Scope::Where {
@@ -82,6 +87,41 @@ impl LakeSink {
             })
         }
         .boxed()
+    }
+
+    /// The distinct values of `column` in the rows of `files` (of `table`) that `scope`
+    /// selects, reading only `columns`, one batch at a time: memory holds a row group of
+    /// those columns and the selected values, not the files.
+    async fn select_in_files(
+        &self,
+        table: &str,
+        files: Vec<FileEntry>,
+        columns: &[String],
+        scope: &Scope,
+        column: &str,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for f in files {
+            let path = self.file_path(table, &f.name);
+            let deleted = self.deleted_rows(table, &f).await?;
+            let mut batches =
+                parquet_files::open_file(&self.dest.store, &path, f.size, Some(columns), None)
+                    .await?;
+            let mut first = 0;
+            while let Some(b) = batches
+                .try_next()
+                .await
+                .map_err(|e| LakeError::parquet("reading", &path, e))?
+            {
+                let n = b.num_rows() as u64;
+                let b = without_deleted(b, deleted.as_ref(), first)?;
+                first += n;
+                out.extend(select_values(&[b], scope, column)?);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     pub(crate) async fn delete_quietly(&self, paths: &[Path], why: &str) {
