@@ -5,8 +5,7 @@
 use crate::error::{LakeError, Result};
 use crate::layout;
 use crate::manifest::{self, FileEntry, RetiredFile};
-use crate::parquet_files;
-use crate::sink::{LakeSink, internal, without_deleted};
+use crate::sink::{LakeSink, internal};
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
@@ -102,20 +101,8 @@ impl LakeSink {
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for f in files {
-            let path = self.file_path(table, &f.name);
-            let deleted = self.deleted_rows(table, &f).await?;
-            let mut batches =
-                parquet_files::open_file(&self.dest.store, &path, f.size, Some(columns), None)
-                    .await?;
-            let mut first = 0;
-            while let Some(b) = batches
-                .try_next()
-                .await
-                .map_err(|e| LakeError::parquet("reading", &path, e))?
-            {
-                let n = b.num_rows() as u64;
-                let b = without_deleted(b, deleted.as_ref(), first)?;
-                first += n;
+            let mut batches = self.live_batches(table, &f, Some(columns), None).await?;
+            while let Some(b) = batches.try_next().await? {
                 out.extend(select_values(&[b], scope, column)?);
             }
         }

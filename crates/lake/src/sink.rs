@@ -15,6 +15,8 @@ use crate::store_check;
 use crate::written_keys::WrittenIndex;
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use roaring::RoaringTreemap;
 use sluice_core::sink_support::align;
@@ -177,18 +179,37 @@ impl LakeSink {
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for f in files {
-            let path = self.file_path(table, &f.name);
-            let deleted = self.deleted_rows(table, &f).await?;
-            let mut first = 0;
-            for b in
-                parquet_files::read_file(&self.dest.store, &path, f.size, columns, keep).await?
-            {
-                let n = b.num_rows() as u64;
-                out.push(without_deleted(b, deleted.as_ref(), first)?);
-                first += n;
+            let mut batches = self.live_batches(table, &f, columns, keep).await?;
+            while let Some(b) = batches.try_next().await? {
+                out.push(b);
             }
         }
         Ok(out)
+    }
+
+    /// The live rows of the stored file `f` of `table` (its deleted rows dropped), batch by
+    /// batch: only `columns` when given, only declared columns when `keep` is set.
+    pub(crate) async fn live_batches(
+        &self,
+        table: &str,
+        f: &FileEntry,
+        columns: Option<&[String]>,
+        keep: Option<&arrow::datatypes::SchemaRef>,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let path = self.file_path(table, &f.name);
+        let deleted = self.deleted_rows(table, f).await?;
+        let batches =
+            parquet_files::open_file(&self.dest.store, &path, f.size, columns, keep).await?;
+        let mut first = 0;
+        Ok(batches
+            .map(move |b| {
+                let b = b.map_err(|e| LakeError::parquet("reading", &path, e))?;
+                let n = b.num_rows() as u64;
+                let b = without_deleted(b, deleted.as_ref(), first)?;
+                first += n;
+                Ok(b)
+            })
+            .boxed())
     }
 }
 
